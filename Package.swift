@@ -1,0 +1,95 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "TaskWatch",
+    products: [
+        .library(name: "TaskWatch", targets: ["TaskWatch"]),
+        .library(name: "TaskWatchMetrics", targets: ["TaskWatchMetrics"]),
+        .executable(name: "taskwatchd", targets: ["taskwatchd"]),
+        .executable(name: "taskwatch", targets: ["taskwatch"]),
+    ],
+    traits: [
+        .trait(
+            name: "Stress",
+            description: "Report every 1 ms, time every task lifetime, probe the executor every 10 ms."
+        ),
+        .trait(
+            name: "Silent",
+            description: "Instrumentation compiles away: a spawn is a plain Task and nothing is reported."
+        ),
+        .default(enabledTraits: []),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+    ],
+    targets: [
+        // The wire format: pure Swift, no I/O. Both sides depend on it.
+        .target(name: "TaskWatchWire"),
+
+        // C shims. Each exists because Glibc's Swift overlay lacks the symbol or macro.
+        .target(name: "CTaskWatchSocket"),
+        .target(name: "CTaskWatchRuntime"),
+        .systemLibrary(
+            name: "CMicroHTTPD",
+            pkgConfig: "libmicrohttpd",
+            providers: [.apt(["libmicrohttpd-dev"])]
+        ),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // The daemon as a library, so tests reach its logic; `taskwatchd` is a thin shell over it.
+        .target(
+            name: "TaskWatchDaemon",
+            dependencies: [
+                "TaskWatchWire",
+                "CTaskWatchSocket",
+                "CMicroHTTPD",
+                "CZlib",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "taskwatchd",
+            dependencies: [
+                "TaskWatchDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // The client library linked into instrumented processes.
+        .target(
+            name: "TaskWatch",
+            dependencies: ["TaskWatchWire", "CTaskWatchRuntime"],
+            swiftSettings: [
+                .define("TASKWATCH_STRESS", .when(traits: ["Stress"])),
+                .define("TASKWATCH_SILENT", .when(traits: ["Silent"])),
+            ]
+        ),
+        .target(
+            name: "TaskWatchMetrics",
+            dependencies: [
+                "TaskWatch",
+                "TaskWatchWire",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
+
+        // The command-line tool as a library plus a thin executable.
+        .target(
+            name: "TaskWatchCLI",
+            dependencies: [
+                "TaskWatch",
+                "TaskWatchMetrics",
+                "TaskWatchWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .executableTarget(name: "taskwatch", dependencies: ["TaskWatchCLI"]),
+
+        .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
+    ]
+)

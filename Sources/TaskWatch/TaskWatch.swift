@@ -1,0 +1,4 @@
+import TaskWatchWire
+
+/// TaskWatch client library.
+public enum TaskWatch {}

@@ -1,0 +1,4 @@
+import ArgumentParser
+
+/// CLI.
+public enum TaskWatchCLIInfo {}

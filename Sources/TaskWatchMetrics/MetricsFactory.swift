@@ -1,0 +1,5 @@
+import CoreMetrics
+import TaskWatch
+
+/// swift-metrics backend.
+public enum TaskWatchMetricsInfo {}

@@ -1,0 +1,3 @@
+import TaskWatchCLI
+
+print("taskwatch")

@@ -1,0 +1,3 @@
+import TaskWatchDaemon
+
+print(TaskWatchDaemonInfo.version)

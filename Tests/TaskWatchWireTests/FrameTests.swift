@@ -1,0 +1,180 @@
+import Testing
+
+@testable import TaskWatchWire
+
+@Suite struct FrameRoundTripTests {
+    static let hello = Hello(
+        claimedPID: 4242,
+        intervalNanoseconds: 10_000_000,
+        process: "api-server",
+        clientVersion: "0.1.0",
+        labels: [Label("zone", "eu \"1\"\n")]
+    )
+    static let declarations = [
+        SeriesDeclaration(
+            id: 1, type: .gauge, name: "swift_tasks", help: "Live tasks.", labels: [Label("task", "default")]),
+        SeriesDeclaration(id: 2, type: .counter, name: "swift_tasks_created_total", help: "Tasks started."),
+        SeriesDeclaration(
+            id: 3, type: .histogram, name: "swift_task_duration_seconds", help: "Lifetime.", bounds: [0.001, 0.01, 1]),
+    ]
+
+    @Test func everyKindRoundTrips() throws {
+        let frames: [Frame] = [
+            .hello(Self.hello),
+            .declare(Self.declarations),
+            .values([ValueUpdate(id: 1, value: 3), ValueUpdate(id: 2, value: .infinity)]),
+            .histograms([HistogramUpdate(id: 3, buckets: [1, 2, 3, 4], sum: 1.5)]),
+            .peaks([PeakSample(id: 1, value: 17)]),
+            .goodbye,
+        ]
+        for frame in frames {
+            let encoded = FrameEncoder.encode(frame)
+            #expect(encoded.count == 1)
+            #expect(try FrameDecoder.decode(encoded[0]) == frame)
+        }
+    }
+
+    @Test func headerStartsWithMagicAndVersion() {
+        let bytes = FrameEncoder.goodbye()
+        #expect(bytes == [0x54, 0x57, 0x43, 0x48, 1, 6, 0, 0])
+    }
+
+    @Test func longListsSplitIntoFramesThatFit() throws {
+        let updates = (0..<20_000).map { ValueUpdate(id: UInt32($0), value: Double($0)) }
+        let frames = FrameEncoder.values(updates)
+        #expect(frames.count > 1)
+        var decoded: [ValueUpdate] = []
+        for frame in frames {
+            #expect(frame.count <= Wire.maxFrameSize)
+            guard case .values(let part) = try FrameDecoder.decode(frame) else {
+                Issue.record("wrong kind")
+                return
+            }
+            decoded += part
+        }
+        #expect(decoded == updates)
+    }
+
+    @Test func manyDeclarationsSplitIntoFramesThatFit() throws {
+        let declarations = (0..<3_000).map {
+            SeriesDeclaration(
+                id: UInt32($0), type: .counter, name: "app_requests_total", help: String(repeating: "h", count: 40),
+                labels: [Label("route", "/v1/items/\($0)")])
+        }
+        let frames = FrameEncoder.declare(declarations)
+        #expect(frames.count > 1)
+        var decoded: [SeriesDeclaration] = []
+        for frame in frames {
+            #expect(frame.count <= Wire.maxFrameSize)
+            if case .declare(let part) = try FrameDecoder.decode(frame) { decoded += part }
+        }
+        #expect(decoded == declarations)
+    }
+}
+
+@Suite struct FrameRejectionTests {
+    func reason(_ bytes: [UInt8]) -> WireError? {
+        do {
+            _ = try FrameDecoder.decode(bytes)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test func everyTruncationIsRefused() {
+        let frame = FrameEncoder.declare(FrameRoundTripTests.declarations)[0]
+        for length in 0..<frame.count {
+            #expect(reason(Array(frame.prefix(length))) != nil, "prefix \(length) accepted")
+        }
+    }
+
+    @Test func headerProblemsHaveTheirOwnReasons() {
+        var frame = FrameEncoder.goodbye()
+        frame[0] = 0
+        #expect(reason(frame) == .badMagic)
+        frame = FrameEncoder.goodbye()
+        frame[4] = 9
+        #expect(reason(frame) == .unsupportedVersion)
+        frame = FrameEncoder.goodbye()
+        frame[5] = 77
+        #expect(reason(frame) == .unknownKind)
+        #expect(reason(FrameEncoder.goodbye() + [0]) == .trailingBytes)
+        #expect(reason(Array(repeating: 0, count: Wire.maxFrameSize + 1)) == .oversize)
+    }
+
+    @Test func invalidUTF8IsRefused() {
+        var writer = FrameWriter(kind: .hello)
+        writer.append(UInt32(1))
+        writer.append(UInt64(1))
+        writer.append(UInt16(2))
+        var bytes = writer.bytes + [0xC3, 0x28]  // an invalid two-byte sequence
+        bytes += [0, 0, 0, 0]  // empty version, zero labels
+        #expect(reason(bytes) == .invalidUTF8)
+    }
+
+    @Test func unsortedOrNonFiniteBoundsAreRefused() {
+        for bounds in [[1.0, 0.5], [1, .nan], [.infinity]] {
+            let bytes = FrameEncoder.declare([
+                SeriesDeclaration(id: 1, type: .histogram, name: "h", help: "", bounds: bounds)
+            ])[0]
+            #expect(reason(bytes) == .badBounds)
+        }
+        let gaugeWithBounds = FrameEncoder.declare([
+            SeriesDeclaration(id: 1, type: .gauge, name: "g", help: "", bounds: [1])
+        ])[0]
+        #expect(reason(gaugeWithBounds) == .badBounds)
+    }
+
+    @Test func valuesCountMustMatchBody() {
+        var frame = FrameEncoder.values([ValueUpdate(id: 1, value: 1)])[0]
+        frame[Wire.headerSize] = 2
+        #expect(reason(frame) == .truncated)
+        frame[Wire.headerSize] = 0
+        #expect(reason(frame) == .empty)
+    }
+
+    @Test func randomBytesNeverTrap() {
+        var generator = SystemRandomNumberGenerator()
+        let seeds =
+            FrameEncoder.declare(FrameRoundTripTests.declarations) + [FrameEncoder.hello(FrameRoundTripTests.hello)]
+        for round in 0..<20_000 {
+            var bytes: [UInt8]
+            if round % 2 == 0 {
+                bytes = (0..<Int.random(in: 0..<200, using: &generator)).map { _ in
+                    UInt8.random(in: 0...255, using: &generator)
+                }
+            } else {
+                // Mutate a valid frame so the decoder gets past the header.
+                bytes = seeds[round % seeds.count]
+                for _ in 0..<Int.random(in: 1...4, using: &generator) {
+                    bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(
+                        in: 0...255, using: &generator)
+                }
+            }
+            _ = reason(bytes)
+        }
+    }
+}
+
+@Suite struct NameTests {
+    @Test func validation() {
+        #expect(Names.isValidMetricName("swift_tasks"))
+        #expect(Names.isValidMetricName("a:b_c9"))
+        #expect(!Names.isValidMetricName("9lives"))
+        #expect(!Names.isValidMetricName(""))
+        #expect(!Names.isValidMetricName("http.requests"))
+        #expect(Names.isValidLabelName("task"))
+        #expect(!Names.isValidLabelName("__name__"))
+        #expect(!Names.isValidLabelName("a:b"))
+    }
+
+    @Test func sanitizing() {
+        #expect(Names.sanitizeMetricName("http.requests-total") == "http_requests_total")
+        #expect(Names.sanitizeMetricName("9lives") == "_9lives")
+        #expect(Names.sanitizeMetricName("") == "_")
+        #expect(Names.sanitizeLabelName("__secret") == "_secret")
+        #expect(Names.sanitizeLabelName("a:b") == "a_b")
+        #expect(Names.isValidLabelName(Names.sanitizeLabelName("ü")))
+    }
+}
