@@ -1,0 +1,42 @@
+/// Identifies one accepted ingest connection for its whole life. Never reused within a daemon run.
+public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt64
+
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+
+    public var description: String { "#\(rawValue)" }
+}
+
+/// Who is on the other end of a connection, as the kernel recorded it (`SO_PEERCRED`), never as the
+/// peer claims.
+public struct PeerCredentials: Sendable, Equatable {
+    public var pid: Int32
+    public var uid: UInt32
+    public var gid: UInt32
+
+    public init(pid: Int32, uid: UInt32, gid: UInt32) {
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+    }
+}
+
+/// What the sink wants done with a connection after a frame.
+public enum IngestVerdict: Sendable, Equatable {
+    case keep
+    /// Close the connection; the sink has already counted why.
+    case disconnect
+}
+
+/// Receives everything the ingest listener reads. All calls come from the listener's single thread, in
+/// order, so an implementation needs no locking against itself (only against readers such as scrapes).
+public protocol IngestSink: AnyObject {
+    /// A connection was accepted. Returning false closes it at once (the sink counts the refusal).
+    func connectionOpened(_ id: ConnectionID, peer: PeerCredentials) -> Bool
+    /// One message arrived. `truncated` means it was longer than the largest frame and was cut.
+    func frameReceived(_ id: ConnectionID, bytes: UnsafeRawBufferPointer, truncated: Bool) -> IngestVerdict
+    /// The connection is gone: closed by the peer, by an error, or by a `.disconnect` verdict.
+    func connectionClosed(_ id: ConnectionID)
+    /// Called at least every `IngestListener.tickInterval`, for time-based work such as grace expiry.
+    func tick(nowNanoseconds: UInt64)
+}
