@@ -1,2 +1,17 @@
-/// The TaskWatch daemon as a library: ingest, registry, exposition and HTTP.
-public enum TaskWatchDaemonInfo { public static let version = "0.1.0" }
+/// Facts about this build of the daemon.
+public enum TaskWatchDaemonInfo {
+    public static let version = "0.1.0"
+
+    /// The compiler that built this binary, for `taskwatch_build_info`.
+    public static let swiftVersion: String = {
+        #if compiler(>=6.4)
+            return "6.4"
+        #elseif compiler(>=6.3)
+            return "6.3"
+        #elseif compiler(>=6.2)
+            return "6.2"
+        #else
+            return "6.1"
+        #endif
+    }()
+}

@@ -41,9 +41,7 @@ public enum FrameDecoder {
             for _ in 0..<count { declarations.append(try reader.readDeclaration()) }
             frame = .declare(declarations)
         case .values:
-            var updates: [ValueUpdate] = []
-            try ValueEntries.read(from: &reader) { id, value in updates.append(ValueUpdate(id: id, value: value)) }
-            frame = .values(updates)
+            frame = .values(try ValueEntries(from: &reader).map { ValueUpdate(id: $0.id, value: $0.value) })
         case .histograms:
             let count = try reader.readCount()
             var updates: [HistogramUpdate] = []
@@ -51,9 +49,7 @@ public enum FrameDecoder {
             for _ in 0..<count { updates.append(try reader.readHistogram()) }
             frame = .histograms(updates)
         case .peaks:
-            var samples: [PeakSample] = []
-            try ValueEntries.read(from: &reader) { id, value in samples.append(PeakSample(id: id, value: value)) }
-            frame = .peaks(samples)
+            frame = .peaks(try ValueEntries(from: &reader).map { PeakSample(id: $0.id, value: $0.value) })
         case .goodbye:
             frame = .goodbye
         }
@@ -83,25 +79,31 @@ public enum FrameDecoder {
     }
 }
 
-/// Reads `values` and `peaks` bodies without allocating: the daemon's hot path.
-public enum ValueEntries {
+/// The `(id, value)` entries of a `values` or `peaks` body, read in place without allocating: the
+/// daemon's hot path.
+public struct ValueEntries: RandomAccessCollection {
     /// The size of one `(id, value)` entry in bytes.
     public static let entrySize = 12
 
-    /// Calls `body` for each `(id, value)` entry, after checking that the body holds exactly `count` entries.
-    public static func read(
-        from reader: inout FrameReader,
-        _ body: (UInt32, Double) throws(WireError) -> Void
-    ) throws(WireError) {
+    private let base: UnsafeRawBufferPointer
+
+    /// Checks that the rest of the frame holds exactly the announced number of entries.
+    public init(from reader: inout FrameReader) throws(WireError) {
         let count = try reader.readCount()
-        guard reader.remaining == count * entrySize else {
-            throw reader.remaining < count * entrySize ? .truncated : .trailingBytes
+        guard reader.remaining == count * Self.entrySize else {
+            throw reader.remaining < count * Self.entrySize ? .truncated : .trailingBytes
         }
-        for _ in 0..<count {
-            let id = try reader.readUInt32()
-            let value = try reader.readDouble()
-            try body(id, value)
-        }
+        base = try reader.take(count * Self.entrySize)
+    }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { base.count / Self.entrySize }
+
+    public subscript(position: Int) -> (id: UInt32, value: Double) {
+        let offset = position * Self.entrySize
+        let id = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+        let bits = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset + 4, as: UInt64.self))
+        return (id, Double(bitPattern: bits))
     }
 }
 

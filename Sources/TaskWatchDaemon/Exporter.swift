@@ -1,0 +1,25 @@
+/// Produces `/metrics` bodies: a registry snapshot, each client's `/proc` figures and the daemon's own.
+public final class Exporter: Sendable {
+    public let registry: Registry
+    public let build: BuildInfo
+
+    public init(registry: Registry, build: BuildInfo) {
+        self.registry = registry
+        self.build = build
+    }
+
+    /// Renders the whole exposition in `format`. Safe to call from many threads at once.
+    public func render(_ format: ExpositionFormat) -> [UInt8] {
+        let snapshot = registry.snapshot()
+        // /proc is read after the lock is released: a slow read never delays ingest.
+        var kernel: [Int: ProcessStats] = [:]
+        for (index, client) in snapshot.clients.enumerated() {
+            guard let stats = ProcessReader.stats(pid: String(client.pid)),
+                stats.startTicks == client.processStartTicks
+            else { continue }
+            kernel[index] = stats
+        }
+        return ExpositionRenderer.render(
+            snapshot, format: format, build: build, kernel: kernel, daemon: ProcessReader.stats(pid: "self"))
+    }
+}

@@ -1,0 +1,308 @@
+import TaskWatchWire
+
+/// What `taskwatch_build_info` says.
+public struct BuildInfo: Sendable {
+    public var version: String
+    public var revision: String
+    public var swiftVersion: String
+
+    public init(version: String, revision: String, swiftVersion: String) {
+        self.version = version
+        self.revision = revision
+        self.swiftVersion = swiftVersion
+    }
+}
+
+/// Writes families and samples in text 0.0.4 or OpenMetrics 1.0.0.
+///
+/// Series are written from pre-rendered, pre-escaped label bytes, so a sample line costs a few `memcpy`s
+/// and one number formatting.
+struct ExpositionWriter: ~Copyable {
+    let format: ExpositionFormat
+    var out: OutputBuffer
+
+    init(format: ExpositionFormat, capacity: Int) {
+        self.format = format
+        out = OutputBuffer(capacity: capacity)
+    }
+
+    /// Writes the HELP and TYPE lines. In OpenMetrics a counter's family name drops `_total`.
+    mutating func family(_ name: String, type: SeriesType, help: String) {
+        var familyName = name
+        if format == .openMetrics, type == .counter, name.hasSuffix("_total") {
+            familyName = String(name.dropLast(6))
+        }
+        out.append("# HELP ")
+        out.append(string: familyName)
+        out.append(UInt8(ascii: " "))
+        out.append(Escaping.help(help, format: format))
+        out.append("\n# TYPE ")
+        out.append(string: familyName)
+        out.append(UInt8(ascii: " "))
+        out.append(string: type.exposedName)
+        out.append(UInt8(ascii: "\n"))
+    }
+
+    /// The sample name of a counter or gauge: OpenMetrics requires counters to end in `_total`.
+    func sampleName(_ name: String, type: SeriesType) -> [UInt8] {
+        if format == .openMetrics, type == .counter, !name.hasSuffix("_total") { return Array((name + "_total").utf8) }
+        return Array(name.utf8)
+    }
+
+    /// Writes `name{first,second} value\n`, leaving out empty label parts.
+    @inline(__always)
+    mutating func sample(
+        _ name: UnsafeRawBufferPointer,
+        _ first: UnsafeRawBufferPointer,
+        _ second: UnsafeRawBufferPointer,
+        _ value: Double
+    ) {
+        out.append(name)
+        if !first.isEmpty || !second.isEmpty {
+            out.append(UInt8(ascii: "{"))
+            out.append(first)
+            if !first.isEmpty && !second.isEmpty { out.append(UInt8(ascii: ",")) }
+            out.append(second)
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(UInt8(ascii: " "))
+        out.append(value: value)
+        out.append(UInt8(ascii: "\n"))
+    }
+
+    /// A sample from Swift values, for the daemon's own handful of series.
+    mutating func sample(_ name: String, labels: [Label] = [], _ value: Double) {
+        let text = Escaping.labelText(labels)
+        var name = name
+        name.withUTF8 { nameBytes in
+            text.withUnsafeBytes { labelBytes in
+                sample(
+                    UnsafeRawBufferPointer(nameBytes), labelBytes, UnsafeRawBufferPointer(start: nil, count: 0), value)
+            }
+        }
+    }
+
+    /// A sample with pre-rendered client labels.
+    mutating func sample(_ name: [UInt8], clientLabels: [UInt8], _ value: Double) {
+        name.withUnsafeBytes { nameBytes in
+            clientLabels.withUnsafeBytes { labelBytes in
+                sample(nameBytes, labelBytes, UnsafeRawBufferPointer(start: nil, count: 0), value)
+            }
+        }
+    }
+
+    consuming func finish() -> [UInt8] {
+        if format == .openMetrics { out.append("# EOF\n") }
+        return out.bytes()
+    }
+}
+
+/// Renders a registry snapshot, the `/proc` series of its clients and the daemon's own series.
+enum ExpositionRenderer {
+    static func render(
+        _ snapshot: RegistrySnapshot,
+        format: ExpositionFormat,
+        build: BuildInfo,
+        kernel: [Int: ProcessStats],
+        daemon: ProcessStats?
+    ) -> [UInt8] {
+        var writer = ExpositionWriter(format: format, capacity: 256 + snapshot.seriesTotal * 96)
+        writeClientSeries(snapshot, into: &writer)
+        writeClientStatus(snapshot, into: &writer)
+        writeKernelSeries(snapshot, kernel: kernel, into: &writer)
+        writeDaemonSeries(snapshot, build: build, daemon: daemon, into: &writer)
+        return writer.finish()
+    }
+
+    private static func writeClientSeries(_ snapshot: RegistrySnapshot, into writer: inout ExpositionWriter) {
+        for family in snapshot.families {
+            let members = snapshot.clients.filter { $0.table.familyRanges[UInt32(family.index)] != nil }
+            guard !members.isEmpty else { continue }
+            writer.family(family.name, type: family.type, help: family.help)
+            switch family.type {
+            case .counter, .gauge:
+                let name = writer.sampleName(family.name, type: family.type)
+                for client in members { writeScalars(family, name: name, client: client, into: &writer) }
+            case .histogram:
+                for client in members { writeHistograms(family, client: client, into: &writer) }
+            }
+        }
+    }
+
+    private static func writeScalars(
+        _ family: RegistrySnapshot.FamilyInfo,
+        name: [UInt8],
+        client: RegistrySnapshot.ClientView,
+        into writer: inout ExpositionWriter
+    ) {
+        let table = client.table
+        guard let range = table.familyRanges[UInt32(family.index)] else { return }
+        name.withUnsafeBytes { nameBytes in
+            client.labelText.withUnsafeBytes { clientBytes in
+                table.labelArena.withUnsafeBytes { arena in
+                    table.values.withUnsafeBufferPointer { values in
+                        for position in range {
+                            let series = Int(table.order[position])
+                            let value = values[series]
+                            if value.bitPattern == SeriesTable.unset.bitPattern { continue }
+                            let labels = UnsafeRawBufferPointer(rebasing: arena[table.labels(of: series)])
+                            writer.sample(nameBytes, clientBytes, labels, value)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private static func writeHistograms(
+        _ family: RegistrySnapshot.FamilyInfo,
+        client: RegistrySnapshot.ClientView,
+        into writer: inout ExpositionWriter
+    ) {
+        let table = client.table
+        guard let range = table.familyRanges[UInt32(family.index)] else { return }
+        let bucketName = Array((family.name + "_bucket").utf8)
+        let sumName = Array((family.name + "_sum").utf8)
+        let countName = Array((family.name + "_count").utf8)
+        for position in range {
+            let series = Int(table.order[position])
+            let sum = table.values[series]
+            guard sum.bitPattern != SeriesTable.unset.bitPattern, let slot = table.histograms[Int32(series)] else {
+                continue
+            }
+            let boundSet = table.boundSets[slot.boundSet]
+            var labels = Array(table.labelArena[table.labels(of: series)])
+            if !labels.isEmpty { labels.append(UInt8(ascii: ",")) }
+            var cumulative: UInt64 = 0
+            for (bucket, le) in boundSet.leTexts.enumerated() {
+                cumulative &+= table.bucketCounts[slot.offset + bucket]
+                writer.sample(
+                    bucketName, clientLabels: client.labelText + [UInt8(ascii: ",")] + labels + le, Double(cumulative))
+            }
+            let seriesLabels = Array(table.labelArena[table.labels(of: series)])
+            let combined =
+                seriesLabels.isEmpty ? client.labelText : client.labelText + [UInt8(ascii: ",")] + seriesLabels
+            writer.sample(sumName, clientLabels: combined, sum)
+            writer.sample(countName, clientLabels: combined, Double(cumulative))
+        }
+    }
+
+    private static func writeClientStatus(_ snapshot: RegistrySnapshot, into writer: inout ExpositionWriter) {
+        guard !snapshot.clients.isEmpty else { return }
+        writer.family(
+            "taskwatch_client_up", type: .gauge,
+            help: "1 while the client is connected, 0 during the grace period after it left.")
+        let up = Array("taskwatch_client_up".utf8)
+        for client in snapshot.clients { writer.sample(up, clientLabels: client.labelText, client.connected ? 1 : 0) }
+        writer.family(
+            "taskwatch_client_last_report_timestamp_seconds", type: .gauge,
+            help: "Unix time of the last report frame the daemon accepted from the client.")
+        let last = Array("taskwatch_client_last_report_timestamp_seconds".utf8)
+        for client in snapshot.clients where client.lastReport > 0 {
+            writer.sample(last, clientLabels: client.labelText, client.lastReport)
+        }
+    }
+
+    private static func writeKernelSeries(
+        _ snapshot: RegistrySnapshot,
+        kernel: [Int: ProcessStats],
+        into writer: inout ExpositionWriter
+    ) {
+        guard !kernel.isEmpty else { return }
+        let families: [(String, SeriesType, String, (ProcessStats) -> Double?)] = [
+            (
+                "swift_process_cpu_seconds_total", .counter, "User and system CPU time of the process.",
+                { $0.cpuSeconds }
+            ),
+            (
+                "swift_process_open_fds", .gauge, "Open file descriptors of the process.",
+                { $0.openFDs.map(Double.init) }
+            ),
+            (
+                "swift_process_resident_memory_bytes", .gauge, "Resident memory of the process.",
+                { Double($0.residentBytes) }
+            ),
+            (
+                "swift_process_start_time_seconds", .gauge, "Start time of the process, in Unix seconds.",
+                { $0.startTimeSeconds }
+            ),
+            ("swift_process_threads", .gauge, "Threads of the process.", { Double($0.threads) }),
+            (
+                "swift_process_virtual_memory_bytes", .gauge, "Virtual memory of the process.",
+                { Double($0.virtualBytes) }
+            ),
+        ]
+        for (name, type, help, read) in families {
+            writer.family(name, type: type, help: help)
+            let nameBytes = writer.sampleName(name, type: type)
+            for (index, client) in snapshot.clients.enumerated() {
+                guard let stats = kernel[index], let value = read(stats) else { continue }
+                writer.sample(nameBytes, clientLabels: client.labelText, value)
+            }
+        }
+    }
+
+    private static func writeDaemonSeries(
+        _ snapshot: RegistrySnapshot,
+        build: BuildInfo,
+        daemon: ProcessStats?,
+        into writer: inout ExpositionWriter
+    ) {
+        writer.family("taskwatch_build_info", type: .gauge, help: "Version of taskwatchd; the value is always 1.")
+        writer.sample(
+            "taskwatch_build_info",
+            labels: [
+                Label("version", build.version), Label("revision", build.revision),
+                Label("swift_version", build.swiftVersion),
+            ], 1)
+        writer.family("taskwatch_clients", type: .gauge, help: "Connected clients.")
+        writer.sample("taskwatch_clients", Double(snapshot.connectedCount))
+        writer.family("taskwatch_series", type: .gauge, help: "Series held for all clients, connected or in grace.")
+        writer.sample("taskwatch_series", Double(snapshot.seriesTotal))
+        writer.family("taskwatch_messages_received_total", type: .counter, help: "Frames received from clients.")
+        writer.sample(
+            String(decoding: writer.sampleName("taskwatch_messages_received_total", type: .counter), as: UTF8.self),
+            Double(snapshot.stats.messagesReceived))
+        writeReasons(
+            "taskwatch_messages_rejected_total", help: "Frames refused, by reason.",
+            FrameRejection.allCases.map { ($0.rawValue, snapshot.stats.rejectedFrames[$0] ?? 0) }, into: &writer)
+        writeReasons(
+            "taskwatch_series_dropped_total", help: "Declared series not admitted, by reason.",
+            SeriesRejection.allCases.map { ($0.rawValue, snapshot.stats.droppedSeries[$0] ?? 0) }, into: &writer)
+        writeReasons(
+            "taskwatch_clients_rejected_total", help: "Connections refused or closed by the daemon, by reason.",
+            ClientRejection.allCases.map { ($0.rawValue, snapshot.stats.rejectedClients[$0] ?? 0) }, into: &writer)
+        guard let daemon else { return }
+        writer.family(
+            "process_cpu_seconds_total", type: .counter, help: "Total user and system CPU time spent in seconds.")
+        writer.sample("process_cpu_seconds_total", daemon.cpuSeconds)
+        if let fds = daemon.openFDs {
+            writer.family("process_open_fds", type: .gauge, help: "Number of open file descriptors.")
+            writer.sample("process_open_fds", Double(fds))
+        }
+        if let maxFDs = daemon.maxFDs {
+            writer.family("process_max_fds", type: .gauge, help: "Maximum number of open file descriptors.")
+            writer.sample("process_max_fds", Double(maxFDs))
+        }
+        writer.family("process_resident_memory_bytes", type: .gauge, help: "Resident memory size in bytes.")
+        writer.sample("process_resident_memory_bytes", Double(daemon.residentBytes))
+        writer.family(
+            "process_start_time_seconds", type: .gauge, help: "Start time of the process since unix epoch in seconds.")
+        writer.sample("process_start_time_seconds", daemon.startTimeSeconds)
+        writer.family("process_virtual_memory_bytes", type: .gauge, help: "Virtual memory size in bytes.")
+        writer.sample("process_virtual_memory_bytes", Double(daemon.virtualBytes))
+        writer.family("process_threads", type: .gauge, help: "Number of OS threads in the process.")
+        writer.sample("process_threads", Double(daemon.threads))
+    }
+
+    private static func writeReasons(
+        _ name: String,
+        help: String,
+        _ counts: [(String, UInt64)],
+        into writer: inout ExpositionWriter
+    ) {
+        writer.family(name, type: .counter, help: help)
+        let sampleName = String(decoding: writer.sampleName(name, type: .counter), as: UTF8.self)
+        for (reason, count) in counts { writer.sample(sampleName, labels: [Label("reason", reason)], Double(count)) }
+    }
+}

@@ -1,0 +1,159 @@
+import Glibc
+import TaskWatchWire
+
+/// A growable byte buffer written with `memcpy`.
+///
+/// Rendering 100 k series means about half a million small appends; `Array.append(contentsOf:)` pays
+/// capacity and uniqueness checks on each, which alone ate most of the 10 ms budget. This type owns
+/// raw memory and checks capacity once per append.
+struct OutputBuffer: ~Copyable {
+    private(set) var base: UnsafeMutablePointer<UInt8>
+    private(set) var count = 0
+    private var capacity: Int
+
+    init(capacity: Int = 64 * 1024) {
+        self.capacity = max(capacity, 64)
+        base = .allocate(capacity: self.capacity)
+    }
+
+    deinit { base.deallocate() }
+
+    @inline(__always)
+    mutating func reserve(_ extra: Int) {
+        if count + extra > capacity { grow(to: count + extra) }
+    }
+
+    private mutating func grow(to needed: Int) {
+        var newCapacity = capacity * 2
+        while newCapacity < needed { newCapacity *= 2 }
+        let newBase = UnsafeMutablePointer<UInt8>.allocate(capacity: newCapacity)
+        newBase.update(from: base, count: count)
+        base.deallocate()
+        base = newBase
+        capacity = newCapacity
+    }
+
+    @inline(__always)
+    mutating func append(_ byte: UInt8) {
+        reserve(1)
+        base[count] = byte
+        count += 1
+    }
+
+    @inline(__always)
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+        reserve(bytes.count)
+        memcpy(base + count, source, bytes.count)
+        count += bytes.count
+    }
+
+    @inline(__always)
+    mutating func append(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { append($0) }
+    }
+
+    @inline(__always)
+    mutating func append(_ bytes: ArraySlice<UInt8>) {
+        bytes.withUnsafeBytes { append($0) }
+    }
+
+    mutating func append(_ string: StaticString) {
+        append(UnsafeRawBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
+    }
+
+    mutating func append(string: String) {
+        var string = string
+        string.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Appends a sample value the way Prometheus writes it: integers without a fraction, `NaN`, `+Inf`,
+    /// `-Inf`, otherwise the shortest representation that round-trips.
+    mutating func append(value: Double) {
+        if value.isNaN {
+            append("NaN")
+        } else if value.isInfinite {
+            append(value > 0 ? "+Inf" : "-Inf")
+        } else if value == value.rounded(.towardZero), abs(value) < 1e15 {
+            append(integer: Int64(value))
+        } else {
+            append(string: value.description)
+        }
+    }
+
+    mutating func append(integer: Int64) {
+        reserve(20)
+        var magnitude = integer.magnitude
+        if integer < 0 {
+            base[count] = UInt8(ascii: "-")
+            count += 1
+        }
+        // Write digits backwards into a scratch area, then copy them in order.
+        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        let written = withUnsafeMutableBytes(of: &scratch) { raw -> Int in
+            var index = raw.count
+            repeat {
+                index -= 1
+                raw[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude != 0
+            let length = raw.count - index
+            memcpy(base + count, raw.baseAddress! + index, length)
+            return length
+        }
+        count += written
+    }
+
+    mutating func append(unsigned: UInt64) {
+        if unsigned <= UInt64(Int64.max) {
+            append(integer: Int64(unsigned))
+        } else {
+            append(string: String(unsigned))
+        }
+    }
+
+    /// Copies the bytes out.
+    func bytes() -> [UInt8] {
+        Array(UnsafeBufferPointer(start: base, count: count))
+    }
+}
+
+/// Escaping for the text formats.
+enum Escaping {
+    /// Escapes a label value for both formats: backslash, double quote and newline.
+    static func labelValue(_ value: String) -> [UInt8] {
+        escape(value, quote: true)
+    }
+
+    /// Escapes HELP text. Text 0.0.4 escapes backslash and newline; OpenMetrics also the double quote.
+    static func help(_ value: String, format: ExpositionFormat) -> [UInt8] {
+        escape(value, quote: format == .openMetrics)
+    }
+
+    private static func escape(_ value: String, quote: Bool) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(value.utf8.count)
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case UInt8(ascii: "\n"): out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case UInt8(ascii: "\"") where quote: out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            default: out.append(byte)
+            }
+        }
+        return out
+    }
+
+    /// Renders `name="value",...` for a list of labels, escaped, without braces.
+    static func labelText(_ labels: [Label]) -> [UInt8] {
+        var out: [UInt8] = []
+        for (index, label) in labels.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            out += Array(label.name.utf8)
+            out += [UInt8(ascii: "="), UInt8(ascii: "\"")]
+            out += labelValue(label.value)
+            out.append(UInt8(ascii: "\""))
+        }
+        return out
+    }
+}

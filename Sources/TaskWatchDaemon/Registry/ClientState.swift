@@ -1,0 +1,73 @@
+import TaskWatchWire
+
+/// Everything the registry knows about one connection, from accept until its grace period ends.
+struct ClientState {
+    let connection: ConnectionID
+    let peer: PeerCredentials
+    /// The process's start time in clock ticks since boot, to tell a reused pid from the original.
+    let processStartTicks: UInt64?
+    var hello: Hello?
+    /// `process="…",pid="…"` plus the hello's constant labels, rendered and escaped.
+    var labelText: [UInt8] = []
+    var connected = true
+    /// Set when another connection from the same process took over: the next frame closes this one.
+    var superseded = false
+    var disconnectedAt: UInt64 = 0
+    /// Wall-clock seconds of the last accepted report frame.
+    var lastReport: Double = 0
+    var consecutiveRejections = 0
+
+    var table = SeriesTable()
+    /// Series index by the client's id; `droppedID` for ids whose declaration was refused.
+    var indexByID: [UInt32: Int32] = [:]
+    var droppedIDs = 0
+    /// Hashes of name and labels of every series, to refuse a second series with the same identity.
+    var identities: [UInt64: Int32] = [:]
+    /// Hash of each series' full declaration, to accept an identical re-declaration of an id.
+    var declarationHashes: [UInt64] = []
+    var familyCounts: [Int: Int] = [:]
+    /// For gauges that receive peak samples: the derived `_peak` series and its window.
+    var peaks: [Int32: PeakState] = [:]
+
+    static let droppedID: Int32 = -1
+
+    init(connection: ConnectionID, peer: PeerCredentials, processStartTicks: UInt64?) {
+        self.connection = connection
+        self.peer = peer
+        self.processStartTicks = processStartTicks
+    }
+
+    var processName: String { hello?.process ?? "" }
+}
+
+/// The derived `<gauge>_peak` series of one gauge.
+struct PeakState {
+    let derivedIndex: Int32
+    var window = PeakWindow()
+}
+
+/// Hashes of series identity, stable within one daemon run.
+enum SeriesIdentity {
+    static func hash(name: String, labels: [Label]) -> UInt64 {
+        var hasher = Hasher()
+        hasher.combine(name)
+        for label in labels.sorted(by: { $0.name < $1.name }) {
+            hasher.combine(label.name)
+            hasher.combine(label.value)
+        }
+        return UInt64(bitPattern: Int64(hasher.finalize()))
+    }
+
+    static func hash(_ declaration: SeriesDeclaration) -> UInt64 {
+        var hasher = Hasher()
+        hasher.combine(declaration.name)
+        hasher.combine(declaration.type.rawValue)
+        hasher.combine(declaration.help)
+        for label in declaration.labels {
+            hasher.combine(label.name)
+            hasher.combine(label.value)
+        }
+        hasher.combine(declaration.bounds)
+        return UInt64(bitPattern: Int64(hasher.finalize()))
+    }
+}

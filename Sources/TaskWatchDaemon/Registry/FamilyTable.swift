@@ -1,0 +1,88 @@
+import TaskWatchWire
+
+/// One metric name as it appears on `/metrics`, shared by every client that declares it.
+struct Family {
+    let name: String
+    let type: SeriesType
+    /// The series label names, sorted: a family keeps one set of them.
+    let labelNames: [String]
+    /// The help of the first declaration.
+    let help: String
+    /// Series currently holding this family alive.
+    var seriesCount = 0
+}
+
+/// Every family by name, with the guarantees that keep the exposition valid: one type and one label
+/// set per name, and no name that collides with a histogram's `_bucket`, `_sum` or `_count` lines.
+struct FamilyTable {
+    private(set) var families: [Family?] = []
+    private var freeIndices: [Int] = []
+    private var indexByName: [String: Int] = [:]
+    /// Names a family produces besides its own (`x_bucket`, `x_sum`, `x_count` of a histogram `x`).
+    private var derivedNames: [String: Int] = [:]
+
+    /// Names the daemon itself exposes, which clients may not declare.
+    static func isReserved(_ name: String) -> Bool {
+        name.hasPrefix("taskwatch_") || name.hasPrefix("process_") || KernelSeries.names.contains(name)
+    }
+
+    /// Finds or creates the family for a declaration, or says why it cannot be admitted.
+    mutating func admit(
+        name: String,
+        type: SeriesType,
+        labelNames: [String],
+        help: String
+    ) -> Result<Int, SeriesRejection> {
+        if let index = indexByName[name] {
+            guard let family = families[index], family.type == type, family.labelNames == labelNames else {
+                return .failure(.conflict)
+            }
+            return .success(index)
+        }
+        let derived = type == .histogram ? [name + "_bucket", name + "_sum", name + "_count"] : []
+        if derivedNames[name] != nil || derived.contains(where: { indexByName[$0] != nil || derivedNames[$0] != nil }) {
+            return .failure(.conflict)
+        }
+        let family = Family(name: name, type: type, labelNames: labelNames, help: help)
+        let index: Int
+        if let reused = freeIndices.popLast() {
+            index = reused
+            families[index] = family
+        } else {
+            index = families.count
+            families.append(family)
+        }
+        indexByName[name] = index
+        for derivedName in derived { derivedNames[derivedName] = index }
+        return .success(index)
+    }
+
+    mutating func retain(_ index: Int, count: Int = 1) {
+        families[index]?.seriesCount += count
+    }
+
+    /// Drops `count` series from a family and forgets the family when none are left.
+    mutating func release(_ index: Int, count: Int) {
+        guard var family = families[index] else { return }
+        family.seriesCount -= count
+        if family.seriesCount > 0 {
+            families[index] = family
+            return
+        }
+        families[index] = nil
+        freeIndices.append(index)
+        indexByName[family.name] = nil
+        if family.type == .histogram {
+            for suffix in ["_bucket", "_sum", "_count"] { derivedNames[family.name + suffix] = nil }
+        }
+    }
+}
+
+/// The names of the series the daemon reads from `/proc/<pid>` for each client.
+enum KernelSeries {
+    static let names: Set<String> = [
+        "swift_process_resident_memory_bytes", "swift_process_virtual_memory_bytes",
+        "swift_process_cpu_seconds_total", "swift_process_threads", "swift_process_open_fds",
+        "swift_process_start_time_seconds",
+    ]
+}

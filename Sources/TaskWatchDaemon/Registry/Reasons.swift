@@ -1,0 +1,79 @@
+import TaskWatchWire
+
+/// Why a whole frame was refused: `taskwatch_messages_rejected_total{reason}`.
+public enum FrameRejection: String, Error, Sendable, CaseIterable {
+    // Structural problems found by the wire decoder.
+    case truncated, oversize, empty
+    case badMagic = "bad_magic"
+    case unsupportedVersion = "unsupported_version"
+    case unknownKind = "unknown_kind"
+    case trailingBytes = "trailing_bytes"
+    case invalidUTF8 = "invalid_utf8"
+    case tooLong = "too_long"
+    case unknownType = "unknown_type"
+    case badBounds = "bad_bounds"
+    // Problems only the registry can see.
+    /// A frame other than hello before the hello.
+    case noHello = "no_hello"
+    /// A second hello on the same connection.
+    case duplicateHello = "duplicate_hello"
+    /// A hello whose process name or labels are unusable.
+    case invalidHello = "invalid_hello"
+    /// An update for an id that was never declared on this connection.
+    case unknownSeries = "unknown_series"
+    /// A value update for a histogram, a histogram update for a counter, peaks for a non-gauge.
+    case typeMismatch = "type_mismatch"
+    /// A histogram update whose bucket count does not match the declared bounds.
+    case bucketMismatch = "bucket_mismatch"
+    /// NaN anywhere; a negative or infinite counter or histogram sum.
+    case invalidValue = "invalid_value"
+    /// A counter or histogram bucket lower than the value it had on this connection.
+    case counterDecrease = "counter_decrease"
+
+    init(_ error: WireError) {
+        switch error {
+        case .truncated: self = .truncated
+        case .oversize: self = .oversize
+        case .badMagic: self = .badMagic
+        case .unsupportedVersion: self = .unsupportedVersion
+        case .unknownKind: self = .unknownKind
+        case .trailingBytes: self = .trailingBytes
+        case .invalidUTF8: self = .invalidUTF8
+        case .tooLong: self = .tooLong
+        case .unknownType: self = .unknownType
+        case .badBounds: self = .badBounds
+        case .empty: self = .empty
+        }
+    }
+}
+
+/// Why a declared series was not admitted: `taskwatch_series_dropped_total{reason}`. The rest of its frame
+/// still counts; later updates for its id are ignored without further counting.
+public enum SeriesRejection: String, Error, Sendable, CaseIterable {
+    /// The metric name or a label name breaks the Prometheus naming rules.
+    case invalidName = "invalid_name"
+    /// A label the daemon sets itself (`process`, `pid`), `le` on a histogram, or a label given twice.
+    case reservedLabel = "reserved_label"
+    /// A name the daemon exposes itself (`taskwatch_*`, `process_*`, the `/proc` series).
+    case reservedName = "reserved_name"
+    /// The same id declared again differently, or the same name and labels under a second id.
+    case duplicateSeries = "duplicate_series"
+    /// The name exists with another type or another set of label names.
+    case conflict
+    /// The connection reached `--ingest.max-series-per-client`.
+    case clientLimit = "client_limit"
+    /// The daemon reached `--ingest.max-series`.
+    case globalLimit = "global_limit"
+}
+
+/// Why a connection was refused or closed: `taskwatch_clients_rejected_total{reason}`.
+public enum ClientRejection: String, Sendable, CaseIterable {
+    /// `--ingest.max-clients` connections were already open.
+    case maxClients = "max_clients"
+    /// The peer's uid or gid is not in the allowed lists.
+    case notAllowed = "not_allowed"
+    /// Too many consecutive refused frames.
+    case badFrames = "bad_frames"
+    /// accept() failed for lack of file descriptors.
+    case noFileDescriptors = "no_file_descriptors"
+}

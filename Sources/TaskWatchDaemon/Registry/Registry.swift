@@ -1,0 +1,481 @@
+import Synchronization
+import TaskWatchWire
+
+/// The limits the registry enforces, from the command line.
+public struct RegistryLimits: Sendable {
+    public var maxClients = 4_096
+    public var maxSeries = 1_000_000
+    public var maxSeriesPerClient = 10_000
+    /// How long a gone client's series stay visible, in nanoseconds.
+    public var graceNanoseconds: UInt64 = 30_000_000_000
+    /// The `swift_tasks_peak` window, in nanoseconds.
+    public var peakWindowNanoseconds: UInt64 = 15_000_000_000
+    /// When non-empty, only peers with one of these uids (or one of the gids) may connect.
+    public var allowedUIDs: Set<UInt32> = []
+    public var allowedGIDs: Set<UInt32> = []
+    /// Consecutive refused frames after which a connection is closed.
+    public var maxConsecutiveRejections = 32
+
+    public init() {}
+}
+
+/// Per-client state, fed by the ingest thread and read by scrapes.
+///
+/// One mutex guards everything. The ingest thread holds it for one frame at a time; a scrape holds it
+/// only to take a snapshot, which copies no series data (the tables are copy-on-write), so neither side
+/// waits on the other for longer than that.
+public final class Registry: IngestSink, Sendable {
+    private let state: Mutex<State>
+    private let limits: RegistryLimits
+    private let clock: any DaemonClock
+
+    /// Counters about the registry's own work.
+    struct Stats {
+        var messagesReceived: UInt64 = 0
+        var rejectedFrames: [FrameRejection: UInt64] = [:]
+        var droppedSeries: [SeriesRejection: UInt64] = [:]
+        var rejectedClients: [ClientRejection: UInt64] = [:]
+    }
+
+    struct State: ~Copyable {
+        var clients: [ConnectionID: ClientState] = [:]
+        var families = FamilyTable()
+        var seriesTotal = 0
+        var connectedCount = 0
+        var stats = Stats()
+    }
+
+    public init(limits: RegistryLimits, clock: any DaemonClock = SystemClock()) {
+        self.limits = limits
+        self.clock = clock
+        state = Mutex(State())
+    }
+
+    // MARK: IngestSink
+
+    public func connectionOpened(_ id: ConnectionID, peer: PeerCredentials) -> Bool {
+        let startTicks = ProcessReader.startTicks(pid: peer.pid)
+        return state.withLock { state in
+            if !limits.allowedUIDs.isEmpty || !limits.allowedGIDs.isEmpty,
+                !limits.allowedUIDs.contains(peer.uid), !limits.allowedGIDs.contains(peer.gid)
+            {
+                state.stats.rejectedClients[.notAllowed, default: 0] += 1
+                return false
+            }
+            if state.connectedCount >= limits.maxClients {
+                state.stats.rejectedClients[.maxClients, default: 0] += 1
+                return false
+            }
+            // The same process connecting again takes over: its earlier connection's series would
+            // otherwise be exposed twice.
+            for (other, client) in state.clients
+            where client.peer.pid == peer.pid && client.processStartTicks == startTicks {
+                removeSeries(of: client, from: &state)
+                if client.connected {
+                    state.clients[other]?.superseded = true
+                    state.clients[other]?.table = SeriesTable()
+                    state.clients[other]?.indexByID = [:]
+                    state.clients[other]?.familyCounts = [:]
+                    state.clients[other]?.hello = nil
+                } else {
+                    state.clients[other] = nil
+                }
+            }
+            state.clients[id] = ClientState(connection: id, peer: peer, processStartTicks: startTicks)
+            state.connectedCount += 1
+            return true
+        }
+    }
+
+    public func frameReceived(_ id: ConnectionID, bytes: UnsafeRawBufferPointer, truncated: Bool) -> IngestVerdict {
+        let now = clock.monotonicNanoseconds()
+        let wall = clock.wallSeconds()
+        return state.withLock { state in
+            state.stats.messagesReceived += 1
+            guard var client = state.clients.removeValue(forKey: id), client.connected else { return .disconnect }
+            if client.superseded {
+                state.clients[id] = client
+                return .disconnect
+            }
+            let outcome = truncated ? .failure(.oversize) : apply(bytes, to: &client, state: &state, now: now)
+            var verdict = IngestVerdict.keep
+            switch outcome {
+            case .success(let isReport):
+                client.consecutiveRejections = 0
+                if isReport { client.lastReport = wall }
+            case .failure(let reason):
+                state.stats.rejectedFrames[reason, default: 0] += 1
+                client.consecutiveRejections += 1
+                if client.consecutiveRejections >= limits.maxConsecutiveRejections {
+                    state.stats.rejectedClients[.badFrames, default: 0] += 1
+                    verdict = .disconnect
+                }
+            }
+            state.clients[id] = client
+            return verdict
+        }
+    }
+
+    public func connectionClosed(_ id: ConnectionID) {
+        let now = clock.monotonicNanoseconds()
+        state.withLock { state in
+            guard var client = state.clients[id], client.connected else { return }
+            client.connected = false
+            client.disconnectedAt = now
+            state.connectedCount -= 1
+            if client.superseded || client.hello == nil || limits.graceNanoseconds == 0 {
+                removeSeries(of: client, from: &state)
+                state.clients[id] = nil
+            } else {
+                state.clients[id] = client
+            }
+        }
+    }
+
+    public func tick(nowNanoseconds: UInt64) {
+        let now = clock.monotonicNanoseconds()
+        state.withLock { state in
+            for (id, client) in state.clients
+            where !client.connected && now &- client.disconnectedAt >= limits.graceNanoseconds {
+                removeSeries(of: client, from: &state)
+                state.clients[id] = nil
+            }
+            for id in Array(state.clients.keys) where state.clients[id]?.peaks.isEmpty == false {
+                refreshPeaks(of: &state.clients[id]!, now: now)
+            }
+        }
+    }
+
+    // MARK: Frames
+
+    /// Applies one frame to a client. Success says whether it was a report (values, histograms, peaks).
+    private func apply(
+        _ bytes: UnsafeRawBufferPointer,
+        to client: inout ClientState,
+        state: inout State,
+        now: UInt64
+    ) -> Result<Bool, FrameRejection> {
+        let reader: FrameReader
+        do { reader = try FrameDecoder.open(bytes) } catch { return .failure(FrameRejection(error)) }
+        if reader.kind != .hello && client.hello == nil { return .failure(.noHello) }
+        switch reader.kind {
+        case .values:
+            return applyValues(reader, to: &client).map { true }
+        case .peaks:
+            return applyPeaks(reader, to: &client, state: &state, now: now).map { true }
+        case .goodbye:
+            return (try? FrameDecoder.decode(bytes)) != nil ? .success(false) : .failure(.trailingBytes)
+        case .hello, .declare, .histograms:
+            let frame: Frame
+            do { frame = try FrameDecoder.decode(bytes) } catch { return .failure(FrameRejection(error)) }
+            switch frame {
+            case .hello(let hello):
+                return applyHello(hello, to: &client).map { false }
+            case .declare(let declarations):
+                for declaration in declarations { declare(declaration, in: &client, state: &state) }
+                return .success(false)
+            case .histograms(let updates):
+                return applyHistograms(updates, to: &client).map { true }
+            case .values, .peaks, .goodbye:
+                return .success(false)
+            }
+        }
+    }
+
+    private func applyHello(_ hello: Hello, to client: inout ClientState) -> Result<Void, FrameRejection> {
+        if client.hello != nil { return .failure(.duplicateHello) }
+        var names = Set<String>()
+        for label in hello.labels {
+            guard Names.isValidLabelName(label.name), label.name != "process", label.name != "pid",
+                names.insert(label.name).inserted
+            else { return .failure(.invalidHello) }
+        }
+        client.hello = hello
+        let identity = [Label("process", hello.process), Label("pid", String(client.peer.pid))]
+        client.labelText = Escaping.labelText(identity + hello.labels)
+        return .success(())
+    }
+
+    private func declare(_ declaration: SeriesDeclaration, in client: inout ClientState, state: inout State) {
+        let result = admit(declaration, in: &client, state: &state)
+        guard case .failure(let reason) = result else { return }
+        state.stats.droppedSeries[reason, default: 0] += 1
+        // Remember refused ids (boundedly) so their updates are ignored rather than refused as unknown.
+        if client.indexByID[declaration.id] == nil, client.droppedIDs < limits.maxSeriesPerClient {
+            client.indexByID[declaration.id] = ClientState.droppedID
+            client.droppedIDs += 1
+        }
+    }
+
+    private func admit(
+        _ declaration: SeriesDeclaration,
+        in client: inout ClientState,
+        state: inout State
+    ) -> Result<Void, SeriesRejection> {
+        let fullHash = SeriesIdentity.hash(declaration)
+        if let existing = client.indexByID[declaration.id] {
+            if existing >= 0 && client.declarationHashes[Int(existing)] == fullHash { return .success(()) }
+            return .failure(.duplicateSeries)
+        }
+        var declaration = declaration
+        // Counters are exposed with the `_total` suffix both formats expect (OpenMetrics requires it,
+        // promtool's linter asks for it in text 0.0.4).
+        if declaration.type == .counter && !declaration.name.hasSuffix("_total") { declaration.name += "_total" }
+        guard Names.isValidMetricName(declaration.name) else { return .failure(.invalidName) }
+        if FamilyTable.isReserved(declaration.name) { return .failure(.reservedName) }
+        var labelNames: [String] = []
+        for label in declaration.labels {
+            guard Names.isValidLabelName(label.name) else { return .failure(.invalidName) }
+            labelNames.append(label.name)
+        }
+        let constantNames = Set(["process", "pid"] + (client.hello?.labels.map(\.name) ?? []))
+        let sortedNames = labelNames.sorted()
+        if Set(sortedNames).count != sortedNames.count || sortedNames.contains(where: constantNames.contains)
+            || (declaration.type == .histogram && sortedNames.contains("le"))
+        {
+            return .failure(.reservedLabel)
+        }
+        let identity = SeriesIdentity.hash(name: declaration.name, labels: declaration.labels)
+        if client.identities[identity] != nil { return .failure(.duplicateSeries) }
+        guard client.table.count < limits.maxSeriesPerClient else { return .failure(.clientLimit) }
+        guard state.seriesTotal < limits.maxSeries else { return .failure(.globalLimit) }
+        let familyIndex: Int
+        switch state.families.admit(
+            name: declaration.name, type: declaration.type, labelNames: sortedNames,
+            help: declaration.help.isEmpty ? "Reported by a TaskWatch client without help text." : declaration.help)
+        {
+        case .success(let index): familyIndex = index
+        case .failure(let reason): return .failure(reason)
+        }
+        let index = client.table.append(
+            family: familyIndex,
+            type: declaration.type,
+            labelText: Escaping.labelText(declaration.labels),
+            bounds: declaration.type == .histogram ? declaration.bounds : nil
+        )
+        client.indexByID[declaration.id] = index
+        client.identities[identity] = index
+        client.declarationHashes.append(fullHash)
+        client.familyCounts[familyIndex, default: 0] += 1
+        state.families.retain(familyIndex)
+        state.seriesTotal += 1
+        return .success(())
+    }
+
+    /// Resolves an id to a series index: nil for an id refused at declaration, failure when unknown.
+    private func lookup(_ id: UInt32, in client: ClientState) -> Result<Int?, FrameRejection> {
+        guard let index = client.indexByID[id] else { return .failure(.unknownSeries) }
+        return .success(index == ClientState.droppedID ? nil : Int(index))
+    }
+
+    /// Applies absolute counter and gauge values. Every entry is checked before any is applied, so a
+    /// frame is taken whole or not at all.
+    private func applyValues(_ reader: FrameReader, to client: inout ClientState) -> Result<Void, FrameRejection> {
+        var reader = reader
+        let entries: ValueEntries
+        do { entries = try ValueEntries(from: &reader) } catch { return .failure(FrameRejection(error)) }
+        for (id, value) in entries {
+            switch lookup(id, in: client) {
+            case .failure(let reason): return .failure(reason)
+            case .success(nil): continue
+            case .success(let index?):
+                if value.isNaN { return .failure(.invalidValue) }
+                switch client.table.types[index] {
+                case .gauge: continue
+                case .histogram: return .failure(.typeMismatch)
+                case .counter:
+                    if !value.isFinite || value < 0 { return .failure(.invalidValue) }
+                    let current = client.table.values[index]
+                    if current.bitPattern != SeriesTable.unset.bitPattern, value < current {
+                        return .failure(.counterDecrease)
+                    }
+                }
+            }
+        }
+        for (id, value) in entries {
+            guard let index = client.indexByID[id], index >= 0 else { continue }
+            client.table.values[Int(index)] = value
+            if let peak = client.peaks[index] {
+                let derived = Int(peak.derivedIndex)
+                let shown = client.table.values[derived]
+                if shown.bitPattern == SeriesTable.unset.bitPattern || value > shown {
+                    client.table.values[derived] = value
+                }
+            }
+        }
+        return .success(())
+    }
+
+    /// Records peak samples for gauges and keeps their derived `_peak` series current.
+    private func applyPeaks(
+        _ reader: FrameReader,
+        to client: inout ClientState,
+        state: inout State,
+        now: UInt64
+    ) -> Result<Void, FrameRejection> {
+        var reader = reader
+        let entries: ValueEntries
+        do { entries = try ValueEntries(from: &reader) } catch { return .failure(FrameRejection(error)) }
+        for (id, value) in entries {
+            switch lookup(id, in: client) {
+            case .failure(let reason): return .failure(reason)
+            case .success(nil): continue
+            case .success(let index?):
+                if value.isNaN { return .failure(.invalidValue) }
+                if client.table.types[index] != .gauge { return .failure(.typeMismatch) }
+            }
+        }
+        for (id, value) in entries {
+            guard let index = client.indexByID[id], index >= 0 else { continue }
+            if client.peaks[index] == nil {
+                guard let derived = declarePeak(of: Int(index), in: &client, state: &state) else { continue }
+                client.peaks[index] = PeakState(derivedIndex: derived)
+            }
+            client.peaks[index]?.window.add(value, at: now)
+        }
+        refreshPeaks(of: &client, now: now)
+        return .success(())
+    }
+
+    /// Creates `<gauge>_peak` with the gauge's labels, under the same limits as a declaration.
+    private func declarePeak(of index: Int, in client: inout ClientState, state: inout State) -> Int32? {
+        guard let gauge = state.families.families[Int(client.table.family[index])] else { return nil }
+        let name = gauge.name + "_peak"
+        let labels = Array(client.table.labelArena[client.table.labels(of: index)])
+        var hasher = Hasher()
+        hasher.combine(name)
+        hasher.combine(labels)
+        let identity = UInt64(bitPattern: Int64(hasher.finalize()))
+        let result: Result<Int, SeriesRejection>
+        if client.identities[identity] != nil {
+            result = .failure(.duplicateSeries)
+        } else if client.table.count >= limits.maxSeriesPerClient {
+            result = .failure(.clientLimit)
+        } else if state.seriesTotal >= limits.maxSeries {
+            result = .failure(.globalLimit)
+        } else {
+            result = state.families.admit(
+                name: name, type: .gauge, labelNames: gauge.labelNames,
+                help: "Highest value of \(gauge.name) sampled within the peak window.")
+        }
+        switch result {
+        case .failure(let reason):
+            state.stats.droppedSeries[reason, default: 0] += 1
+            return nil
+        case .success(let familyIndex):
+            let derived = client.table.append(family: familyIndex, type: .gauge, labelText: labels, bounds: nil)
+            client.identities[identity] = derived
+            client.declarationHashes.append(identity)
+            client.familyCounts[familyIndex, default: 0] += 1
+            state.families.retain(familyIndex)
+            state.seriesTotal += 1
+            return derived
+        }
+    }
+
+    /// Sets every derived peak to the window's maximum, never below the gauge's current value.
+    private func refreshPeaks(of client: inout ClientState, now: UInt64) {
+        for (gauge, var peak) in client.peaks {
+            var shown = client.table.values[Int(gauge)]
+            if let windowMax = peak.window.maximum(at: now, window: limits.peakWindowNanoseconds) {
+                shown = shown.bitPattern == SeriesTable.unset.bitPattern ? windowMax : max(shown, windowMax)
+            }
+            client.table.values[Int(peak.derivedIndex)] = shown
+            client.peaks[gauge] = peak
+        }
+    }
+
+    /// Applies absolute histogram states, whole frame or nothing.
+    private func applyHistograms(
+        _ updates: [HistogramUpdate],
+        to client: inout ClientState
+    ) -> Result<Void, FrameRejection> {
+        for update in updates {
+            switch lookup(update.id, in: client) {
+            case .failure(let reason): return .failure(reason)
+            case .success(nil): continue
+            case .success(let index?):
+                guard let slot = client.table.histograms[Int32(index)] else { return .failure(.typeMismatch) }
+                let bounds = client.table.boundSets[slot.boundSet].bounds
+                if update.buckets.count != bounds.count + 1 { return .failure(.bucketMismatch) }
+                if update.sum.isNaN { return .failure(.invalidValue) }
+                for (offset, count) in update.buckets.enumerated()
+                where count < client.table.bucketCounts[slot.offset + offset] {
+                    return .failure(.counterDecrease)
+                }
+            }
+        }
+        for update in updates {
+            guard let index = client.indexByID[update.id], index >= 0,
+                let slot = client.table.histograms[index]
+            else { continue }
+            client.table.values[Int(index)] = update.sum
+            for (offset, count) in update.buckets.enumerated() {
+                client.table.bucketCounts[slot.offset + offset] = count
+            }
+        }
+        return .success(())
+    }
+
+    private func removeSeries(of client: ClientState, from state: inout State) {
+        for (family, count) in client.familyCounts { state.families.release(family, count: count) }
+        state.seriesTotal -= client.table.count
+    }
+}
+
+// MARK: Snapshots
+
+/// A consistent view of the registry at one moment, taken in O(clients) under the lock.
+struct RegistrySnapshot {
+    struct FamilyInfo {
+        let index: Int
+        let name: String
+        let type: SeriesType
+        let help: String
+    }
+
+    struct ClientView {
+        let pid: Int32
+        let processStartTicks: UInt64?
+        let labelText: [UInt8]
+        let connected: Bool
+        let lastReport: Double
+        let table: SeriesTable
+    }
+
+    var families: [FamilyInfo]
+    var clients: [ClientView]
+    var stats: Registry.Stats
+    var seriesTotal: Int
+    var connectedCount: Int
+}
+
+extension Registry {
+    /// Takes a snapshot. Series data is shared copy-on-write, so this copies no values.
+    func snapshot() -> RegistrySnapshot {
+        state.withLock { state in
+            var clients: [RegistrySnapshot.ClientView] = []
+            clients.reserveCapacity(state.clients.count)
+            for id in Array(state.clients.keys) {
+                guard state.clients[id]?.hello != nil else { continue }
+                state.clients[id]!.table.refreshOrder()
+                let client = state.clients[id]!
+                clients.append(
+                    .init(
+                        pid: client.peer.pid, processStartTicks: client.processStartTicks,
+                        labelText: client.labelText, connected: client.connected, lastReport: client.lastReport,
+                        table: client.table))
+            }
+            clients.sort { $0.pid < $1.pid }
+            var families: [RegistrySnapshot.FamilyInfo] = []
+            for (index, family) in state.families.families.enumerated() {
+                guard let family else { continue }
+                families.append(.init(index: index, name: family.name, type: family.type, help: family.help))
+            }
+            families.sort { $0.name < $1.name }
+            return RegistrySnapshot(
+                families: families, clients: clients, stats: state.stats, seriesTotal: state.seriesTotal,
+                connectedCount: state.connectedCount)
+        }
+    }
+}

@@ -1,0 +1,328 @@
+import Foundation
+import Synchronization
+import TaskWatchWire
+import Testing
+
+@testable import TaskWatchDaemon
+
+/// A clock the test moves by hand.
+final class ManualClock: DaemonClock {
+    private let now = Mutex<UInt64>(1_000_000_000)
+
+    func monotonicNanoseconds() -> UInt64 { now.withLock { $0 } }
+    func wallSeconds() -> Double { 1_700_000_000 }
+    func advance(seconds: Double) { now.withLock { $0 += UInt64(seconds * 1e9) } }
+}
+
+/// Drives a registry the way the ingest listener does, from frames built with the wire encoder.
+struct Harness {
+    let clock = ManualClock()
+    let registry: Registry
+    let exporter: Exporter
+
+    init(limits: RegistryLimits = RegistryLimits()) {
+        registry = Registry(limits: limits, clock: clock)
+        exporter = Exporter(registry: registry, build: BuildInfo(version: "test", revision: "abc", swiftVersion: "6.3"))
+    }
+
+    @discardableResult
+    func open(_ connection: UInt64, pid: Int32) -> Bool {
+        registry.connectionOpened(ConnectionID(connection), peer: PeerCredentials(pid: pid, uid: 1000, gid: 1000))
+    }
+
+    @discardableResult
+    func send(_ connection: UInt64, _ bytes: [UInt8], truncated: Bool = false) -> IngestVerdict {
+        bytes.withUnsafeBytes {
+            registry.frameReceived(ConnectionID(connection), bytes: $0, truncated: truncated)
+        }
+    }
+
+    func send(_ connection: UInt64, _ frame: Frame) {
+        for bytes in FrameEncoder.encode(frame) { send(connection, bytes) }
+    }
+
+    func hello(_ connection: UInt64, process: String = "app", claimedPID: UInt32 = 1, labels: [Label] = []) {
+        send(
+            connection,
+            .hello(
+                Hello(
+                    claimedPID: claimedPID, intervalNanoseconds: 10_000_000, process: process,
+                    clientVersion: "test", labels: labels)))
+    }
+
+    func text(_ format: ExpositionFormat = .text) -> String {
+        String(decoding: exporter.render(format), as: UTF8.self)
+    }
+
+    /// The value of the line whose series text (name and labels) is exactly `series`.
+    func value(_ series: String) -> String? {
+        for line in text().split(separator: "\n") where line.hasPrefix(series + " ") {
+            return String(line.dropFirst(series.count + 1))
+        }
+        return nil
+    }
+
+    func rejected(_ reason: FrameRejection) -> String? {
+        value("taskwatch_messages_rejected_total{reason=\"\(reason.rawValue)\"}")
+    }
+
+    func dropped(_ reason: SeriesRejection) -> String? {
+        value("taskwatch_series_dropped_total{reason=\"\(reason.rawValue)\"}")
+    }
+}
+
+let tasksGauge = SeriesDeclaration(
+    id: 1, type: .gauge, name: "swift_tasks", help: "Live tasks.", labels: [Label("task", "default")])
+let createdCounter = SeriesDeclaration(
+    id: 2, type: .counter, name: "swift_tasks_created_total", help: "Tasks started.", labels: [Label("task", "default")]
+)
+
+@Suite struct RegistryTests {
+    @Test func valuesAppearWithProcessPidAndTaskLabels() {
+        let h = Harness()
+        h.open(1, pid: 4242)
+        h.hello(1, process: "api")
+        h.send(1, .declare([tasksGauge, createdCounter]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 17), ValueUpdate(id: 2, value: 1234)]))
+        #expect(h.value("swift_tasks{process=\"api\",pid=\"4242\",task=\"default\"}") == "17")
+        #expect(h.value("swift_tasks_created_total{process=\"api\",pid=\"4242\",task=\"default\"}") == "1234")
+        #expect(h.value("taskwatch_client_up{process=\"api\",pid=\"4242\"}") == "1")
+        #expect(h.value("taskwatch_clients") == "1")
+        #expect(h.value("taskwatch_series") == "2")
+    }
+
+    @Test func pidComesFromTheConnectionNotThePayload() {
+        let h = Harness()
+        h.open(1, pid: 4242)
+        h.hello(1, process: "liar", claimedPID: 1)
+        h.send(1, .declare([tasksGauge]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 3)]))
+        #expect(h.value("swift_tasks{process=\"liar\",pid=\"4242\",task=\"default\"}") == "3")
+        #expect(!h.text().contains("pid=\"1\""))
+    }
+
+    @Test func declaredButUnsetSeriesAreNotShown() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(1, .declare([tasksGauge]))
+        #expect(!h.text().contains("swift_tasks{"))
+    }
+
+    @Test func goneClientStaysForGraceThenVanishes() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(1, .declare([tasksGauge]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 5)]))
+        h.registry.connectionClosed(ConnectionID(1))
+        #expect(h.value("taskwatch_client_up{process=\"app\",pid=\"10\"}") == "0")
+        #expect(h.value("swift_tasks{process=\"app\",pid=\"10\",task=\"default\"}") == "5")
+        #expect(h.value("taskwatch_clients") == "0")
+        h.clock.advance(seconds: 29)
+        h.registry.tick(nowNanoseconds: 0)
+        #expect(h.value("swift_tasks{process=\"app\",pid=\"10\",task=\"default\"}") == "5")
+        h.clock.advance(seconds: 2)
+        h.registry.tick(nowNanoseconds: 0)
+        #expect(h.value("swift_tasks{process=\"app\",pid=\"10\",task=\"default\"}") == nil)
+        #expect(h.value("taskwatch_client_up{process=\"app\",pid=\"10\"}") == nil)
+        #expect(h.value("taskwatch_series") == "0")
+    }
+
+    @Test func reconnectingProcessReplacesItsGracedSeries() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(1, .declare([createdCounter]))
+        h.send(1, .values([ValueUpdate(id: 2, value: 50)]))
+        h.registry.connectionClosed(ConnectionID(1))
+        h.open(2, pid: 10)
+        h.hello(2)
+        h.send(2, .declare([createdCounter]))
+        h.send(2, .values([ValueUpdate(id: 2, value: 60)]))
+        let lines = h.text().split(separator: "\n").filter { $0.hasPrefix("swift_tasks_created_total{") }
+        #expect(lines == ["swift_tasks_created_total{process=\"app\",pid=\"10\",task=\"default\"} 60"])
+        #expect(h.value("taskwatch_series") == "1")
+    }
+
+    @Test func peakIsTheHighestSampleWithinTheWindow() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(1, .declare([tasksGauge]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 3)]))
+        h.send(1, .peaks([PeakSample(id: 1, value: 900)]))
+        let peak = "swift_tasks_peak{process=\"app\",pid=\"10\",task=\"default\"}"
+        #expect(h.value(peak) == "900")
+        h.clock.advance(seconds: 10)
+        h.send(1, .peaks([PeakSample(id: 1, value: 40)]))
+        #expect(h.value(peak) == "900")
+        h.clock.advance(seconds: 6)
+        h.registry.tick(nowNanoseconds: 0)
+        #expect(h.value(peak) == "40")
+        h.clock.advance(seconds: 16)
+        h.registry.tick(nowNanoseconds: 0)
+        #expect(h.value(peak) == "3")
+        h.send(1, .values([ValueUpdate(id: 1, value: 7)]))
+        #expect(h.value(peak) == "7")
+    }
+
+    @Test func histogramsAreCumulativeWithSumAndCount() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(
+            1,
+            .declare([
+                SeriesDeclaration(
+                    id: 3, type: .histogram, name: "swift_executor_lag_seconds", help: "Lag.", bounds: [0.001, 0.1])
+            ]))
+        h.send(1, .histograms([HistogramUpdate(id: 3, buckets: [5, 3, 2], sum: 1.25)]))
+        #expect(h.value("swift_executor_lag_seconds_bucket{process=\"app\",pid=\"10\",le=\"0.001\"}") == "5")
+        #expect(h.value("swift_executor_lag_seconds_bucket{process=\"app\",pid=\"10\",le=\"0.1\"}") == "8")
+        #expect(h.value("swift_executor_lag_seconds_bucket{process=\"app\",pid=\"10\",le=\"+Inf\"}") == "10")
+        #expect(h.value("swift_executor_lag_seconds_sum{process=\"app\",pid=\"10\"}") == "1.25")
+        #expect(h.value("swift_executor_lag_seconds_count{process=\"app\",pid=\"10\"}") == "10")
+    }
+
+    @Test func labelValuesAreEscaped() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1, process: "a\"b\\c\nd ü 🚀")
+        h.send(1, .declare([tasksGauge]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 1)]))
+        #expect(h.value("swift_tasks{process=\"a\\\"b\\\\c\\nd ü 🚀\",pid=\"10\",task=\"default\"}") == "1")
+    }
+}
+
+@Suite struct BadInputTests {
+    func ready(_ h: Harness) {
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(1, .declare([tasksGauge, createdCounter]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 1), ValueUpdate(id: 2, value: 10)]))
+    }
+
+    @Test func structuralProblemsAreCountedByReason() {
+        let h = Harness()
+        ready(h)
+        h.send(1, [1, 2, 3])
+        h.send(1, Array(FrameEncoder.values([ValueUpdate(id: 1, value: 2)])[0].dropLast(3)))
+        h.send(1, [UInt8](repeating: 0, count: 100), truncated: true)
+        #expect(h.rejected(.truncated) == "2")
+        #expect(h.rejected(.oversize) == "1")
+        #expect(h.value("swift_tasks{process=\"app\",pid=\"10\",task=\"default\"}") == "1")
+    }
+
+    @Test func updatesBeforeHelloAreRefused() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.send(1, .values([ValueUpdate(id: 1, value: 2)]))
+        #expect(h.rejected(.noHello) == "1")
+    }
+
+    @Test func unknownIdsAndBadValuesAreRefusedWholeFrame() {
+        let h = Harness()
+        ready(h)
+        h.send(1, .values([ValueUpdate(id: 1, value: 99), ValueUpdate(id: 77, value: 1)]))
+        h.send(1, .values([ValueUpdate(id: 2, value: .nan)]))
+        h.send(1, .values([ValueUpdate(id: 2, value: -1)]))
+        h.send(1, .values([ValueUpdate(id: 2, value: 9)]))
+        h.send(1, .values([ValueUpdate(id: 1, value: .nan)]))
+        #expect(h.rejected(.unknownSeries) == "1")
+        #expect(h.rejected(.invalidValue) == "3")
+        #expect(h.rejected(.counterDecrease) == "1")
+        #expect(h.value("swift_tasks{process=\"app\",pid=\"10\",task=\"default\"}") == "1")
+        #expect(h.value("swift_tasks_created_total{process=\"app\",pid=\"10\",task=\"default\"}") == "10")
+    }
+
+    @Test func conflictingRedeclarationIsDroppedAndCounted() {
+        let h = Harness()
+        ready(h)
+        h.open(2, pid: 11)
+        h.hello(2)
+        h.send(
+            2,
+            .declare([
+                SeriesDeclaration(id: 1, type: .histogram, name: "swift_tasks", help: "", labels: [Label("task", "x")]),
+                SeriesDeclaration(id: 2, type: .gauge, name: "swift_tasks", help: "", labels: [Label("other", "x")]),
+                SeriesDeclaration(id: 3, type: .gauge, name: "swift_tasks", help: "", labels: [Label("task", "ok")]),
+            ]))
+        h.send(2, .values([ValueUpdate(id: 1, value: 5), ValueUpdate(id: 2, value: 5), ValueUpdate(id: 3, value: 6)]))
+        #expect(h.dropped(.conflict) == "2")
+        #expect(h.value("swift_tasks{process=\"app\",pid=\"11\",task=\"ok\"}") == "6")
+        #expect(h.rejected(.unknownSeries) == "0")
+    }
+
+    @Test func reservedAndInvalidNamesAreDropped() {
+        let h = Harness()
+        ready(h)
+        h.send(
+            1,
+            .declare([
+                SeriesDeclaration(id: 10, type: .gauge, name: "9bad", help: ""),
+                SeriesDeclaration(id: 11, type: .gauge, name: "taskwatch_clients", help: ""),
+                SeriesDeclaration(id: 12, type: .gauge, name: "ok", help: "", labels: [Label("pid", "1")]),
+                SeriesDeclaration(id: 13, type: .gauge, name: "ok2", help: "", labels: [Label("a-b", "1")]),
+                SeriesDeclaration(id: 14, type: .gauge, name: "swift_process_threads", help: ""),
+            ]))
+        #expect(h.dropped(.invalidName) == "2")
+        #expect(h.dropped(.reservedName) == "2")
+        #expect(h.dropped(.reservedLabel) == "1")
+    }
+
+    @Test func seriesLimitsHoldPerClientAndGlobally() {
+        var limits = RegistryLimits()
+        limits.maxSeriesPerClient = 5
+        limits.maxSeries = 8
+        let h = Harness(limits: limits)
+        let many = (0..<7).map {
+            SeriesDeclaration(
+                id: UInt32(100 + $0), type: .gauge, name: "app_g", help: "", labels: [Label("i", "\($0)")])
+        }
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(1, .declare(many))
+        h.open(2, pid: 11)
+        h.hello(2)
+        h.send(2, .declare(many))
+        #expect(h.dropped(.clientLimit) == "2")
+        #expect(h.dropped(.globalLimit) == "4")
+        #expect(h.value("taskwatch_series") == "8")
+    }
+
+    @Test func tooManyClientsAreRefused() {
+        var limits = RegistryLimits()
+        limits.maxClients = 2
+        let h = Harness(limits: limits)
+        #expect(h.open(1, pid: 10))
+        #expect(h.open(2, pid: 11))
+        #expect(!h.open(3, pid: 12))
+        #expect(h.value("taskwatch_clients_rejected_total{reason=\"max_clients\"}") == "1")
+    }
+
+    @Test func persistentGarbageDisconnects() {
+        let h = Harness()
+        ready(h)
+        var verdicts: [IngestVerdict] = []
+        for _ in 0..<32 { verdicts.append(h.send(1, [0xFF, 0xFF])) }
+        #expect(verdicts.dropLast().allSatisfy { $0 == .keep })
+        #expect(verdicts.last == .disconnect)
+        #expect(h.value("taskwatch_clients_rejected_total{reason=\"bad_frames\"}") == "1")
+    }
+
+    @Test func randomFramesNeverBreakTheExposition() {
+        let h = Harness()
+        ready(h)
+        var generator = SystemRandomNumberGenerator()
+        let seeds =
+            FrameEncoder.declare([tasksGauge, createdCounter]) + FrameEncoder.values([ValueUpdate(id: 1, value: 2)])
+        for round in 0..<5_000 {
+            var bytes = seeds[round % seeds.count]
+            bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
+            if h.send(1, bytes) == .disconnect { h.open(1, pid: 10); h.hello(1) }
+        }
+        let text = h.text()
+        #expect(text.hasSuffix("\n"))
+    }
+}
