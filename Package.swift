@@ -84,6 +84,7 @@ let package = Package(
                 "TaskWatch",
                 "TaskWatchMetrics",
                 "TaskWatchWire",
+                "CTaskWatchSocket",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]

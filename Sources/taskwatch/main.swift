@@ -1,3 +1,3 @@
 import TaskWatchCLI
 
-print("taskwatch")
+TaskWatchCommand.main()

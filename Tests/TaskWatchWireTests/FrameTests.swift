@@ -178,3 +178,30 @@ import Testing
         #expect(Names.isValidLabelName(Names.sanitizeLabelName("ü")))
     }
 }
+
+@Suite struct DurationTextTests {
+    @Test func parsesPrometheusDurations() {
+        #expect(DurationText.nanoseconds("10ms") == 10_000_000)
+        #expect(DurationText.nanoseconds("1.5s") == 1_500_000_000)
+        #expect(DurationText.nanoseconds("2m") == 120_000_000_000)
+        #expect(DurationText.nanoseconds("30s") == 30_000_000_000)
+        #expect(DurationText.nanoseconds("0s") == 0)
+        #expect(DurationText.nanoseconds("250us") == 250_000)
+        for bad in ["", "s", "10", "-1s", "1x", "ms", "1e3s", "infs"] {
+            #expect(DurationText.nanoseconds(bad) == nil, "\(bad)")
+        }
+        #expect(DurationText.format(nanoseconds: 10_000_000) == "10ms")
+        #expect(DurationText.format(nanoseconds: 90_000_000_000) == "90s")
+    }
+}
+
+@Suite struct SocketLocationTests {
+    @Test func followsTheContract() {
+        #expect(SocketLocation.defaultPath(environment: [:], uid: 0) == "/run/taskwatch/ingest.sock")
+        #expect(
+            SocketLocation.defaultPath(environment: ["XDG_RUNTIME_DIR": "/run/user/1000"], uid: 1000)
+                == "/run/user/1000/taskwatch/ingest.sock")
+        #expect(SocketLocation.defaultPath(environment: [:], uid: 1000) == "/tmp/taskwatch-1000/ingest.sock")
+        #expect(SocketLocation.clientPath(environment: ["TASKWATCH_SOCKET": "/x.sock"], uid: 0) == "/x.sock")
+    }
+}

@@ -1,4 +1,0 @@
-import ArgumentParser
-
-/// CLI.
-public enum TaskWatchCLIInfo {}

@@ -1,0 +1,151 @@
+import ArgumentParser
+import CTaskWatchSocket
+import Glibc
+import TaskWatchWire
+
+/// `taskwatch send`: speaks the wire protocol directly, without the client library. For scripts, for
+/// checking a daemon by hand, and for tests that need a sender whose every byte they control.
+struct SendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "send",
+        abstract: "Send task series to taskwatchd over the raw wire protocol."
+    )
+
+    @Option(help: "Ingest socket path (default: TASKWATCH_SOCKET, else the daemon's default).")
+    var socket: String?
+
+    @Option(help: "The process label.")
+    var process = "taskwatch-send"
+
+    @Option(help: "The pid to claim in the hello; the daemon must ignore it.")
+    var claimPid: UInt32 = 0
+
+    @Option(name: .customLong("task"), help: "A task monitor and its live count, as NAME=LIVE. Repeatable.")
+    var tasks: [String] = ["default=1"]
+
+    @Option(help: "Initial value of swift_tasks_created_total for each task.")
+    var created: Double = 0
+
+    @Option(help: "Added to every live count and created counter on each report.")
+    var grow: Double = 0
+
+    @Option(help: "How long to keep reporting before saying goodbye, e.g. 10s (0 sends once).")
+    var hold = "0s"
+
+    @Option(help: "Report interval, e.g. 100ms.")
+    var interval = "100ms"
+
+    mutating func run() throws {
+        guard let holdNanos = DurationText.nanoseconds(hold) else { throw ValidationError("bad --hold: \(hold)") }
+        guard let intervalNanos = DurationText.nanoseconds(interval), intervalNanos > 0 else {
+            throw ValidationError("bad --interval: \(interval)")
+        }
+        var monitors: [(name: String, live: Double)] = []
+        for spec in tasks {
+            let parts = spec.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, let live = Double(parts[1]) else { throw ValidationError("bad --task: \(spec)") }
+            monitors.append((String(parts[0]), live))
+        }
+        let path =
+            socket
+            ?? SocketLocation.clientPath(environment: Environment.variables(), uid: getuid())
+        var declarations: [SeriesDeclaration] = []
+        for (index, monitor) in monitors.enumerated() {
+            let labels = [Label("task", monitor.name)]
+            declarations.append(
+                SeriesDeclaration(
+                    id: UInt32(2 * index + 1), type: .gauge, name: "swift_tasks", help: "Live instrumented tasks.",
+                    labels: labels))
+            declarations.append(
+                SeriesDeclaration(
+                    id: UInt32(2 * index + 2), type: .counter, name: "swift_tasks_created_total",
+                    help: "Tasks started.", labels: labels))
+        }
+        let hello = Hello(
+            claimedPID: claimPid, intervalNanoseconds: intervalNanos, process: process, clientVersion: "taskwatch-send")
+        var connection = RawConnection(path: path)
+        var created = self.created
+        let deadline = monotonicNanoseconds() + holdNanos
+        while true {
+            var updates: [ValueUpdate] = []
+            for (index, monitor) in monitors.enumerated() {
+                updates.append(ValueUpdate(id: UInt32(2 * index + 1), value: monitor.live))
+                updates.append(ValueUpdate(id: UInt32(2 * index + 2), value: created))
+            }
+            let frames = [FrameEncoder.hello(hello)] + FrameEncoder.declare(declarations)
+            connection.send(greeting: frames, report: FrameEncoder.values(updates))
+            if monotonicNanoseconds() >= deadline { break }
+            usleep(useconds_t(min(intervalNanos / 1_000, 10_000_000)))
+            created += grow
+            for index in monitors.indices { monitors[index].live += grow }
+        }
+        connection.send(greeting: [], report: [FrameEncoder.goodbye()])
+        if !connection.everConnected { throw ExitCode(2) }
+    }
+}
+
+/// A blocking SEQPACKET connection that reconnects, re-sending the greeting, when the daemon goes away.
+struct RawConnection {
+    let path: String
+    private var fd: Int32 = -1
+    private(set) var everConnected = false
+
+    init(path: String) { self.path = path }
+
+    mutating func send(greeting: [[UInt8]], report: [[UInt8]]) {
+        if fd < 0 {
+            guard connect() else { return }
+            for frame in greeting where !write(frame) { return reset() }
+        }
+        for frame in report where !write(frame) { return reset() }
+    }
+
+    private mutating func connect() -> Bool {
+        fd = tw_seqpacket_socket()
+        guard fd >= 0 else { return false }
+        // The socket is non-blocking; a local connect either succeeds or fails at once.
+        guard tw_unix_connect(fd, path) == 0 else {
+            reset()
+            return false
+        }
+        everConnected = true
+        return true
+    }
+
+    private mutating func write(_ frame: [UInt8]) -> Bool {
+        for _ in 0..<1_000 {
+            let sent = frame.withUnsafeBytes { tw_send_message(fd, $0.baseAddress, $0.count) }
+            if sent == frame.count { return true }
+            guard sent < 0, errno == EAGAIN || errno == EINTR else { return false }
+            usleep(1_000)
+        }
+        return false
+    }
+
+    private mutating func reset() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+    }
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
+}
+
+/// The process environment as a dictionary, without Foundation.
+enum Environment {
+    static func variables() -> [String: String] {
+        var result: [String: String] = [:]
+        var pointer = environ
+        while let entry = pointer.pointee {
+            let text = String(cString: entry)
+            if let separator = text.firstIndex(of: "=") {
+                result[String(text[..<separator])] = String(text[text.index(after: separator)...])
+            }
+            pointer += 1
+        }
+        return result
+    }
+}
