@@ -1,0 +1,74 @@
+# TaskWatch. `make run` starts the daemon and a demo workload; `make test` builds and passes every test.
+SWIFT ?= swift
+PREFIX ?= /usr/local
+DESTDIR ?=
+PORT ?= 10101
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+SHAREDIR = $(DESTDIR)$(PREFIX)/share/taskwatch
+SWIFT_FILES = Sources Tests Package.swift $(wildcard Examples) $(wildcard Benchmarks/Package.swift Benchmarks/Benchmarks)
+
+.PHONY: all build debug run test test-swift test-traits test-ops test-prometheus lint format deps bench \
+	install clean prometheusrule fuzz soak
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build -c release
+
+debug: deps
+	$(SWIFT) build
+
+run: build
+	@scripts/run-demo.sh "$$($(SWIFT) build -c release --show-bin-path)" $(PORT)
+
+lint:
+	$(SWIFT) format lint --strict --recursive $(SWIFT_FILES)
+
+format:
+	$(SWIFT) format --in-place --recursive $(SWIFT_FILES)
+
+test: deps lint test-swift test-traits test-ops test-prometheus
+	@echo "make test: all suites passed"
+
+# The end-to-end suites start the built binaries, so build every product before testing.
+test-swift:
+	$(SWIFT) build
+	TASKWATCH_BIN_DIR="$$($(SWIFT) build --show-bin-path)" $(SWIFT) test
+
+# Each build profile of the client compiles and passes its tests.
+test-traits:
+	$(SWIFT) build --traits Stress --scratch-path .build-stress
+	$(SWIFT) test --traits Stress --scratch-path .build-stress --filter 'TaskWatchTests|TaskWatchMetricsTests'
+	$(SWIFT) build --traits Silent --scratch-path .build-silent
+	$(SWIFT) test --traits Silent --scratch-path .build-silent --filter 'TaskWatchTests|TaskWatchMetricsTests'
+
+test-ops:
+	prometheus/test.sh
+	python3 grafana/test_dashboard.py
+	deploy/test-units.sh "$$($(SWIFT) build --show-bin-path)/taskwatchd"
+
+test-prometheus:
+	scripts/test-prometheus-e2e.sh "$$($(SWIFT) build --show-bin-path)"
+
+bench: deps
+	scripts/bench.sh
+
+prometheusrule:
+	python3 deploy/kubernetes/generate-prometheusrule.py > deploy/kubernetes/prometheusrule.yaml
+
+install: build
+	install -d $(BINDIR) $(SHAREDIR)/prometheus $(SHAREDIR)/grafana $(DESTDIR)/lib/systemd/system \
+		$(DESTDIR)/usr/lib/sysusers.d
+	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/taskwatchd" $(BINDIR)/taskwatchd
+	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/taskwatch" $(BINDIR)/taskwatch
+	sed 's|/usr/local/bin|$(PREFIX)/bin|g' deploy/systemd/taskwatchd.service > $(DESTDIR)/lib/systemd/system/taskwatchd.service
+	install -m 0644 deploy/systemd/taskwatchd.socket $(DESTDIR)/lib/systemd/system/taskwatchd.socket
+	install -m 0644 deploy/systemd/taskwatch.sysusers.conf $(DESTDIR)/usr/lib/sysusers.d/taskwatch.conf
+	install -m 0644 prometheus/rules.yml prometheus/alerts.yml $(SHAREDIR)/prometheus/
+	install -m 0644 grafana/taskwatch.json $(SHAREDIR)/grafana/
+
+clean:
+	rm -rf .build .build-*
