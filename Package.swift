@@ -91,5 +91,9 @@ let package = Package(
         .executableTarget(name: "taskwatch", dependencies: ["TaskWatchCLI"]),
 
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
+        .testTarget(
+            name: "TaskWatchIngestTests",
+            dependencies: ["TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket"]
+        ),
     ]
 )

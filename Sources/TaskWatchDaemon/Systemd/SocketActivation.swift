@@ -73,15 +73,20 @@ public enum SocketActivation {
     /// Reads the sockets from `environment`, marks each close-on-exec so children never inherit them,
     /// and classifies them.
     public static func sockets(environment: [String: String], pid: Int32) throws(ActivationError) -> [PassedSocket] {
-        try descriptors(environment: environment, pid: pid).map { passed throws(ActivationError) in
-            guard fcntl(passed.fd, F_SETFD, FD_CLOEXEC) == 0 else {
+        try classify(descriptors(environment: environment, pid: pid))
+    }
+
+    /// Marks each descriptor close-on-exec and decides its role. Fails for a descriptor that is not open.
+    public static func classify(_ descriptors: [(fd: Int32, name: String)]) throws(ActivationError) -> [PassedSocket] {
+        var sockets: [PassedSocket] = []
+        for (fd, name) in descriptors {
+            guard fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else {
                 throw ActivationError(
-                    description:
-                        "LISTEN_FDS names fd \(passed.fd), which is not open: \(String(cString: strerror(errno)))"
-                )
+                    description: "passed fd \(fd) (\(name)) is not usable: \(String(cString: strerror(errno)))")
             }
-            return PassedSocket(fd: passed.fd, name: passed.name, role: role(of: passed.fd, name: passed.name))
+            sockets.append(PassedSocket(fd: fd, name: name, role: role(of: fd, name: name)))
         }
+        return sockets
     }
 
     /// Reads the sockets passed to this process and removes the activation variables from its
