@@ -185,4 +185,31 @@ import Testing
         #expect(perSender.count == threads)
         #expect(perSender.values.allSatisfy { $0 == (0..<perThread).map(Double.init) })
     }
+
+    @Test func stopFromInsideASinkCallbackDoesNotDeadlock() throws {
+        final class StoppingSink: IngestSink, Sendable {
+            let listener = Mutex<IngestListener?>(nil)
+            let closed = Atomic(0)
+            func connectionOpened(_ id: ConnectionID, peer: PeerCredentials) -> Bool { true }
+            func frameReceived(_ id: ConnectionID, bytes: UnsafeRawBufferPointer, truncated: Bool) -> IngestVerdict {
+                listener.withLock { $0?.stop() }
+                return .keep
+            }
+            func connectionClosed(_ id: ConnectionID) { closed.add(1, ordering: .relaxed) }
+            func tick(nowNanoseconds: UInt64) {}
+        }
+        let directory = TemporaryDirectory()
+        let path = directory.file("ingest.sock")
+        let sink = StoppingSink()
+        let listener = try IngestListener(socket: try IngestSocket.bind(path: path), sink: sink)
+        sink.listener.withLock { $0 = listener }
+        try listener.start()
+        let client = try Client(path: path)
+        #expect(client.send(Frame.goodbye.bytes) == 0)
+        #expect(client.waitForEndOfStream())
+        #expect(eventually { !FileManager.default.fileExists(atPath: path) })
+        #expect(eventually { sink.closed.load(ordering: .relaxed) == 1 })
+        listener.stop()
+        sink.listener.withLock { $0 = nil }
+    }
 }

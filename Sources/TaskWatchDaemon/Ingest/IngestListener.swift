@@ -137,6 +137,9 @@ public final class IngestListener: @unchecked Sendable {
             _ = tw_eventfd_signal(wakeFD)
             if pthread_equal(thread, pthread_self()) == 0 {
                 pthread_join(thread, nil)
+            } else {
+                // Nobody will join a thread that stopped itself; detaching releases it when it ends.
+                pthread_detach(thread)
             }
         }
     }
