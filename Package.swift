@@ -93,5 +93,9 @@ let package = Package(
 
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
         .testTarget(name: "TaskWatchDaemonTests", dependencies: ["TaskWatchDaemon"]),
+        .testTarget(
+            name: "TaskWatchIngestTests",
+            dependencies: ["TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket"]
+        ),
     ]
 )

@@ -4,7 +4,12 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 int tw_peer_credentials_get(int fd, tw_peer_credentials *out) {
     struct ucred cred;
@@ -71,4 +76,89 @@ int tw_socket_is_listening(int fd) {
     socklen_t length = sizeof(listening);
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) != 0) return -1;
     return listening ? 1 : 0;
+}
+
+int tw_socket_domain(int fd) {
+    int domain = 0;
+    socklen_t length = sizeof(domain);
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0) return -1;
+    return domain;
+}
+
+int tw_unix_send_datagram(const char *address, size_t address_length, const void *message, size_t length) {
+    struct sockaddr_un target;
+    memset(&target, 0, sizeof(target));
+    target.sun_family = AF_UNIX;
+    if (address_length < 2 || address_length >= sizeof(target.sun_path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(target.sun_path, address, address_length);
+    socklen_t target_length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + address_length);
+    if (address[0] == '@') {
+        // Abstract names start with NUL and are not NUL-terminated: the length delimits them.
+        target.sun_path[0] = '\0';
+    } else {
+        target_length += 1;
+    }
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    ssize_t sent = sendto(fd, message, length, MSG_NOSIGNAL, (struct sockaddr *)&target, target_length);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return sent == (ssize_t)length ? 0 : -1;
+}
+
+int tw_epoll_create(void) {
+    return epoll_create1(EPOLL_CLOEXEC);
+}
+
+int tw_epoll_add(int epoll_fd, int fd, uint64_t token) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof(event));
+    event.events = EPOLLIN;
+    event.data.u64 = token;
+    return epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &event);
+}
+
+int tw_epoll_remove(int epoll_fd, int fd) {
+    return epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+int tw_epoll_wait(int epoll_fd, tw_poll_event *events, int capacity, int timeout_ms) {
+    struct epoll_event raw[1024];
+    if (capacity > 1024) capacity = 1024;
+    int count = epoll_wait(epoll_fd, raw, capacity, timeout_ms);
+    for (int i = 0; i < count; i++) {
+        events[i].token = raw[i].data.u64;
+        events[i].readable = (raw[i].events & EPOLLIN) ? 1 : 0;
+        events[i].hangup = (raw[i].events & (EPOLLHUP | EPOLLERR)) ? 1 : 0;
+    }
+    return count;
+}
+
+int tw_eventfd_create(void) {
+    return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+int tw_eventfd_signal(int fd) {
+    uint64_t one = 1;
+    return write(fd, &one, sizeof(one)) == (ssize_t)sizeof(one) ? 0 : -1;
+}
+
+void tw_eventfd_drain(int fd) {
+    uint64_t value;
+    (void)!read(fd, &value, sizeof(value));
+}
+
+int tw_accept(int listen_fd) {
+    return accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+void tw_thread_set_name(const char *name) {
+    char truncated[16];
+    strncpy(truncated, name, sizeof(truncated) - 1);
+    truncated[sizeof(truncated) - 1] = '\0';
+    pthread_setname_np(pthread_self(), truncated);
 }

@@ -38,4 +38,50 @@ int tw_socket_type(int fd);
 /// Whether `fd` is a listening socket: 1, 0, or -1 on error.
 int tw_socket_is_listening(int fd);
 
+/// The address family of socket `fd` (AF_UNIX, AF_INET, ...) or -1.
+int tw_socket_domain(int fd);
+
+/// Sends one datagram to the AF_UNIX datagram socket at `address` (`address_length` bytes; a leading
+/// '@' names an abstract socket, as in systemd's NOTIFY_SOCKET) from a fresh socket that is closed
+/// before returning. Returns 0 or -1 with errno set.
+int tw_unix_send_datagram(const char *address, size_t address_length, const void *message, size_t length);
+
+/// One readiness event. Our own unpacked struct: `struct epoll_event` is packed on x86_64 and epoll is
+/// not in Glibc's Swift module.
+typedef struct {
+    uint64_t token;
+    /// Readable (or end of stream pending).
+    int32_t readable;
+    /// Hang-up or error: the peer is gone once the pending messages are read.
+    int32_t hangup;
+} tw_poll_event;
+
+/// Creates a close-on-exec epoll instance, or -1.
+int tw_epoll_create(void);
+
+/// Watches `fd` for input (level-triggered), reporting `token`. Returns 0 or -1 with errno set.
+int tw_epoll_add(int epoll_fd, int fd, uint64_t token);
+
+/// Stops watching `fd`. Returns 0 or -1 with errno set.
+int tw_epoll_remove(int epoll_fd, int fd);
+
+/// Waits up to `timeout_ms` (-1 forever) for at most `capacity` events (at most 1024). Returns the
+/// count or -1 with errno set.
+int tw_epoll_wait(int epoll_fd, tw_poll_event *events, int capacity, int timeout_ms);
+
+/// Creates a non-blocking, close-on-exec eventfd, or -1.
+int tw_eventfd_create(void);
+
+/// Makes the eventfd readable. Returns 0 or -1.
+int tw_eventfd_signal(int fd);
+
+/// Resets the eventfd.
+void tw_eventfd_drain(int fd);
+
+/// Accepts one connection as non-blocking and close-on-exec, or -1 with errno set.
+int tw_accept(int listen_fd);
+
+/// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
+void tw_thread_set_name(const char *name);
+
 #endif

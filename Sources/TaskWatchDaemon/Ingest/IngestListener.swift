@@ -1,0 +1,341 @@
+import CTaskWatchSocket
+import Glibc
+import Synchronization
+import TaskWatchWire
+
+/// Accepts ingest connections and hands every message to an `IngestSink`, on one dedicated thread.
+///
+/// The thread runs a level-triggered epoll loop over the listening socket, every client socket and an
+/// eventfd used to wake it for `stop()`. Each wakeup reads at most `Options.messagesPerWakeup` messages
+/// per connection, so a flooding client waits its turn instead of starving the others. All sink calls
+/// happen on this thread, in order; `tick` receives `CLOCK_MONOTONIC` nanoseconds.
+///
+/// When `accept` fails for lack of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) the
+/// listener stops accepting for `Options.acceptBackoff`, leaving waiting clients in the kernel's
+/// backlog, and counts the failure in `acceptFailures`. The sink never sees those clients, so the
+/// daemon reads `acceptFailures` at scrape time to export it.
+///
+/// Sendable because its only mutable state is behind `Mutex` and `Atomic`, and the non-Sendable sink
+/// is touched by the listener thread alone: `start()` hands it over, `stop()` joins the thread.
+public final class IngestListener: @unchecked Sendable {
+    /// Tuning knobs; the defaults suit production.
+    public struct Options: Sendable {
+        /// The longest time between two `tick` calls.
+        public var tickInterval: Duration
+        /// Messages read from one connection before moving on to the next.
+        public var messagesPerWakeup: Int
+        /// Connections accepted before reading again, so a connection storm cannot stall reading.
+        public var acceptsPerWakeup: Int
+        /// How long to stop accepting after running out of descriptors or memory.
+        public var acceptBackoff: Duration
+
+        public init(
+            tickInterval: Duration = IngestListener.tickInterval,
+            messagesPerWakeup: Int = 64,
+            acceptsPerWakeup: Int = 256,
+            acceptBackoff: Duration = .milliseconds(100)
+        ) {
+            self.tickInterval = tickInterval
+            self.messagesPerWakeup = max(1, messagesPerWakeup)
+            self.acceptsPerWakeup = max(1, acceptsPerWakeup)
+            self.acceptBackoff = acceptBackoff
+        }
+    }
+
+    /// The default longest time between two `tick` calls.
+    public static let tickInterval: Duration = .milliseconds(100)
+    /// One byte more than the largest frame, so that a message over the limit always shows as either
+    /// oversize (exactly one byte over) or truncated.
+    public static let receiveCapacity = Wire.maxFrameSize + 1
+
+    private enum State {
+        case idle
+        case running(pthread_t)
+        case stopped
+    }
+
+    private let socket: IngestSocket
+    private let sink: any IngestSink
+    private let options: Options
+    private let epollFD: Int32
+    private let wakeFD: Int32
+    private let state = Mutex(State.idle)
+    private let stopRequested = Atomic(false)
+    private let acceptFailureCount = Atomic<UInt64>(0)
+
+    /// Accept calls that failed for a reason other than a client giving up; readable from any thread.
+    public var acceptFailures: UInt64 { acceptFailureCount.load(ordering: .relaxed) }
+
+    /// The socket being served.
+    public var listeningSocket: IngestSocket { socket }
+
+    /// Prepares a listener for `socket`; nothing is accepted until `start()`. From here on the listener
+    /// owns the socket and closes it in `stop()`.
+    public init(socket: IngestSocket, sink: any IngestSink, options: Options = Options()) throws(IngestSocketError) {
+        let epollFD = tw_epoll_create()
+        guard epollFD >= 0 else { throw IngestSocketError("cannot create an epoll instance", errno: errno) }
+        let wakeFD = tw_eventfd_create()
+        guard wakeFD >= 0 else {
+            let code = errno
+            _ = close(epollFD)
+            throw IngestSocketError("cannot create an eventfd", errno: code)
+        }
+        self.socket = socket
+        self.sink = sink
+        self.options = options
+        self.epollFD = epollFD
+        self.wakeFD = wakeFD
+    }
+
+    deinit {
+        // The running thread holds a reference, so reaching here means it has ended or never began.
+        if case .idle = state.withLock({ $0 }) { socket.close() }
+        _ = close(epollFD)
+        _ = close(wakeFD)
+    }
+
+    /// Starts the listener thread. Calling it again, or after `stop()`, does nothing.
+    public func start() throws(IngestSocketError) {
+        let result: Result<Void, IngestSocketError> = state.withLock { state in
+            guard case .idle = state else { return .success(()) }
+            var thread = pthread_t()
+            let context = Unmanaged.passRetained(self).toOpaque()
+            let code = pthread_create(
+                &thread, nil,
+                { context in
+                    let listener = Unmanaged<IngestListener>.fromOpaque(context!).takeRetainedValue()
+                    listener.run()
+                    return nil
+                }, context)
+            guard code == 0 else {
+                Unmanaged<IngestListener>.fromOpaque(context).release()
+                return .failure(IngestSocketError("cannot start the ingest thread", errno: code))
+            }
+            state = .running(thread)
+            return .success(())
+        }
+        try result.get()
+    }
+
+    /// Stops accepting, closes every connection (calling `connectionClosed` for each), closes the
+    /// listening socket, removes its file if this process created it, and waits for the thread to end.
+    ///
+    /// Safe to call from any thread and more than once. Called from a sink callback it only requests
+    /// the stop, since the thread cannot wait for itself.
+    public func stop() {
+        let previous = state.withLock { state in
+            defer { state = .stopped }
+            return state
+        }
+        switch previous {
+        case .idle:
+            socket.close()
+        case .stopped:
+            return
+        case .running(let thread):
+            stopRequested.store(true, ordering: .releasing)
+            _ = tw_eventfd_signal(wakeFD)
+            if pthread_equal(thread, pthread_self()) == 0 {
+                pthread_join(thread, nil)
+            } else {
+                // Nobody will join a thread that stopped itself; detaching releases it when it ends.
+                pthread_detach(thread)
+            }
+        }
+    }
+
+    private func run() {
+        tw_thread_set_name("tw-ingest")
+        let loop = EventLoop(
+            listener: socket.fd,
+            epollFD: epollFD,
+            wakeFD: wakeFD,
+            sink: sink,
+            options: options
+        )
+        loop.run(
+            stopRequested: { self.stopRequested.load(ordering: .acquiring) },
+            acceptFailed: { self.acceptFailureCount.add(1, ordering: .relaxed) }
+        )
+        // Listener first, so no client queues up in the backlog while the others are closed.
+        _ = tw_epoll_remove(epollFD, socket.fd)
+        socket.close()
+        loop.closeAll()
+    }
+}
+
+/// The listener thread's state. Never leaves that thread.
+private final class EventLoop {
+    private static let wakeToken: UInt64 = 0
+    private static let listenerToken: UInt64 = .max
+    private static let maxEvents: Int32 = 256
+
+    private let listener: Int32
+    private let epollFD: Int32
+    private let wakeFD: Int32
+    private let sink: any IngestSink
+    private let options: Options
+    private let buffer: UnsafeMutableRawPointer
+    /// Keyed by connection id rather than fd, so a stale event for a closed fd whose number was
+    /// reused within the same batch finds nothing instead of the new connection.
+    private var connections: [UInt64: Int32] = [:]
+    private var nextID: UInt64 = 1
+    private var acceptResumesAt: UInt64?
+
+    typealias Options = IngestListener.Options
+
+    init(listener: Int32, epollFD: Int32, wakeFD: Int32, sink: any IngestSink, options: Options) {
+        self.listener = listener
+        self.epollFD = epollFD
+        self.wakeFD = wakeFD
+        self.sink = sink
+        self.options = options
+        self.buffer = .allocate(byteCount: IngestListener.receiveCapacity, alignment: 16)
+    }
+
+    deinit { buffer.deallocate() }
+
+    func run(stopRequested: () -> Bool, acceptFailed: () -> Void) {
+        register(wakeFD, token: Self.wakeToken)
+        register(listener, token: Self.listenerToken)
+        let tickNanoseconds = max(1_000_000, nanoseconds(options.tickInterval))
+        var nextTick = monotonicNanoseconds() + tickNanoseconds
+        var events = [tw_poll_event](repeating: tw_poll_event(), count: Int(Self.maxEvents))
+
+        while !stopRequested() {
+            var now = monotonicNanoseconds()
+            var deadline = nextTick
+            if let resume = acceptResumesAt { deadline = min(deadline, resume) }
+            let timeout = deadline > now ? Int32(clamping: (deadline - now + 999_999) / 1_000_000) : 0
+            let count = events.withUnsafeMutableBufferPointer {
+                tw_epoll_wait(epollFD, $0.baseAddress, Self.maxEvents, timeout)
+            }
+            if count < 0 && errno != EINTR { break }
+            for index in 0..<Int(max(count, 0)) {
+                let event = events[index]
+                switch event.token {
+                case Self.wakeToken:
+                    tw_eventfd_drain(wakeFD)
+                case Self.listenerToken:
+                    acceptConnections(acceptFailed: acceptFailed)
+                case let token:
+                    serve(token, hangup: event.hangup != 0)
+                }
+                if stopRequested() { return }
+            }
+            now = monotonicNanoseconds()
+            if let resume = acceptResumesAt, now >= resume {
+                acceptResumesAt = nil
+                register(listener, token: Self.listenerToken)
+            }
+            if now >= nextTick {
+                sink.tick(nowNanoseconds: now)
+                nextTick = now + tickNanoseconds
+            }
+        }
+    }
+
+    /// Closes every connection, oldest first, telling the sink about each.
+    func closeAll() {
+        for token in connections.keys.sorted() { closeConnection(token) }
+    }
+
+    private func acceptConnections(acceptFailed: () -> Void) {
+        for _ in 0..<options.acceptsPerWakeup {
+            let fd = tw_accept(listener)
+            if fd < 0 {
+                switch errno {
+                case EAGAIN, EWOULDBLOCK:
+                    return
+                case EINTR, ECONNABORTED:
+                    // The client gave up before we got to it, or a signal interrupted: nothing is wrong.
+                    continue
+                default:
+                    // Out of descriptors or memory, most likely; retrying at once would spin, since
+                    // the listener stays readable.
+                    acceptFailed()
+                    pauseAccepting()
+                    return
+                }
+            }
+            var raw = tw_peer_credentials()
+            guard tw_peer_credentials_get(fd, &raw) == 0 else {
+                acceptFailed()
+                _ = close(fd)
+                continue
+            }
+            let token = nextID
+            nextID += 1
+            let peer = PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid)
+            guard sink.connectionOpened(ConnectionID(token), peer: peer) else {
+                _ = close(fd)
+                continue
+            }
+            connections[token] = fd
+            if !register(fd, token: token) {
+                closeConnection(token)
+            }
+        }
+    }
+
+    private func pauseAccepting() {
+        _ = tw_epoll_remove(epollFD, listener)
+        acceptResumesAt = monotonicNanoseconds() + nanoseconds(options.acceptBackoff)
+    }
+
+    private func serve(_ token: UInt64, hangup: Bool) {
+        guard let fd = connections[token] else { return }
+        let id = ConnectionID(token)
+        var budget = options.messagesPerWakeup
+        while budget > 0 {
+            var truncated: Int32 = 0
+            let received = tw_recv_message(fd, buffer, IngestListener.receiveCapacity, &truncated)
+            if received > 0 {
+                budget -= 1
+                let bytes = UnsafeRawBufferPointer(
+                    start: buffer, count: min(received, IngestListener.receiveCapacity))
+                if sink.frameReceived(id, bytes: bytes, truncated: truncated != 0) == .disconnect {
+                    closeConnection(token)
+                    return
+                }
+            } else if received == 0 {
+                // End of stream. (A zero-length message reads the same; the protocol forbids them.)
+                closeConnection(token)
+                return
+            } else if errno == EINTR {
+                continue
+            } else if errno == EAGAIN || errno == EWOULDBLOCK {
+                // Nothing left to read; a hang-up or error with nothing left means the peer is gone.
+                if hangup { closeConnection(token) }
+                return
+            } else {
+                closeConnection(token)
+                return
+            }
+        }
+    }
+
+    private func closeConnection(_ token: UInt64) {
+        guard let fd = connections.removeValue(forKey: token) else { return }
+        _ = tw_epoll_remove(epollFD, fd)
+        _ = close(fd)
+        sink.connectionClosed(ConnectionID(token))
+    }
+
+    @discardableResult
+    private func register(_ fd: Int32, token: UInt64) -> Bool {
+        tw_epoll_add(epollFD, fd, token) == 0
+    }
+}
+
+private func monotonicNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+private func nanoseconds(_ duration: Duration) -> UInt64 {
+    let (seconds, attoseconds) = duration.components
+    guard seconds >= 0 else { return 0 }
+    return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+}

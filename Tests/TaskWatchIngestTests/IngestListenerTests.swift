@@ -1,0 +1,215 @@
+import CTaskWatchSocket
+import Foundation
+import Synchronization
+import TaskWatchDaemon
+import TaskWatchWire
+import Testing
+
+@Suite struct IngestListenerTests {
+    @Test func manyClientsConnectAndTheirFramesArriveInOrderWithKernelCredentials() throws {
+        let running = try RunningListener()
+        let clients = try (0..<20).map { _ in try Client(path: running.path) }
+        for (index, client) in clients.enumerated() {
+            for sequence in 0..<5 {
+                let frame = Frame.values([ValueUpdate(id: UInt32(index), value: Double(sequence))])
+                #expect(client.send(frame.bytes) == 0)
+            }
+        }
+        #expect(eventually { running.sink.frameCount == 100 })
+
+        let opened = running.sink.opened
+        #expect(opened.count == 20)
+        #expect(Set(opened.map(\.0)).count == 20)
+        for (_, peer) in opened {
+            #expect(peer == PeerCredentials(pid: getpid(), uid: getuid(), gid: getgid()))
+        }
+        var perConnection: [ConnectionID: [Double]] = [:]
+        for frame in running.sink.frames {
+            #expect(!frame.truncated)
+            guard case .values(let updates) = try FrameDecoder.decode(frame.bytes) else {
+                Issue.record("not a values frame")
+                continue
+            }
+            perConnection[frame.id, default: []].append(updates[0].value)
+        }
+        #expect(perConnection.count == 20)
+        #expect(perConnection.values.allSatisfy { $0 == [0, 1, 2, 3, 4] })
+        #expect(running.sink.callingThreads.count == 1)
+    }
+
+    @Test func messageOverTheFrameLimitArrivesTruncated() throws {
+        let running = try RunningListener()
+        let client = try Client(path: running.path)
+        #expect(client.send([UInt8](repeating: 0xAB, count: 70_000)) == 0)
+        #expect(client.send([UInt8](repeating: 0xCD, count: Wire.maxFrameSize)) == 0)
+        #expect(eventually { running.sink.frameCount == 2 })
+
+        let frames = running.sink.frames
+        #expect(frames[0].truncated)
+        #expect(frames[0].bytes.count == IngestListener.receiveCapacity)
+        #expect(!frames[1].truncated)
+        #expect(frames[1].bytes.count == Wire.maxFrameSize)
+        #expect(frames[1].bytes.allSatisfy { $0 == 0xCD })
+    }
+
+    @Test func closingTheClientYieldsConnectionClosedAfterItsFrames() throws {
+        let running = try RunningListener()
+        var client: Client? = try Client(path: running.path)
+        client!.send(Frame.goodbye.bytes)
+        client = nil
+        #expect(eventually { running.sink.closed.count == 1 })
+
+        let events = running.sink.snapshot
+        #expect(events.count == 3)
+        guard case .opened(let id, _) = events[0] else {
+            Issue.record("first event is not opened")
+            return
+        }
+        #expect(events[1] == .frame(id, Frame.goodbye.bytes, truncated: false))
+        #expect(events[2] == .closed(id))
+    }
+
+    @Test func disconnectVerdictClosesThePeer() throws {
+        let running = try RunningListener(sink: RecordingSink(disconnectMarker: 0xFF))
+        let client = try Client(path: running.path)
+        let bystander = try Client(path: running.path)
+        #expect(client.send([0xFF, 1, 2, 3]) == 0)
+        #expect(client.waitForEndOfStream())
+        #expect(eventually { running.sink.closed.count == 1 })
+        #expect(client.send(Frame.goodbye.bytes) != 0)
+
+        #expect(bystander.send(Frame.goodbye.bytes) == 0)
+        #expect(eventually { running.sink.frameCount == 2 })
+        #expect(running.sink.closed.count == 1)
+    }
+
+    @Test func refusedConnectionIsClosedWithoutConnectionClosed() throws {
+        let running = try RunningListener(sink: RecordingSink(acceptsConnections: false))
+        let client = try Client(path: running.path)
+        #expect(client.waitForEndOfStream())
+        #expect(running.sink.opened.count == 1)
+        #expect(running.sink.closed.isEmpty)
+    }
+
+    @Test func tickRunsWithoutTraffic() throws {
+        let running = try RunningListener(options: .init(tickInterval: .milliseconds(10)))
+        #expect(eventually { running.sink.ticks >= 5 })
+    }
+
+    @Test func stopClosesConnectionsRemovesTheFileAndJoins() throws {
+        let running = try RunningListener()
+        let clients = try (0..<3).map { _ in try Client(path: running.path) }
+        #expect(eventually { running.sink.opened.count == 3 })
+        #expect(FileManager.default.fileExists(atPath: running.path))
+
+        running.listener.stop()
+        // stop() joined the thread, so every callback has already happened and nothing follows.
+        let afterStop = running.sink.snapshot
+        #expect(running.sink.closed.count == 3)
+        #expect(!FileManager.default.fileExists(atPath: running.path))
+        for client in clients { #expect(client.waitForEndOfStream()) }
+        running.listener.stop()
+        usleep(50_000)
+        #expect(running.sink.snapshot == afterStop)
+        #expect(throws: POSIXError.self) { try Client(path: running.path) }
+    }
+
+    @Test func stopLeavesAFileThatReplacedOurs() throws {
+        let running = try RunningListener()
+        try FileManager.default.removeItem(atPath: running.path)
+        try "someone else's".write(toFile: running.path, atomically: false, encoding: .utf8)
+        running.listener.stop()
+        #expect(try String(contentsOfFile: running.path, encoding: .utf8) == "someone else's")
+    }
+
+    @Test func stopBeforeStartClosesTheSocket() throws {
+        let running = try RunningListener(start: false)
+        running.listener.stop()
+        #expect(!FileManager.default.fileExists(atPath: running.path))
+    }
+
+    @Test func floodingClientDoesNotStarveAQuietOne() throws {
+        let options = IngestListener.Options(messagesPerWakeup: 16)
+        let running = try RunningListener(options: options, start: false)
+        // Both connections wait in the backlog with their messages queued, then the listener starts,
+        // accepts both at once and sees both readable in the same wakeup.
+        let flooder = try Client(path: running.path)
+        var queued = 0
+        while queued < 1_000, flooder.trySend(Frame.values([ValueUpdate(id: 1, value: Double(queued))]).bytes) {
+            queued += 1
+        }
+        #expect(queued > 32)
+        let quiet = try Client(path: running.path)
+        #expect(quiet.send(Frame.goodbye.bytes) == 0)
+        try running.listener.start()
+        #expect(eventually { running.sink.frameCount == queued + 1 })
+
+        let frames = running.sink.frames
+        let quietPosition = frames.firstIndex { $0.bytes == Frame.goodbye.bytes }
+        #expect(quietPosition != nil)
+        #expect((quietPosition ?? .max) <= options.messagesPerWakeup)
+    }
+
+    @Test func burstFromEightThreadsArrivesComplete() throws {
+        let running = try RunningListener()
+        let threads = 8
+        let perThread = 1_250
+        let finished = DispatchSemaphore(value: 0)
+        let failures = Atomic(0)
+        let path = running.path
+        for thread in 0..<threads {
+            Thread.detachNewThread {
+                defer { finished.signal() }
+                guard let client = try? Client(path: path) else {
+                    failures.add(1, ordering: .relaxed)
+                    return
+                }
+                for sequence in 0..<perThread {
+                    let frame = Frame.values([ValueUpdate(id: UInt32(thread), value: Double(sequence))])
+                    if client.send(frame.bytes) != 0 { failures.add(1, ordering: .relaxed) }
+                }
+            }
+        }
+        for _ in 0..<threads { finished.wait() }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(eventually { running.sink.frameCount == threads * perThread })
+
+        var perSender: [UInt32: [Double]] = [:]
+        for frame in running.sink.frames {
+            guard case .values(let updates) = try FrameDecoder.decode(frame.bytes) else {
+                Issue.record("not a values frame")
+                continue
+            }
+            perSender[updates[0].id, default: []].append(updates[0].value)
+        }
+        #expect(perSender.count == threads)
+        #expect(perSender.values.allSatisfy { $0 == (0..<perThread).map(Double.init) })
+    }
+
+    @Test func stopFromInsideASinkCallbackDoesNotDeadlock() throws {
+        final class StoppingSink: IngestSink, Sendable {
+            let listener = Mutex<IngestListener?>(nil)
+            let closed = Atomic(0)
+            func connectionOpened(_ id: ConnectionID, peer: PeerCredentials) -> Bool { true }
+            func frameReceived(_ id: ConnectionID, bytes: UnsafeRawBufferPointer, truncated: Bool) -> IngestVerdict {
+                listener.withLock { $0?.stop() }
+                return .keep
+            }
+            func connectionClosed(_ id: ConnectionID) { closed.add(1, ordering: .relaxed) }
+            func tick(nowNanoseconds: UInt64) {}
+        }
+        let directory = TemporaryDirectory()
+        let path = directory.file("ingest.sock")
+        let sink = StoppingSink()
+        let listener = try IngestListener(socket: try IngestSocket.bind(path: path), sink: sink)
+        sink.listener.withLock { $0 = listener }
+        try listener.start()
+        let client = try Client(path: path)
+        #expect(client.send(Frame.goodbye.bytes) == 0)
+        #expect(client.waitForEndOfStream())
+        #expect(eventually { !FileManager.default.fileExists(atPath: path) })
+        #expect(eventually { sink.closed.load(ordering: .relaxed) == 1 })
+        listener.stop()
+        sink.listener.withLock { $0 = nil }
+    }
+}
