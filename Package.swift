@@ -91,5 +91,6 @@ let package = Package(
         .executableTarget(name: "taskwatch", dependencies: ["TaskWatchCLI"]),
 
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
+        .testTarget(name: "TaskWatchDaemonTests", dependencies: ["TaskWatchDaemon"]),
     ]
 )
