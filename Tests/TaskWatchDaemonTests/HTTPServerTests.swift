@@ -34,7 +34,8 @@ import Testing
 
     @Test func openMetricsWhenAccepted() throws {
         let server = try TestServer(handler: web.handle)
-        let response = try curl(server.base + "/metrics", ["-H", "Accept: application/openmetrics-text; version=1.0.0"])
+        let response = try curl(
+            server.base + "/metrics", ["-H", "Accept: application/openmetrics-text; version=1.0.0"])
         #expect(response.headers["Content-Type"] == ExpositionFormat.openMetrics.contentType)
         #expect(response.body == sampleOpenMetrics)
     }
@@ -61,7 +62,8 @@ import Testing
     @Test func largeBodyIsRefusedWithoutBeingRead() throws {
         let server = try TestServer(handler: web.handle)
         let body = [UInt8](repeating: UInt8(ascii: "x"), count: 4 << 20)
-        let head = "PUT /metrics HTTP/1.1\r\nHost: test\r\nContent-Length: \(body.count)\r\nExpect: 100-continue\r\n\r\n"
+        let head =
+            "PUT /metrics HTTP/1.1\r\nHost: test\r\nContent-Length: \(body.count)\r\nExpect: 100-continue\r\n\r\n"
         let response = try parseResponse(try rawExchange(port: server.port, Array(head.utf8)))
         #expect(response.status == 405)
         #expect(response.headers["Connection"]?.lowercased() == "close")

@@ -91,7 +91,9 @@ func connectLoopback(port: UInt16) -> Result<Int32, ConnectFailure> {
     address.sin_port = port.bigEndian
     address.sin_addr = in_addr(s_addr: inet_addr("127.0.0.1"))
     let status = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     if status == 0 { return .success(fd) }
     let code = errno

@@ -10,7 +10,8 @@ public enum Gzip {
     /// Compresses `input` into one complete gzip member. Level 1 is the default because a scrape
     /// waits on it, and metric text compresses well even at the fastest level.
     public static func compress(_ input: [UInt8], level: Int32 = 1) throws(GzipError) -> [UInt8] {
-        try input.withUnsafeBytes { bytes in Result { () throws(GzipError) in try compress(bytes, level: level) } }.get()
+        try input.withUnsafeBytes { bytes in Result { () throws(GzipError) in try compress(bytes, level: level) } }
+            .get()
     }
 
     /// Compresses `input` into one complete gzip member.
@@ -19,7 +20,8 @@ public enum Gzip {
         var stream = z_stream()
         // windowBits 15 + 16 selects the gzip wrapper instead of zlib's own.
         let initialized = deflateInit2_(
-            &stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
+            &stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)
+        )
         guard initialized == Z_OK else { throw GzipError(description: "deflateInit2 failed (\(initialized))") }
         defer { deflateEnd(&stream) }
 

@@ -132,7 +132,9 @@ public final class HTTPServer: Sendable {
         }
     }
 
-    private static func startDaemon(listeningOn fd: Int32, options: Options, context: ServerContext) throws(StartError)
+    private static func startDaemon(
+        listeningOn fd: Int32, options: Options, context: ServerContext
+    ) throws(StartError)
         -> OpaquePointer
     {
         var flags = MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_ITC.rawValue | MHD_USE_ERROR_LOG.rawValue
@@ -146,15 +148,18 @@ public final class HTTPServer: Sendable {
             MHD_OptionItem(
                 option: MHD_OPTION.CONNECTION_TIMEOUT, value: options.connectionTimeoutSeconds, ptr_value: nil),
             MHD_OptionItem(
-                option: MHD_OPTION.NOTIFY_COMPLETED, value: Int(bitPattern: unsafeBitCast(requestCompleted, to: UnsafeRawPointer.self)),
+                option: MHD_OPTION.NOTIFY_COMPLETED,
+                value: Int(bitPattern: unsafeBitCast(requestCompleted, to: UnsafeRawPointer.self)),
                 ptr_value: contextPointer),
             MHD_OptionItem(
-                option: MHD_OPTION.EXTERNAL_LOGGER, value: Int(bitPattern: unsafeBitCast(logMessage, to: UnsafeRawPointer.self)),
+                option: MHD_OPTION.EXTERNAL_LOGGER,
+                value: Int(bitPattern: unsafeBitCast(logMessage, to: UnsafeRawPointer.self)),
                 ptr_value: contextPointer),
         ]
         // A pool of one means no pool: libmicrohttpd then serves from its single polling thread.
         if options.threadPoolSize > 1 {
-            items.append(MHD_OptionItem(option: MHD_OPTION.THREAD_POOL_SIZE, value: options.threadPoolSize, ptr_value: nil))
+            items.append(
+                MHD_OptionItem(option: MHD_OPTION.THREAD_POOL_SIZE, value: options.threadPoolSize, ptr_value: nil))
         }
         if let limit = options.connectionLimit {
             items.append(MHD_OptionItem(option: MHD_OPTION.CONNECTION_LIMIT, value: limit, ptr_value: nil))
@@ -292,7 +297,8 @@ private func respond(
     // need its address to outlive `withUnsafeBytes`, which Swift does not promise; the copy runs at
     // memory speed, far below the cost of rendering or compressing the same bytes.
     let response = reply.body.withUnsafeBytes { bytes in
-        MHD_create_response_from_buffer(bytes.count, UnsafeMutableRawPointer(mutating: bytes.baseAddress), .RESPMEM_MUST_COPY)
+        MHD_create_response_from_buffer(
+            bytes.count, UnsafeMutableRawPointer(mutating: bytes.baseAddress), .RESPMEM_MUST_COPY)
     }
     guard let response else { return .NO }
     defer { MHD_destroy_response(response) }

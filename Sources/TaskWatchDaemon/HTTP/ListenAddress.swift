@@ -74,8 +74,9 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
         case .any:
             // Fall back to IPv4 only when the kernel has no IPv6 at all, never on "address in use".
             do throws(Failure) {
-                return try Self.listen(on: .ipv6(in6addr_any, dualStack: true), port: port, backlog: backlog, shown: description)
-            } catch where error.errorNumber == EAFNOSUPPORT || error.errorNumber == EADDRNOTAVAIL {
+                return try Self.listen(
+                    on: .ipv6(in6addr_any, dualStack: true), port: port, backlog: backlog, shown: description)
+            } catch  where error.errorNumber == EAFNOSUPPORT || error.errorNumber == EADDRNOTAVAIL {
                 endpoint = .ipv4(in_addr(s_addr: INADDR_ANY))
             } catch {
                 throw error.rethrown
@@ -111,7 +112,8 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
         guard let type = option(SO_TYPE) else {
             throw ListenAddressError(description: "inherited descriptor \(fd) is not a socket: \(errorText(errno))")
         }
-        guard type == Int32(SOCK_STREAM.rawValue), let domain = option(SO_DOMAIN), domain == AF_INET || domain == AF_INET6
+        guard type == Int32(SOCK_STREAM.rawValue), let domain = option(SO_DOMAIN),
+            domain == AF_INET || domain == AF_INET6
         else { throw ListenAddressError(description: "inherited descriptor \(fd) is not a TCP socket") }
         guard option(SO_ACCEPTCONN) == 1 else {
             throw ListenAddressError(description: "inherited socket \(fd) is not listening")
@@ -155,17 +157,21 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
         var rethrown: ListenAddressError { ListenAddressError(description: message) }
     }
 
-    private static func listen(on endpoint: Endpoint, port: UInt16, backlog: Int32, shown: String) throws(Failure) -> Int32 {
+    private static func listen(
+        on endpoint: Endpoint, port: UInt16, backlog: Int32, shown: String
+    ) throws(Failure) -> Int32 {
         func failure(_ step: String) -> Failure {
             let code = errno
             let hint = code == EADDRINUSE ? " (is another taskwatchd or exporter running?)" : ""
             return Failure(errorNumber: code, message: "cannot listen on \(shown): \(step): \(errorText(code))\(hint)")
         }
-        let family = switch endpoint {
-        case .ipv4: AF_INET
-        case .ipv6: AF_INET6
-        }
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        let family =
+            switch endpoint {
+            case .ipv4: AF_INET
+            case .ipv6: AF_INET6
+            }
+        let fd = socket(
+            family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw failure("socket") }
         var one: Int32 = 1
         var zero: Int32 = 0

@@ -75,11 +75,13 @@ public struct WebHandler: Sendable {
             </html>
 
             """
-        return HTTPResponse(status: 200, headers: [("Content-Type", "text/html; charset=utf-8")], body: Array(html.utf8))
+        return HTTPResponse(
+            status: 200, headers: [("Content-Type", "text/html; charset=utf-8")], body: Array(html.utf8))
     }
 
     private static func plain(_ status: Int, _ text: String, extra: [(String, String)] = []) -> HTTPResponse {
-        HTTPResponse(status: status, headers: [("Content-Type", "text/plain; charset=utf-8")] + extra, body: Array(text.utf8))
+        HTTPResponse(
+            status: status, headers: [("Content-Type", "text/plain; charset=utf-8")] + extra, body: Array(text.utf8))
     }
 
     private static func escapeHTML(_ text: String) -> String {
