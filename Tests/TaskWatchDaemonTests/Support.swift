@@ -145,6 +145,12 @@ final class TestServer: Sendable {
     deinit { server.stop() }
 }
 
+/// The inode behind a descriptor, nil once it is closed: tells "closed" apart from "number reused".
+func fileIdentity(_ fd: Int32) -> UInt? {
+    var status = stat()
+    return fstat(fd, &status) == 0 ? UInt(status.st_ino) : nil
+}
+
 /// Sample exposition bodies that differ per format, so a test can tell which one was served.
 let sampleText = Array("# TYPE swift_tasks gauge\nswift_tasks{process=\"api\",pid=\"1\"} 3\n".utf8)
 let sampleOpenMetrics = Array("# TYPE swift_tasks gauge\nswift_tasks{process=\"api\",pid=\"1\"} 3\n# EOF\n".utf8)

@@ -61,6 +61,7 @@ public final class HTTPServer: Sendable {
 
     private struct State {
         var daemons: [OpaquePointer]
+        var sockets: [Int32]
         var stopped: Bool
     }
 
@@ -85,7 +86,7 @@ public final class HTTPServer: Sendable {
         }
         self.context = context
         self.gracePeriod = options.shutdownGracePeriod
-        self.state = Mutex(State(daemons: daemons, stopped: false))
+        self.state = Mutex(State(daemons: daemons, sockets: sockets, stopped: false))
     }
 
     deinit { stop() }
@@ -93,10 +94,10 @@ public final class HTTPServer: Sendable {
     /// Stops accepting connections, lets requests in flight finish (up to the grace period), then
     /// closes every connection and listening socket. Safe to call more than once.
     public func stop() {
-        let daemons: [OpaquePointer] = state.withLock { state in
-            if state.stopped { return [] }
+        let (daemons, sockets): ([OpaquePointer], [Int32]) = state.withLock { state in
+            if state.stopped { return ([], []) }
             state.stopped = true
-            return state.daemons
+            return (state.daemons, state.sockets)
         }
         if daemons.isEmpty { return }
         // Responses from now on carry `Connection: close` so keep-alive clients let go.
@@ -113,7 +114,7 @@ public final class HTTPServer: Sendable {
         }
         for daemon in daemons { MHD_stop_daemon(daemon) }
         // A quiesced socket is ours to close, and only after its daemon's threads are gone.
-        for fd in quiescedSockets { close(fd) }
+        for fd in quiescedSockets + sockets { close(fd) }
     }
 
     private static func validate(_ options: Options) throws(StartError) {
@@ -142,9 +143,16 @@ public final class HTTPServer: Sendable {
         flags |= MHD_is_feature_supported(.FEATURE_EPOLL) == .YES ? MHD_USE_EPOLL.rawValue : MHD_USE_AUTO.rawValue
         if options.tls != nil { flags |= MHD_USE_TLS.rawValue }
 
+        // libmicrohttpd closes the socket it was given on some failed starts and not on others, so it
+        // gets a duplicate of its own: a failed start may leak that copy but never closes a descriptor
+        // twice (which could close one another thread has just opened).
+        let handedOver = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        guard handedOver >= 0 else {
+            throw StartError(description: "cannot duplicate socket \(fd): \(String(cString: strerror(errno)))")
+        }
         let contextPointer = Unmanaged.passUnretained(context).toOpaque()
         var items: [MHD_OptionItem] = [
-            MHD_OptionItem(option: MHD_OPTION.LISTEN_SOCKET, value: Int(fd), ptr_value: nil),
+            MHD_OptionItem(option: MHD_OPTION.LISTEN_SOCKET, value: Int(handedOver), ptr_value: nil),
             MHD_OptionItem(
                 option: MHD_OPTION.CONNECTION_TIMEOUT, value: options.connectionTimeoutSeconds, ptr_value: nil),
             MHD_OptionItem(
@@ -173,7 +181,10 @@ public final class HTTPServer: Sendable {
                 (MHD_OPTION.HTTPS_MEM_CERT, tls.certificatePEM), (MHD_OPTION.HTTPS_MEM_KEY, tls.keyPEM),
                 (MHD_OPTION.HTTPS_PRIORITIES, tls.priorities),
             ] {
-                guard let copy = strdup(text) else { throw StartError(description: "out of memory") }
+                guard let copy = strdup(text) else {
+                    close(handedOver)
+                    throw StartError(description: "out of memory")
+                }
                 cStrings.append(copy)
                 items.append(MHD_OptionItem(option: option, value: 0, ptr_value: UnsafeMutableRawPointer(copy)))
             }
