@@ -92,7 +92,8 @@ public final class HTTPServer: Sendable {
     deinit { stop() }
 
     /// Stops accepting connections, lets requests in flight finish (up to the grace period), then
-    /// closes every connection and listening socket. Safe to call more than once.
+    /// closes every connection and listening socket. Safe to call more than once; a second call
+    /// returns at once. Never call it from the handler: it waits for the handler's own thread.
     public func stop() {
         let (daemons, sockets): ([OpaquePointer], [Int32]) = state.withLock { state in
             if state.stopped { return ([], []) }
