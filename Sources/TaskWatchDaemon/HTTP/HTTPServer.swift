@@ -1,0 +1,324 @@
+import CMicroHTTPD
+import Glibc
+import Synchronization
+
+/// An HTTP server over libmicrohttpd. This is the only place that touches the libmicrohttpd C API.
+///
+/// Each listening socket gets its own libmicrohttpd daemon (a daemon takes exactly one), each with
+/// its own epoll-driven thread pool. The handler is called on those threads, concurrently.
+public final class HTTPServer: Sendable {
+    /// How the server runs.
+    public struct Options: Sendable {
+        /// Listening sockets, already bound and listening. The server owns them from `init` on and
+        /// closes them, also when `init` throws.
+        public var listeningSockets: [Int32]
+        /// Threads per listening socket that accept connections and run the handler.
+        public var threadPoolSize: Int
+        /// Seconds of inactivity after which a connection is closed.
+        public var connectionTimeoutSeconds: Int
+        /// Most concurrent connections per listening socket; nil leaves libmicrohttpd's default.
+        public var connectionLimit: Int?
+        /// Serve HTTPS instead of HTTP when set.
+        public var tls: TLS?
+        /// How long `stop()` waits for requests in flight before closing their connections.
+        public var shutdownGracePeriod: Duration
+        /// Receives libmicrohttpd's own diagnostics (a client that resets, a failed TLS handshake).
+        public var errorLog: (@Sendable (String) -> Void)?
+
+        public init(
+            listeningSockets: [Int32], threadPoolSize: Int = 2, connectionTimeoutSeconds: Int = 10,
+            connectionLimit: Int? = nil, tls: TLS? = nil, shutdownGracePeriod: Duration = .seconds(5),
+            errorLog: (@Sendable (String) -> Void)? = nil
+        ) {
+            self.listeningSockets = listeningSockets
+            self.threadPoolSize = threadPoolSize
+            self.connectionTimeoutSeconds = connectionTimeoutSeconds
+            self.connectionLimit = connectionLimit
+            self.tls = tls
+            self.shutdownGracePeriod = shutdownGracePeriod
+            self.errorLog = errorLog
+        }
+    }
+
+    /// Certificate and key in PEM, and the GnuTLS priority string that picks protocol versions and
+    /// ciphers (for example `NORMAL:-VERS-TLS1.0:-VERS-TLS1.1`).
+    public struct TLS: Sendable {
+        public var certificatePEM: String
+        public var keyPEM: String
+        public var priorities: String
+
+        public init(certificatePEM: String, keyPEM: String, priorities: String = "NORMAL:-VERS-TLS1.0:-VERS-TLS1.1") {
+            self.certificatePEM = certificatePEM
+            self.keyPEM = keyPEM
+            self.priorities = priorities
+        }
+    }
+
+    /// Why the server could not start.
+    public struct StartError: Error, CustomStringConvertible, Equatable {
+        public var description: String
+    }
+
+    private struct State {
+        var daemons: [OpaquePointer]
+        var sockets: [Int32]
+        var stopped: Bool
+    }
+
+    private let context: ServerContext
+    private let state: Mutex<State>
+    private let gracePeriod: Duration
+
+    /// Starts serving on every socket in `options.listeningSockets`. Returns once all are accepting.
+    public init(options: Options, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse) throws(StartError) {
+        let context = ServerContext(handler: handler, errorLog: options.errorLog)
+        let sockets = options.listeningSockets
+        var daemons: [OpaquePointer] = []
+        do {
+            try Self.validate(options)
+            for fd in sockets {
+                daemons.append(try Self.startDaemon(listeningOn: fd, options: options, context: context))
+            }
+        } catch {
+            for daemon in daemons { MHD_stop_daemon(daemon) }
+            for fd in sockets { close(fd) }
+            throw error
+        }
+        self.context = context
+        self.gracePeriod = options.shutdownGracePeriod
+        self.state = Mutex(State(daemons: daemons, sockets: sockets, stopped: false))
+    }
+
+    deinit { stop() }
+
+    /// Stops accepting connections, lets requests in flight finish (up to the grace period), then
+    /// closes every connection and listening socket. Safe to call more than once; a second call
+    /// returns at once. Never call it from the handler: it waits for the handler's own thread.
+    public func stop() {
+        let (daemons, sockets): ([OpaquePointer], [Int32]) = state.withLock { state in
+            if state.stopped { return ([], []) }
+            state.stopped = true
+            return (state.daemons, state.sockets)
+        }
+        if daemons.isEmpty { return }
+        // Responses from now on carry `Connection: close` so keep-alive clients let go.
+        context.stopping.store(true, ordering: .relaxed)
+        var quiescedSockets: [Int32] = []
+        for daemon in daemons {
+            let fd = MHD_quiesce_daemon(daemon)
+            if fd != MHD_INVALID_SOCKET { quiescedSockets.append(fd) }
+        }
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: gracePeriod)
+        while context.inFlight.load(ordering: .acquiring) > 0, clock.now < deadline {
+            usleep(2_000)
+        }
+        for daemon in daemons { MHD_stop_daemon(daemon) }
+        // A quiesced socket is ours to close, and only after its daemon's threads are gone.
+        for fd in quiescedSockets + sockets { close(fd) }
+    }
+
+    private static func validate(_ options: Options) throws(StartError) {
+        if options.listeningSockets.isEmpty { throw StartError(description: "no listening socket given") }
+        if !(1...1024).contains(options.threadPoolSize) {
+            throw StartError(description: "thread pool size must be 1...1024, not \(options.threadPoolSize)")
+        }
+        if !(0...86_400).contains(options.connectionTimeoutSeconds) {
+            throw StartError(description: "connection timeout must be 0...86400 seconds")
+        }
+        if let limit = options.connectionLimit, !(1...1_000_000).contains(limit) {
+            throw StartError(description: "connection limit must be 1...1000000, not \(limit)")
+        }
+        if options.tls != nil, MHD_is_feature_supported(.FEATURE_TLS) != .YES {
+            throw StartError(description: "this libmicrohttpd was built without TLS support")
+        }
+    }
+
+    private static func startDaemon(
+        listeningOn fd: Int32, options: Options, context: ServerContext
+    ) throws(StartError)
+        -> OpaquePointer
+    {
+        var flags = MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_ITC.rawValue | MHD_USE_ERROR_LOG.rawValue
+        // Epoll scales with idle connections; AUTO picks the best poller when epoll is missing.
+        flags |= MHD_is_feature_supported(.FEATURE_EPOLL) == .YES ? MHD_USE_EPOLL.rawValue : MHD_USE_AUTO.rawValue
+        if options.tls != nil { flags |= MHD_USE_TLS.rawValue }
+
+        // libmicrohttpd closes the socket it was given on some failed starts and not on others, so it
+        // gets a duplicate of its own: a failed start may leak that copy but never closes a descriptor
+        // twice (which could close one another thread has just opened).
+        let handedOver = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        guard handedOver >= 0 else {
+            throw StartError(description: "cannot duplicate socket \(fd): \(String(cString: strerror(errno)))")
+        }
+        let contextPointer = Unmanaged.passUnretained(context).toOpaque()
+        var items: [MHD_OptionItem] = [
+            MHD_OptionItem(option: MHD_OPTION.LISTEN_SOCKET, value: Int(handedOver), ptr_value: nil),
+            MHD_OptionItem(
+                option: MHD_OPTION.CONNECTION_TIMEOUT, value: options.connectionTimeoutSeconds, ptr_value: nil),
+            MHD_OptionItem(
+                option: MHD_OPTION.NOTIFY_COMPLETED,
+                value: Int(bitPattern: unsafeBitCast(requestCompleted, to: UnsafeRawPointer.self)),
+                ptr_value: contextPointer),
+            MHD_OptionItem(
+                option: MHD_OPTION.EXTERNAL_LOGGER,
+                value: Int(bitPattern: unsafeBitCast(logMessage, to: UnsafeRawPointer.self)),
+                ptr_value: contextPointer),
+        ]
+        // A pool of one means no pool: libmicrohttpd then serves from its single polling thread.
+        if options.threadPoolSize > 1 {
+            items.append(
+                MHD_OptionItem(option: MHD_OPTION.THREAD_POOL_SIZE, value: options.threadPoolSize, ptr_value: nil))
+        }
+        if let limit = options.connectionLimit {
+            items.append(MHD_OptionItem(option: MHD_OPTION.CONNECTION_LIMIT, value: limit, ptr_value: nil))
+        }
+        // The TLS strings are read while the daemon starts (certificates loaded, priorities compiled),
+        // so they need to live only for the duration of the start call.
+        var cStrings: [UnsafeMutablePointer<CChar>] = []
+        defer { for string in cStrings { free(string) } }
+        if let tls = options.tls {
+            for (option, text) in [
+                (MHD_OPTION.HTTPS_MEM_CERT, tls.certificatePEM), (MHD_OPTION.HTTPS_MEM_KEY, tls.keyPEM),
+                (MHD_OPTION.HTTPS_PRIORITIES, tls.priorities),
+            ] {
+                guard let copy = strdup(text) else {
+                    close(handedOver)
+                    throw StartError(description: "out of memory")
+                }
+                cStrings.append(copy)
+                items.append(MHD_OptionItem(option: option, value: 0, ptr_value: UnsafeMutableRawPointer(copy)))
+            }
+        }
+        items.append(MHD_OptionItem(option: MHD_OPTION.END, value: 0, ptr_value: nil))
+
+        context.lastError.withLock { $0 = nil }
+        let daemon: OpaquePointer? = items.withUnsafeMutableBufferPointer { buffer in
+            withVaList([MHD_OPTION.ARRAY.rawValue, buffer.baseAddress!, MHD_OPTION.END.rawValue]) { arguments in
+                MHD_start_daemon_va(flags, 0, nil, nil, accessHandler, contextPointer, arguments)
+            }
+        }
+        guard let daemon else {
+            let reason = context.lastError.withLock { $0 } ?? "no reason given"
+            throw StartError(description: "libmicrohttpd could not serve on socket \(fd): \(reason)")
+        }
+        return daemon
+    }
+}
+
+/// What the C callbacks reach through their context pointer.
+private final class ServerContext: Sendable {
+    let handler: @Sendable (HTTPRequest) -> HTTPResponse
+    let errorLog: (@Sendable (String) -> Void)?
+    /// Requests whose handler has been called and whose response is not yet fully sent.
+    let inFlight = Atomic<Int>(0)
+    let stopping = Atomic<Bool>(false)
+    /// The latest libmicrohttpd message, so a failed start can say why.
+    let lastError = Mutex<String?>(nil)
+
+    init(handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse, errorLog: (@Sendable (String) -> Void)?) {
+        self.handler = handler
+        self.errorLog = errorLog
+    }
+
+    func log(_ message: String) {
+        lastError.withLock { $0 = message }
+        errorLog?(message)
+    }
+}
+
+/// `*con_cls` markers. They are never dereferenced, only compared, so no allocation has to be freed
+/// when a connection dies mid-request.
+private var requestSeen: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: 1)! }
+private var requestSentBody: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: 2)! }
+
+private func context(_ pointer: UnsafeMutableRawPointer) -> ServerContext {
+    Unmanaged<ServerContext>.fromOpaque(pointer).takeUnretainedValue()
+}
+
+/// libmicrohttpd calls this at least twice per request: once when the headers are in (`*con_cls` is
+/// still NULL), then with each piece of body, then once more with no data left.
+private let accessHandler: MHD_AccessHandlerCallback = {
+    contextPointer, connection, url, method, _, _, uploadDataSize, requestState in
+    guard let contextPointer, let connection, let uploadDataSize, let requestState else { return .NO }
+    let context = context(contextPointer)
+    if requestState.pointee == nil {
+        requestState.pointee = requestSeen
+        context.inFlight.add(1, ordering: .relaxed)
+        // Answering before the body is read makes libmicrohttpd skip `100 Continue` and close the
+        // connection after the response, so a body we would refuse is never transferred.
+        if announcesBody(connection) {
+            return respond(context, connection, method: method, url: url, hasBody: true)
+        }
+        return .YES
+    }
+    if uploadDataSize.pointee != 0 {
+        // Unreachable for well-formed HTTP/1.1 (a body needs a length or chunking, both announced),
+        // but discarding keeps memory bounded whatever arrives.
+        uploadDataSize.pointee = 0
+        requestState.pointee = requestSentBody
+        return .YES
+    }
+    return respond(context, connection, method: method, url: url, hasBody: requestState.pointee == requestSentBody)
+}
+
+private let requestCompleted: MHD_RequestCompletedCallback = { contextPointer, _, requestState, _ in
+    guard let contextPointer, let requestState, requestState.pointee != nil else { return }
+    requestState.pointee = nil
+    context(contextPointer).inFlight.subtract(1, ordering: .releasing)
+}
+
+private let logMessage: MHD_LogCallback = { contextPointer, format, arguments in
+    guard let contextPointer, let format, let arguments else { return }
+    var buffer = [CChar](repeating: 0, count: 512)
+    _ = vsnprintf(&buffer, buffer.count, format, arguments)
+    var message = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    while message.last?.isNewline == true { message.removeLast() }
+    context(contextPointer).log(message)
+}
+
+private let collectHeader: MHD_KeyValueIterator = { headersPointer, _, key, value in
+    guard let headersPointer, let key else { return .YES }
+    let headers = headersPointer.assumingMemoryBound(to: HTTPHeaders.self)
+    headers.pointee.append(name: String(cString: key), value: value.map { String(cString: $0) } ?? "")
+    return .YES
+}
+
+private func announcesBody(_ connection: OpaquePointer) -> Bool {
+    if MHD_lookup_connection_value(connection, .HEADER_KIND, "Transfer-Encoding") != nil { return true }
+    guard let length = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length") else {
+        return false
+    }
+    return strcmp(length, "0") != 0
+}
+
+private func respond(
+    _ context: ServerContext, _ connection: OpaquePointer, method: UnsafePointer<CChar>?, url: UnsafePointer<CChar>?,
+    hasBody: Bool
+) -> MHD_Result {
+    var headers = HTTPHeaders()
+    _ = withUnsafeMutablePointer(to: &headers) { pointer in
+        MHD_get_connection_values(connection, .HEADER_KIND, collectHeader, UnsafeMutableRawPointer(pointer))
+    }
+    let request = HTTPRequest(
+        method: method.map { String(cString: $0) } ?? "", path: url.map { String(cString: $0) } ?? "/",
+        headers: headers, hasBody: hasBody)
+    let reply = context.handler(request)
+
+    // MUST_COPY costs one memcpy of the body. Handing libmicrohttpd the Array's own storage would
+    // need its address to outlive `withUnsafeBytes`, which Swift does not promise; the copy runs at
+    // memory speed, far below the cost of rendering or compressing the same bytes.
+    let response = reply.body.withUnsafeBytes { bytes in
+        MHD_create_response_from_buffer(
+            bytes.count, UnsafeMutableRawPointer(mutating: bytes.baseAddress), .RESPMEM_MUST_COPY)
+    }
+    guard let response else { return .NO }
+    defer { MHD_destroy_response(response) }
+    for (name, value) in reply.headers where MHD_add_response_header(response, name, value) != .YES {
+        context.log("response header \(name) was refused")
+    }
+    if context.stopping.load(ordering: .relaxed) {
+        _ = MHD_add_response_header(response, "Connection", "close")
+    }
+    return MHD_queue_response(connection, UInt32(clamping: reply.status), response)
+}

@@ -1,0 +1,252 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+@testable import TaskWatchDaemon
+
+@Suite struct HTTPServerTests {
+    let web = WebHandler(version: "9.9.9", render: sampleRender)
+
+    @Test func servesMetricsAsText() throws {
+        let server = try TestServer(handler: web.handle)
+        let response = try curl(server.base + "/metrics")
+        #expect(response.status == 200)
+        #expect(response.headers["Content-Type"] == ExpositionFormat.text.contentType)
+        #expect(response.headers["Content-Encoding"] == nil)
+        #expect(response.body == sampleText)
+    }
+
+    @Test func gzipBodyDecompressesToThePlainBody() throws {
+        let server = try TestServer(handler: web.handle)
+        let raw = try curl(server.base + "/metrics", ["-H", "Accept-Encoding: gzip"])
+        #expect(raw.status == 200)
+        #expect(raw.headers["Content-Encoding"] == "gzip")
+        #expect(raw.headers["Vary"]?.contains("Accept-Encoding") == true)
+        let unpacked = try runProcess("/usr/bin/gzip", ["-dc"], input: raw.body)
+        #expect(unpacked.status == 0)
+        #expect(unpacked.output == sampleText)
+
+        let decoded = try curl(server.base + "/metrics", ["--compressed"])
+        #expect(decoded.headers["Content-Encoding"] == "gzip")
+        #expect(decoded.body == sampleText)
+    }
+
+    @Test func openMetricsWhenAccepted() throws {
+        let server = try TestServer(handler: web.handle)
+        let response = try curl(
+            server.base + "/metrics", ["-H", "Accept: application/openmetrics-text; version=1.0.0"])
+        #expect(response.headers["Content-Type"] == ExpositionFormat.openMetrics.contentType)
+        #expect(response.body == sampleOpenMetrics)
+    }
+
+    @Test func prometheusScrapeHeaders() throws {
+        let server = try TestServer(handler: web.handle)
+        let accept =
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+            + "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        let response = try curl(server.base + "/metrics", ["-H", "Accept: \(accept)", "--compressed"])
+        #expect(response.headers["Content-Type"] == ExpositionFormat.openMetrics.contentType)
+        #expect(response.body == sampleOpenMetrics)
+    }
+
+    @Test func postIsRefusedWith405() throws {
+        let server = try TestServer(handler: web.handle)
+        let bare = try curl(server.base + "/metrics", ["-X", "POST"])
+        #expect(bare.status == 405)
+        #expect(bare.headers["Allow"] == "GET, HEAD")
+        let withBody = try curl(server.base + "/metrics", ["--data-binary", "payload"])
+        #expect(withBody.status == 405)
+    }
+
+    @Test func largeBodyIsRefusedWithoutBeingRead() throws {
+        let server = try TestServer(handler: web.handle)
+        let body = [UInt8](repeating: UInt8(ascii: "x"), count: 4 << 20)
+        let head =
+            "PUT /metrics HTTP/1.1\r\nHost: test\r\nContent-Length: \(body.count)\r\nExpect: 100-continue\r\n\r\n"
+        let response = try parseResponse(try rawExchange(port: server.port, Array(head.utf8)))
+        #expect(response.status == 405)
+        #expect(response.headers["Connection"]?.lowercased() == "close")
+
+        let get = "GET /metrics HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello"
+        #expect(try parseResponse(try rawExchange(port: server.port, Array(get.utf8))).status == 413)
+    }
+
+    @Test func unknownPathIs404() throws {
+        let server = try TestServer(handler: web.handle)
+        #expect(try curl(server.base + "/nope").status == 404)
+        #expect(try curl(server.base + "/metrics/extra").status == 404)
+    }
+
+    @Test func otherEndpoints() throws {
+        let server = try TestServer(handler: web.handle)
+        let landing = try curl(server.base + "/")
+        #expect(landing.status == 200)
+        #expect(String(decoding: landing.body, as: UTF8.self).contains("href=\"/metrics\""))
+        #expect(try curl(server.base + "/-/healthy").body == Array("Healthy".utf8))
+        #expect(try curl(server.base + "/-/ready").body == Array("Ready".utf8))
+    }
+
+    @Test func queryStringIsNotPartOfThePath() throws {
+        let seen = Mutex<[String]>([])
+        let server = try TestServer { request in
+            seen.withLock { $0.append(request.path) }
+            return HTTPResponse(status: 204)
+        }
+        #expect(try curl(server.base + "/metrics?name=x").status == 204)
+        #expect(seen.withLock { $0 } == ["/metrics"])
+    }
+
+    @Test func headersReachTheHandlerCaseInsensitively() throws {
+        let seen = Mutex<HTTPRequest?>(nil)
+        let server = try TestServer { request in
+            seen.withLock { $0 = request }
+            return HTTPResponse(status: 200, headers: [("X-Reply", "yes")], body: [1, 2, 3])
+        }
+        let response = try curl(server.base + "/x", ["-H", "AUTHORIZATION: Basic abc", "-H", "accept: a/b"])
+        #expect(response.headers["x-reply"] == "yes")
+        #expect(response.body == [1, 2, 3])
+        let request = try #require(seen.withLock { $0 })
+        #expect(request.method == "GET")
+        #expect(request.headers["Authorization"] == "Basic abc")
+        #expect(request.headers["Accept"] == "a/b")
+        #expect(!request.hasBody)
+    }
+
+    @Test func headGetsHeadersAndNoBody() throws {
+        let server = try TestServer(handler: web.handle)
+        let request = "HEAD /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        let response = try parseResponse(try rawExchange(port: server.port, Array(request.utf8)))
+        #expect(response.status == 200)
+        #expect(response.headers["Content-Type"] == ExpositionFormat.text.contentType)
+        #expect(response.headers["Content-Length"] == String(sampleText.count))
+        #expect(response.body.isEmpty)
+    }
+
+    @Test func twentyConcurrentRequests() throws {
+        let server = try TestServer(handler: web.handle)
+        let urls = (0..<20).map { "\(server.base)/metrics?n=\($0)" }
+        let result = try runProcess(
+            "/usr/bin/curl",
+            ["-sS", "-Z", "--parallel-max", "20", "--max-time", "20", "-w", "%{http_code}\\n"]
+                + urls.flatMap { ["-o", "/dev/null", $0] })
+        #expect(result.status == 0, "\(result.errorOutput)")
+        let codes = String(decoding: result.output, as: UTF8.self).split(separator: "\n")
+        #expect(codes.count == 20)
+        #expect(codes.allSatisfy { $0 == "200" })
+    }
+
+    @Test func manySimultaneousClientProcesses() async throws {
+        // Separate processes, so connections really overlap rather than being multiplexed by one curl.
+        let server = try TestServer { _ in
+            usleep(20_000)
+            return HTTPResponse(status: 200, body: Array("ok".utf8))
+        }
+        let base = server.base
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<20 {
+                group.addTask { try curl("\(base)/slow?\(index)").status }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(statuses == Array(repeating: 200, count: 20))
+    }
+
+    @Test func stopFinishesInFlightRequestsThenClosesThePort() async throws {
+        let entered = Atomic<Bool>(false)
+        let stopping = Atomic<Bool>(false)
+        let server = try TestServer { _ in
+            entered.store(true, ordering: .releasing)
+            // Hold the request until stop() has begun, so it is in flight whatever the scheduling.
+            while !stopping.load(ordering: .acquiring) { usleep(1_000) }
+            usleep(200_000)
+            return HTTPResponse(status: 200, body: Array("late".utf8))
+        }
+        let base = server.base
+        let slow = Task.detached { try curl(base + "/slow") }
+        while !entered.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }
+        stopping.store(true, ordering: .releasing)
+        server.server.stop()
+        let response = try await slow.value
+        #expect(response.status == 200)
+        #expect(response.body == Array("late".utf8))
+        #expect(response.headers["Connection"]?.lowercased() == "close")
+        switch connectLoopback(port: server.port) {
+        case .success(let fd):
+            close(fd)
+            Issue.record("port \(server.port) still accepts connections after stop()")
+        case .failure(let failure): #expect(failure.code == ECONNREFUSED)
+        }
+        server.server.stop()
+    }
+
+    @Test func servesEveryListeningSocket() throws {
+        let first = try ListenAddress(parsing: "127.0.0.1:0").openListeningSocket()
+        let second = try ListenAddress(parsing: "127.0.0.1:0").openListeningSocket()
+        let ports = try [first, second].map { try #require(ListenAddress.boundPort(of: $0)) }
+        let server = try HTTPServer(options: .init(listeningSockets: [first, second]), handler: web.handle)
+        defer { server.stop() }
+        for port in ports {
+            #expect(try curl("http://127.0.0.1:\(port)/-/healthy").status == 200)
+        }
+    }
+
+    @Test func singleThreadServerWorks() throws {
+        let server = try TestServer(threadPoolSize: 1, handler: web.handle)
+        #expect(try curl(server.base + "/metrics").status == 200)
+    }
+
+    @Test func invalidOptionsAreReported() throws {
+        let fd = try ListenAddress(parsing: "127.0.0.1:0").openListeningSocket()
+        let identity = fileIdentity(fd)
+        #expect(throws: HTTPServer.StartError.self) {
+            try HTTPServer(options: .init(listeningSockets: [fd], threadPoolSize: 0)) { _ in HTTPResponse(status: 200) }
+        }
+        // The server owns the descriptor even when it fails, so it is closed by now. Other tests run
+        // in parallel and may reuse the number, hence the inode comparison.
+        #expect(fileIdentity(fd) != identity)
+        #expect(throws: HTTPServer.StartError.self) {
+            try HTTPServer(options: .init(listeningSockets: [])) { _ in HTTPResponse(status: 200) }
+        }
+    }
+
+    @Test func badCertificateIsAStartError() throws {
+        let fd = try ListenAddress(parsing: "127.0.0.1:0").openListeningSocket()
+        let identity = fileIdentity(fd)
+        let tls = HTTPServer.TLS(certificatePEM: "not a certificate", keyPEM: "not a key")
+        let error = #expect(throws: HTTPServer.StartError.self) {
+            try HTTPServer(options: .init(listeningSockets: [fd], tls: tls)) { _ in HTTPResponse(status: 200) }
+        }
+        #expect(error?.description.contains("socket \(fd)") == true)
+        // libmicrohttpd's own log line explains the failure.
+        #expect(error?.description.contains("no reason given") == false)
+        #expect(fileIdentity(fd) != identity)
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))
+    func servesHTTPS() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("taskwatch-tls-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let certificate = directory.appendingPathComponent("cert.pem").path
+        let key = directory.appendingPathComponent("key.pem").path
+        let generated = try runProcess(
+            "/usr/bin/openssl",
+            [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", certificate,
+            ])
+        try #require(generated.status == 0, "\(generated.errorOutput)")
+        let tls = HTTPServer.TLS(
+            certificatePEM: try String(contentsOfFile: certificate, encoding: .utf8),
+            keyPEM: try String(contentsOfFile: key, encoding: .utf8))
+        let server = try TestServer(tls: tls, handler: web.handle)
+        let response = try curl("https://127.0.0.1:\(server.port)/metrics", ["-k", "--tlsv1.2"])
+        #expect(response.status == 200)
+        #expect(response.body == sampleText)
+        // TLS 1.1 is excluded by the default priorities.
+        let old = try runProcess(
+            "/usr/bin/curl", ["-sS", "-k", "--tls-max", "1.1", "-o", "/dev/null", "https://127.0.0.1:\(server.port)/"])
+        #expect(old.status != 0)
+    }
+}

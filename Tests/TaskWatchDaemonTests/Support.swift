@@ -1,0 +1,160 @@
+import Foundation
+import Glibc
+import Testing
+
+@testable import TaskWatchDaemon
+
+/// The outcome of a subprocess.
+struct ProcessResult {
+    var status: Int32
+    var output: [UInt8]
+    var errorOutput: String
+}
+
+/// Runs a program to completion. Standard error goes to a file so neither pipe can fill and stall it.
+func runProcess(_ executable: String, _ arguments: [String], input: [UInt8]? = nil) throws -> ProcessResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    let errorURL = FileManager.default.temporaryDirectory.appendingPathComponent("taskwatch-stderr-\(UUID())")
+    _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
+    defer { try? FileManager.default.removeItem(at: errorURL) }
+    process.standardError = try FileHandle(forWritingTo: errorURL)
+    if let input {
+        let inputURL = FileManager.default.temporaryDirectory.appendingPathComponent("taskwatch-stdin-\(UUID())")
+        try Data(input).write(to: inputURL)
+        defer { try? FileManager.default.removeItem(at: inputURL) }
+        process.standardInput = try FileHandle(forReadingFrom: inputURL)
+    }
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let errorText = (try? String(contentsOf: errorURL, encoding: .utf8)) ?? ""
+    return ProcessResult(status: process.terminationStatus, output: Array(data), errorOutput: errorText)
+}
+
+/// A response as curl saw it.
+struct CurlResponse {
+    var status: Int
+    var headers: HTTPHeaders
+    var body: [UInt8]
+}
+
+/// Requests `url` with curl; `-i` puts the status line and headers in front of the body.
+func curl(_ url: String, _ extraArguments: [String] = []) throws -> CurlResponse {
+    let result = try runProcess("/usr/bin/curl", ["-sS", "-i", "--max-time", "20"] + extraArguments + [url])
+    #expect(result.status == 0, "curl failed: \(result.errorOutput)")
+    return try parseResponse(result.output)
+}
+
+struct MalformedResponse: Error {}
+
+/// Splits raw HTTP/1.1 response bytes at the blank line after the headers.
+func parseResponse(_ bytes: [UInt8]) throws -> CurlResponse {
+    let separator = Array("\r\n\r\n".utf8)
+    var start = 0
+    while true {
+        guard let end = bytes.indices.dropFirst(start).first(where: { bytes[$0...].starts(with: separator) }) else {
+            throw MalformedResponse()
+        }
+        let lines = String(decoding: bytes[start..<end], as: UTF8.self).components(separatedBy: "\r\n")
+        let statusParts = lines[0].split(separator: " ")
+        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw MalformedResponse() }
+        // curl shows an interim `100 Continue` block before the real response.
+        if status == 100 {
+            start = end + separator.count
+            continue
+        }
+        var headers = HTTPHeaders()
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers.append(
+                name: String(line[..<colon]),
+                value: line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+        }
+        return CurlResponse(status: status, headers: headers, body: Array(bytes[(end + separator.count)...]))
+    }
+}
+
+/// Connects to 127.0.0.1:`port`; returns the socket or the errno of a failed connect.
+struct ConnectFailure: Error {
+    var code: Int32
+}
+
+func connectLoopback(port: UInt16) -> Result<Int32, ConnectFailure> {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    precondition(fd >= 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr = in_addr(s_addr: inet_addr("127.0.0.1"))
+    let status = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+    if status == 0 { return .success(fd) }
+    let code = errno
+    close(fd)
+    return .failure(ConnectFailure(code: code))
+}
+
+/// Sends `request` verbatim and reads until the server closes the connection.
+func rawExchange(port: UInt16, _ request: [UInt8]) throws -> [UInt8] {
+    let fd = try connectLoopback(port: port).get()
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: 20, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var sent = 0
+    while sent < request.count {
+        let count = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        // The server may answer and close before reading everything; what it sent back still counts.
+        if count <= 0 { break }
+        sent += count
+    }
+    var received: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let count = recv(fd, &buffer, buffer.count, 0)
+        if count <= 0 { break }
+        received += buffer[..<count]
+    }
+    return received
+}
+
+/// A server on an ephemeral loopback port, stopped when the test ends.
+final class TestServer: Sendable {
+    let server: HTTPServer
+    let port: UInt16
+
+    var base: String { "http://127.0.0.1:\(port)" }
+
+    init(
+        threadPoolSize: Int = 2, tls: HTTPServer.TLS? = nil,
+        handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
+    ) throws {
+        let fd = try ListenAddress(parsing: "127.0.0.1:0").openListeningSocket()
+        port = try #require(ListenAddress.boundPort(of: fd))
+        server = try HTTPServer(
+            options: HTTPServer.Options(listeningSockets: [fd], threadPoolSize: threadPoolSize, tls: tls),
+            handler: handler)
+    }
+
+    deinit { server.stop() }
+}
+
+/// The inode behind a descriptor, nil once it is closed: tells "closed" apart from "number reused".
+func fileIdentity(_ fd: Int32) -> UInt? {
+    var status = stat()
+    return fstat(fd, &status) == 0 ? UInt(status.st_ino) : nil
+}
+
+/// Sample exposition bodies that differ per format, so a test can tell which one was served.
+let sampleText = Array("# TYPE swift_tasks gauge\nswift_tasks{process=\"api\",pid=\"1\"} 3\n".utf8)
+let sampleOpenMetrics = Array("# TYPE swift_tasks gauge\nswift_tasks{process=\"api\",pid=\"1\"} 3\n# EOF\n".utf8)
+
+func sampleRender(_ format: ExpositionFormat) -> [UInt8] {
+    format == .openMetrics ? sampleOpenMetrics : sampleText
+}
