@@ -3,14 +3,19 @@ public final class Exporter: Sendable {
     public let registry: Registry
     public let build: BuildInfo
 
-    public init(registry: Registry, build: BuildInfo) {
+    private let acceptFailures: @Sendable () -> UInt64
+
+    /// - Parameter acceptFailures: connections the listener could not accept for lack of descriptors.
+    public init(registry: Registry, build: BuildInfo, acceptFailures: @escaping @Sendable () -> UInt64 = { 0 }) {
         self.registry = registry
         self.build = build
+        self.acceptFailures = acceptFailures
     }
 
     /// Renders the whole exposition in `format`. Safe to call from many threads at once.
     public func render(_ format: ExpositionFormat) -> [UInt8] {
-        let snapshot = registry.snapshot()
+        var snapshot = registry.snapshot()
+        snapshot.stats.rejectedClients[.noFileDescriptors, default: 0] += acceptFailures()
         // /proc is read after the lock is released: a slow read never delays ingest.
         var kernel: [Int: ProcessStats] = [:]
         for (index, client) in snapshot.clients.enumerated() {

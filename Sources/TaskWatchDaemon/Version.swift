@@ -1,6 +1,9 @@
 /// Facts about this build of the daemon.
 public enum TaskWatchDaemonInfo {
     public static let version = "0.1.0"
+    /// The source revision. SwiftPM has no way to stamp a string at build time without a plugin, so
+    /// release packaging is expected to replace this; development builds say so.
+    public static let revision = "dev"
 
     /// The compiler that built this binary, for `taskwatch_build_info`.
     public static let swiftVersion: String = {

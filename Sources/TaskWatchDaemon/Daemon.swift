@@ -1,0 +1,186 @@
+import Glibc
+import Logging
+import Synchronization
+import TaskWatchWire
+
+/// Everything `taskwatchd` can be told on its command line.
+public struct DaemonConfiguration: Sendable {
+    /// `--web.listen-address`, repeatable.
+    public var listenAddresses: [String] = [":10101"]
+    /// `--web.telemetry-path`.
+    public var telemetryPath = "/metrics"
+    /// `--web.systemd-socket`: take the HTTP listeners from socket activation instead of binding.
+    public var systemdSocket = false
+    /// `--ingest.socket`; nil means the contract's default for this user.
+    public var ingestSocketPath: String?
+    /// `--ingest.socket-mode`.
+    public var ingestSocketMode: mode_t = 0o660
+    public var limits = RegistryLimits()
+    /// Threads serving HTTP per listener.
+    public var httpThreads = 2
+    /// Authorisation of scrapes (from `--web.config.file`); nil allows everything.
+    public var authorize: (@Sendable (HTTPRequest) -> HTTPResponse?)?
+    /// TLS for the HTTP listeners (from `--web.config.file`).
+    public var tls: HTTPServer.TLS?
+
+    public init() {}
+
+    /// The ingest socket path this configuration resolves to.
+    public var resolvedIngestSocketPath: String {
+        ingestSocketPath ?? SocketLocation.defaultPath(environment: currentEnvironment(), uid: getuid())
+    }
+}
+
+/// A failure to start, with a message fit for a person.
+public struct DaemonError: Error, CustomStringConvertible {
+    public let description: String
+
+    public init(_ description: String) { self.description = description }
+}
+
+/// The running daemon: the ingest listener feeding the registry, and the HTTP server reading it.
+public final class Daemon: Sendable {
+    public let registry: Registry
+    public let exporter: Exporter
+    private let listener: IngestListener
+    private let server: HTTPServer
+    private let notifier: SystemdNotifier
+    private let logger: Logger
+    private let ready = ReadinessFlag()
+    /// The TCP ports actually bound, in listener order (useful with port 0).
+    public let httpPorts: [UInt16]
+    /// The ingest socket path, when known.
+    public let ingestPath: String?
+
+    /// Binds both sockets (or adopts them from systemd) and starts serving.
+    public init(configuration: DaemonConfiguration, logger: Logger) throws(DaemonError) {
+        self.logger = logger
+        notifier = SystemdNotifier.fromProcessEnvironment()
+        let passed: [SocketActivation.PassedSocket]
+        do { passed = try SocketActivation.takeFromProcessEnvironment() } catch {
+            throw DaemonError("socket activation: \(error)")
+        }
+
+        let ingestSocket: IngestSocket
+        do {
+            if let inherited = passed.first(where: { $0.role == .ingest }) {
+                ingestSocket = try IngestSocket.adopt(fd: inherited.fd)
+                logger.info("Using ingest socket from systemd", metadata: ["fd": "\(inherited.fd)"])
+            } else {
+                ingestSocket = try IngestSocket.bind(
+                    path: configuration.resolvedIngestSocketPath, mode: configuration.ingestSocketMode)
+            }
+        } catch {
+            throw DaemonError("ingest socket: \(error)")
+        }
+        ingestPath = ingestSocket.path
+
+        var httpSockets: [Int32] = []
+        do {
+            if configuration.systemdSocket {
+                httpSockets = try passed.filter { $0.role == .http }.map {
+                    try ListenAddress.adoptListeningSocket($0.fd)
+                }
+                if httpSockets.isEmpty {
+                    throw DaemonError("--web.systemd-socket given, but systemd passed no stream socket")
+                }
+            } else {
+                for text in configuration.listenAddresses {
+                    httpSockets.append(try ListenAddress(parsing: text).openListeningSocket())
+                }
+            }
+        } catch {
+            ingestSocket.close()
+            for fd in httpSockets { close(fd) }
+            throw error as? DaemonError ?? DaemonError("web listener: \(error)")
+        }
+        httpPorts = httpSockets.compactMap { ListenAddress.boundPort(of: $0) }
+
+        registry = Registry(limits: configuration.limits)
+        let build = BuildInfo(
+            version: TaskWatchDaemonInfo.version, revision: TaskWatchDaemonInfo.revision,
+            swiftVersion: TaskWatchDaemonInfo.swiftVersion)
+        do {
+            listener = try IngestListener(socket: ingestSocket, sink: registry)
+        } catch {
+            ingestSocket.close()
+            for fd in httpSockets { close(fd) }
+            throw DaemonError("ingest listener: \(error)")
+        }
+        let acceptFailures: @Sendable () -> UInt64 = { [listener] in listener.acceptFailures }
+        exporter = Exporter(registry: registry, build: build, acceptFailures: acceptFailures)
+
+        let exporter = exporter
+        let ready = ready
+        let handler = WebHandler(
+            telemetryPath: configuration.telemetryPath,
+            isReady: { ready.isReady },
+            authorize: configuration.authorize ?? { _ in nil },
+            render: { exporter.render($0) }
+        )
+        let errorLogger = logger
+        do {
+            server = try HTTPServer(
+                options: HTTPServer.Options(
+                    listeningSockets: httpSockets, threadPoolSize: configuration.httpThreads, tls: configuration.tls,
+                    errorLog: { errorLogger.debug("libmicrohttpd: \($0)") }),
+                handler: { handler.handle($0) })
+        } catch {
+            listener.stop()
+            throw DaemonError("web server: \(error)")
+        }
+        do { try listener.start() } catch {
+            server.stop()
+            throw DaemonError("ingest listener: \(error)")
+        }
+        ready.set(true)
+        logger.info(
+            "Listening",
+            metadata: [
+                "ingest": "\(ingestSocket.path ?? "fd \(ingestSocket.fd)")",
+                "http":
+                    "\(configuration.systemdSocket ? "systemd" : configuration.listenAddresses.joined(separator: ","))",
+                "ports": "\(httpPorts.map(String.init).joined(separator: ","))",
+            ])
+        notifier.ready()
+    }
+
+    /// How often to ping the systemd watchdog, if it is enabled.
+    public var watchdogInterval: Duration? { notifier.watchdogPingInterval }
+
+    /// Pings the systemd watchdog.
+    public func watchdogPing() { notifier.watchdog() }
+
+    /// Stops accepting, lets scrapes in flight finish, closes every client and removes the socket file
+    /// this daemon created.
+    public func shutdown() {
+        ready.set(false)
+        notifier.stopping()
+        logger.info("Shutting down")
+        server.stop()
+        listener.stop()
+    }
+}
+
+/// The environment as a dictionary (Foundation-free).
+func currentEnvironment() -> [String: String] {
+    var result: [String: String] = [:]
+    var pointer = environ
+    while let entry = pointer.pointee {
+        let text = String(cString: entry)
+        if let separator = text.firstIndex(of: "=") {
+            result[String(text[..<separator])] = String(text[text.index(after: separator)...])
+        }
+        pointer += 1
+    }
+    return result
+}
+
+/// Whether `/-/ready` says yes: shared by reference with the HTTP handler.
+final class ReadinessFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    var isReady: Bool { value.load(ordering: .relaxed) }
+
+    func set(_ ready: Bool) { value.store(ready, ordering: .relaxed) }
+}

@@ -1,0 +1,123 @@
+import ArgumentParser
+import Glibc
+import Logging
+import TaskWatchDaemon
+import TaskWatchWire
+
+/// `taskwatchd`: flags in the exporter-toolkit style, then the daemon library does the work.
+@main
+struct TaskwatchdCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "taskwatchd",
+        abstract: "Collects Swift task metrics from local processes and serves them to Prometheus.",
+        version: "taskwatchd \(TaskWatchDaemonInfo.version) (swift \(TaskWatchDaemonInfo.swiftVersion))"
+    )
+
+    @Option(name: .customLong("web.listen-address"), help: "Address to serve /metrics on. Repeatable.")
+    var listenAddresses: [String] = []
+
+    @Option(name: .customLong("web.telemetry-path"), help: "Path under which to expose metrics.")
+    var telemetryPath = "/metrics"
+
+    @Option(name: .customLong("web.config.file"), help: "Exporter-toolkit web config file (TLS, basic auth).")
+    var webConfigFile: String?
+
+    @Flag(name: .customLong("web.systemd-socket"), help: "Use the HTTP socket(s) passed by systemd socket activation.")
+    var systemdSocket = false
+
+    @Option(name: .customLong("ingest.socket"), help: "Ingest socket path (default depends on the user).")
+    var ingestSocket: String?
+
+    @Option(name: .customLong("ingest.socket-mode"), help: "File mode of the ingest socket, in octal.")
+    var ingestSocketMode = "0660"
+
+    @Option(name: .customLong("ingest.max-clients"), help: "Most clients connected at once.")
+    var maxClients = 4_096
+
+    @Option(name: .customLong("ingest.max-series"), help: "Most series held for all clients together.")
+    var maxSeries = 1_000_000
+
+    @Option(name: .customLong("ingest.max-series-per-client"), help: "Most series one client may declare.")
+    var maxSeriesPerClient = 10_000
+
+    @Option(
+        name: .customLong("ingest.allowed-uids"), parsing: .upToNextOption,
+        help: "Only peers with one of these uids (or an allowed gid) may connect. Comma-separated.")
+    var allowedUIDs: [String] = []
+
+    @Option(
+        name: .customLong("ingest.allowed-gids"), parsing: .upToNextOption,
+        help: "Only peers with one of these gids (or an allowed uid) may connect. Comma-separated.")
+    var allowedGIDs: [String] = []
+
+    @Option(name: .customLong("client.grace"), help: "How long a gone process's last values stay visible.")
+    var clientGrace = "30s"
+
+    @Option(name: .customLong("peak.window"), help: "Window of swift_tasks_peak.")
+    var peakWindow = "15s"
+
+    @Option(name: .customLong("log.level"), help: "debug, info, warn or error.")
+    var logLevel = "info"
+
+    @Option(name: .customLong("log.format"), help: "logfmt or json.")
+    var logFormat = "logfmt"
+
+    func validatedConfiguration() throws -> (DaemonConfiguration, Logger) {
+        guard let format = LogFormat(rawValue: logFormat) else {
+            throw ValidationError("--log.format must be logfmt or json, not \(logFormat)")
+        }
+        let levels: [String: Logger.Level] = [
+            "debug": .debug, "info": .info, "warn": .warning, "warning": .warning, "error": .error,
+        ]
+        guard let level = levels[logLevel] else {
+            throw ValidationError("--log.level must be debug, info, warn or error, not \(logLevel)")
+        }
+        let logger = Logger(label: "taskwatchd") { StderrLogHandler(label: $0, format: format, level: level) }
+
+        var configuration = DaemonConfiguration()
+        if !listenAddresses.isEmpty { configuration.listenAddresses = listenAddresses }
+        configuration.telemetryPath = telemetryPath
+        configuration.systemdSocket = systemdSocket
+        configuration.ingestSocketPath = ingestSocket
+        guard let mode = mode_t(ingestSocketMode, radix: 8), mode <= 0o777 else {
+            throw ValidationError("--ingest.socket-mode must be octal like 0660, not \(ingestSocketMode)")
+        }
+        configuration.ingestSocketMode = mode
+        guard maxClients > 0, maxSeries > 0, maxSeriesPerClient > 0 else {
+            throw ValidationError("--ingest.max-* limits must be positive")
+        }
+        configuration.limits.maxClients = maxClients
+        configuration.limits.maxSeries = maxSeries
+        configuration.limits.maxSeriesPerClient = maxSeriesPerClient
+        configuration.limits.allowedUIDs = try ids(allowedUIDs, flag: "--ingest.allowed-uids")
+        configuration.limits.allowedGIDs = try ids(allowedGIDs, flag: "--ingest.allowed-gids")
+        guard let grace = DurationText.nanoseconds(clientGrace) else {
+            throw ValidationError("--client.grace must be a duration like 30s, not \(clientGrace)")
+        }
+        guard let window = DurationText.nanoseconds(peakWindow), window > 0 else {
+            throw ValidationError("--peak.window must be a positive duration like 15s, not \(peakWindow)")
+        }
+        configuration.limits.graceNanoseconds = grace
+        configuration.limits.peakWindowNanoseconds = window
+        if let webConfigFile {
+            throw ValidationError(
+                "--web.config.file \(webConfigFile): TLS and basic auth are not available in this build")
+        }
+        return (configuration, logger)
+    }
+
+    private func ids(_ values: [String], flag: String) throws -> Set<UInt32> {
+        var result = Set<UInt32>()
+        for value in values.flatMap({ $0.split(separator: ",") }) {
+            guard let id = UInt32(value) else { throw ValidationError("\(flag): \(value) is not a number") }
+            result.insert(id)
+        }
+        return result
+    }
+
+    func run() throws {
+        let (configuration, logger) = try validatedConfiguration()
+        let status = DaemonRunner.run(configuration: configuration, logger: logger)
+        if status != 0 { throw ExitCode(status) }
+    }
+}

@@ -1,3 +1,0 @@
-import TaskWatchDaemon
-
-print(TaskWatchDaemonInfo.version)
