@@ -93,6 +93,8 @@ let package = Package(
 
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
         .testTarget(name: "TaskWatchDaemonTests", dependencies: ["TaskWatchDaemon"]),
+        // Starts the built `taskwatchd` and `taskwatch` binaries; `make test` builds them first.
+        .testTarget(name: "TaskWatchEndToEndTests", dependencies: ["TaskWatchWire", "CTaskWatchSocket"]),
         .testTarget(
             name: "TaskWatchIngestTests",
             dependencies: ["TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket"]

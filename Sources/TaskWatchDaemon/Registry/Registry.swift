@@ -66,21 +66,6 @@ public final class Registry: IngestSink, Sendable {
                 state.stats.rejectedClients[.maxClients, default: 0] += 1
                 return false
             }
-            // The same process connecting again takes over: its earlier connection's series would
-            // otherwise be exposed twice.
-            for (other, client) in state.clients
-            where client.peer.pid == peer.pid && client.processStartTicks == startTicks {
-                removeSeries(of: client, from: &state)
-                if client.connected {
-                    state.clients[other]?.superseded = true
-                    state.clients[other]?.table = SeriesTable()
-                    state.clients[other]?.indexByID = [:]
-                    state.clients[other]?.familyCounts = [:]
-                    state.clients[other]?.hello = nil
-                } else {
-                    state.clients[other] = nil
-                }
-            }
             state.clients[id] = ClientState(connection: id, peer: peer, processStartTicks: startTicks)
             state.connectedCount += 1
             return true
@@ -170,7 +155,7 @@ public final class Registry: IngestSink, Sendable {
             do { frame = try FrameDecoder.decode(bytes) } catch { return .failure(FrameRejection(error)) }
             switch frame {
             case .hello(let hello):
-                return applyHello(hello, to: &client).map { false }
+                return applyHello(hello, to: &client, state: &state).map { false }
             case .declare(let declarations):
                 for declaration in declarations { declare(declaration, in: &client, state: &state) }
                 return .success(false)
@@ -182,13 +167,34 @@ public final class Registry: IngestSink, Sendable {
         }
     }
 
-    private func applyHello(_ hello: Hello, to client: inout ClientState) -> Result<Void, FrameRejection> {
+    private func applyHello(
+        _ hello: Hello,
+        to client: inout ClientState,
+        state: inout State
+    ) -> Result<Void, FrameRejection> {
         if client.hello != nil { return .failure(.duplicateHello) }
         var names = Set<String>()
         for label in hello.labels {
             guard Names.isValidLabelName(label.name), label.name != "process", label.name != "pid",
                 names.insert(label.name).inserted
             else { return .failure(.invalidHello) }
+        }
+        // The same process saying hello again under the same name (a reconnect) takes over from its
+        // earlier connection, whose series would otherwise be exposed twice. A process may keep several
+        // connections under different names.
+        for (other, earlier) in state.clients
+        where earlier.peer.pid == client.peer.pid && earlier.processStartTicks == client.processStartTicks
+            && earlier.hello?.process == hello.process
+        {
+            removeSeries(of: earlier, from: &state)
+            if earlier.connected {
+                var retired = ClientState(
+                    connection: other, peer: earlier.peer, processStartTicks: earlier.processStartTicks)
+                retired.superseded = true
+                state.clients[other] = retired
+            } else {
+                state.clients[other] = nil
+            }
         }
         client.hello = hello
         let identity = [Label("process", hello.process), Label("pid", String(client.peer.pid))]

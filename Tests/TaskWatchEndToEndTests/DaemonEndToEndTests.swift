@@ -1,0 +1,270 @@
+import Foundation
+import TaskWatchWire
+import Testing
+
+/// The real `taskwatchd` binary with real sender processes, checked through real HTTP.
+@Suite(.serialized) struct DaemonEndToEndTests {
+    @Test func severalSendersShowExactValuesWithTheirKernelPids() throws {
+        let daemon = try DaemonProcess()
+        let senders = try (0..<3).map { index in
+            try SenderProcess(
+                socket: daemon.socketPath,
+                arguments: [
+                    "--process", "worker", "--claim-pid", "1", "--task", "default=\(10 + index)",
+                    "--task", "heartbeat=\(index)", "--created", "\(100 * index)", "--hold", "60s",
+                    "--interval", "50ms",
+                ])
+        }
+        for (index, sender) in senders.enumerated() {
+            let live = "swift_tasks{process=\"worker\",pid=\"\(sender.pid)\",task=\"default\"}"
+            #expect(try eventually { try daemon.value(live) == Double(10 + index) }, "\((try? daemon.metrics()) ?? "")")
+            let beat = "swift_tasks{process=\"worker\",pid=\"\(sender.pid)\",task=\"heartbeat\"}"
+            #expect(try daemon.value(beat) == Double(index))
+            let created = "swift_tasks_created_total{process=\"worker\",pid=\"\(sender.pid)\",task=\"default\"}"
+            #expect(try daemon.value(created) == Double(100 * index))
+            #expect(try daemon.value("taskwatch_client_up{process=\"worker\",pid=\"\(sender.pid)\"}") == 1)
+            #expect(
+                try daemon.value("swift_process_start_time_seconds{process=\"worker\",pid=\"\(sender.pid)\"}") != nil)
+        }
+        let text = try daemon.metrics()
+        // One series per (process, pid, task); the claimed pid 1 never appears.
+        let liveLines = text.split(separator: "\n").filter { $0.hasPrefix("swift_tasks{") }
+        #expect(liveLines.count == 6)
+        #expect(!text.contains("pid=\"1\""))
+        #expect(try daemon.value("taskwatch_clients") == 3)
+        try expectValidExposition(Data(text.utf8))
+    }
+
+    @Test func exitedSenderGoesDownThenVanishesAfterGrace() throws {
+        let daemon = try DaemonProcess()
+        let sender = try SenderProcess(
+            socket: daemon.socketPath, arguments: ["--process", "short", "--task", "default=7", "--hold", "300ms"])
+        let pid = sender.pid
+        let live = "swift_tasks{process=\"short\",pid=\"\(pid)\",task=\"default\"}"
+        #expect(try eventually { try daemon.value(live) == 7 })
+        #expect(sender.wait() == 0)
+        #expect(try eventually { try daemon.value("taskwatch_client_up{process=\"short\",pid=\"\(pid)\"}") == 0 })
+        #expect(try daemon.value(live) == 7)
+        // --client.grace is 2s in these tests.
+        #expect(try eventually(5) { try daemon.value(live) == nil })
+        #expect(try daemon.value("taskwatch_client_up{process=\"short\",pid=\"\(pid)\"}") == nil)
+        #expect(try daemon.value("taskwatch_series") == 0)
+    }
+
+    @Test func senderResumesAfterDaemonRestartAndCountersNeverGoBack() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let port = freePort()
+        var daemon: DaemonProcess? = try DaemonProcess(directory: directory, port: port)
+        let socketPath = daemon!.socketPath
+        let sender = try SenderProcess(
+            socket: socketPath,
+            arguments: [
+                "--process", "resume", "--created", "1000", "--grow", "1", "--hold", "60s", "--interval", "20ms",
+            ])
+        let series = "swift_tasks_created_total{process=\"resume\",pid=\"\(sender.pid)\",task=\"default\"}"
+        var before = 0.0
+        #expect(
+            try eventually {
+                before = try daemon!.value(series) ?? 0; return before > 1010
+            })
+        daemon!.stop()
+        daemon = nil
+        // A new daemon on the same socket path and port, as after a restart.
+        let restarted = try DaemonProcess(directory: directory, port: port)
+        var after = 0.0
+        #expect(
+            try eventually {
+                after = try restarted.value(series) ?? 0; return after > 0
+            })
+        #expect(after >= before, "counter went back from \(before) to \(after)")
+        var previous = after
+        for _ in 0..<10 {
+            let now = try restarted.value(series) ?? 0
+            #expect(now >= previous)
+            previous = now
+            usleep(30_000)
+        }
+    }
+
+    @Test func sigtermRemovesTheSocketItCreated() throws {
+        let daemon = try DaemonProcess()
+        #expect(FileManager.default.fileExists(atPath: daemon.socketPath))
+        daemon.stop()
+        #expect(daemon.process.terminationStatus == 0)
+        #expect(!FileManager.default.fileExists(atPath: daemon.socketPath))
+        #expect(daemon.log.contains("Shutting down"))
+    }
+
+    @Test func aLiveDaemonIsNeverDisplacedAndBadFlagsFailClearly() throws {
+        let daemon = try DaemonProcess()
+        let second = try runCommand(
+            binDirectory.appendingPathComponent("taskwatchd").path,
+            ["--ingest.socket", daemon.socketPath, "--web.listen-address", "127.0.0.1:\(freePort())"])
+        #expect(second.status != 0)
+        #expect(second.stderr.contains("another taskwatchd is listening"))
+        let badFlag = try runCommand(
+            binDirectory.appendingPathComponent("taskwatchd").path, ["--client.grace", "soon"])
+        #expect(badFlag.status != 0)
+        #expect(badFlag.stderr.contains("--client.grace"))
+        #expect(try daemon.value("taskwatch_clients") == 0)
+    }
+}
+
+/// Hostile input over the real socket: each is refused and counted, and the daemon keeps serving.
+@Suite(.serialized) struct DaemonBadInputTests {
+    let hello = Frame.hello(
+        Hello(claimedPID: 0, intervalNanoseconds: 10_000_000, process: "victim", clientVersion: "t"))
+
+    func rejected(_ daemon: DaemonProcess, _ reason: String) throws -> Double? {
+        try daemon.value("taskwatch_messages_rejected_total{reason=\"\(reason)\"}")
+    }
+
+    func dropped(_ daemon: DaemonProcess, _ reason: String) throws -> Double? {
+        try daemon.value("taskwatch_series_dropped_total{reason=\"\(reason)\"}")
+    }
+
+    @Test func everyKindOfBadFrameIsCountedWhileOthersKeepFlowing() throws {
+        let daemon = try DaemonProcess(arguments: ["--ingest.max-series-per-client", "20"])
+        // A well-behaved neighbour whose data must stay untouched.
+        let neighbour = try SenderProcess(
+            socket: daemon.socketPath,
+            arguments: ["--process", "neighbour", "--task", "default=42", "--hold", "60s", "--interval", "20ms"])
+        let neighbourSeries = "swift_tasks{process=\"neighbour\",pid=\"\(neighbour.pid)\",task=\"default\"}"
+        #expect(try eventually { try daemon.value(neighbourSeries) == 42 })
+
+        let client = try RawClient(path: daemon.socketPath)
+        client.send(hello)
+        let gauge = SeriesDeclaration(
+            id: 1, type: .gauge, name: "swift_tasks", help: "Live.", labels: [Label("task", "a\"b\nc\\d")])
+        let counter = SeriesDeclaration(
+            id: 2, type: .counter, name: "swift_tasks_created_total", help: "Created.", labels: [Label("task", "x")])
+        client.send(.declare([gauge, counter]))
+        client.send(.values([ValueUpdate(id: 1, value: 5), ValueUpdate(id: 2, value: 100)]))
+        let mine = "swift_tasks{process=\"victim\",pid=\"\(getpid())\",task=\"a\\\"b\\nc\\\\d\"}"
+        #expect(try eventually { try daemon.value(mine) == 5 }, "\((try? daemon.metrics()) ?? "")")
+
+        var generator = SystemRandomNumberGenerator()
+        client.send((0..<40).map { _ in UInt8.random(in: 0...255, using: &generator) })  // random bytes
+        client.send(Array(FrameEncoder.values([ValueUpdate(id: 1, value: 9)])[0].dropLast(4)))  // truncated
+        client.send([UInt8](repeating: 0x54, count: 70_000))  // over 64 KiB
+        client.send(.values([ValueUpdate(id: 99, value: 1)]))  // unknown id
+        client.send(.values([ValueUpdate(id: 2, value: .nan)]))  // NaN counter
+        client.send(.values([ValueUpdate(id: 2, value: -5)]))  // negative counter
+        client.send(.values([ValueUpdate(id: 2, value: 50)]))  // decreasing counter
+        var invalidUTF8 = FrameWriter(kind: .declare)
+        invalidUTF8.append(UInt16(1))
+        invalidUTF8.append(UInt32(3))
+        invalidUTF8.append(SeriesType.gauge.rawValue)
+        invalidUTF8.append(string: "app_bad")
+        invalidUTF8.append(string: "")
+        invalidUTF8.append(UInt16(1))
+        invalidUTF8.append(string: "label")
+        invalidUTF8.append(UInt16(2))
+        client.send(invalidUTF8.bytes + [0xC3, 0x28, 0, 0])  // label value with invalid UTF-8
+        client.send(.declare([SeriesDeclaration(id: 4, type: .histogram, name: "swift_tasks", help: "", bounds: [1])]))
+        client.send(
+            .declare(
+                (0..<30).map {
+                    SeriesDeclaration(
+                        id: UInt32(100 + $0), type: .gauge, name: "app_many", help: "", labels: [Label("i", "\($0)")])
+                }))
+
+        let expectations: [(String, Double)] = [
+            ("oversize", 1), ("unknown_series", 1), ("invalid_value", 2), ("counter_decrease", 1),
+            ("invalid_utf8", 1),
+        ]
+        for (reason, count) in expectations {
+            #expect(try eventually { try rejected(daemon, reason) == count }, "\(reason)")
+        }
+        let structural = try ["truncated", "bad_magic", "unsupported_version", "unknown_kind", "trailing_bytes"]
+            .compactMap { try rejected(daemon, $0) }.reduce(0, +)
+        #expect(structural >= 2, "random bytes and the truncated frame are both refused")
+        #expect(try dropped(daemon, "conflict") == 1)
+        #expect(try dropped(daemon, "client_limit") == 12)
+        // Nothing bad touched good data, mine or the neighbour's.
+        #expect(try daemon.value(mine) == 5)
+        #expect(try daemon.value("swift_tasks_created_total{process=\"victim\",pid=\"\(getpid())\",task=\"x\"}") == 100)
+        #expect(try daemon.value(neighbourSeries) == 42)
+        try expectValidExposition(Data(try daemon.metrics().utf8))
+        let openMetrics = try fetch(daemon.url("/metrics"), headers: ["Accept: application/openmetrics-text"])
+        try expectValidExposition(openMetrics.body, openMetrics: true)
+    }
+
+    @Test func aClientThatOnlySendsGarbageIsDisconnectedAndCounted() throws {
+        let daemon = try DaemonProcess()
+        let client = try RawClient(path: daemon.socketPath)
+        client.send(hello)
+        for _ in 0..<40 { client.send([0xDE, 0xAD, 0xBE, 0xEF]) }
+        #expect(try eventually { try daemon.value("taskwatch_clients_rejected_total{reason=\"bad_frames\"}") == 1 })
+        #expect(eventually { client.isClosedByPeer })
+        #expect(try fetch(daemon.url("/-/healthy")).status == 200)
+    }
+
+    @Test func clientsBeyondTheLimitAreRefused() throws {
+        let daemon = try DaemonProcess(arguments: ["--ingest.max-clients", "2"])
+        // Two connections of one process, under different names, are two clients.
+        let first = try RawClient(path: daemon.socketPath)
+        let second = try RawClient(path: daemon.socketPath)
+        first.send(hello)
+        second.send(
+            .hello(Hello(claimedPID: 0, intervalNanoseconds: 10_000_000, process: "second", clientVersion: "t")))
+        #expect(try eventually { try daemon.value("taskwatch_clients") == 2 })
+        let third = try RawClient(path: daemon.socketPath)
+        #expect(eventually { third.isClosedByPeer })
+        #expect(try daemon.value("taskwatch_clients_rejected_total{reason=\"max_clients\"}") == 1)
+    }
+}
+
+/// The HTTP surface of the real daemon.
+@Suite(.serialized) struct DaemonHTTPTests {
+    @Test func endpointsMethodsAndFormats() throws {
+        let daemon = try DaemonProcess()
+        let sender = try SenderProcess(
+            socket: daemon.socketPath, arguments: ["--process", "http", "--task", "default=3", "--hold", "30s"])
+        #expect(
+            try eventually {
+                try daemon.value("swift_tasks{process=\"http\",pid=\"\(sender.pid)\",task=\"default\"}") == 3
+            })
+
+        let plain = try fetch(daemon.url("/metrics"))
+        #expect(plain.status == 200)
+        #expect(plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")
+        try expectValidExposition(plain.body)
+
+        let gzipped = try fetch(daemon.url("/metrics"), headers: ["Accept-Encoding: gzip"])
+        #expect(gzipped.headers["content-encoding"] == "gzip")
+        let inflated = try runCommand("gzip", ["-dc"], input: gzipped.body)
+        #expect(inflated.status == 0)
+        // Values such as CPU time move between scrapes; the series set must be the same.
+        func names(_ text: String) -> [Substring] {
+            text.split(separator: "\n").map { $0.split(separator: " ").first ?? "" }
+        }
+        #expect(names(String(decoding: inflated.stdout, as: UTF8.self)) == names(plain.text))
+
+        let openMetrics = try fetch(daemon.url("/metrics"), headers: ["Accept: application/openmetrics-text"])
+        #expect(openMetrics.headers["content-type"]?.hasPrefix("application/openmetrics-text") == true)
+        #expect(openMetrics.text.hasSuffix("# EOF\n"))
+        try expectValidExposition(openMetrics.body, openMetrics: true)
+
+        #expect(try fetch(daemon.url("/metrics"), method: "POST").status == 405)
+        #expect(try fetch(daemon.url("/nope")).status == 404)
+        #expect(try fetch(daemon.url("/")).text.contains("/metrics"))
+        #expect(try fetch(daemon.url("/-/healthy")).status == 200)
+        #expect(try fetch(daemon.url("/-/ready")).status == 200)
+        // curl -I prints the headers as its output; no metric line may follow them.
+        let head = try fetch(daemon.url("/metrics"), method: "HEAD")
+        #expect(head.status == 200)
+        #expect(!head.text.contains("taskwatch_build_info"))
+    }
+
+    @Test func concurrentScrapesAllSucceed() throws {
+        let daemon = try DaemonProcess()
+        // Sixteen curl processes at once; curl's own parallel mode keeps them in flight together.
+        let urls = (0..<16).flatMap { _ in ["-o", "/dev/null", "-w", "%{http_code}\\n", daemon.url("/metrics")] }
+        let result = try runCommand("curl", ["-s", "--parallel", "--parallel-max", "16"] + urls)
+        let codes = String(decoding: result.stdout, as: UTF8.self).split(separator: "\n")
+        #expect(codes.count == 16)
+        #expect(codes.allSatisfy { $0 == "200" })
+    }
+}
