@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Checks the Kubernetes manifests in deploy/kubernetes and the PrometheusRule generator. Plain python3
+with PyYAML; promtool, when installed, checks the generated rules.
+
+- Every manifest parses and has the expected kinds; everything of TaskWatch lives in the namespace.
+- The DaemonSet: hostPID, the hostPath /run/taskwatch, the socket path and mode in its args, probes on
+  /-/ready and /-/healthy through the port named http-metrics (10101), resources, a non-root,
+  read-only, capability-free container; the socket group it runs with is the example app's
+  supplemental group.
+- Service and PodMonitor select the DaemonSet's pods and use port http-metrics; the PodMonitor's
+  jobLabel makes job="taskwatch".
+- The example app mounts the same hostPath and sets TASKWATCH_SOCKET to the daemon's socket.
+- generate-prometheusrule.py produces a PrometheusRule whose groups equal prometheus/rules.yml and
+  prometheus/alerts.yml, which promtool accepts, and the generated file is not committed.
+
+Prints "N passed, N failed" and exits non-zero on any failure.
+"""
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SOCKET_DIR = "/run/taskwatch"
+SOCKET = SOCKET_DIR + "/ingest.sock"
+
+passed = 0
+failed = 0
+
+
+def check(ok, what):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {what}")
+    return ok
+
+
+def load(name):
+    with open(os.path.join(HERE, name)) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d is not None]
+    check(len(docs) == 1, f"{name}: one document")
+    return docs[0]
+
+
+def flag(args, name):
+    for arg in args:
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def host_path_volume(pod_spec, path):
+    for volume in pod_spec.get("volumes", []):
+        if volume.get("hostPath", {}).get("path") == path:
+            return volume["name"]
+    return None
+
+
+def mounts(container, volume, path):
+    return any(m.get("name") == volume and m.get("mountPath") == path for m in container.get("volumeMounts", []))
+
+
+def matches(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def main():
+    manifests = {}
+    for name in sorted(os.listdir(HERE)):
+        if name.endswith(".yaml") and name != "prometheusrule.yaml":
+            try:
+                manifests[name] = load(name)
+                check(True, f"{name} parses")
+            except yaml.YAMLError as error:
+                check(False, f"{name} parses: {error}")
+    kinds = {doc.get("kind"): doc for doc in manifests.values()}
+    for kind in ("Namespace", "DaemonSet", "Service", "PodMonitor", "Pod"):
+        check(kind in kinds, f"a {kind} manifest")
+    if failed:
+        print(f"{passed} passed, {failed} failed")
+        return 1
+    namespace = kinds["Namespace"]["metadata"]["name"]
+    for kind in ("DaemonSet", "Service", "PodMonitor"):
+        check(kinds[kind]["metadata"].get("namespace") == namespace, f"{kind} in namespace {namespace}")
+
+    ds = kinds["DaemonSet"]
+    pod = ds["spec"]["template"]
+    spec = pod["spec"]
+    pod_labels = pod["metadata"]["labels"]
+    check(matches(ds["spec"]["selector"]["matchLabels"], pod_labels), "DaemonSet selector matches its pods")
+    check(spec.get("hostPID") is True, "DaemonSet hostPID (client pids and /proc are the host's)")
+    volume = host_path_volume(spec, SOCKET_DIR)
+    check(volume is not None, f"DaemonSet hostPath {SOCKET_DIR}")
+    containers = [c for c in spec["containers"] if c["name"] == "taskwatchd"]
+    if not check(len(containers) == 1, "a taskwatchd container"):
+        print(f"{passed} passed, {failed} failed")
+        return 1
+    daemon = containers[0]
+    args = daemon.get("args", [])
+    check(mounts(daemon, volume, SOCKET_DIR), f"taskwatchd mounts {SOCKET_DIR}")
+    check(flag(args, "--ingest.socket") == SOCKET, f"--ingest.socket={SOCKET}")
+    check(flag(args, "--ingest.socket-mode") == "0660", "--ingest.socket-mode=0660")
+    check(flag(args, "--web.listen-address") == ":10101", "--web.listen-address=:10101")
+    ports = {p["name"]: p for p in daemon.get("ports", [])}
+    check(ports.get("http-metrics", {}).get("containerPort") == 10101, "container port http-metrics is 10101")
+    check(daemon.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/-/ready"
+          and daemon["readinessProbe"]["httpGet"].get("port") == "http-metrics", "readiness probe /-/ready on http-metrics")
+    check(daemon.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/-/healthy"
+          and daemon["livenessProbe"]["httpGet"].get("port") == "http-metrics", "liveness probe /-/healthy on http-metrics")
+    resources = daemon.get("resources", {})
+    check(bool(resources.get("requests", {}).get("cpu")) and bool(resources.get("requests", {}).get("memory"))
+          and bool(resources.get("limits", {}).get("memory")), "taskwatchd resources: cpu and memory requests, memory limit")
+    sc = daemon.get("securityContext", {})
+    check(sc.get("runAsNonRoot") is True and isinstance(sc.get("runAsUser"), int) and sc["runAsUser"] > 0, "taskwatchd runs as non-root")
+    check(sc.get("readOnlyRootFilesystem") is True, "taskwatchd root filesystem read-only")
+    check(sc.get("allowPrivilegeEscalation") is False, "taskwatchd no privilege escalation")
+    check(sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc.get("capabilities", {}).get("add"), "taskwatchd drops all capabilities")
+    for init in spec.get("initContainers", []):
+        isc = init.get("securityContext", {})
+        added = set(isc.get("capabilities", {}).get("add", []))
+        check(isc.get("capabilities", {}).get("drop") == ["ALL"] and added <= {"CHOWN", "FOWNER"},
+              f"init container {init['name']}: only CHOWN and FOWNER")
+        check(mounts(init, volume, SOCKET_DIR), f"init container {init['name']} prepares {SOCKET_DIR}")
+        check(f"{sc.get('runAsUser')}:{sc.get('runAsGroup')}" in " ".join(init.get("command", [])),
+              f"init container {init['name']} hands {SOCKET_DIR} to the daemon's uid:gid")
+
+    service = kinds["Service"]
+    check(matches(service["spec"]["selector"], pod_labels), "Service selects the DaemonSet's pods")
+    check(any(p.get("name") == "http-metrics" and p.get("port") == 10101 for p in service["spec"]["ports"]),
+          "Service port http-metrics 10101")
+
+    pm = kinds["PodMonitor"]
+    check(pm.get("apiVersion") == "monitoring.coreos.com/v1", "PodMonitor is monitoring.coreos.com/v1")
+    check(matches(pm["spec"]["selector"]["matchLabels"], pod_labels), "PodMonitor selects the DaemonSet's pods")
+    check(namespace in pm["spec"].get("namespaceSelector", {}).get("matchNames", [namespace]), "PodMonitor looks in the namespace")
+    endpoints = pm["spec"].get("podMetricsEndpoints", [])
+    check(any(e.get("port") == "http-metrics" and e.get("path", "/metrics") == "/metrics" and e.get("interval") == "15s" for e in endpoints),
+          "PodMonitor scrapes http-metrics /metrics every 15s")
+    check(pod_labels.get(pm["spec"].get("jobLabel")) == "taskwatch", 'PodMonitor jobLabel gives job="taskwatch"')
+
+    app = kinds["Pod"]
+    app_spec = app["spec"]
+    app_volume = host_path_volume(app_spec, SOCKET_DIR)
+    check(app_volume is not None, f"example app mounts hostPath {SOCKET_DIR}")
+    app_container = app_spec["containers"][0]
+    check(mounts(app_container, app_volume, SOCKET_DIR), f"example app container mounts it at {SOCKET_DIR}")
+    env = {e["name"]: e.get("value") for e in app_container.get("env", [])}
+    check(env.get("TASKWATCH_SOCKET") == flag(args, "--ingest.socket"), "example app TASKWATCH_SOCKET is the daemon's socket")
+    check(sc.get("runAsGroup") in app_spec.get("securityContext", {}).get("supplementalGroups", []),
+          "example app joins the socket's group")
+
+    # The generator.
+    generator = os.path.join(HERE, "generate-prometheusrule.py")
+    spec_ = importlib.util.spec_from_file_location("generate_prometheusrule", generator)
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    result = subprocess.run([sys.executable, generator, "--label", "release=prometheus"], capture_output=True, text=True)
+    check(result.returncode == 0, f"generate-prometheusrule.py runs: {result.stderr}")
+    generated = yaml.safe_load(result.stdout) if result.returncode == 0 else {}
+    check(generated.get("apiVersion") == "monitoring.coreos.com/v1" and generated.get("kind") == "PrometheusRule", "generates a PrometheusRule")
+    check(generated.get("metadata", {}).get("labels", {}).get("release") == "prometheus", "--label reaches metadata.labels")
+    expected = []
+    for rel in ("prometheus/rules.yml", "prometheus/alerts.yml"):
+        with open(os.path.join(ROOT, rel)) as f:
+            expected.extend(yaml.safe_load(f)["groups"])
+    check(generated.get("spec", {}).get("groups") == expected, "its groups equal prometheus/rules.yml + prometheus/alerts.yml exactly")
+    check(module.build()["spec"]["groups"] == expected, "build() returns the same groups")
+    promtool = shutil.which("promtool")
+    if promtool and generated:
+        with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+            yaml.safe_dump({"groups": generated["spec"]["groups"]}, f)
+            path = f.name
+        try:
+            check_result = subprocess.run([promtool, "check", "rules", path], capture_output=True, text=True)
+        finally:
+            os.unlink(path)
+        check(check_result.returncode == 0, f"promtool accepts the generated rules: {check_result.stdout}{check_result.stderr}")
+    else:
+        print("SKIP: promtool not installed; generated rules not checked by promtool")
+    tracked = subprocess.run(["git", "-C", ROOT, "ls-files", "deploy/kubernetes/prometheusrule.yaml"], capture_output=True, text=True)
+    check(tracked.returncode != 0 or tracked.stdout.strip() == "", "the generated prometheusrule.yaml is not committed")
+
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
