@@ -62,7 +62,7 @@ let package = Package(
         // The client library linked into instrumented processes.
         .target(
             name: "TaskWatch",
-            dependencies: ["TaskWatchWire", "CTaskWatchRuntime"],
+            dependencies: ["TaskWatchWire", "CTaskWatchRuntime", "CTaskWatchSocket"],
             swiftSettings: [
                 .define("TASKWATCH_STRESS", .when(traits: ["Stress"])),
                 .define("TASKWATCH_SILENT", .when(traits: ["Silent"])),
