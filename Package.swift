@@ -91,5 +91,24 @@ let package = Package(
         .executableTarget(name: "taskwatch", dependencies: ["TaskWatchCLI"]),
 
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
+        .testTarget(
+            name: "TaskWatchTests",
+            dependencies: ["TaskWatch", "TaskWatchWire", "CTaskWatchSocket", "CTaskWatchRuntime"],
+            swiftSettings: [
+                .define("TASKWATCH_STRESS", .when(traits: ["Stress"])),
+                .define("TASKWATCH_SILENT", .when(traits: ["Silent"])),
+            ]
+        ),
+        .testTarget(
+            name: "TaskWatchMetricsTests",
+            dependencies: [
+                "TaskWatchMetrics", "TaskWatch", "TaskWatchWire",
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: [
+                .define("TASKWATCH_STRESS", .when(traits: ["Stress"])),
+                .define("TASKWATCH_SILENT", .when(traits: ["Silent"])),
+            ]
+        ),
     ]
 )
