@@ -102,7 +102,7 @@ let package = Package(
         .testTarget(
             name: "TaskWatchMetricsTests",
             dependencies: [
-                "TaskWatchMetrics", "TaskWatch", "TaskWatchWire",
+                "TaskWatchMetrics", "TaskWatch", "TaskWatchWire", "CTaskWatchSocket",
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: [
