@@ -90,6 +90,17 @@ let package = Package(
         ),
         .executableTarget(name: "taskwatch", dependencies: ["TaskWatchCLI"]),
 
+        // A server-like workload to watch; an example, not a product.
+        .executableTarget(
+            name: "TaskWatchDemo",
+            dependencies: [
+                "TaskWatch",
+                "TaskWatchMetrics",
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            path: "Examples/TaskWatchDemo"
+        ),
+
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
         .testTarget(
             name: "TaskWatchTests",
