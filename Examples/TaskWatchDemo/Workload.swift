@@ -90,12 +90,23 @@ func benchmark(count: Int) async {
         let (seconds, attoseconds) = (ContinuousClock.now - start).components
         return (Double(seconds) * 1e9 + Double(attoseconds) / 1e9) / Double(count)
     }
-    for round in 1...3 {
-        let plain = await measure { Task { completions.done.add(1, ordering: .relaxed) } }
-        let monitored = await measure { monitor.task { completions.done.add(1, ordering: .relaxed) } }
-        let overhead = (monitored / plain - 1) * 100
-        print(
-            "round \(round): Task \(Int(plain)) ns, monitored \(Int(monitored)) ns per task "
-                + "(\(overhead >= 0 ? "+" : "")\(Int(overhead.rounded()))%)")
+    // Alternating order and keeping the best round of each: on a noisy 2-core machine the minimum is
+    // the most repeatable figure.
+    var bestPlain = Double.infinity
+    var bestMonitored = Double.infinity
+    for round in 1...6 {
+        if round.isMultiple(of: 2) {
+            bestPlain = min(bestPlain, await measure { Task { completions.done.add(1, ordering: .relaxed) } })
+            bestMonitored = min(
+                bestMonitored, await measure { monitor.task { completions.done.add(1, ordering: .relaxed) } })
+        } else {
+            bestMonitored = min(
+                bestMonitored, await measure { monitor.task { completions.done.add(1, ordering: .relaxed) } })
+            bestPlain = min(bestPlain, await measure { Task { completions.done.add(1, ordering: .relaxed) } })
+        }
     }
+    let overhead = (bestMonitored / bestPlain - 1) * 100
+    print(
+        "best of 6 rounds of \(count): Task \(Int(bestPlain)) ns, monitored \(Int(bestMonitored)) ns per task "
+            + "(\(overhead >= 0 ? "+" : "")\(Int(overhead.rounded()))%)")
 }
