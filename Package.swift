@@ -62,7 +62,7 @@ let package = Package(
         // The client library linked into instrumented processes.
         .target(
             name: "TaskWatch",
-            dependencies: ["TaskWatchWire", "CTaskWatchRuntime"],
+            dependencies: ["TaskWatchWire", "CTaskWatchRuntime", "CTaskWatchSocket"],
             swiftSettings: [
                 .define("TASKWATCH_STRESS", .when(traits: ["Stress"])),
                 .define("TASKWATCH_SILENT", .when(traits: ["Silent"])),
@@ -91,6 +91,17 @@ let package = Package(
         ),
         .executableTarget(name: "taskwatch", dependencies: ["TaskWatchCLI"]),
 
+        // A server-like workload to watch; an example, not a product.
+        .executableTarget(
+            name: "TaskWatchDemo",
+            dependencies: [
+                "TaskWatch",
+                "TaskWatchMetrics",
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            path: "Examples/TaskWatchDemo"
+        ),
+
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
         .testTarget(name: "TaskWatchDaemonTests", dependencies: ["TaskWatchDaemon"]),
         // Starts the built `taskwatchd` and `taskwatch` binaries; `make test` builds them first.
@@ -98,6 +109,25 @@ let package = Package(
         .testTarget(
             name: "TaskWatchIngestTests",
             dependencies: ["TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket"]
+        ),
+        .testTarget(
+            name: "TaskWatchTests",
+            dependencies: ["TaskWatch", "TaskWatchWire", "CTaskWatchSocket", "CTaskWatchRuntime"],
+            swiftSettings: [
+                .define("TASKWATCH_STRESS", .when(traits: ["Stress"])),
+                .define("TASKWATCH_SILENT", .when(traits: ["Silent"])),
+            ]
+        ),
+        .testTarget(
+            name: "TaskWatchMetricsTests",
+            dependencies: [
+                "TaskWatchMetrics", "TaskWatch", "TaskWatchWire", "CTaskWatchSocket",
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: [
+                .define("TASKWATCH_STRESS", .when(traits: ["Stress"])),
+                .define("TASKWATCH_SILENT", .when(traits: ["Silent"])),
+            ]
         ),
     ]
 )

@@ -1,4 +1,60 @@
 import TaskWatchWire
 
-/// TaskWatch client library.
-public enum TaskWatch {}
+/// Makes Swift concurrency task leaks visible in Prometheus.
+///
+/// Spawn work through a `TaskMonitor` (or `TaskWatch.task`), call `TaskWatch.start()` once, and the
+/// reporter thread sends live, created and finished counts, task lifetimes, executor lag and heap
+/// figures to `taskwatchd`.
+public enum TaskWatch {
+    /// Starts the reporter thread with `configuration`. Idempotent: later calls do nothing and return
+    /// false. Does nothing under the `Silent` trait or with `TASKWATCH_DISABLED=1`. Never blocks on the
+    /// daemon: an absent daemon is retried in the background.
+    @discardableResult
+    public static func start(_ configuration: Configuration = .init()) -> Bool {
+        #if TASKWATCH_SILENT
+            return false
+        #else
+            if configuration.isDisabled || instrumentationDisabled { return false }
+            return Reporter.startShared(configuration)
+        #endif
+    }
+
+    /// Whether the reporter is running.
+    public static var isRunning: Bool {
+        #if TASKWATCH_SILENT
+            false
+        #else
+            Reporter.shared != nil
+        #endif
+    }
+
+    /// Declares series for a `ReportSource`. Returns their ids, or nil when the per-process cap on
+    /// series would be passed, in which case none is declared and all are counted in `seriesDropped`.
+    public static func declare(_ descriptors: [SeriesDescriptor]) -> [SeriesID]? {
+        SeriesTable.shared.declare(all: descriptors)
+    }
+
+    /// Stops reporting a series and frees its place under the cap. Its id is not reused.
+    public static func retire(_ id: SeriesID) {
+        SeriesTable.shared.retire(id)
+    }
+
+    /// Adds a source whose `collect(into:)` runs on every report.
+    public static func register(source: any ReportSource) {
+        SeriesTable.shared.add(source: source)
+    }
+
+    /// Removes a source added with `register(source:)`.
+    public static func unregister(source: any ReportSource) {
+        SeriesTable.shared.remove(source: source)
+    }
+
+    /// Series refused because the per-process cap was reached.
+    public static var seriesDropped: UInt64 { SeriesTable.shared.dropped }
+
+    /// The most series this process declares.
+    public static var seriesLimit: Int { SeriesTable.shared.limit }
+
+    /// The library version sent in the hello frame.
+    public static let version = "0.1.0"
+}

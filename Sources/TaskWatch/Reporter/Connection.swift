@@ -1,0 +1,45 @@
+import CTaskWatchSocket
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// One non-blocking `SOCK_SEQPACKET` connection to the daemon. Used by the reporter thread only.
+final class Connection {
+    enum SendResult {
+        case sent
+        /// The socket buffer is full: the daemon is slow. The connection stays usable.
+        case wouldBlock
+        /// The daemon went away or refused the frame; the connection must be dropped.
+        case broken
+    }
+
+    private let fd: Int32
+
+    /// Connects to the socket at `path`, or returns nil (no daemon, no file, backlog full).
+    init?(path: String) {
+        let fd = tw_seqpacket_socket()
+        guard fd >= 0 else { return nil }
+        guard tw_unix_connect(fd, path) == 0 else {
+            close(fd)
+            return nil
+        }
+        self.fd = fd
+    }
+
+    deinit {
+        close(fd)
+    }
+
+    /// Sends one frame without blocking and without SIGPIPE.
+    func send(_ frame: [UInt8]) -> SendResult {
+        let sent = frame.withUnsafeBytes { tw_send_message(fd, $0.baseAddress, $0.count) }
+        if sent == frame.count { return .sent }
+        if sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ENOBUFS) {
+            return .wouldBlock
+        }
+        return .broken
+    }
+}

@@ -1,0 +1,28 @@
+import TaskWatchWire
+
+/// Something that reports extra series through the TaskWatch reporter (the swift-metrics backend is one).
+///
+/// Declare series with `TaskWatch.declare(_:)`, register the source with `TaskWatch.register(source:)`,
+/// and on every report the reporter thread calls `collect(into:)`. Values are absolute: counters report
+/// their running total, histograms their per-bucket counts since the start.
+public protocol ReportSource: AnyObject, Sendable {
+    /// Adds the current value of each of this source's live series. Called on the reporter thread;
+    /// keep it quick and never block.
+    func collect(into report: inout ReportBuilder)
+}
+
+/// Collects the values of one report.
+public struct ReportBuilder {
+    var values: [ValueUpdate] = []
+    var histograms: [HistogramUpdate] = []
+
+    /// Reports the absolute value of a counter or gauge.
+    public mutating func value(_ id: SeriesID, _ value: Double) {
+        values.append(ValueUpdate(id: id.rawValue, value: value))
+    }
+
+    /// Reports a histogram: per-bucket counts (one more than the declared bounds) and the sum.
+    public mutating func histogram(_ id: SeriesID, buckets: [UInt64], sum: Double) {
+        histograms.append(HistogramUpdate(id: id.rawValue, buckets: buckets, sum: sum))
+    }
+}

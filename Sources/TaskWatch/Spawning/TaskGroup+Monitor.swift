@@ -1,0 +1,158 @@
+// Children of task groups counted by a monitor. A child lives from `addTask` to the end of its
+// operation, whether or not anyone collects its result.
+
+extension TaskGroup {
+    /// `addTask`, with the child counted by `monitor`.
+    @inlinable
+    public mutating func addTask(
+        monitor: TaskMonitor,
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async -> ChildTaskResult
+    ) {
+        #if TASKWATCH_SILENT
+            addTask(name: name, priority: priority, operation: operation)
+        #else
+            if instrumentationDisabled {
+                addTask(name: name, priority: priority, operation: operation)
+                return
+            }
+            let start = monitor.taskCreated()
+            addTask(name: name, priority: priority, operation: monitor.wrap(start, operation))
+        #endif
+    }
+
+    /// `addTaskUnlessCancelled`, with the child counted by `monitor` when it is added.
+    ///
+    /// The cancellation check comes first and the add second, so a group cancelled in between still
+    /// gets the child; it then starts cancelled, as if it had been added just before the cancellation.
+    @inlinable
+    @discardableResult
+    public mutating func addTaskUnlessCancelled(
+        monitor: TaskMonitor,
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async -> ChildTaskResult
+    ) -> Bool {
+        guard !isCancelled else { return false }
+        addTask(monitor: monitor, name: name, priority: priority, operation: operation)
+        return true
+    }
+}
+
+extension ThrowingTaskGroup {
+    /// `addTask`, with the child counted by `monitor`.
+    @inlinable
+    public mutating func addTask(
+        monitor: TaskMonitor,
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async throws -> ChildTaskResult
+    ) {
+        #if TASKWATCH_SILENT
+            addTask(name: name, priority: priority, operation: operation)
+        #else
+            if instrumentationDisabled {
+                addTask(name: name, priority: priority, operation: operation)
+                return
+            }
+            let start = monitor.taskCreated()
+            addTask(name: name, priority: priority, operation: monitor.wrap(start, operation))
+        #endif
+    }
+
+    /// `addTaskUnlessCancelled`, with the child counted by `monitor` when it is added.
+    ///
+    /// The cancellation check comes first and the add second, so a group cancelled in between still
+    /// gets the child; it then starts cancelled, as if it had been added just before the cancellation.
+    @inlinable
+    @discardableResult
+    public mutating func addTaskUnlessCancelled(
+        monitor: TaskMonitor,
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async throws -> ChildTaskResult
+    ) -> Bool {
+        guard !isCancelled else { return false }
+        addTask(monitor: monitor, name: name, priority: priority, operation: operation)
+        return true
+    }
+}
+
+extension DiscardingTaskGroup {
+    /// `addTask`, with the child counted by `monitor`.
+    @inlinable
+    public mutating func addTask(
+        monitor: TaskMonitor,
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async -> Void
+    ) {
+        #if TASKWATCH_SILENT
+            addTask(name: name, priority: priority, operation: operation)
+        #else
+            if instrumentationDisabled {
+                addTask(name: name, priority: priority, operation: operation)
+                return
+            }
+            let start = monitor.taskCreated()
+            addTask(name: name, priority: priority, operation: monitor.wrap(start, operation))
+        #endif
+    }
+
+    /// `addTaskUnlessCancelled`, with the child counted by `monitor` when it is added.
+    ///
+    /// The cancellation check comes first and the add second, so a group cancelled in between still
+    /// gets the child; it then starts cancelled, as if it had been added just before the cancellation.
+    @inlinable
+    @discardableResult
+    public mutating func addTaskUnlessCancelled(
+        monitor: TaskMonitor,
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async -> Void
+    ) -> Bool {
+        guard !isCancelled else { return false }
+        addTask(monitor: monitor, name: name, priority: priority, operation: operation)
+        return true
+    }
+}
+
+extension ThrowingDiscardingTaskGroup {
+    /// `addTask`, with the child counted by `monitor`.
+    @inlinable
+    public mutating func addTask(
+        monitor: TaskMonitor,
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async throws -> Void
+    ) {
+        #if TASKWATCH_SILENT
+            addTask(name: name, priority: priority, operation: operation)
+        #else
+            if instrumentationDisabled {
+                addTask(name: name, priority: priority, operation: operation)
+                return
+            }
+            let start = monitor.taskCreated()
+            addTask(name: name, priority: priority, operation: monitor.wrap(start, operation))
+        #endif
+    }
+
+    /// `addTaskUnlessCancelled`, with the child counted by `monitor` when it is added.
+    ///
+    /// The cancellation check comes first and the add second, so a group cancelled in between still
+    /// gets the child; it then starts cancelled, as if it had been added just before the cancellation.
+    @inlinable
+    @discardableResult
+    public mutating func addTaskUnlessCancelled(
+        monitor: TaskMonitor,
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async throws -> Void
+    ) -> Bool {
+        guard !isCancelled else { return false }
+        addTask(monitor: monitor, name: name, priority: priority, operation: operation)
+        return true
+    }
+}

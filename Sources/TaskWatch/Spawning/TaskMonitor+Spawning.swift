@@ -1,0 +1,147 @@
+extension TaskMonitor {
+    /// Like `Task.init`: runs `operation` as a new top-level task that inherits the caller's isolation,
+    /// priority and task-locals, counted by this monitor.
+    @inlinable
+    @discardableResult
+    public func task<Success: Sendable>(
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        isolation: isolated (any Actor)? = #isolation,
+        @_inheritActorContext @_implicitSelfCapture operation: sending @escaping @isolated(any) () async -> Success
+    ) -> Task<Success, Never> {
+        #if TASKWATCH_SILENT
+            return Task(name: name, priority: priority, operation: operation)
+        #else
+            if instrumentationDisabled { return Task(name: name, priority: priority, operation: operation) }
+            let start = taskCreated()
+            if _sharesIsolation(operation, isolation) {
+                return Task(name: name, priority: priority) {
+                    // Capturing the isolated parameter isolates this wrapper to the caller's actor: no hop.
+                    _ = isolation
+                    let result = await operation()
+                    self.taskFinished(start, .returned())
+                    return result
+                }
+            }
+            return Task(name: name, priority: priority, operation: wrap(start, operation))
+        #endif
+    }
+
+    /// Like the throwing `Task.init`, counted by this monitor.
+    @inlinable
+    @discardableResult
+    public func task<Success: Sendable>(
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        isolation: isolated (any Actor)? = #isolation,
+        @_inheritActorContext @_implicitSelfCapture operation:
+            sending @escaping @isolated(any) () async throws
+            -> Success
+    ) -> Task<Success, any Error> {
+        #if TASKWATCH_SILENT
+            return Task(name: name, priority: priority, operation: operation)
+        #else
+            if instrumentationDisabled { return Task(name: name, priority: priority, operation: operation) }
+            let start = taskCreated()
+            if _sharesIsolation(operation, isolation) {
+                return Task(name: name, priority: priority) {
+                    // Capturing the isolated parameter isolates this wrapper to the caller's actor: no hop.
+                    _ = isolation
+                    do {
+                        let result = try await operation()
+                        self.taskFinished(start, .returned())
+                        return result
+                    } catch {
+                        self.taskFinished(start, .threw(error))
+                        throw error
+                    }
+                }
+            }
+            return Task(name: name, priority: priority, operation: wrap(start, operation))
+        #endif
+    }
+
+    /// Like `Task.detached`: inherits nothing from the caller, counted by this monitor.
+    @inlinable
+    @discardableResult
+    public func detached<Success: Sendable>(
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async -> Success
+    ) -> Task<Success, Never> {
+        #if TASKWATCH_SILENT
+            return Task.detached(name: name, priority: priority, operation: operation)
+        #else
+            if instrumentationDisabled { return Task.detached(name: name, priority: priority, operation: operation) }
+            let start = taskCreated()
+            return Task.detached(name: name, priority: priority, operation: wrap(start, operation))
+        #endif
+    }
+
+    /// Like the throwing `Task.detached`, counted by this monitor.
+    @inlinable
+    @discardableResult
+    public func detached<Success: Sendable>(
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async throws -> Success
+    ) -> Task<Success, any Error> {
+        #if TASKWATCH_SILENT
+            return Task.detached(name: name, priority: priority, operation: operation)
+        #else
+            if instrumentationDisabled { return Task.detached(name: name, priority: priority, operation: operation) }
+            let start = taskCreated()
+            return Task.detached(name: name, priority: priority, operation: wrap(start, operation))
+        #endif
+    }
+}
+
+extension TaskWatch {
+    /// `Task.init`, counted by `TaskMonitor.default`.
+    @inlinable
+    @discardableResult
+    public static func task<Success: Sendable>(
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        isolation: isolated (any Actor)? = #isolation,
+        @_inheritActorContext @_implicitSelfCapture operation: sending @escaping @isolated(any) () async -> Success
+    ) -> Task<Success, Never> {
+        TaskMonitor.default.task(name: name, priority: priority, isolation: isolation, operation: operation)
+    }
+
+    /// The throwing `Task.init`, counted by `TaskMonitor.default`.
+    @inlinable
+    @discardableResult
+    public static func task<Success: Sendable>(
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        isolation: isolated (any Actor)? = #isolation,
+        @_inheritActorContext @_implicitSelfCapture operation:
+            sending @escaping @isolated(any) () async throws
+            -> Success
+    ) -> Task<Success, any Error> {
+        TaskMonitor.default.task(name: name, priority: priority, isolation: isolation, operation: operation)
+    }
+
+    /// `Task.detached`, counted by `TaskMonitor.default`.
+    @inlinable
+    @discardableResult
+    public static func detached<Success: Sendable>(
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async -> Success
+    ) -> Task<Success, Never> {
+        TaskMonitor.default.detached(name: name, priority: priority, operation: operation)
+    }
+
+    /// The throwing `Task.detached`, counted by `TaskMonitor.default`.
+    @inlinable
+    @discardableResult
+    public static func detached<Success: Sendable>(
+        name: String? = nil,
+        priority: TaskPriority? = nil,
+        operation: sending @escaping @isolated(any) () async throws -> Success
+    ) -> Task<Success, any Error> {
+        TaskMonitor.default.detached(name: name, priority: priority, operation: operation)
+    }
+}

@@ -1,0 +1,57 @@
+/// The counting wrapper around a spawned operation.
+///
+/// The wrapper must run where the operation would have run: re-wrapping an actor-isolated operation
+/// in a nonisolated closure starts the task on the global executor and then hops to the actor, an
+/// extra executor hop per task. `TaskMonitor.task` avoids it in the common case (the operation has
+/// the caller's isolation, as `@_inheritActorContext` gives it) by capturing the caller's `isolated`
+/// parameter in the wrapper, which makes the wrapper isolated to the same actor; calling the
+/// operation from there is a same-executor call, not a hop.
+///
+/// The nonisolated wrapper here serves everything else: nonisolated operations (no hop: both run on
+/// the global executor), detached tasks and group children (whose `operation` parameters do not
+/// inherit isolation, so a capture does not help), and operations isolated to some other actor than
+/// the caller's. For an operation isolated to an actor, those pay one hop.
+extension TaskMonitor {
+    @inlinable
+    func wrap<Success: Sendable>(
+        _ start: UInt64,
+        _ operation: sending @escaping @isolated(any) () async -> Success
+    ) -> sending @isolated(any) () async -> Success {
+        {
+            let result = await operation()
+            self.taskFinished(start, .returned())
+            return result
+        }
+    }
+
+    @inlinable
+    func wrap<Success: Sendable>(
+        _ start: UInt64,
+        _ operation: sending @escaping @isolated(any) () async throws -> Success
+    ) -> sending @isolated(any) () async throws -> Success {
+        {
+            do {
+                let result = try await operation()
+                self.taskFinished(start, .returned())
+                return result
+            } catch {
+                self.taskFinished(start, .threw(error))
+                throw error
+            }
+        }
+    }
+}
+
+/// Whether `operation` is isolated to exactly `actor` (both nil counts). A separate function because
+/// reading `.isolation` of an `@_inheritActorContext` parameter in place crashes the 6.3 compiler.
+@usableFromInline
+func _sharesIsolation<Success>(
+    _ operation: @escaping @isolated(any) () async throws -> Success,
+    _ actor: (any Actor)?
+) -> Bool {
+    switch (operation.isolation, actor) {
+    case (nil, nil): true
+    case (let target?, let current?): target === current
+    default: false
+    }
+}

@@ -1,5 +1,0 @@
-import CoreMetrics
-import TaskWatch
-
-/// swift-metrics backend.
-public enum TaskWatchMetricsInfo {}

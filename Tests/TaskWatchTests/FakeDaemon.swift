@@ -1,0 +1,124 @@
+import CTaskWatchSocket
+import Foundation
+import TaskWatchWire
+
+/// A real `SOCK_SEQPACKET` listener in a temporary directory that decodes what a client sends.
+final class FakeDaemon: @unchecked Sendable {
+    // @unchecked: used by one test at a time, from one task.
+    let directory: String
+    let path: String
+    private var listener: Int32 = -1
+    private var client: Int32 = -1
+    private(set) var frames: [Frame] = []
+    private(set) var connections = 0
+
+    /// A daemon whose socket path exists only once `listen()` is called.
+    init() {
+        directory = NSTemporaryDirectory() + "taskwatch-test-\(UUID().uuidString.prefix(8))"
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        path = directory + "/ingest.sock"
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func listen() {
+        unlink(path)
+        listener = tw_seqpacket_socket()
+        precondition(listener >= 0)
+        precondition(tw_unix_bind(listener, path) == 0)
+        precondition(Glibc.listen(listener, 16) == 0)
+    }
+
+    /// Closes the listener and any accepted connection, and removes the socket file.
+    func stop() {
+        if client >= 0 { close(client) }
+        if listener >= 0 { close(listener) }
+        client = -1
+        listener = -1
+        unlink(path)
+    }
+
+    /// Accepts a pending connection (replacing the current one) without blocking.
+    @discardableResult
+    func accept() -> Bool {
+        guard listener >= 0 else { return false }
+        let fd = Glibc.accept(listener, nil, nil)
+        guard fd >= 0 else { return false }
+        if client >= 0 { close(client) }
+        client = fd
+        connections += 1
+        return true
+    }
+
+    /// Reads every queued frame without blocking; accepts new connections first.
+    func drain() throws {
+        while accept() {}
+        guard client >= 0 else { return }
+        var buffer = [UInt8](repeating: 0, count: Wire.maxFrameSize)
+        while true {
+            var truncated: Int32 = 0
+            let count = buffer.withUnsafeMutableBytes { tw_recv_message(client, $0.baseAddress, $0.count, &truncated) }
+            if count <= 0 { return }
+            frames.append(try FrameDecoder.decode(Array(buffer[0..<count])))
+        }
+    }
+
+    /// Polls until `condition` holds over the frames received so far, or `timeout` passes.
+    func waitFor(timeout: Duration = .seconds(10), _ condition: (FakeDaemon) -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            try drain()
+            if condition(self) { return true }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        return false
+    }
+
+    func clearFrames() { frames = [] }
+
+    var declarations: [SeriesDeclaration] {
+        frames.flatMap { frame -> [SeriesDeclaration] in
+            if case .declare(let list) = frame { return list }
+            return []
+        }
+    }
+
+    /// The id of the declared series with `name` and all of `labels`.
+    func id(_ name: String, _ labels: [Label] = []) -> UInt32? {
+        declarations.last { declaration in
+            declaration.name == name && labels.allSatisfy { declaration.labels.contains($0) }
+        }?.id
+    }
+
+    /// The values reported for `id`, in order.
+    func values(of id: UInt32) -> [Double] {
+        frames.flatMap { frame -> [Double] in
+            if case .values(let list) = frame { return list.filter { $0.id == id }.map(\.value) }
+            return []
+        }
+    }
+
+    func peaks(of id: UInt32) -> [Double] {
+        frames.flatMap { frame -> [Double] in
+            if case .peaks(let list) = frame { return list.filter { $0.id == id }.map(\.value) }
+            return []
+        }
+    }
+
+    func histograms(of id: UInt32) -> [HistogramUpdate] {
+        frames.flatMap { frame -> [HistogramUpdate] in
+            if case .histograms(let list) = frame { return list.filter { $0.id == id } }
+            return []
+        }
+    }
+
+    var hellos: [Hello] {
+        frames.compactMap { frame in
+            if case .hello(let hello) = frame { return hello }
+            return nil
+        }
+    }
+}

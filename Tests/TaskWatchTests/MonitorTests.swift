@@ -1,0 +1,246 @@
+import Foundation
+import Testing
+
+@testable import TaskWatch
+
+struct Failure: Error {}
+
+actor Counter {
+    var value = 0
+
+    /// Spawns from inside the actor: the operation must run isolated to it.
+    func spawnIncrements(_ monitor: TaskMonitor, count: Int) async {
+        for _ in 0..<count {
+            await monitor.task {
+                self.assertIsolated()
+                self.value += 1
+            }.value
+        }
+    }
+}
+
+/// Waits until the monitor has no live task, or 20 seconds pass.
+func settle(_ monitor: TaskMonitor) async throws -> TaskMonitor.Snapshot {
+    let deadline = ContinuousClock.now + .seconds(20)
+    var snapshot = monitor.snapshot()
+    while snapshot.live != 0 && ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(5))
+        snapshot = monitor.snapshot()
+    }
+    return snapshot
+}
+
+func uniqueMonitor(_ label: String) -> TaskMonitor {
+    TaskMonitor("\(label)_\(UUID().uuidString.prefix(8))")
+}
+
+@Suite struct MonitorTests {
+    @Test func everyKindOfTaskIsCountedOnceWithItsOutcome() async throws {
+        let monitor = uniqueMonitor("kinds")
+        let n = 50
+        for _ in 0..<n {
+            _ = await monitor.task { 1 }.value
+            _ = await monitor.task { () async throws -> Int in throw Failure() }.result
+            _ = await monitor.task { () async throws -> Int in throw CancellationError() }.result
+            let cancelled = monitor.task { () async -> Bool in
+                try? await Task.sleep(for: .seconds(30))
+                return Task.isCancelled
+            }
+            cancelled.cancel()
+            _ = await cancelled.value
+            _ = await monitor.detached { 2 }.value
+            _ = await monitor.detached { () async throws -> Int in throw Failure() }.result
+        }
+        await withTaskGroup(of: Int.self) { group in
+            for _ in 0..<n { group.addTask(monitor: monitor) { 3 } }
+            await group.waitForAll()
+        }
+        await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<n { group.addTask(monitor: monitor) { throw Failure() } }
+            // Collect every child, so none is cancelled by the group's end before it throws.
+            while !group.isEmpty { _ = try? await group.next() }
+        }
+        await withDiscardingTaskGroup { group in
+            for _ in 0..<n { group.addTask(monitor: monitor) {} }
+        }
+        try await withThrowingDiscardingTaskGroup { group in
+            for _ in 0..<n { group.addTask(monitor: monitor) {} }
+        }
+        let snapshot = try await settle(monitor)
+        #if TASKWATCH_SILENT
+            #expect(snapshot.created == 0)
+        #else
+            #expect(snapshot.created == UInt64(10 * n))
+            #expect(snapshot.finished(.success) == UInt64(5 * n))
+            #expect(snapshot.finished(.error) == UInt64(3 * n))
+            #expect(snapshot.finished(.cancelled) == UInt64(2 * n))
+            #expect(snapshot.finished.reduce(0, +) == snapshot.created)
+            #expect(snapshot.live == 0)
+            #if TASKWATCH_STRESS
+                #expect(snapshot.durationBuckets.reduce(0, +) == snapshot.created)
+            #else
+                #expect(snapshot.durationBuckets.reduce(0, +) <= snapshot.created)
+            #endif
+        #endif
+    }
+
+    @Test func groupChildrenAddedUnlessCancelledAreCountedOnlyWhenAdded() async throws {
+        let monitor = uniqueMonitor("unless")
+        await withTaskGroup(of: Void.self) { group in
+            #expect(group.addTaskUnlessCancelled(monitor: monitor) {})
+            group.cancelAll()
+            #expect(!group.addTaskUnlessCancelled(monitor: monitor) {})
+        }
+        let snapshot = try await settle(monitor)
+        #if !TASKWATCH_SILENT
+            #expect(snapshot.created == 1)
+            #expect(snapshot.live == 0)
+        #endif
+    }
+
+    @Test func liveCountsRunningTasks() async throws {
+        let monitor = uniqueMonitor("live")
+        let tasks = (0..<20).map { _ in monitor.task { try? await Task.sleep(for: .seconds(30)) } }
+        #if !TASKWATCH_SILENT
+            #expect(monitor.snapshot().live == 20)
+        #endif
+        for task in tasks { task.cancel() }
+        let snapshot = try await settle(monitor)
+        #expect(snapshot.live == 0)
+        #if !TASKWATCH_SILENT
+            #expect(snapshot.finished(.cancelled) == 20)
+        #endif
+    }
+
+    @Test func operationsKeepTheCallersIsolation() async throws {
+        let monitor = uniqueMonitor("isolation")
+        let counter = Counter()
+        await counter.spawnIncrements(monitor, count: 100)
+        #expect(await counter.value == 100)
+        let onMain = await monitor.task { @MainActor in
+            MainActor.assertIsolated()
+            return true
+        }.value
+        #expect(onMain)
+    }
+
+    @Test func defaultMonitorAndFreeStandingSpawns() async throws {
+        let before = TaskMonitor.default.snapshot().created
+        _ = await TaskWatch.task { 1 }.value
+        _ = await TaskWatch.detached { 1 }.value
+        _ = await TaskWatch.task { () async throws -> Int in 1 }.result
+        _ = await TaskWatch.detached { () async throws -> Int in 1 }.result
+        #expect(TaskMonitor.default.name == "default")
+        #if !TASKWATCH_SILENT
+            #expect(TaskMonitor.default.snapshot().created - before >= 4)
+        #endif
+    }
+
+    @Test func monitorsWithTheSameNameShareCounters() async throws {
+        let name = "shared_\(UUID().uuidString.prefix(8))"
+        _ = await TaskMonitor(name).task { 1 }.value
+        _ = await TaskMonitor(name).task { 1 }.value
+        #if !TASKWATCH_SILENT
+            #expect(TaskMonitor(name).snapshot().created == 2)
+        #endif
+    }
+
+    @Test(.timeLimit(.minutes(1))) func eightConcurrentSpawnersLoseNoCount() async throws {
+        let monitor = uniqueMonitor("concurrent")
+        let spawners = 8
+        let perSpawner = 125_000
+        let clock = ContinuousClock()
+        let elapsed = await clock.measure {
+            await withDiscardingTaskGroup { group in
+                for _ in 0..<spawners {
+                    group.addTask {
+                        for _ in 0..<perSpawner { monitor.detached {} }
+                    }
+                }
+            }
+        }
+        let snapshot = try await settle(monitor)
+        print("spawned \(spawners * perSpawner) tasks in \(elapsed)")
+        #if !TASKWATCH_SILENT
+            #expect(snapshot.created == UInt64(spawners * perSpawner))
+            #expect(snapshot.finished(.success) == UInt64(spawners * perSpawner))
+            #expect(snapshot.live == 0)
+        #endif
+    }
+}
+
+@Suite struct ConfigurationTests {
+    @Test func environmentDrivesTheConfiguration() {
+        let configuration = Configuration(environment: [
+            "TASKWATCH_SOCKET": "/tmp/x.sock", "TASKWATCH_PROCESS": "api", "TASKWATCH_INTERVAL": "250ms",
+            "TASKWATCH_DISABLED": "1",
+        ])
+        #expect(configuration.socketPath == "/tmp/x.sock")
+        #expect(configuration.processName == "api")
+        #expect(configuration.interval == .milliseconds(250))
+        #expect(configuration.isDisabled)
+        #expect(!TaskWatch.start(configuration))
+    }
+
+    @Test func defaultsComeFromTheProfile() {
+        let configuration = Configuration(environment: ["XDG_RUNTIME_DIR": "/run/user/1000"])
+        #expect(configuration.interval == Profile.reportInterval)
+        #expect(!configuration.isDisabled)
+        #expect(!configuration.processName.isEmpty)
+        if getuid() != 0 { #expect(configuration.socketPath == "/run/user/1000/taskwatch/ingest.sock") }
+        #if TASKWATCH_STRESS
+            #expect(Profile.reportInterval == .milliseconds(1))
+            #expect(Profile.probeInterval == .milliseconds(10))
+        #else
+            #expect(Profile.reportInterval == .milliseconds(10))
+            #expect(Profile.probeInterval == .milliseconds(100))
+        #endif
+    }
+
+    @Test(arguments: [
+        ("10ms", Duration.milliseconds(10)), ("1s", .seconds(1)), ("500us", .microseconds(500)),
+        ("2m", .seconds(120)), ("25", .milliseconds(25)), ("1.5s", .milliseconds(1500)),
+    ])
+    func durationsParse(text: String, expected: Duration) {
+        #expect(Environment.parseDuration(text) == expected)
+    }
+
+    @Test(arguments: ["", "fast", "-1s", "0ms", "ms"])
+    func badDurationsAreRefused(text: String) {
+        #expect(Environment.parseDuration(text) == nil)
+    }
+
+    @Test func disabledValues() {
+        #expect(Environment.isDisabled(["TASKWATCH_DISABLED": "1"]))
+        #expect(Environment.isDisabled(["TASKWATCH_DISABLED": "true"]))
+        #expect(!Environment.isDisabled(["TASKWATCH_DISABLED": "0"]))
+        #expect(!Environment.isDisabled([:]))
+    }
+}
+
+@Suite struct SeriesTableTests {
+    @Test func theCapRefusesAndCountsSeries() {
+        let table = SeriesTable(limit: 3)
+        let one = SeriesDescriptor(name: "a", help: "", type: .counter)
+        let first = table.declare(all: [one, one])
+        #expect(first?.count == 2)
+        #expect(table.declare(all: [one, one]) == nil)
+        #expect(table.dropped == 2)
+        table.retire(first![0])
+        #expect(table.declare(all: [one, one])?.map(\.rawValue) == [3, 4])
+        #expect(table.liveCount == 3)
+        let (declarations, cursor) = table.declarations(from: 0)
+        #expect(declarations.map(\.id) == [2, 3, 4])
+        #expect(cursor == 4)
+        #expect(table.declarations(from: cursor).declarations.isEmpty)
+    }
+
+    @Test func histogramsBucketByUpperBound() {
+        let histogram = AtomicHistogram(bounds: [1, 2, 5])
+        for value in [0.5, 1, 1.5, 5, 7] { histogram.record(value) }
+        let snapshot = histogram.snapshot()
+        #expect(snapshot.buckets == [2, 1, 1, 1])
+        #expect(snapshot.sum == 15)
+        #expect(histogram.count == 5)
+    }
+}

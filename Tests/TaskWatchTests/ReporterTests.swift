@@ -1,0 +1,272 @@
+import CTaskWatchRuntime
+import Foundation
+import TaskWatchWire
+import Testing
+
+@testable import TaskWatch
+
+/// A reporter of its own (not the process-wide one) aimed at `daemon`.
+func makeReporter(
+    _ daemon: FakeDaemon, interval: Duration = .milliseconds(5), probe: Duration = .milliseconds(10)
+) -> Reporter {
+    var configuration = Configuration(environment: [:])
+    configuration.socketPath = daemon.path
+    configuration.processName = "reporter-test"
+    configuration.interval = interval
+    configuration.probeInterval = probe
+    configuration.labels = ["region": "test", "pid": "forbidden", "process": "forbidden"]
+    return Reporter(configuration: configuration)
+}
+
+@Suite(.serialized) struct ReporterTests {
+    @Test func helloComesFirstThenDeclarationsThenAbsoluteValues() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon)
+        reporter.start()
+        defer { reporter.stop() }
+        let monitor = uniqueMonitor("frames")
+        for _ in 0..<10 { _ = await monitor.task { 1 }.value }
+
+        let task = Label("task", monitor.name)
+        let done = try await daemon.waitFor { daemon in
+            guard let created = daemon.id("swift_tasks_created_total", [task]) else { return false }
+            return daemon.values(of: created).last == 10
+        }
+        #if TASKWATCH_SILENT
+            #expect(!done)
+        #else
+            #expect(done)
+        #endif
+        guard case .hello(let hello) = daemon.frames.first else {
+            Issue.record("first frame is not hello")
+            return
+        }
+        #expect(hello.process == "reporter-test")
+        #expect(hello.labels == [Label("region", "test")])
+        #expect(hello.claimedPID == UInt32(getpid()))
+        #expect(hello.intervalNanoseconds == 5_000_000)
+
+        let names = Set(daemon.declarations.map(\.name))
+        for name in [
+            "swift_tasks", "swift_tasks_created_total", "swift_tasks_finished_total", "swift_task_duration_seconds",
+            "swift_executor_jobs_enqueued_total", "swift_executor_lag_seconds", "swift_process_heap_allocated_bytes",
+            "swift_process_heap_free_bytes", "swift_taskwatch_reports_dropped_total",
+        ] {
+            #expect(names.contains(name), "\(name) not declared")
+        }
+        for declaration in daemon.declarations {
+            #expect(!declaration.labels.contains { $0.name == "process" || $0.name == "pid" })
+            #expect(Names.isValidMetricName(declaration.name))
+        }
+        // Every id a value refers to was declared before it.
+        var declared = Set<UInt32>()
+        for frame in daemon.frames {
+            switch frame {
+            case .declare(let list): declared.formUnion(list.map(\.id))
+            case .values(let list): #expect(list.allSatisfy { declared.contains($0.id) })
+            case .histograms(let list): #expect(list.allSatisfy { declared.contains($0.id) })
+            case .peaks(let list): #expect(list.allSatisfy { declared.contains($0.id) })
+            default: break
+            }
+        }
+        #if !TASKWATCH_SILENT
+            let finished = try #require(daemon.id("swift_tasks_finished_total", [task, Label("outcome", "success")]))
+            try await Task.sleep(for: .milliseconds(30))
+            try daemon.drain()
+            #expect(daemon.values(of: finished).last == 10)
+            let live = try #require(daemon.id("swift_tasks", [task]))
+            #expect(daemon.values(of: live).last == 0)
+            let created = daemon.values(of: daemon.id("swift_tasks_created_total", [task])!)
+            #expect(zip(created, created.dropFirst()).allSatisfy { $0 <= $1 }, "values are absolute, never deltas")
+            let heap = try #require(daemon.id("swift_process_heap_allocated_bytes"))
+            #expect((daemon.values(of: heap).last ?? 0) > 0)
+        #endif
+    }
+
+    @Test func absentDaemonDropsReportsThenReconnectsAndResendsEverything() async throws {
+        let daemon = FakeDaemon()
+        let reporter = makeReporter(daemon)
+        let clock = ContinuousClock()
+        let startTime = clock.measure { reporter.start() }
+        defer { reporter.stop() }
+        #expect(startTime < .milliseconds(100))
+        let monitor = uniqueMonitor("absent")
+        for _ in 0..<100 { monitor.task {} }
+        try await Task.sleep(for: .milliseconds(100))
+        let dropped = reporter.reportsDropped.load(ordering: .relaxed)
+        #expect(dropped >= 5)
+        #expect(reporter.connections.load(ordering: .relaxed) == 0)
+
+        daemon.listen()
+        let task = Label("task", monitor.name)
+        let connected = try await daemon.waitFor { daemon in
+            guard let created = daemon.id("swift_tasks_created_total", [task]) else { return false }
+            return !daemon.values(of: created).isEmpty
+        }
+        #expect(connected)
+        #expect(daemon.hellos.count == 1)
+        let droppedID = try #require(daemon.id("swift_taskwatch_reports_dropped_total"))
+        #expect((daemon.values(of: droppedID).last ?? 0) >= Double(dropped))
+        #if !TASKWATCH_SILENT
+            #expect(daemon.values(of: daemon.id("swift_tasks_created_total", [task])!).last == 100)
+        #endif
+
+        // The daemon restarts: the next connection gets hello, every declaration and every value again.
+        let declaredBefore = Set(daemon.declarations.map(\.id))
+        daemon.stop()
+        daemon.clearFrames()
+        try await Task.sleep(for: .milliseconds(50))
+        daemon.listen()
+        let reconnected = try await daemon.waitFor { daemon in
+            guard let created = daemon.id("swift_tasks_created_total", [task]) else { return false }
+            return !daemon.values(of: created).isEmpty
+        }
+        #expect(reconnected)
+        #expect(reporter.connections.load(ordering: .relaxed) == 2)
+        guard case .hello = daemon.frames.first else {
+            Issue.record("the reconnection did not start with hello")
+            return
+        }
+        #expect(declaredBefore.isSubset(of: Set(daemon.declarations.map(\.id))))
+    }
+
+    @Test func aDaemonThatNeverReadsNeverBlocksSpawning() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon, interval: .milliseconds(1))
+        reporter.start()
+        defer { reporter.stop() }
+        // Accept, then never read: the socket buffer fills up within a few hundred reports.
+        #expect(try await waitUntil { daemon.accept() })
+        let monitor = uniqueMonitor("stalled")
+        let clock = ContinuousClock()
+        var slowest = Duration.zero
+        let deadline = clock.now + .seconds(1)
+        var spawned = 0
+        while clock.now < deadline {
+            let elapsed = clock.measure { for _ in 0..<100 { monitor.detached {} } }
+            slowest = max(slowest, elapsed)
+            spawned += 100
+            await Task.yield()
+        }
+        let dropped = reporter.reportsDropped.load(ordering: .relaxed)
+        print("spawned \(spawned) tasks with a stalled daemon; slowest 100 spawns: \(slowest); dropped \(dropped)")
+        #expect(dropped > 0)
+        #expect(slowest < .milliseconds(500))
+        // The reporter thread is alive: it keeps counting drops.
+        #expect(try await waitUntil { reporter.reportsDropped.load(ordering: .relaxed) > dropped })
+    }
+
+    @Test func peaksCatchAShortBurst() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon, interval: .milliseconds(1))
+        reporter.start()
+        defer { reporter.stop() }
+        let monitor = uniqueMonitor("burst")
+        let task = Label("task", monitor.name)
+        #expect(try await daemon.waitFor { $0.id("swift_tasks", [task]) != nil })
+        let burst = 2_000
+        let tasks = (0..<burst).map { _ in monitor.task { try? await Task.sleep(for: .milliseconds(200)) } }
+        for task in tasks { await task.value }
+        try await Task.sleep(for: .milliseconds(20))
+        try daemon.drain()
+        let live = try #require(daemon.id("swift_tasks", [task]))
+        let peak = daemon.peaks(of: live).max() ?? 0
+        print("burst of \(burst): highest peak sample \(peak)")
+        #if TASKWATCH_SILENT
+            #expect(peak == 0)
+        #else
+            #expect(peak >= 0.95 * Double(burst))
+            #expect(peak <= Double(burst))
+        #endif
+    }
+
+    @Test func executorLagShowsABlockedPool() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon, probe: .milliseconds(10))
+        reporter.start()
+        defer { reporter.stop() }
+        try await Task.sleep(for: .milliseconds(50))
+        let threads = ProcessInfo.processInfo.activeProcessorCount
+        let blockers = (0..<threads).map { _ in Task.detached { _ = usleep(200_000) } }
+        for blocker in blockers { await blocker.value }
+        try await Task.sleep(for: .milliseconds(50))
+        let lag = reporter.probe.histogram.snapshot()
+        let slowIndex = HistogramBounds.executorLag.firstIndex(of: 0.1)! + 1
+        let slow = lag.buckets[slowIndex...].reduce(0, +)
+        print("lag histogram: \(lag.buckets), sum \(lag.sum)s")
+        #expect(slow >= 1, "no probe waited more than 100 ms")
+        #expect(lag.sum >= 0.15)
+        // And the daemon sees it.
+        #expect(
+            try await daemon.waitFor { daemon in
+                guard let id = daemon.id("swift_executor_lag_seconds") else { return false }
+                return (daemon.histograms(of: id).last?.sum ?? 0) >= 0.15
+            })
+    }
+
+    @Test func theEnqueueHookCountsJobs() async throws {
+        let daemon = FakeDaemon()
+        let reporter = makeReporter(daemon)
+        reporter.start()
+        defer { reporter.stop() }
+        let before = tw_enqueue_count()
+        for _ in 0..<1_000 { await Task.detached {}.value }
+        #expect(tw_enqueue_count() - before >= 1_000)
+    }
+
+    @Test func actorIsolatedSpawnsAddNoExecutorHop() async throws {
+        let daemon = FakeDaemon()
+        let reporter = makeReporter(daemon, interval: .seconds(10), probe: .seconds(10))
+        reporter.start()
+        defer { reporter.stop() }
+        let monitor = uniqueMonitor("hops")
+        let counter = Counter()
+        let rounds = 2_000
+        let before = tw_enqueue_count()
+        await counter.spawnIncrements(monitor, count: rounds)
+        let monitored = tw_enqueue_count() - before
+        let plainBefore = tw_enqueue_count()
+        await counter.spawnPlain(count: rounds)
+        let plain = tw_enqueue_count() - plainBefore
+        print("global enqueues for \(rounds) actor-isolated spawns: monitored \(monitored), plain \(plain)")
+        // A hop would add one global enqueue per spawn on top of the plain count.
+        #expect(Double(monitored) < Double(plain) * 1.25 + 50)
+    }
+
+    @Test func startIsIdempotent() {
+        let daemon = FakeDaemon()
+        var configuration = Configuration(environment: [:])
+        configuration.socketPath = daemon.path
+        let first = TaskWatch.start(configuration)
+        let second = TaskWatch.start(configuration)
+        #expect(!second)
+        #if TASKWATCH_SILENT
+            #expect(!first && !TaskWatch.isRunning)
+        #else
+            #expect(TaskWatch.isRunning)
+        #endif
+    }
+}
+
+extension Counter {
+    func spawnPlain(count: Int) async {
+        for _ in 0..<count {
+            await Task {
+                self.value += 1
+            }.value
+        }
+    }
+}
+
+func waitUntil(timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try await Task.sleep(for: .milliseconds(2))
+    }
+    return false
+}
