@@ -48,6 +48,7 @@ test-traits:
 test-ops:
 	prometheus/test.sh
 	python3 grafana/test_dashboard.py
+	python3 deploy/kubernetes/test_manifests.py
 	deploy/test-units.sh "$$($(SWIFT) build --show-bin-path)/taskwatchd"
 
 test-prometheus:
@@ -57,7 +58,7 @@ bench: deps
 	scripts/bench.sh
 
 prometheusrule:
-	python3 deploy/kubernetes/generate-prometheusrule.py > deploy/kubernetes/prometheusrule.yaml
+	python3 deploy/kubernetes/generate-prometheusrule.py -o deploy/kubernetes/prometheusrule.yaml
 
 install: build
 	install -d $(BINDIR) $(SHAREDIR)/prometheus $(SHAREDIR)/grafana $(DESTDIR)/lib/systemd/system \
@@ -65,7 +66,8 @@ install: build
 	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/taskwatchd" $(BINDIR)/taskwatchd
 	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/taskwatch" $(BINDIR)/taskwatch
 	sed 's|/usr/local/bin|$(PREFIX)/bin|g' deploy/systemd/taskwatchd.service > $(DESTDIR)/lib/systemd/system/taskwatchd.service
-	install -m 0644 deploy/systemd/taskwatchd.socket $(DESTDIR)/lib/systemd/system/taskwatchd.socket
+	install -m 0644 deploy/systemd/taskwatchd.socket deploy/systemd/taskwatchd-http.socket \
+		$(DESTDIR)/lib/systemd/system/
 	install -m 0644 deploy/systemd/taskwatch.sysusers.conf $(DESTDIR)/usr/lib/sysusers.d/taskwatch.conf
 	install -m 0644 prometheus/rules.yml prometheus/alerts.yml $(SHAREDIR)/prometheus/
 	install -m 0644 grafana/taskwatch.json $(SHAREDIR)/grafana/
