@@ -63,9 +63,13 @@ public enum SocketActivation {
 
     /// Decides what a descriptor is for from its name and socket type.
     public static func role(of fd: Int32, name: String) -> Role {
-        if name == "ingest" { return .ingest }
+        // The socket's type decides, not its name: nested launchers such as systemd-socket-activate
+        // pass one name for every descriptor.
         let type = tw_socket_type(fd)
         if type == Int32(SOCK_SEQPACKET.rawValue) && tw_socket_domain(fd) == AF_UNIX { return .ingest }
+        if type == Int32(SOCK_STREAM.rawValue) && tw_socket_domain(fd) != AF_UNIX { return .http }
+        // Anything else named "ingest" is meant as ingest; adopting it explains what is wrong with it.
+        if name == "ingest" { return .ingest }
         if type == Int32(SOCK_STREAM.rawValue) { return .http }
         return .unknown
     }

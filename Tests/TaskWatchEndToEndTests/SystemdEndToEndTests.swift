@@ -1,0 +1,100 @@
+import CTaskWatchSocket
+import Foundation
+import Testing
+import TaskWatchWire
+
+/// A datagram socket standing in for systemd's notify socket.
+final class NotifySocket {
+    let path: String
+    let fd: Int32
+
+    init(path: String) {
+        self.path = path
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        precondition(tw_unix_bind(fd, path) == 0)
+    }
+
+    /// The next datagram, or nil after `seconds`.
+    func receive(within seconds: Double) -> String? {
+        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&descriptor, 1, Int32(max(0, seconds) * 1000)) == 1 else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        return n > 0 ? String(decoding: buffer[..<n], as: UTF8.self) : nil
+    }
+
+    /// Collects datagrams until one contains `state` or `seconds` pass.
+    func waitFor(_ state: String, within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let message = receive(within: deadline.timeIntervalSinceNow), message.contains(state) { return true }
+        }
+        return false
+    }
+
+    deinit { close(fd) }
+}
+
+/// systemd integration with the real binary: readiness, stopping, watchdog and socket activation.
+@Suite(.serialized) struct SystemdEndToEndTests {
+    @Test func notifiesReadyWatchdogAndStopping() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let notify = NotifySocket(path: directory.appendingPathComponent("notify").path)
+        let port = freePort()
+        let process = Process()
+        process.executableURL = binDirectory.appendingPathComponent("taskwatchd")
+        process.arguments = [
+            "--ingest.socket", directory.appendingPathComponent("ingest.sock").path,
+            "--web.listen-address", "127.0.0.1:\(port)",
+        ]
+        var environment = ProcessInfo.processInfo.environment
+        environment["NOTIFY_SOCKET"] = notify.path
+        environment["WATCHDOG_USEC"] = "400000"
+        process.environment = environment
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        #expect(notify.waitFor("READY=1", within: 10))
+        #expect(try fetch("http://127.0.0.1:\(port)/-/ready").status == 200)
+        // WATCHDOG_USEC=400ms asks for a ping at least every 200 ms.
+        #expect(notify.waitFor("WATCHDOG=1", within: 2))
+        kill(process.processIdentifier, SIGTERM)
+        #expect(notify.waitFor("STOPPING=1", within: 5))
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+
+    @Test func takesBothSocketsFromSocketActivation() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let port = freePort()
+        let ingestPath = directory.appendingPathComponent("ingest.sock").path
+        // Two nested launchers, as systemd would pass a stream and a seqpacket socket; each hands its
+        // descriptors down and execs the next at the first connection.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
+        process.arguments = [
+            "-l", "127.0.0.1:\(port)", "--fdname=http",
+            "/usr/bin/systemd-socket-activate", "--seqpacket", "-l", ingestPath, "--fdname=ingest",
+            binDirectory.appendingPathComponent("taskwatchd").path, "--web.systemd-socket",
+        ]
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        // The first HTTP connection starts the chain; it waits in the backlog until the daemon accepts.
+        #expect(eventually { (try? fetch("http://127.0.0.1:\(port)/-/ready").status) == 200 })
+        let client = try RawClient(path: ingestPath)
+        client.send(.hello(Hello(claimedPID: 0, intervalNanoseconds: 1, process: "activated", clientVersion: "t")))
+        client.send(.declare([SeriesDeclaration(id: 1, type: .gauge, name: "swift_tasks", help: "Live.")]))
+        client.send(.values([ValueUpdate(id: 1, value: 11)]))
+        let series = "swift_tasks{process=\"activated\",pid=\"\(getpid())\"} 11"
+        #expect(
+            eventually {
+                (try? fetch("http://127.0.0.1:\(port)/metrics").text.contains(series)) == true
+            })
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+}
