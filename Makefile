@@ -52,6 +52,7 @@ test-ops:
 	deploy/test-units.sh "$$($(SWIFT) build --show-bin-path)/taskwatchd"
 
 test-prometheus:
+	$(SWIFT) build
 	scripts/test-prometheus-e2e.sh "$$($(SWIFT) build --show-bin-path)"
 
 bench: deps
