@@ -86,7 +86,8 @@ def scrape_sum(url, substring):
     for line in body.splitlines():
         if line.startswith("#") or substring not in line:
             continue
-        total += float(line.rsplit(" ", 1)[1])
+        # The value follows the labels; collectd appends a timestamp after it.
+        total += float(line.rsplit("}", 1)[1].split()[0])
         count += 1
     print(json.dumps({"sum": total, "count": count, "bytes": len(body)}))
 

@@ -54,7 +54,17 @@ static double now_s(void) {
 }
 
 static volatile sig_atomic_t stop_flag;
-static void on_term(int sig) { (void)sig; stop_flag = 1; }
+/* In the parent, the senders to pass a stop on to (kill is async-signal-safe); NULL in a sender. */
+static pid_t *volatile g_pids;
+static volatile int g_senders;
+static void on_term(int sig) {
+    (void)sig;
+    stop_flag = 1;
+    pid_t *pids = g_pids;
+    if (pids)
+        for (int k = 0; k < g_senders; k++)
+            if (pids[k] > 0) kill(pids[k], SIGTERM);
+}
 
 struct result {
     uint64_t frames, updates, eagain, bytes;
@@ -174,6 +184,13 @@ static int sender(const char *path, int index, int series, int per_frame, double
     return 0;
 }
 
+/* Passes a stop on to the senders, once. */
+static void forward_stop(pid_t *pids, int senders, int *forwarded) {
+    if (!stop_flag || *forwarded) return;
+    for (int k = 0; k < senders; k++) kill(pids[k], SIGTERM);
+    *forwarded = 1;
+}
+
 int main(int argc, char **argv) {
     const char *path = NULL;
     int senders = 1, series = 64, per_frame = 4;
@@ -203,17 +220,26 @@ int main(int argc, char **argv) {
     for (int k = 0; k < senders; k++) {
         pid_t pid = fork();
         if (pid == 0) {
+            g_pids = NULL;
             close(ready[0]);
             close(results[0]);
             _exit(sender(path, k, series, per_frame, duration, hold, ready[1], results[1]));
         }
         pids[k] = pid;
     }
+    g_senders = senders;
+    g_pids = pids;
+    if (stop_flag) on_term(SIGTERM);
     close(ready[1]);
     close(results[1]);
-    int got = 0;
+    int got = 0, forwarded = 0;
     char c;
-    while (got < senders && read(ready[0], &c, 1) == 1) got++;
+    for (;;) {
+        ssize_t r = got < senders ? read(ready[0], &c, 1) : 0;
+        if (r == 1) { got++; continue; }
+        if (r < 0 && errno == EINTR) { forward_stop(pids, senders, &forwarded); continue; }
+        break;
+    }
     printf("ready %d\n", got);
     fflush(stdout);
 
@@ -221,7 +247,10 @@ int main(int argc, char **argv) {
     double max_seconds = 0;
     struct result one;
     int reported = 0;
-    while (reported < senders && read(results[0], &one, sizeof one) == sizeof one) {
+    for (;;) {
+        ssize_t r = reported < senders ? read(results[0], &one, sizeof one) : 0;
+        if (r < 0 && errno == EINTR) { forward_stop(pids, senders, &forwarded); continue; }
+        if (r != sizeof one) break;
         sum.frames += one.frames;
         sum.updates += one.updates;
         sum.eagain += one.eagain;
@@ -229,7 +258,7 @@ int main(int argc, char **argv) {
         if (one.seconds > max_seconds) max_seconds = one.seconds;
         reported++;
     }
-    if (duration > 0) {
+    if (duration > 0 && max_seconds > 0) {
         printf("{\"senders\":%d,\"series_per_sender\":%d,\"updates_per_frame\":%d,\"seconds\":%.3f,"
                "\"frames\":%llu,\"updates\":%llu,\"bytes\":%llu,\"eagain\":%llu,"
                "\"frames_per_s\":%.0f,\"updates_per_s\":%.0f,\"frame_bytes\":%d}\n",
@@ -241,11 +270,9 @@ int main(int argc, char **argv) {
     /* Forward a stop to the children, then reap them. */
     for (;;) {
         int status;
+        forward_stop(pids, senders, &forwarded);
         pid_t done = waitpid(-1, &status, 0);
-        if (done < 0 && errno == EINTR) {
-            if (stop_flag) for (int k = 0; k < senders; k++) kill(pids[k], SIGTERM);
-            continue;
-        }
+        if (done < 0 && errno == EINTR) continue;
         if (done < 0) break;
     }
     return 0;

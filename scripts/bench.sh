@@ -26,7 +26,7 @@ trap cleanup EXIT INT TERM
 log() { echo "bench: $*" >&2; }
 
 # --- Setup ---------------------------------------------------------------------------------------------
-packages=(prometheus-pushgateway collectd-core gnuplot-nox curl python3)
+packages=(prometheus-pushgateway collectd-core libprotobuf-c1 gnuplot-nox curl python3)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
