@@ -70,6 +70,28 @@ struct ExpositionWriter: ~Copyable {
         out.append(UInt8(ascii: "\n"))
     }
 
+    /// Writes `name{first,second,third} value\n`, leaving out empty label parts.
+    @inline(__always)
+    mutating func sample(
+        _ name: UnsafeRawBufferPointer,
+        _ first: UnsafeRawBufferPointer,
+        _ second: UnsafeRawBufferPointer,
+        _ third: UnsafeRawBufferPointer,
+        _ value: Double
+    ) {
+        out.append(name)
+        out.append(UInt8(ascii: "{"))
+        out.append(first)
+        if !first.isEmpty && !second.isEmpty { out.append(UInt8(ascii: ",")) }
+        out.append(second)
+        if !third.isEmpty && (!first.isEmpty || !second.isEmpty) { out.append(UInt8(ascii: ",")) }
+        out.append(third)
+        out.append(UInt8(ascii: "}"))
+        out.append(UInt8(ascii: " "))
+        out.append(value: value)
+        out.append(UInt8(ascii: "\n"))
+    }
+
     /// A sample from Swift values, for the daemon's own handful of series.
     mutating func sample(_ name: String, labels: [Label] = [], _ value: Double) {
         let text = Escaping.labelText(labels)
@@ -116,15 +138,15 @@ enum ExpositionRenderer {
 
     private static func writeClientSeries(_ snapshot: RegistrySnapshot, into writer: inout ExpositionWriter) {
         for family in snapshot.families {
-            let members = snapshot.clients.filter { $0.table.familyRanges[UInt32(family.index)] != nil }
-            guard !members.isEmpty else { continue }
+            let key = UInt32(family.index)
+            guard snapshot.clients.contains(where: { $0.table.familyRanges[key] != nil }) else { continue }
             writer.family(family.name, type: family.type, help: family.help)
             switch family.type {
             case .counter, .gauge:
                 let name = writer.sampleName(family.name, type: family.type)
-                for client in members { writeScalars(family, name: name, client: client, into: &writer) }
+                for client in snapshot.clients { writeScalars(family, name: name, client: client, into: &writer) }
             case .histogram:
-                for client in members { writeHistograms(family, client: client, into: &writer) }
+                for client in snapshot.clients { writeHistograms(family, client: client, into: &writer) }
             }
         }
     }
@@ -164,26 +186,34 @@ enum ExpositionRenderer {
         let bucketName = Array((family.name + "_bucket").utf8)
         let sumName = Array((family.name + "_sum").utf8)
         let countName = Array((family.name + "_count").utf8)
-        for position in range {
-            let series = Int(table.order[position])
-            let sum = table.values[series]
-            guard sum.bitPattern != SeriesTable.unset.bitPattern, let slot = table.histograms[Int32(series)] else {
-                continue
+        // Each line is written from its parts (client labels, series labels, `le`) straight into the
+        // output, with no per-line arrays.
+        bucketName.withUnsafeBytes { bucketBytes in
+            sumName.withUnsafeBytes { sumBytes in
+                countName.withUnsafeBytes { countBytes in
+                    client.labelText.withUnsafeBytes { clientBytes in
+                        table.labelArena.withUnsafeBytes { arena in
+                            for position in range {
+                                let series = Int(table.order[position])
+                                let sum = table.values[series]
+                                guard sum.bitPattern != SeriesTable.unset.bitPattern,
+                                    let slot = table.histograms[Int32(series)]
+                                else { continue }
+                                let labels = UnsafeRawBufferPointer(rebasing: arena[table.labels(of: series)])
+                                var cumulative: UInt64 = 0
+                                for (bucket, le) in table.boundSets[slot.boundSet].leTexts.enumerated() {
+                                    cumulative &+= table.bucketCounts[slot.offset + bucket]
+                                    le.withUnsafeBytes { leBytes in
+                                        writer.sample(bucketBytes, clientBytes, labels, leBytes, Double(cumulative))
+                                    }
+                                }
+                                writer.sample(sumBytes, clientBytes, labels, sum)
+                                writer.sample(countBytes, clientBytes, labels, Double(cumulative))
+                            }
+                        }
+                    }
+                }
             }
-            let boundSet = table.boundSets[slot.boundSet]
-            var labels = Array(table.labelArena[table.labels(of: series)])
-            if !labels.isEmpty { labels.append(UInt8(ascii: ",")) }
-            var cumulative: UInt64 = 0
-            for (bucket, le) in boundSet.leTexts.enumerated() {
-                cumulative &+= table.bucketCounts[slot.offset + bucket]
-                writer.sample(
-                    bucketName, clientLabels: client.labelText + [UInt8(ascii: ",")] + labels + le, Double(cumulative))
-            }
-            let seriesLabels = Array(table.labelArena[table.labels(of: series)])
-            let combined =
-                seriesLabels.isEmpty ? client.labelText : client.labelText + [UInt8(ascii: ",")] + seriesLabels
-            writer.sample(sumName, clientLabels: combined, sum)
-            writer.sample(countName, clientLabels: combined, Double(cumulative))
         }
     }
 

@@ -76,9 +76,63 @@ struct OutputBuffer: ~Copyable {
             append(value > 0 ? "+Inf" : "-Inf")
         } else if value == value.rounded(.towardZero), abs(value) < 1e15 {
             append(integer: Int64(value))
-        } else {
+        } else if !appendShortDecimal(value) {
             append(string: value.description)
         }
+    }
+
+    /// Powers of ten that are exact in a `Double`.
+    private static let powersOfTen: (Double, Double, Double, Double, Double, Double) = (10, 1e2, 1e3, 1e4, 1e5, 1e6)
+
+    /// Writes a value with at most six fraction digits as `digits.fraction` without allocating, when that
+    /// decimal reads back as exactly `value`. Trying the fewest fraction digits first gives the shortest
+    /// round-tripping form, the one `description` gives in this range (it switches to exponents only
+    /// below 1e-4 and from 2^53 up). Returns false, writing nothing, for every other value.
+    @inline(__always)
+    private mutating func appendShortDecimal(_ value: Double) -> Bool {
+        let magnitude = abs(value)
+        guard magnitude >= 1e-3, magnitude < 1e9 else { return false }
+        var digits = 0
+        var scaled: Double = 0
+        withUnsafeBytes(of: Self.powersOfTen) { raw in
+            let powers = raw.assumingMemoryBound(to: Double.self)
+            for index in 0..<powers.count {
+                let candidate = (magnitude * powers[index]).rounded()
+                if candidate / powers[index] == magnitude {
+                    digits = index + 1
+                    scaled = candidate
+                    return
+                }
+            }
+        }
+        guard digits > 0 else { return false }
+        reserve(24)
+        if value < 0 {
+            base[count] = UInt8(ascii: "-")
+            count += 1
+        }
+        // Digits of the scaled integer backwards, with the point `digits` places from the right.
+        var number = UInt64(scaled)
+        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        let written = withUnsafeMutableBytes(of: &scratch) { raw -> Int in
+            var index = raw.count
+            var place = 0
+            while number != 0 || place <= digits {
+                if place == digits {
+                    index -= 1
+                    raw[index] = UInt8(ascii: ".")
+                }
+                index -= 1
+                raw[index] = UInt8(ascii: "0") + UInt8(number % 10)
+                number /= 10
+                place += 1
+            }
+            let length = raw.count - index
+            memcpy(base + count, raw.baseAddress! + index, length)
+            return length
+        }
+        count += written
+        return true
     }
 
     mutating func append(integer: Int64) {

@@ -77,27 +77,47 @@ public final class Registry: IngestSink, Sendable {
         let wall = clock.wallSeconds()
         return state.withLock { state in
             state.stats.messagesReceived += 1
+            // The hot path: a values frame from a live client touches only that client, in place.
+            if !truncated, let slot = state.clients.index(forKey: id), state.clients.values[slot].connected,
+                !state.clients.values[slot].superseded, state.clients.values[slot].hello != nil,
+                let reader = try? FrameDecoder.open(bytes), reader.kind == .values
+            {
+                let outcome = applyValues(reader, to: &state.clients.values[slot]).map { true }
+                return settle(outcome, client: &state.clients.values[slot], stats: &state.stats, wall: wall)
+            }
             guard var client = state.clients.removeValue(forKey: id), client.connected else { return .disconnect }
             if client.superseded {
                 state.clients[id] = client
                 return .disconnect
             }
             let outcome = truncated ? .failure(.oversize) : apply(bytes, to: &client, state: &state, now: now)
-            var verdict = IngestVerdict.keep
-            switch outcome {
-            case .success(let isReport):
-                client.consecutiveRejections = 0
-                if isReport { client.lastReport = wall }
-            case .failure(let reason):
-                state.stats.rejectedFrames[reason, default: 0] += 1
-                client.consecutiveRejections += 1
-                if client.consecutiveRejections >= limits.maxConsecutiveRejections {
-                    state.stats.rejectedClients[.badFrames, default: 0] += 1
-                    verdict = .disconnect
-                }
-            }
+            let verdict = settle(outcome, client: &client, stats: &state.stats, wall: wall)
             state.clients[id] = client
             return verdict
+        }
+    }
+
+    /// Counts a frame's outcome and decides whether the connection stays.
+    @inline(__always)
+    private func settle(
+        _ outcome: Result<Bool, FrameRejection>,
+        client: inout ClientState,
+        stats: inout Stats,
+        wall: Double
+    ) -> IngestVerdict {
+        switch outcome {
+        case .success(let isReport):
+            client.consecutiveRejections = 0
+            if isReport { client.lastReport = wall }
+            return .keep
+        case .failure(let reason):
+            stats.rejectedFrames[reason, default: 0] += 1
+            client.consecutiveRejections += 1
+            if client.consecutiveRejections >= limits.maxConsecutiveRejections {
+                stats.rejectedClients[.badFrames, default: 0] += 1
+                return .disconnect
+            }
+            return .keep
         }
     }
 
@@ -301,7 +321,7 @@ public final class Registry: IngestSink, Sendable {
         for (id, value) in entries {
             guard let index = client.indexByID[id], index >= 0 else { continue }
             client.table.values[Int(index)] = value
-            if let peak = client.peaks[index] {
+            if !client.peaks.isEmpty, let peak = client.peaks[index] {
                 let derived = Int(peak.derivedIndex)
                 let shown = client.table.values[derived]
                 if shown.bitPattern == SeriesTable.unset.bitPattern || value > shown {
