@@ -2,15 +2,16 @@
 /// count is above the limit, multiplicative recovery while it is below.
 ///
 /// Every step the caller reports the live count and gets the rate to admit at until the next step.
-/// Above the limit the rate drops by 20 %; below it, it grows by 20 % back towards the ceiling; at
-/// the limit it holds. The rate never falls under `ceiling / 20`, so recovery takes about 17 steps
-/// rather than forever. Between crossing the limit and the rate reaching its floor, about
-/// `5 × rate × step` more tasks are admitted: that is the overshoot, and what sets how short the
-/// step must be for a given limit.
+/// Above the limit the rate drops by 20 % per step, towards zero (`ceiling / 10_000`); below it, the
+/// rate restarts from at least `ceiling / 20` and grows by 20 % per step back to the ceiling, so
+/// recovery takes about 17 steps; at the limit it holds. Between crossing the limit and the rate
+/// falling to almost nothing, about `5 × rate × step` more tasks are admitted: that overshoot is
+/// what sets how short the step must be for a given limit and rate.
 struct AdmissionController: Sendable {
     static let decrease = 0.8
     static let increase = 1.2
-    static let floorFraction = 0.05
+    static let minimumFraction = 0.000_1
+    static let restartFraction = 0.05
 
     let limit: UInt64?
     let ceiling: Double
@@ -23,16 +24,17 @@ struct AdmissionController: Sendable {
         rate = ceiling
     }
 
-    var floor: Double { ceiling * Self.floorFraction }
+    var minimum: Double { ceiling * Self.minimumFraction }
+    var restart: Double { ceiling * Self.restartFraction }
 
     /// Feeds one measurement; returns the admitted rate for the next step.
     @discardableResult
     mutating func update(live: UInt64) -> Double {
         guard let limit else { return rate }
         if live > limit {
-            rate = max(floor, rate * Self.decrease)
+            rate = max(minimum, rate * Self.decrease)
         } else if live < limit {
-            rate = min(ceiling, rate * Self.increase)
+            rate = min(ceiling, max(restart, rate * Self.increase))
         }
         return rate
     }
