@@ -58,7 +58,9 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         var series: [Int32: [Double]] = [:]
         for _ in 0..<9 {
             let text = try daemon.metrics()
-            for (scenario, child) in leaky + fixed { series[child.pid, default: []].append(live(text, scenario, child) ?? -1) }
+            for (scenario, child) in leaky + fixed {
+                series[child.pid, default: []].append(live(text, scenario, child) ?? -1)
+            }
             usleep(300_000)
         }
         let text = try daemon.metrics()
@@ -124,7 +126,10 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         let daemon = try DaemonProcess()
         let result = try runCommand(
             taskwatchBinary,
-            ["stress", "--compare", "--tasks", "4000", "--hold", "300ms", "--json", "--quiet", "--socket", daemon.socketPath])
+            [
+                "stress", "--compare", "--tasks", "4000", "--hold", "300ms", "--json", "--quiet", "--socket",
+                daemon.socketPath,
+            ])
         #expect(result.status == 0, "\(result.stderr)")
         let reports = try JSONDecoder().decode([StressReport].self, from: result.stdout)
         #expect(reports.map(\.mode) == ["spawn", "pool"])
@@ -133,14 +138,16 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         #expect(spawn.jobs == 4000 && pool.jobs == 4000)
         #expect(spawn.peakLiveTasks >= 3000, "spawn peaked at \(spawn.peakLiveTasks)")
         // A suspended task costs 1.5 to 2.2 KB of heap on this platform (PLATFORM-NOTES.md).
-        #expect(spawn.heapBytesPerLiveTask > 1_000 && spawn.heapBytesPerLiveTask < 8_000, "\(spawn.heapBytesPerLiveTask)")
+        #expect(
+            spawn.heapBytesPerLiveTask > 1_000 && spawn.heapBytesPerLiveTask < 8_000, "\(spawn.heapBytesPerLiveTask)")
         #expect(pool.peakLiveTasks == 400, "the pool has tasks/10 workers: \(pool.peakLiveTasks)")
         #expect(pool.heapBytesPerJob < spawn.heapBytesPerJob / 2, "\(pool.heapBytesPerJob) vs \(spawn.heapBytesPerJob)")
         #expect(spawn.drainSeconds >= 0.2 && spawn.completionRate > 0 && spawn.creationRate > 0)
         for report in reports { #expect(report.afterTrim.rssBytes <= report.afterDrain.rssBytes) }
 
         let text = try runCommand(
-            taskwatchBinary, ["stress", "--compare", "--tasks", "500", "--hold", "50ms", "--quiet", "--socket", daemon.socketPath])
+            taskwatchBinary,
+            ["stress", "--compare", "--tasks", "500", "--hold", "50ms", "--quiet", "--socket", daemon.socketPath])
         let output = String(decoding: text.stdout, as: UTF8.self)
         #expect(output.contains("heap per live task") && output.contains("RSS after malloc_trim"), "\(output)")
         #expect(output.split(separator: "\n").first?.contains("pool") == true, "\(output)")

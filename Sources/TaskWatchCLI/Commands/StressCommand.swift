@@ -168,7 +168,8 @@ struct StressCommand: AsyncParsableCommand {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         child.waitUntilExit()
         guard child.terminationStatus == 0 else {
-            throw CLIError("taskwatch \(arguments.joined(separator: " ")) exited with \(child.terminationStatus)", status: 1)
+            throw CLIError(
+                "taskwatch \(arguments.joined(separator: " ")) exited with \(child.terminationStatus)", status: 1)
         }
         return String(decoding: data, as: UTF8.self)
     }

@@ -111,7 +111,8 @@ struct Admission {
         peakInFlight = max(peakInFlight, live)
         stats?.record(live: live, now: now)
         let rate = controller.update(live: UInt64(live))
-        let admitted = bucket.admit(rate: rate, elapsedNanoseconds: now - last, stepNanoseconds: options.stepNanoseconds)
+        let admitted = bucket.admit(
+            rate: rate, elapsedNanoseconds: now - last, stepNanoseconds: options.stepNanoseconds)
         last = now
         return min(admitted, remaining, room)
     }
