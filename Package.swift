@@ -85,6 +85,7 @@ let package = Package(
                 "TaskWatchMetrics",
                 "TaskWatchWire",
                 "CTaskWatchSocket",
+                "CTaskWatchRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -105,7 +106,8 @@ let package = Package(
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
         .testTarget(name: "TaskWatchDaemonTests", dependencies: ["TaskWatchDaemon"]),
         // Starts the built `taskwatchd` and `taskwatch` binaries; `make test` builds them first.
-        .testTarget(name: "TaskWatchEndToEndTests", dependencies: ["TaskWatchWire", "CTaskWatchSocket"]),
+        .testTarget(
+            name: "TaskWatchEndToEndTests", dependencies: ["TaskWatchWire", "CTaskWatchSocket", "TaskWatchCLI"]),
         .testTarget(
             name: "TaskWatchIngestTests",
             dependencies: ["TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket"]

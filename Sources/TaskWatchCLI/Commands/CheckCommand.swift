@@ -1,0 +1,38 @@
+import ArgumentParser
+import Glibc
+import TaskWatchWire
+
+/// `taskwatch check`: is taskwatchd on this host healthy, and who is connected?
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Check that taskwatchd runs here: socket, HTTP, version and connected processes.",
+        discussion: """
+            Exit status: 0 all checks passed; 1 the ingest socket is missing, not a socket or refuses \
+            connections; 2 the HTTP endpoint does not answer or is not ready; 3 /metrics is unusable. \
+            When several fail, the lowest status is returned.
+            """
+    )
+
+    @Option(help: "Ingest socket path (default: TASKWATCH_SOCKET, else the daemon's default).")
+    var socket: String?
+
+    @Option(help: "The daemon's HTTP address.")
+    var address = "localhost:10101"
+
+    @Option(help: "HTTP timeout in milliseconds.")
+    var timeout: Int32 = 3_000
+
+    func run() throws {
+        let path = socket ?? SocketLocation.clientPath(environment: Environment.variables(), uid: getuid())
+        var check = HostCheck(socketPath: path, client: HTTPClient(address: address, timeoutMilliseconds: timeout))
+        check.run()
+        for finding in check.findings {
+            Terminal.line((finding.ok ? "ok    " : "FAIL  ") + finding.message)
+        }
+        if check.status != 0 {
+            Terminal.line("taskwatch check: failed (exit status \(check.status))", to: STDERR_FILENO)
+            throw ExitCode(check.status)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import TaskWatch
+
+extension StressMode: ExpressibleByArgument {}
+
+/// `taskwatch stress`: a task workload under instrumentation, reporting to taskwatchd.
+struct StressCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stress",
+        abstract: "Run a task workload under instrumentation and report what it costs.",
+        discussion: """
+            Each job stays suspended for --hold. spawn: a task per job. pool: --concurrency workers \
+            (default 64) fed through an AsyncStream. group: a child of one task group per job. With \
+            --limit L, a feedback loop measures live tasks every --step (jobs in flight, for the pool): \
+            while above L the admitted rate drops 20 % per step, below L it recovers 20 % per step up \
+            to --rate (default 20000/s with --limit). The series are swift_tasks{task="stress-MODE"}.
+            """
+    )
+
+    @Option(help: "Jobs to run (default 10000, or unbounded when --duration is given).")
+    var tasks: Int?
+
+    @Option(help: "Pool: workers. Spawn and group: the most jobs in flight (default: no cap).")
+    var concurrency: Int?
+
+    @Option(help: "spawn, pool or group.")
+    var mode: StressMode = .spawn
+
+    @Option(help: "How long each job stays suspended, e.g. 1s.")
+    var hold = "1s"
+
+    @Option(help: "Stop submitting after this long, e.g. 10s.")
+    var duration: String?
+
+    @Option(help: "Jobs per second (0: as fast as possible).")
+    var rate: Double = 0
+
+    @Option(help: "Keep live tasks near this number with a feedback loop.")
+    var limit: UInt64?
+
+    @Option(help: "The feedback loop's step, e.g. 1ms.")
+    var step = "1ms"
+
+    @Flag(help: "Run spawn, then pool, each in a fresh process, and print them side by side.")
+    var compare = false
+
+    @Flag(help: "Print the report as JSON on stdout.")
+    var json = false
+
+    @Flag(help: "No progress on stderr.")
+    var quiet = false
+
+    @Option(help: "The process label (default: TASKWATCH_PROCESS, else taskwatch-stress).")
+    var process: String?
+
+    @Option(help: "Ingest socket path (default: TASKWATCH_SOCKET, else the daemon's default).")
+    var socket: String?
+
+    func validate() throws {
+        if let tasks, tasks < 0 { throw ValidationError("--tasks must not be negative") }
+        if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if rate < 0 || !rate.isFinite { throw ValidationError("--rate must be 0 or positive") }
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+    }
+
+    func options() throws -> StressOptions {
+        var options = StressOptions()
+        options.mode = mode
+        options.holdNanoseconds = try parseDuration(hold, flag: "hold")
+        options.durationNanoseconds = try duration.map { try parseDuration($0, flag: "duration") }
+        options.tasks = tasks ?? (options.durationNanoseconds == nil ? 10_000 : nil)
+        options.concurrency = concurrency
+        options.rate = rate
+        options.limit = limit
+        options.stepNanoseconds = max(100_000, try parseDuration(step, flag: "step"))
+        if !quiet {
+            options.progress = Terminal.isTerminal(STDERR_FILENO) ? .terminal : .plain
+        }
+        return options
+    }
+
+    func run() async throws {
+        do {
+            if compare {
+                try await runCompare()
+            } else {
+                try await runOne()
+            }
+        } catch let error as CLIError {
+            Terminal.line("taskwatch stress: \(error.description)", to: STDERR_FILENO)
+            throw ExitCode(error.status)
+        }
+    }
+
+    private func runOne() async throws {
+        let options = try self.options()
+        StopSignal.install()
+        var configuration = Configuration()
+        if let socket { configuration.socketPath = socket }
+        configuration.processName =
+            process ?? Environment.variables()["TASKWATCH_PROCESS"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? "taskwatch-stress"
+        TaskWatch.start(configuration)
+        let runner = StressRunner(options: options)
+        let report = await Task.detached { await runner.run() }.value
+        // Let the reporter send the final counts before the process ends.
+        try? await Task.sleep(for: Profile.reportInterval * 3)
+        if json {
+            Terminal.line(try Self.encode(report))
+        } else {
+            Terminal.line(report.text)
+        }
+    }
+
+    static func encode<Value: Encodable>(_ value: Value) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    /// Arguments for one child run of `--compare`.
+    func childArguments(mode: StressMode) -> [String] {
+        var arguments = ["stress", "--mode", mode.rawValue, "--json", "--quiet", "--hold", hold, "--step", step]
+        arguments += ["--tasks", String(tasks ?? 10_000)]
+        if let duration { arguments += ["--duration", duration] }
+        if rate > 0 { arguments += ["--rate", String(rate)] }
+        if let limit { arguments += ["--limit", String(limit)] }
+        if mode == .pool {
+            arguments += ["--concurrency", String(concurrency ?? max(1, (tasks ?? 10_000) / 10))]
+        } else if let concurrency {
+            arguments += ["--concurrency", String(concurrency)]
+        }
+        if let socket { arguments += ["--socket", socket] }
+        if let process { arguments += ["--process", process] }
+        return arguments
+    }
+
+    private func runCompare() async throws {
+        _ = try options()
+        var reports: [StressReport] = []
+        for mode in [StressMode.spawn, .pool] {
+            if !quiet { Terminal.line("running \(mode.rawValue)...", to: STDERR_FILENO) }
+            let arguments = childArguments(mode: mode)
+            let output = try await Task.detached { try Self.runChild(arguments) }.value
+            do {
+                reports.append(try JSONDecoder().decode(StressReport.self, from: Data(output.utf8)))
+            } catch {
+                throw CLIError("the \(mode.rawValue) run printed no report: \(output)", status: 1)
+            }
+        }
+        if json {
+            Terminal.line(try Self.encode(reports))
+        } else {
+            Terminal.line(StressReport.sideBySide(reports))
+        }
+    }
+
+    /// Runs this executable again with `arguments` and returns its stdout.
+    static func runChild(_ arguments: [String]) throws -> String {
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        child.arguments = arguments
+        let pipe = Pipe()
+        child.standardOutput = pipe
+        try child.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        child.waitUntilExit()
+        guard child.terminationStatus == 0 else {
+            throw CLIError(
+                "taskwatch \(arguments.joined(separator: " ")) exited with \(child.terminationStatus)", status: 1)
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}

@@ -1,0 +1,150 @@
+/// One scrape of the daemon's `/metrics`, with the monotonic time it was taken.
+struct MetricsSnapshot: Sendable {
+    var nanoseconds: UInt64
+    var samples: [PrometheusSample]
+
+    /// Sums of `name` by (process, pid) or by (process, pid, task).
+    func values(_ name: String, byTask: Bool = false) -> [ClientKey: Double] {
+        var result: [ClientKey: Double] = [:]
+        for sample in samples where sample.name == name {
+            let key = ClientKey(
+                process: sample.label("process"), pid: sample.label("pid"), task: byTask ? sample.label("task") : "")
+            result[key, default: 0] += sample.value
+        }
+        return result
+    }
+
+    func value(_ name: String) -> Double? { samples.first { $0.name == name }?.value }
+}
+
+struct ClientKey: Hashable, Sendable {
+    var process: String
+    var pid: String
+    var task: String
+
+    var processKey: ClientKey { ClientKey(process: process, pid: pid, task: "") }
+}
+
+/// One line of `taskwatch top`: a task monitor of a connected process.
+struct ClientRow: Sendable, Equatable {
+    var process: String
+    var pid: String
+    var task: String
+    var up: Bool
+    var live: Double?
+    var peak: Double?
+    var createdPerSecond: Double?
+    var finishedPerSecond: Double?
+    var rss: Double?
+    var heap: Double?
+    /// Mean executor lag over the interval (since start when there is no earlier sample).
+    var lag: Double?
+}
+
+/// The columns `taskwatch top` sorts by.
+enum TopSort: String, CaseIterable, Sendable {
+    case live, peak, created, finished, rss, heap, lag, pid, process, task
+}
+
+/// Builds, sorts and renders the table of clients from two scrapes.
+enum ClientTable {
+    static func rows(previous: MetricsSnapshot?, current: MetricsSnapshot) -> [ClientRow] {
+        let live = current.values("swift_tasks", byTask: true)
+        let peak = current.values("swift_tasks_peak", byTask: true)
+        let created = current.values("swift_tasks_created_total", byTask: true)
+        let finished = current.values("swift_tasks_finished_total", byTask: true)
+        let up = current.values("taskwatch_client_up")
+        let rss = current.values("swift_process_resident_memory_bytes")
+        let heap = current.values("swift_process_heap_allocated_bytes")
+        let lagSum = current.values("swift_executor_lag_seconds_sum")
+        let lagCount = current.values("swift_executor_lag_seconds_count")
+        let seconds = previous.map { Double(current.nanoseconds &- $0.nanoseconds) / 1e9 } ?? 0
+        let before = previous.map {
+            (
+                created: $0.values("swift_tasks_created_total", byTask: true),
+                finished: $0.values("swift_tasks_finished_total", byTask: true),
+                lagSum: $0.values("swift_executor_lag_seconds_sum"),
+                lagCount: $0.values("swift_executor_lag_seconds_count")
+            )
+        }
+        func rate(_ now: [ClientKey: Double], _ then: [ClientKey: Double]?, _ key: ClientKey) -> Double? {
+            guard let then, seconds > 0, let value = now[key] else { return nil }
+            // A counter that went back means the series restarted: count from zero.
+            let earlier = then[key] ?? 0
+            return (value >= earlier ? value - earlier : value) / seconds
+        }
+        var keys = Set(live.keys)
+        let processesWithTasks = Set(keys.map(\.processKey))
+        for key in up.keys where !processesWithTasks.contains(key) {
+            keys.insert(ClientKey(process: key.process, pid: key.pid, task: "-"))
+        }
+        return keys.map { key in
+            let process = key.processKey
+            var lag: Double?
+            if let sum = lagSum[process], let count = lagCount[process], count > 0 {
+                lag = sum / count
+                if let then = before, let sumThen = then.lagSum[process], let countThen = then.lagCount[process],
+                    count > countThen
+                {
+                    lag = (sum - sumThen) / (count - countThen)
+                }
+            }
+            return ClientRow(
+                process: key.process, pid: key.pid, task: key.task, up: (up[process] ?? 0) >= 1,
+                live: live[key], peak: peak[key],
+                createdPerSecond: rate(created, before?.created, key),
+                finishedPerSecond: rate(finished, before?.finished, key),
+                rss: rss[process], heap: heap[process], lag: lag)
+        }
+    }
+
+    static func sorted(_ rows: [ClientRow], by column: TopSort) -> [ClientRow] {
+        func number(_ row: ClientRow) -> Double {
+            let value: Double? =
+                switch column {
+                case .live: row.live
+                case .peak: row.peak
+                case .created: row.createdPerSecond
+                case .finished: row.finishedPerSecond
+                case .rss: row.rss
+                case .heap: row.heap
+                case .lag: row.lag
+                case .pid: Double(row.pid)
+                case .process, .task: nil
+                }
+            return value ?? -.infinity
+        }
+        return rows.sorted { a, b in
+            let tie = (a.process, Int(a.pid) ?? 0, a.task) < (b.process, Int(b.pid) ?? 0, b.task)
+            switch column {
+            case .process: return tie
+            case .task: return (a.task, a.process, Int(a.pid) ?? 0) < (b.task, b.process, Int(b.pid) ?? 0)
+            case .pid: return number(a) != number(b) ? number(a) < number(b) : tie
+            default: return number(a) != number(b) ? number(a) > number(b) : tie
+            }
+        }
+    }
+
+    static let headers = ["PROCESS", "PID", "TASK", "LIVE", "PEAK", "CREATED/s", "FINISHED/s", "RSS", "HEAP", "LAG"]
+
+    static func render(_ rows: [ClientRow]) -> String {
+        func optional(_ value: Double?, _ format: (Double) -> String) -> String { value.map(format) ?? "-" }
+        let cells: [[String]] = rows.map { row in
+            [
+                row.process + (row.up ? "" : " (gone)"), row.pid, row.task,
+                optional(row.live, Format.count), optional(row.peak, Format.count),
+                optional(row.createdPerSecond) { Format.fixed($0, 1) },
+                optional(row.finishedPerSecond) { Format.fixed($0, 1) },
+                optional(row.rss, Format.bytes), optional(row.heap, Format.bytes),
+                optional(row.lag, Format.seconds),
+            ]
+        }
+        var widths = headers.map(\.count)
+        for line in cells { for (index, cell) in line.enumerated() { widths[index] = max(widths[index], cell.count) } }
+        func format(_ line: [String]) -> String {
+            line.enumerated().map { index, cell in Format.pad(cell, widths[index], right: index >= 3) }
+                .joined(separator: "  ")
+        }
+        return ([format(headers)] + cells.map(format)).joined(separator: "\n")
+    }
+}

@@ -1,3 +1,0 @@
-import TaskWatchCLI
-
-TaskWatchCommand.main()
