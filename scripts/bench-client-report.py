@@ -88,6 +88,15 @@ for name, goal in [("production", 0.1), ("stress", 1.0)]:
     rows.append((f"reporter CPU, {run['interval_ns'] // 1_000_000} ms ({name}), {idle_seconds} s idle",
                  f"{stat_percent:.3f} % (cputime {clock_percent:.3f} %)", "", f"<= {goal} %", met))
 
+report["wake_floor"] = []
+for period in [10000, 2500, 250]:
+    floor = load(f"wake-{period}.json")
+    percent = floor["cpu_ns"] / floor["wall_ns"] * 100
+    per_wakeup = floor["cpu_ns"] / floor["wakeups"] / 1000
+    report["wake_floor"].append(dict(floor, percent_of_core=round(percent, 4), microseconds_per_wakeup=round(per_wakeup, 2)))
+    rows.append((f"bare timed wake-up every {period / 1000:g} ms (floor)", f"{percent:.3f} % ({per_wakeup:.1f} us each)",
+                 "", "(context)", True))
+
 # Never blocks: best and median elapsed of each mode.
 elapsed = {}
 with open(os.path.join(work, "spawnload.jsonl")) as handle:
@@ -113,12 +122,15 @@ for name in ["production", "stress"]:
     report[f"burst_{name}"] = burst
     interval = burst["interval_ns"]
     full = burst["full_seen_after_spawned_ns"]
+    # The goal is stated for the default profile; with Stress the figure is reported.
     met = full is not None and full <= 2 * interval
-    report["goals"][f"burst visible in full, {name}"] = {
-        "value_ns": full, "goal": f"<= 2 report intervals ({2 * interval / 1e6:g} ms)", "met": met}
+    if name == "production":
+        report["goals"][f"burst visible in full, {name}"] = {
+            "value_ns": full, "goal": f"<= 2 report intervals ({2 * interval / 1e6:g} ms)", "met": met}
     rows.append((f"burst of {burst['tasks']} on /metrics after spawning ({interval / 1e6:g} ms reports)",
                  "never" if full is None else f"{full / 1e6:.2f} ms (first task {burst['first_seen_after_start_ns'] / 1e6:.2f} ms after start)",
-                 "", f"<= {2 * interval / 1e6:g} ms", met))
+                 "", f"<= {2 * interval / 1e6:g} ms" if name == "production" else "(report)",
+                 met if name == "production" else True))
     fidelity = burst["peak_fidelity"]
     met = fidelity >= 0.95
     if name == "stress":

@@ -95,6 +95,11 @@ IDLE_B=$!
 "$MEASURE" idle-cpu "$IDLE_SECONDS" --baseline >"$WORK/idle-baseline.json" &
 IDLE_C=$!
 wait "$IDLE_A" "$IDLE_B" "$IDLE_C"
+# The floor under any thread that wakes every 10 ms or every 2.5 ms (the reporter samples four times
+# per report), measured on this machine.
+"$MEASURE" wake-floor 10000 5 >"$WORK/wake-10000.json"
+"$MEASURE" wake-floor 2500 5 >"$WORK/wake-2500.json"
+"$MEASURE" wake-floor 250 5 >"$WORK/wake-250.json"
 
 # 3. Never blocks: the same spawn workload against a healthy, absent, stopped and killed daemon.
 log "spawn workload of $SPAWNLOAD_TASKS tasks, $ROUNDS rounds of healthy / absent / stopped / killed"

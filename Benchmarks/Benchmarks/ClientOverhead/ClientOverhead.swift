@@ -9,28 +9,29 @@ import TaskWatchMetrics
 //
 // The spawn benchmarks start 1,000 tasks per iteration and await them all; `scaledIterations` is
 // 1,000, so the reported figures are per task. The reporter runs (TaskWatch.start) during every
-// benchmark here, as in a real process, with no daemon listening: its cost is the reporter's own.
-
-let spawnConfiguration = Benchmark.Configuration(
-    metrics: [.wallClock, .cpuTotal, .mallocCountTotal, .throughput],
-    warmupIterations: 20,
-    scalingFactor: .kilo,
-    maxDuration: .seconds(5),
-    maxIterations: 4_000
-)
-
-let counterConfiguration = Benchmark.Configuration(
-    metrics: [.wallClock, .cpuTotal, .mallocCountTotal, .throughput],
-    warmupIterations: 10,
-    scalingFactor: .mega,
-    maxDuration: .seconds(3),
-    maxIterations: 200
-)
+// benchmark here, as in a real process, connected to the daemon at TASKWATCH_SOCKET (the one that
+// scripts/bench-client.sh starts).
 
 let monitor = TaskMonitor("benchmark")
 
 let benchmarks: @Sendable () -> Void = {
     TaskWatch.start()
+
+    let spawnConfiguration = Benchmark.Configuration(
+        metrics: [.wallClock, .cpuTotal, .mallocCountTotal, .throughput],
+        warmupIterations: 20,
+        scalingFactor: .kilo,
+        maxDuration: .seconds(5),
+        maxIterations: 4_000
+    )
+
+    let counterConfiguration = Benchmark.Configuration(
+        metrics: [.wallClock, .cpuTotal, .mallocCountTotal, .throughput],
+        warmupIterations: 10,
+        scalingFactor: .mega,
+        maxDuration: .seconds(3),
+        maxIterations: 200
+    )
 
     Benchmark("spawnPlain", configuration: spawnConfiguration) { benchmark in
         var tasks: [Task<Int, Never>] = []

@@ -19,8 +19,9 @@ enum Measure {
         let ticksBefore = procStatTicks()
         let cpuBefore = cpuNanoseconds(CLOCK_PROCESS_CPUTIME_ID)
         let wallBefore = cpuNanoseconds(CLOCK_MONOTONIC)
-        var remaining = timespec(tv_sec: seconds, tv_nsec: 0)
-        while nanosleep(&remaining, &remaining) != 0 && errno == EINTR {}
+        var request = timespec(tv_sec: seconds, tv_nsec: 0)
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
         let ticks = procStatTicks() - ticksBefore
         let cpu = cpuNanoseconds(CLOCK_PROCESS_CPUTIME_ID) - cpuBefore
         let wall = cpuNanoseconds(CLOCK_MONOTONIC) - wallBefore
@@ -29,6 +30,24 @@ enum Measure {
             + "\"interval_ns\":\(intervalNanoseconds()),"
             + "\"wall_ns\":\(wall),\"proc_stat_ticks\":\(ticks),\"clock_ticks_per_second\":\(hertz),"
             + "\"cpu_ns\":\(cpu)}"
+    }
+
+    /// The CPU a loop costs that does nothing but sleep until the next deadline, `periodMicroseconds`
+    /// apart, for `seconds`: on a virtual machine each timed wake-up has a price of its own.
+    static func wakeFloor(periodMicroseconds: Int, seconds: Int) -> String {
+        let period = UInt64(periodMicroseconds) * 1_000
+        let wakeups = UInt64(seconds) * 1_000_000_000 / period
+        let cpuBefore = cpuNanoseconds(CLOCK_PROCESS_CPUTIME_ID)
+        let wallBefore = cpuNanoseconds(CLOCK_MONOTONIC)
+        var deadline = wallBefore
+        for _ in 0..<wakeups {
+            deadline += period
+            var target = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+            while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &target, nil) == EINTR {}
+        }
+        let cpu = cpuNanoseconds(CLOCK_PROCESS_CPUTIME_ID) - cpuBefore
+        let wall = cpuNanoseconds(CLOCK_MONOTONIC) - wallBefore
+        return "{\"period_ns\":\(period),\"wakeups\":\(wakeups),\"wall_ns\":\(wall),\"cpu_ns\":\(cpu)}"
     }
 
     /// `count` tasks spawned and completed in batches of 1,000, the spawn-heavy workload.

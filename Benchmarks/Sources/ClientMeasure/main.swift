@@ -10,6 +10,8 @@ import TaskWatch
 //
 //   idle-cpu SECONDS [--baseline]   CPU of this process over an idle period, TaskWatch started unless
 //                                   --baseline
+//   wake-floor PERIOD_US SECONDS    CPU of a bare thread that only sleeps to a deadline every PERIOD_US:
+//                                   the floor under any reporter waking that often
 //   spawnload N                     N tasks spawned and completed in batches of 1,000; elapsed
 //   burst N HOLD_MS PORT            N tasks alive together for HOLD_MS while a thread polls the daemon's
 //                                   /metrics on 127.0.0.1:PORT: when the burst shows, and its peak
@@ -24,6 +26,9 @@ switch arguments.first {
 case "idle-cpu":
     guard let seconds = argument(1), seconds > 0 else { usage() }
     print(Measure.idleCPU(seconds: seconds, startReporter: !arguments.contains("--baseline")))
+case "wake-floor":
+    guard let period = argument(1), let seconds = argument(2), period > 0, seconds > 0 else { usage() }
+    print(Measure.wakeFloor(periodMicroseconds: period, seconds: seconds))
 case "spawnload":
     guard let count = argument(1), count > 0 else { usage() }
     TaskWatch.start()
@@ -38,7 +43,9 @@ default:
 exit(0)
 
 func usage() -> Never {
-    let bytes = Array("usage: ClientMeasure idle-cpu SECONDS [--baseline] | spawnload N | burst N HOLD_MS PORT\n".utf8)
+    let bytes = Array(
+        "usage: ClientMeasure idle-cpu SECONDS [--baseline] | wake-floor PERIOD_US SECONDS | spawnload N | burst N HOLD_MS PORT\n"
+            .utf8)
     _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     exit(2)
 }
