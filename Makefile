@@ -5,7 +5,7 @@ DESTDIR ?=
 PORT ?= 10101
 BINDIR = $(DESTDIR)$(PREFIX)/bin
 SHAREDIR = $(DESTDIR)$(PREFIX)/share/taskwatch
-SWIFT_FILES = Sources Tests Package.swift $(wildcard Examples) $(wildcard Benchmarks/Package.swift Benchmarks/Benchmarks)
+SWIFT_FILES = Sources Tests Package.swift $(wildcard Examples) $(wildcard Benchmarks/Package.swift Benchmarks/Benchmarks Benchmarks/Sources)
 
 .PHONY: all build debug run test test-swift test-traits test-ops test-prometheus lint format deps bench \
 	install clean prometheusrule fuzz soak
@@ -41,7 +41,8 @@ test-swift:
 # Each build profile of the client compiles and passes its tests.
 test-traits:
 	$(SWIFT) build --traits Stress --scratch-path .build-stress
-	$(SWIFT) test --traits Stress --scratch-path .build-stress --filter 'TaskWatchTests|TaskWatchMetricsTests'
+	$(SWIFT) test --traits Stress --scratch-path .build-stress \
+		--filter 'TaskWatchTests|TaskWatchMetricsTests|TaskWatchClientEndToEndTests'
 	$(SWIFT) build --traits Silent --scratch-path .build-silent
 	$(SWIFT) test --traits Silent --scratch-path .build-silent --filter 'TaskWatchTests|TaskWatchMetricsTests'
 

@@ -103,11 +103,27 @@ let package = Package(
             path: "Examples/TaskWatchDemo"
         ),
 
+        // The child process the client end-to-end tests start: not a product.
+        .executableTarget(
+            name: "TaskWatchProbe",
+            dependencies: ["TaskWatch"],
+            path: "Tests/Fixtures/TaskWatchProbe"
+        ),
+
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
         .testTarget(name: "TaskWatchDaemonTests", dependencies: ["TaskWatchDaemon"]),
         // Starts the built `taskwatchd` and `taskwatch` binaries; `make test` builds them first.
         .testTarget(
             name: "TaskWatchEndToEndTests", dependencies: ["TaskWatchWire", "CTaskWatchSocket", "TaskWatchCLI"]),
+        // Starts the built `taskwatchd` and `TaskWatchProbe` binaries: the client proven against the daemon.
+        .testTarget(
+            name: "TaskWatchClientEndToEndTests",
+            dependencies: ["TaskWatchWire", "CTaskWatchSocket"],
+            swiftSettings: [
+                .define("TASKWATCH_STRESS", .when(traits: ["Stress"])),
+                .define("TASKWATCH_SILENT", .when(traits: ["Silent"])),
+            ]
+        ),
         .testTarget(
             name: "TaskWatchIngestTests",
             dependencies: ["TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket"]

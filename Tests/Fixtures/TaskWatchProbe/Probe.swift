@@ -1,0 +1,188 @@
+import Synchronization
+import TaskWatch
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+struct ProbeError: Error {}
+
+/// The probe's workloads. Every task is counted by the monitor named `probe`.
+enum Probe {
+    static let monitor = TaskMonitor("probe")
+
+    /// N tasks of each kind, all awaited: the monitor's counts must then be exact.
+    static func exact(_ count: Int) async -> String {
+        let before = monitor.snapshot()
+        let start = monotonicNanoseconds()
+        for _ in 0..<count {
+            _ = await monitor.task { 1 }.value
+        }
+        for _ in 0..<count {
+            _ = try? await monitor.task { () throws -> Int in throw ProbeError() }.value
+        }
+        for _ in 0..<count {
+            let task = monitor.task { () async throws -> Int in
+                try await Task.sleep(for: .seconds(30))
+                return 1
+            }
+            task.cancel()
+            _ = try? await task.value
+        }
+        await withTaskGroup(of: Int.self) { group in
+            for index in 0..<count { group.addTask(monitor: monitor) { index } }
+            for await _ in group {}
+        }
+        for _ in 0..<count {
+            _ = await monitor.detached { 1 }.value
+        }
+        return json(monitor.snapshot(), minus: before, extra: ["elapsed_ns": monotonicNanoseconds() - start])
+    }
+
+    /// `spawners` concurrent spawners, each starting `tasksEach` tasks in batches and awaiting them.
+    static func spawners(_ spawners: Int, tasksEach: Int) async -> String {
+        let before = monitor.snapshot()
+        let start = monotonicNanoseconds()
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<spawners {
+                group.addTask {
+                    var remaining = tasksEach
+                    var batch: [Task<Int, Never>] = []
+                    batch.reserveCapacity(1_000)
+                    while remaining > 0 {
+                        for _ in 0..<min(1_000, remaining) { batch.append(monitor.task { 1 }) }
+                        remaining -= batch.count
+                        for task in batch { _ = await task.value }
+                        batch.removeAll(keepingCapacity: true)
+                    }
+                }
+            }
+            for await _ in group {}
+        }
+        return json(monitor.snapshot(), minus: before, extra: ["elapsed_ns": monotonicNanoseconds() - start])
+    }
+
+    /// Called after the trigger line; starts `count` tasks that all stay alive until the burst's start
+    /// plus `holdMilliseconds`. Prints the wall-clock start (CLOCK_REALTIME, nanoseconds) and the
+    /// highest number of task bodies that were running at once, the burst's true height.
+    static func burst(_ count: Int, holdMilliseconds: Int) async -> String {
+        let gauge = ConcurrencyGauge()
+        let wallStart = realtimeNanoseconds()
+        let deadline = ContinuousClock.now + .milliseconds(holdMilliseconds)
+        emit("{\"burst_start_realtime_ns\":\(wallStart)}")
+        var tasks: [Task<Void, Never>] = []
+        tasks.reserveCapacity(count)
+        for _ in 0..<count {
+            tasks.append(
+                monitor.task {
+                    gauge.enter()
+                    try? await Task.sleep(until: deadline, clock: .continuous)
+                    gauge.leave()
+                })
+        }
+        let spawned = realtimeNanoseconds()
+        for task in tasks { await task.value }
+        return json(
+            monitor.snapshot(), minus: nil,
+            extra: [
+                "burst_start_realtime_ns": wallStart, "spawn_ns": spawned - wallStart,
+                "true_height": gauge.highest.load(ordering: .relaxed),
+                "end_realtime_ns": realtimeNanoseconds(),
+            ])
+    }
+
+    /// A spawn-heavy workload: `count` tasks spawned and completed in batches of 1,000.
+    static func spawnload(_ count: Int) async -> String {
+        let before = monitor.snapshot()
+        let start = monotonicNanoseconds()
+        var remaining = count
+        var batch: [Task<Int, Never>] = []
+        batch.reserveCapacity(1_000)
+        while remaining > 0 {
+            for _ in 0..<min(1_000, remaining) { batch.append(monitor.task { 1 }) }
+            remaining -= batch.count
+            for task in batch { _ = await task.value }
+            batch.removeAll(keepingCapacity: true)
+        }
+        return json(monitor.snapshot(), minus: before, extra: ["elapsed_ns": monotonicNanoseconds() - start])
+    }
+
+    /// Blocks until standard input reaches end of file or `maximumSeconds` pass, while the reporter
+    /// thread goes on reporting.
+    static func lingerUntilStdinEnds(maximumSeconds: Int) {
+        let deadline = monotonicNanoseconds() + UInt64(maximumSeconds) * 1_000_000_000
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while monotonicNanoseconds() < deadline {
+            var poller = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, 100) >= 0 else { return }
+            if poller.revents == 0 { continue }
+            if buffer.withUnsafeMutableBytes({ read(0, $0.baseAddress, $0.count) }) <= 0 { return }
+        }
+    }
+
+    static func json(
+        _ snapshot: TaskMonitor.Snapshot, minus before: TaskMonitor.Snapshot?, extra: [String: UInt64]
+    )
+        -> String
+    {
+        var fields: [(String, UInt64)] = [
+            ("profile_stress", Profile.name == "stress" ? 1 : 0),
+            ("pid", UInt64(getpid())),
+            ("created", snapshot.created - (before?.created ?? 0)),
+            ("live", snapshot.live),
+        ]
+        for outcome in TaskOutcome.allCases {
+            fields.append(("finished_\(outcome.label)", snapshot.finished(outcome) - (before?.finished(outcome) ?? 0)))
+        }
+        fields += extra.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
+    }
+
+    /// Prints one line and flushes it at once: the test reads the output file while the probe runs.
+    static func emit(_ line: String) {
+        print(line)
+        fflush(nil)
+    }
+
+    /// Writes `message` to standard error and exits with status 2.
+    static func fail(_ message: String) -> Never {
+        let bytes = Array((message + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+        exit(2)
+    }
+
+    static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    static func realtimeNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+}
+
+/// Counts task bodies running now and the most ever running at once.
+final class ConcurrencyGauge: Sendable {
+    let running = Atomic<UInt64>(0)
+    let highest = Atomic<UInt64>(0)
+
+    func enter() {
+        let now = running.wrappingAdd(1, ordering: .relaxed).newValue
+        var seen = highest.load(ordering: .relaxed)
+        while now > seen {
+            let (exchanged, current) = highest.compareExchange(
+                expected: seen, desired: now, ordering: .relaxed)
+            if exchanged { break }
+            seen = current
+        }
+    }
+
+    func leave() {
+        running.wrappingSubtract(1, ordering: .relaxed)
+    }
+}

@@ -1,0 +1,210 @@
+import Foundation
+import Testing
+
+/// The client library in a real child process (`TaskWatchProbe`) against the real `taskwatchd`, read
+/// through its real `/metrics`. Timings are recorded, never asserted tightly: the figures are the
+/// benchmarks' (scripts/bench-client.sh); here only what must hold on any machine is checked.
+@Suite(.serialized) struct ClientEndToEndTests {
+    /// The daemon's view of the probe's task series, by outcome.
+    struct Counts: Equatable, CustomStringConvertible {
+        var created: Double?
+        var success: Double?
+        var error: Double?
+        var cancelled: Double?
+        var live: Double?
+        var description: String {
+            "created \(created ?? -1) success \(success ?? -1) error \(error ?? -1) cancelled \(cancelled ?? -1) "
+                + "live \(live ?? -1)"
+        }
+    }
+
+    static func counts(_ daemon: DaemonProcess, _ probe: ProbeProcess) -> Counts {
+        let samples = daemon.samples()
+        func value(_ name: String, _ extra: [String: String] = [:]) -> Double? {
+            let labels = probe.taskLabels.merging(extra) { $1 }
+            return samples.first { $0.matches(name, labels) }?.value
+        }
+        return Counts(
+            created: value("swift_tasks_created_total"),
+            success: value("swift_tasks_finished_total", ["outcome": "success"]),
+            error: value("swift_tasks_finished_total", ["outcome": "error"]),
+            cancelled: value("swift_tasks_finished_total", ["outcome": "cancelled"]),
+            live: value("swift_tasks"))
+    }
+
+    @Test func everyKindOfTaskIsCountedExactlyInProcessAndOnMetrics() throws {
+        let daemon = try DaemonProcess()
+        let count = 500
+        let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["exact", "\(count)"])
+        let local = try probe.json(with: "created")
+        // Success, throw, cancelled, group child, detached: N each; children and detached succeed.
+        #expect(local["created"] == Double(5 * count))
+        #expect(local["finished_success"] == Double(3 * count))
+        #expect(local["finished_error"] == Double(count))
+        #expect(local["finished_cancelled"] == Double(count))
+        #expect(local["live"] == 0)
+        let expected = Counts(
+            created: local["created"], success: local["finished_success"], error: local["finished_error"],
+            cancelled: local["finished_cancelled"], live: 0)
+        var seen = Counts()
+        #expect(
+            eventually {
+                seen = Self.counts(daemon, probe); return seen == expected
+            }, "metrics: \(seen)")
+        #expect(probe.finish() == 0)
+    }
+
+    @Test func eightConcurrentSpawnersOfAMillionTasksLoseNoCount() throws {
+        let daemon = try DaemonProcess()
+        let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["spawners", "8", "125000"])
+        let local = try probe.json(with: "created", seconds: 80)
+        #expect(local["created"] == 1_000_000)
+        #expect(local["finished_success"] == 1_000_000)
+        #expect(local["live"] == 0)
+        let expected = Counts(created: 1_000_000, success: 1_000_000, error: 0, cancelled: 0, live: 0)
+        var seen = Counts()
+        #expect(
+            eventually {
+                seen = Self.counts(daemon, probe); return seen == expected
+            }, "metrics: \(seen)")
+        print("8 spawners x 125,000 tasks: \(Int((local["elapsed_ns"] ?? 0) / 1e6)) ms in this build")
+        #expect(probe.finish() == 0)
+    }
+
+    static let spawnloadTasks = 200_000
+
+    /// After the daemon comes back: the spawn workload's series are complete, and the reports the
+    /// client could not send were counted.
+    static func expectCompleteAfterReturn(
+        _ daemon: DaemonProcess, _ probe: ProbeProcess, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        let tasks = Double(spawnloadTasks)
+        let expected = Counts(created: tasks, success: tasks, error: 0, cancelled: 0, live: 0)
+        var seen = Counts()
+        #expect(
+            eventually(15) {
+                seen = counts(daemon, probe); return seen == expected
+            }, "metrics: \(seen)",
+            sourceLocation: sourceLocation)
+        var dropped = 0.0
+        #expect(
+            eventually {
+                dropped = daemon.value("swift_taskwatch_reports_dropped_total", probe.processLabels) ?? 0
+                return dropped > 0
+            }, "dropped: \(dropped)", sourceLocation: sourceLocation)
+        #expect(daemon.value("taskwatch_client_up", probe.processLabels) == 1, sourceLocation: sourceLocation)
+    }
+
+    @Test func spawnLoadFinishesWithTheDaemonHealthy() throws {
+        let daemon = try DaemonProcess()
+        let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["spawnload", "\(Self.spawnloadTasks)"])
+        let local = try probe.json(with: "elapsed_ns")
+        #expect(local["created"] == Double(Self.spawnloadTasks))
+        let tasks = Double(Self.spawnloadTasks)
+        let expected = Counts(created: tasks, success: tasks, error: 0, cancelled: 0, live: 0)
+        var seen = Counts()
+        #expect(
+            eventually {
+                seen = Self.counts(daemon, probe); return seen == expected
+            }, "metrics: \(seen)")
+        print("spawnload, daemon healthy: \(Int((local["elapsed_ns"] ?? 0) / 1e6)) ms")
+        #expect(probe.finish() == 0)
+    }
+
+    @Test func spawnLoadFinishesWithTheDaemonAbsentAndSeriesComeBackWhenItStarts() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let socket = directory.appendingPathComponent("ingest.sock").path
+        let probe = try ProbeProcess(socket: socket, arguments: ["spawnload", "\(Self.spawnloadTasks)"])
+        let local = try probe.json(with: "elapsed_ns")
+        #expect(local["created"] == Double(Self.spawnloadTasks))
+        #expect(local["live"] == 0)
+        print("spawnload, daemon absent: \(Int((local["elapsed_ns"] ?? 0) / 1e6)) ms")
+        let daemon = try DaemonProcess(directory: directory)
+        Self.expectCompleteAfterReturn(daemon, probe)
+        #expect(probe.finish() == 0)
+    }
+
+    @Test func spawnLoadFinishesWithTheDaemonStoppedAndSeriesComeBackWhenItResumes() throws {
+        let daemon = try DaemonProcess()
+        let probe = try ProbeProcess(
+            socket: daemon.socketPath, arguments: ["spawnload", "\(Self.spawnloadTasks)", "--trigger"])
+        #expect(eventually { daemon.value("taskwatch_client_up", probe.processLabels) == 1 })
+        daemon.signal(SIGSTOP)
+        let stopped = Date()
+        probe.trigger()
+        let local = try probe.json(with: "elapsed_ns")
+        #expect(local["created"] == Double(Self.spawnloadTasks))
+        print("spawnload, daemon stopped: \(Int((local["elapsed_ns"] ?? 0) / 1e6)) ms")
+        // Stay stopped long enough for the socket buffer to fill: reports are then dropped, not queued.
+        let remaining = 2.0 - Date().timeIntervalSince(stopped)
+        if remaining > 0 { usleep(UInt32(remaining * 1e6)) }
+        daemon.signal(SIGCONT)
+        Self.expectCompleteAfterReturn(daemon, probe)
+        #expect(probe.finish() == 0)
+    }
+
+    @Test func spawnLoadFinishesWithTheDaemonKilledMidRunAndSeriesComeBackOnRestart() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var daemon: DaemonProcess? = try DaemonProcess(directory: directory)
+        let probe = try ProbeProcess(
+            socket: daemon!.socketPath, arguments: ["spawnload", "\(Self.spawnloadTasks)", "--trigger"])
+        #expect(eventually { daemon!.value("taskwatch_client_up", probe.processLabels) == 1 })
+        probe.trigger()
+        usleep(50_000)
+        daemon!.stop(signal: SIGKILL)
+        daemon = nil
+        let local = try probe.json(with: "elapsed_ns")
+        #expect(local["created"] == Double(Self.spawnloadTasks))
+        print("spawnload, daemon killed mid-run: \(Int((local["elapsed_ns"] ?? 0) / 1e6)) ms")
+        let restarted = try DaemonProcess(directory: directory)
+        Self.expectCompleteAfterReturn(restarted, probe)
+        #expect(probe.finish() == 0)
+    }
+
+    @Test func aBurstShowsOnMetricsWithinTwoReportIntervals() throws {
+        let daemon = try DaemonProcess()
+        let tasks = 2_000
+        let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["burst", "\(tasks)", "1000"])
+        #expect(eventually { daemon.value("swift_tasks", probe.taskLabels) == 0 })
+        probe.trigger()
+        let start = try probe.json(with: "burst_start_realtime_ns")["burst_start_realtime_ns"] ?? 0
+        var seenAt = 0.0
+        _ = eventually(5) {
+            guard let live = daemon.value("swift_tasks", probe.taskLabels), live >= Double(tasks) else { return false }
+            seenAt = Date().timeIntervalSince1970
+            return true
+        }
+        #expect(seenAt > 0, "the burst never showed in full")
+        let latency = seenAt - start / 1e9
+        // Two report intervals are 20 ms (2 ms with Stress); a curl scrape from here takes about 10 ms
+        // and this machine is noisy, so only a loose bound is asserted. The benchmark measures it finely.
+        print("burst of \(tasks) visible in full on /metrics after \(Int(latency * 1000)) ms (curl polling)")
+        #expect(latency < 1.0)
+        let final = try probe.json(with: "true_height")
+        #expect(final["true_height"] == Double(tasks))
+        #expect(probe.finish() == 0)
+    }
+
+    #if TASKWATCH_STRESS
+        @Test func withStressABurstOf10000TasksShowsItsPeakAtNinetyFivePercent() throws {
+            let daemon = try DaemonProcess()
+            let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["burst", "10000", "200"])
+            #expect(eventually { daemon.value("swift_tasks", probe.taskLabels) == 0 })
+            probe.trigger()
+            let final = try probe.json(with: "true_height")
+            #expect(final["profile_stress"] == 1, "the probe was not built with the Stress trait")
+            let height = final["true_height"] ?? 0
+            #expect(height == 10_000)
+            var peak = 0.0
+            #expect(
+                eventually(5) {
+                    peak = daemon.value("swift_tasks_peak", probe.taskLabels) ?? 0
+                    return peak >= 0.95 * height
+                }, "swift_tasks_peak \(peak) of a true height of \(height)")
+            print("Stress: burst of \(Int(height)) for 200 ms, swift_tasks_peak \(Int(peak))")
+            #expect(probe.finish() == 0)
+        }
+    #endif
+}
