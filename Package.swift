@@ -104,7 +104,10 @@ let package = Package(
         ),
         .testTarget(
             name: "TaskWatchHardeningTests",
-            dependencies: ["TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket", "CTaskWatchCrypt"]
+            dependencies: [
+                "TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket", "CTaskWatchCrypt",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ]
 )

@@ -92,9 +92,7 @@ public struct WebConfig: Sendable, Equatable {
         }
         // An empty file is valid and means "plain HTTP, no authentication", as in the exporter-toolkit.
         guard let root else { return WebConfig() }
-        if case .scalar(let scalar) = root, scalar.string.isEmpty || scalar.tag.description.hasSuffix(":null") {
-            return WebConfig()
-        }
+        if isNull(root) { return WebConfig() }
         let top = try mapping(root, at: "top level", path: path)
         var config = WebConfig()
         for (key, value) in top {
@@ -192,9 +190,10 @@ public struct WebConfig: Sendable, Equatable {
 
     // MARK: YAML helpers
 
+    /// A plain scalar that YAML reads as null: empty, `~` or `null`.
     private static func isNull(_ node: Node) -> Bool {
-        if case .scalar(let scalar) = node { return scalar.tag.description.hasSuffix(":null") || scalar.string == "~" }
-        return false
+        guard case .scalar(let scalar) = node, scalar.style == .plain || scalar.style == .any else { return false }
+        return ["", "~", "null", "Null", "NULL"].contains(scalar.string)
     }
 
     private static func lineText(_ node: Node) -> String {
