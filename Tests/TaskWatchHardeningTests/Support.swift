@@ -39,69 +39,115 @@ struct ProcessResult {
     var errorOutput: String
 }
 
-/// Runs a program to completion, its standard error in a file so no pipe can fill and stall it.
-func runProcess(_ executable: String, _ arguments: [String]) throws -> ProcessResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let output = Pipe()
-    process.standardOutput = output
-    let errorURL = FileManager.default.temporaryDirectory.appendingPathComponent("twh-stderr-\(UUID())")
-    _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
-    defer { try? FileManager.default.removeItem(at: errorURL) }
-    process.standardError = try FileHandle(forWritingTo: errorURL)
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let errorText = (try? String(contentsOf: errorURL, encoding: .utf8)) ?? ""
-    return ProcessResult(
-        status: process.terminationStatus, output: String(decoding: data, as: UTF8.self), errorOutput: errorText)
+struct SpawnError: Error, CustomStringConvertible {
+    var description: String
 }
 
-/// A long-running child whose standard error goes to a log file. Killed (SIGKILL) when released.
-final class Child {
-    let process = Process()
-    let logPath: String
+/// Starts `executable` with `arguments`, standard input from /dev/null and both outputs appended to
+/// files. posix_spawn directly rather than Foundation's Process, which on Linux sometimes never noticed
+/// that a child had exited when several were started and killed from concurrent tests.
+func spawn(_ executable: String, _ arguments: [String], output: String, errors: String) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, errors, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    // The child starts with no blocked signals and default dispositions, whatever the test runner set.
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    var defaults = sigset_t()
+    sigfillset(&defaults)
+    posix_spawnattr_setsigmask(&attributes, &empty)
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    var pid: pid_t = 0
+    let status = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+    guard status == 0 else {
+        throw SpawnError(description: "cannot start \(executable): \(String(cString: strerror(status)))")
+    }
+    return pid
+}
 
-    init(_ executable: String, _ arguments: [String], log: String, environment: [String: String]? = nil) throws {
+/// Reaps `pid` if it has exited; returns its exit status (128 + signal for a killed child).
+func reap(_ pid: pid_t, block: Bool = false) -> Int32? {
+    var status: Int32 = 0
+    let result = waitpid(pid, &status, block ? 0 : WNOHANG)
+    guard result == pid else { return nil }
+    let signal = status & 0x7f
+    return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+}
+
+/// Runs a program to completion, capturing both outputs through files (never pipes, which a daemon
+/// spawned at the same moment by another test could inherit and hold open).
+func runProcess(
+    _ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)
+) throws
+    -> ProcessResult
+{
+    let directory = ScratchDirectory()
+    let pid = try spawn(executable, arguments, output: directory.file("out"), errors: directory.file("err"))
+    var status: Int32?
+    _ = eventually(timeout: timeout, interval: 2_000) {
+        status = reap(pid)
+        return status != nil
+    }
+    if status == nil {
+        kill(pid, SIGKILL)
+        status = reap(pid, block: true)
+    }
+    let output = (try? String(contentsOfFile: directory.file("out"), encoding: .utf8)) ?? ""
+    let errors = (try? String(contentsOfFile: directory.file("err"), encoding: .utf8)) ?? ""
+    return ProcessResult(status: status ?? -1, output: output, errorOutput: errors)
+}
+
+/// A long-running child whose outputs go to a log file. Killed (SIGKILL) and reaped when released.
+final class Child {
+    let pid: pid_t
+    let logPath: String
+    private var exitStatus: Int32?
+
+    init(_ executable: String, _ arguments: [String], log: String) throws {
         logPath = log
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        if let environment { process.environment = environment }
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.standardError = handle
-        process.standardOutput = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        pid = try spawn(executable, arguments, output: log, errors: log)
     }
 
-    var pid: Int32 { process.processIdentifier }
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
+    var isRunning: Bool {
+        if exitStatus == nil { exitStatus = reap(pid) }
+        return exitStatus == nil
+    }
+
     func signal(_ signal: Int32) {
-        if process.isRunning { kill(pid, signal) }
+        if isRunning { kill(pid, signal) }
     }
 
     /// Waits up to `timeout` for the child to exit; returns its status, or nil if it is still running.
     func waitForExit(timeout: Duration = .seconds(10)) -> Int32? {
-        guard eventually(timeout: timeout, { !process.isRunning }) else { return nil }
-        return process.terminationStatus
+        _ = eventually(timeout: timeout) { !isRunning }
+        return exitStatus
     }
 
     deinit {
-        signal(SIGKILL)
-        process.waitUntilExit()
+        if isRunning {
+            kill(pid, SIGKILL)
+            _ = reap(pid, block: true)
+        }
     }
 }
 
-/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
-func eventually(timeout: Duration = .seconds(15), _ condition: () -> Bool) -> Bool {
+/// Polls `condition` every `interval` µs until it holds or `timeout` passes; returns whether it held.
+func eventually(timeout: Duration = .seconds(15), interval: useconds_t = 20_000, _ condition: () -> Bool) -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if condition() { return true }
-        usleep(20_000)
+        usleep(interval)
     }
     return condition()
 }
