@@ -8,7 +8,7 @@ SHAREDIR = $(DESTDIR)$(PREFIX)/share/taskwatch
 SWIFT_FILES = Sources Tests Package.swift $(wildcard Examples) $(wildcard Benchmarks/Package.swift Benchmarks/Benchmarks Benchmarks/Sources)
 
 .PHONY: all build debug run test test-swift test-traits test-ops test-prometheus lint format deps bench \
-	install clean prometheusrule fuzz soak
+	install clean prometheusrule fuzz fuzz-short attack soak
 
 all: build
 
@@ -58,6 +58,27 @@ test-prometheus:
 
 bench: deps
 	scripts/bench.sh
+
+# libFuzzer targets (Fuzz/, its own package): each runs FUZZ_SECONDS; prints executions and crashes.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+# The short round CI runs.
+fuzz-short: deps
+	FUZZ_SECONDS=20 scripts/fuzz.sh
+
+# Limits under attack against the release daemon: series flood, 10 k connects, tiny frames, slow HTTP.
+ATTACK_SECONDS ?= 20
+attack: build
+	python3 scripts/attack.py "$$($(SWIFT) build -c release --show-bin-path)" --seconds $(ATTACK_SECONDS)
+
+# 200 clients reporting every 10 ms, scraped every second; RSS, fds and threads must stay flat.
+SOAK_SECONDS ?= 60
+SOAK_CLIENTS ?= 200
+soak: build
+	python3 scripts/soak.py "$$($(SWIFT) build -c release --show-bin-path)" --seconds $(SOAK_SECONDS) \
+		--clients $(SOAK_CLIENTS)
 
 prometheusrule:
 	python3 deploy/kubernetes/generate-prometheusrule.py -o deploy/kubernetes/prometheusrule.yaml

@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // The wire format: pure Swift, no I/O. Both sides depend on it.
@@ -32,6 +33,8 @@ let package = Package(
         // C shims. Each exists because Glibc's Swift overlay lacks the symbol or macro.
         .target(name: "CTaskWatchSocket"),
         .target(name: "CTaskWatchRuntime"),
+        // bcrypt verification through libxcrypt's crypt_r, for basic auth.
+        .target(name: "CTaskWatchCrypt", linkerSettings: [.linkedLibrary("crypt")]),
         .systemLibrary(
             name: "CMicroHTTPD",
             pkgConfig: "libmicrohttpd",
@@ -47,7 +50,9 @@ let package = Package(
                 "CTaskWatchSocket",
                 "CMicroHTTPD",
                 "CZlib",
+                "CTaskWatchCrypt",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .executableTarget(
@@ -145,6 +150,13 @@ let package = Package(
             swiftSettings: [
                 .define("TASKWATCH_STRESS", .when(traits: ["Stress"])),
                 .define("TASKWATCH_SILENT", .when(traits: ["Silent"])),
+            ]
+        ),
+        .testTarget(
+            name: "TaskWatchHardeningTests",
+            dependencies: [
+                "TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket", "CTaskWatchCrypt",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]

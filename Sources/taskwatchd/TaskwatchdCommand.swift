@@ -99,11 +99,16 @@ struct TaskwatchdCommand: ParsableCommand {
         }
         configuration.limits.graceNanoseconds = grace
         configuration.limits.peakWindowNanoseconds = window
-        if let webConfigFile {
-            throw ValidationError(
-                "--web.config.file \(webConfigFile): TLS and basic auth are not available in this build")
-        }
         return (configuration, logger)
+    }
+
+    /// Loads `--web.config.file` into `configuration`; a file that cannot be used stops startup.
+    private func applyWebConfig(to configuration: inout DaemonConfiguration) throws -> WebConfigState? {
+        guard let webConfigFile else { return nil }
+        let state = try WebConfigState(path: webConfigFile)
+        configuration.tls = state.config.tls?.serverTLS
+        configuration.authorize = { state.authorize($0) }
+        return state
     }
 
     private func ids(_ values: [String], flag: String) throws -> Set<UInt32> {
@@ -116,8 +121,19 @@ struct TaskwatchdCommand: ParsableCommand {
     }
 
     func run() throws {
-        let (configuration, logger) = try validatedConfiguration()
-        let status = DaemonRunner.run(configuration: configuration, logger: logger)
+        let (validated, logger) = try validatedConfiguration()
+        var configuration = validated
+        let webConfig = try applyWebConfig(to: &configuration)
+        if let webConfig {
+            logger.info(
+                "Web config loaded",
+                metadata: [
+                    "file": "\(webConfig.path)", "tls": "\(webConfig.config.tls != nil)",
+                    "users": "\(webConfig.config.basicAuthUsers.count)",
+                ])
+        }
+        let status = DaemonRunner.run(
+            configuration: configuration, logger: logger, onReload: { webConfig?.reload(logger: logger) })
         if status != 0 { throw ExitCode(status) }
     }
 }

@@ -1,0 +1,253 @@
+import Glibc
+import Yams
+
+/// The exporter-toolkit web configuration (`--web.config.file`): TLS for the HTTP listeners and basic
+/// auth users. Parsed as strictly as the exporter-toolkit does: an unknown key is an error, not a
+/// silently ignored typo.
+///
+/// Supported:
+/// ```yaml
+/// tls_server_config:
+///   cert_file: server.crt        # relative paths resolve against this file's directory
+///   key_file: server.key
+///   client_auth_type: NoClientCert
+///   min_version: TLS12           # TLS10, TLS11, TLS12 (the default) or TLS13
+///   max_version: TLS13
+/// basic_auth_users:
+///   alice: $2b$10$...            # bcrypt ($2a$, $2b$, $2y$)
+/// ```
+public struct WebConfig: Sendable, Equatable {
+    /// TLS as read from the file: the certificate and key themselves, not their paths.
+    public struct TLSConfig: Sendable, Equatable {
+        public var certificateFile: String
+        public var keyFile: String
+        public var certificatePEM: String
+        public var keyPEM: String
+        public var minVersion: TLSVersion
+        public var maxVersion: TLSVersion
+
+        /// The GnuTLS priority string allowing exactly the versions from `minVersion` to `maxVersion`.
+        public var priorities: String {
+            let versions = TLSVersion.allCases.filter { $0 >= minVersion && $0 <= maxVersion }
+            return "NORMAL:-VERS-ALL" + versions.reversed().map { ":+VERS-\($0.gnuTLSName)" }.joined()
+        }
+
+        /// What `HTTPServer` takes.
+        public var serverTLS: HTTPServer.TLS {
+            HTTPServer.TLS(certificatePEM: certificatePEM, keyPEM: keyPEM, priorities: priorities)
+        }
+    }
+
+    /// TLS protocol versions, named as in the exporter-toolkit.
+    public enum TLSVersion: String, Sendable, CaseIterable, Comparable {
+        case tls10 = "TLS10"
+        case tls11 = "TLS11"
+        case tls12 = "TLS12"
+        case tls13 = "TLS13"
+
+        var gnuTLSName: String {
+            switch self {
+            case .tls10: "TLS1.0"
+            case .tls11: "TLS1.1"
+            case .tls12: "TLS1.2"
+            case .tls13: "TLS1.3"
+            }
+        }
+
+        public static func < (lhs: TLSVersion, rhs: TLSVersion) -> Bool {
+            allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+        }
+    }
+
+    /// A config file that cannot be used, with a message naming the file and the problem.
+    public struct LoadError: Error, CustomStringConvertible, Equatable {
+        public let description: String
+
+        public init(path: String, _ problem: String) { description = "web config \(path): \(problem)" }
+    }
+
+    /// nil serves plain HTTP.
+    public var tls: TLSConfig?
+    /// User name to bcrypt hash; empty means no authentication.
+    public var basicAuthUsers: [String: String]
+
+    public init(tls: TLSConfig? = nil, basicAuthUsers: [String: String] = [:]) {
+        self.tls = tls
+        self.basicAuthUsers = basicAuthUsers
+    }
+
+    /// Reads and validates the file at `path`, and the certificate and key files it names.
+    public static func load(path: String) throws(LoadError) -> WebConfig {
+        let text: String
+        do { text = try readTextFile(path) } catch { throw LoadError(path: path, error.description) }
+        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        return try parse(text, path: path, directory: directory.isEmpty ? "/" : directory)
+    }
+
+    /// Parses `text` as if read from `path`; relative file names resolve against `directory`.
+    public static func parse(_ text: String, path: String, directory: String) throws(LoadError) -> WebConfig {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch {
+            throw LoadError(path: path, "not valid YAML: \(error)")
+        }
+        // An empty file is valid and means "plain HTTP, no authentication", as in the exporter-toolkit.
+        guard let root else { return WebConfig() }
+        if isNull(root) { return WebConfig() }
+        let top = try mapping(root, at: "top level", path: path)
+        var config = WebConfig()
+        for (key, value) in top {
+            switch key {
+            case "tls_server_config":
+                if isNull(value) { continue }
+                config.tls = try parseTLS(value, path: path, directory: directory)
+            case "basic_auth_users":
+                if isNull(value) { continue }
+                for (user, hash) in try mapping(value, at: "basic_auth_users", path: path) {
+                    config.basicAuthUsers[user] = try bcryptHash(hash, user: user, path: path)
+                }
+            case "http_server_config":
+                throw LoadError(path: path, "http_server_config is not supported by taskwatchd")
+            default:
+                throw LoadError(path: path, "unknown key \"\(key)\"\(lineText(value)) at top level")
+            }
+        }
+        return config
+    }
+
+    private static func parseTLS(_ node: Node, path: String, directory: String) throws(LoadError) -> TLSConfig {
+        var certFile: String?
+        var keyFile: String?
+        var minVersion = TLSVersion.tls12
+        var maxVersion = TLSVersion.tls13
+        for (key, value) in try mapping(node, at: "tls_server_config", path: path) {
+            let text = try scalar(value, key: "tls_server_config.\(key)", path: path)
+            switch key {
+            case "cert_file": certFile = text
+            case "key_file": keyFile = text
+            case "client_auth_type":
+                guard text == "NoClientCert" || text.isEmpty else {
+                    throw LoadError(
+                        path: path,
+                        "tls_server_config.client_auth_type \(text) is not supported: taskwatchd serves only "
+                            + "NoClientCert (put client certificate checks in a proxy)")
+                }
+            case "min_version", "max_version":
+                guard let version = TLSVersion(rawValue: text) else {
+                    throw LoadError(
+                        path: path, "tls_server_config.\(key) must be TLS10, TLS11, TLS12 or TLS13, not \"\(text)\"")
+                }
+                if key == "min_version" { minVersion = version } else { maxVersion = version }
+            case "client_ca_file", "cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "cert", "key",
+                "client_allowed_sans":
+                throw LoadError(path: path, "tls_server_config.\(key) is not supported by taskwatchd")
+            default:
+                throw LoadError(path: path, "unknown key \"\(key)\"\(lineText(value)) in tls_server_config")
+            }
+        }
+        guard let certFile, !certFile.isEmpty else {
+            throw LoadError(path: path, "tls_server_config needs cert_file")
+        }
+        guard let keyFile, !keyFile.isEmpty else { throw LoadError(path: path, "tls_server_config needs key_file") }
+        guard minVersion <= maxVersion else {
+            throw LoadError(path: path, "tls_server_config.min_version is above max_version")
+        }
+        let certPath = certFile.hasPrefix("/") ? certFile : directory + "/" + certFile
+        let keyPath = keyFile.hasPrefix("/") ? keyFile : directory + "/" + keyFile
+        let certificatePEM = try pemFile(certPath, what: "cert_file", marker: "CERTIFICATE", path: path)
+        let keyPEM = try pemFile(keyPath, what: "key_file", marker: "PRIVATE KEY", path: path)
+        return TLSConfig(
+            certificateFile: certPath, keyFile: keyPath, certificatePEM: certificatePEM, keyPEM: keyPEM,
+            minVersion: minVersion, maxVersion: maxVersion)
+    }
+
+    private static func pemFile(
+        _ file: String, what: String, marker: String, path: String
+    ) throws(LoadError)
+        -> String
+    {
+        let text: String
+        do { text = try readTextFile(file) } catch {
+            throw LoadError(path: path, "tls_server_config.\(what): \(error.description)")
+        }
+        guard text.contains("-----BEGIN "), text.contains(marker) else {
+            throw LoadError(path: path, "tls_server_config.\(what) \(file) holds no PEM \(marker)")
+        }
+        return text
+    }
+
+    private static func bcryptHash(_ node: Node, user: String, path: String) throws(LoadError) -> String {
+        let hash = try scalar(node, key: "basic_auth_users.\(user)", path: path)
+        let bytes = Array(hash.utf8)
+        let prefixes = ["$2a$", "$2b$", "$2y$"].map { Array($0.utf8) }
+        guard bytes.count == 60, prefixes.contains(where: { bytes.starts(with: $0) }), bytes[6] == UInt8(ascii: "$"),
+            let cost = Int(String(decoding: bytes[4..<6], as: UTF8.self)), (4...31).contains(cost)
+        else {
+            throw LoadError(
+                path: path, "basic_auth_users.\(user) is not a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)")
+        }
+        return hash
+    }
+
+    // MARK: YAML helpers
+
+    /// A plain scalar that YAML reads as null: empty, `~` or `null`.
+    private static func isNull(_ node: Node) -> Bool {
+        guard case .scalar(let scalar) = node, scalar.style == .plain || scalar.style == .any else { return false }
+        return ["", "~", "null", "Null", "NULL"].contains(scalar.string)
+    }
+
+    private static func lineText(_ node: Node) -> String {
+        node.mark.map { " (line \($0.line))" } ?? ""
+    }
+
+    /// The pairs of a mapping whose keys are plain strings; a repeated key is an error.
+    private static func mapping(_ node: Node, at place: String, path: String) throws(LoadError) -> [(String, Node)] {
+        guard case .mapping(let mapping) = node else {
+            throw LoadError(path: path, "\(place) must be a mapping\(lineText(node))")
+        }
+        var seen = Set<String>()
+        var pairs: [(String, Node)] = []
+        for (key, value) in mapping {
+            guard case .scalar(let scalar) = key else {
+                throw LoadError(path: path, "\(place) has a key that is not a string\(lineText(key))")
+            }
+            guard seen.insert(scalar.string).inserted else {
+                throw LoadError(path: path, "\(place) repeats the key \"\(scalar.string)\"\(lineText(key))")
+            }
+            pairs.append((scalar.string, value))
+        }
+        return pairs
+    }
+
+    private static func scalar(_ node: Node, key: String, path: String) throws(LoadError) -> String {
+        guard case .scalar(let scalar) = node else {
+            throw LoadError(path: path, "\(key) must be a string\(lineText(node))")
+        }
+        return scalar.string
+    }
+}
+
+/// A file-system failure, described with the file name and `strerror`.
+struct FileReadError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Reads a whole (small) text file. Refuses anything over 1 MiB: config, certificates and keys are tiny.
+func readTextFile(_ path: String) throws(FileReadError) -> String {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw FileReadError(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 16_384)
+    while true {
+        let count = read(fd, &buffer, buffer.count)
+        if count < 0 {
+            if errno == EINTR { continue }
+            throw FileReadError(description: "cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        if count == 0 { break }
+        bytes += buffer[..<count]
+        if bytes.count > 1 << 20 { throw FileReadError(description: "\(path) is larger than 1 MiB") }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

@@ -1,0 +1,202 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+@testable import TaskWatchDaemon
+
+/// A clock the test moves by hand.
+final class ManualClock: DaemonClock {
+    let now = Atomic<UInt64>(1_000)
+
+    func monotonicNanoseconds() -> UInt64 { now.load(ordering: .relaxed) }
+    func wallSeconds() -> Double { 0 }
+}
+
+/// A bcrypt hash of `password` at the lowest cost, made with our own crypt_r binding.
+func quickHash(_ password: String, cost: UInt = 4) throws -> String {
+    try #require(BasicAuthenticator.hash(password: Array(password.utf8), cost: cost))
+}
+
+@Suite struct WebConfigTests {
+    @Test func fullConfigResolvesRelativePathsAndVersions() throws {
+        let directory = ScratchDirectory()
+        try makeCertificate(in: directory)
+        let hash = try quickHash("pw")
+        try directory.write(
+            "web.yml",
+            """
+            tls_server_config:
+              cert_file: server.crt
+              key_file: \(directory.file("server.key"))
+              client_auth_type: NoClientCert
+              min_version: TLS13
+            basic_auth_users:
+              alice: \(hash)
+            """)
+        let config = try WebConfig.load(path: directory.file("web.yml"))
+        let tls = try #require(config.tls)
+        #expect(tls.certificateFile == directory.file("server.crt"))
+        #expect(tls.certificatePEM.contains("BEGIN CERTIFICATE"))
+        #expect(tls.keyPEM.contains("PRIVATE KEY"))
+        #expect(tls.priorities == "NORMAL:-VERS-ALL:+VERS-TLS1.3")
+        #expect(config.basicAuthUsers == ["alice": hash])
+    }
+
+    @Test func defaultVersionsAreTLS12AndUp() {
+        let tls = WebConfig.TLSConfig(
+            certificateFile: "", keyFile: "", certificatePEM: "", keyPEM: "", minVersion: .tls12, maxVersion: .tls13)
+        #expect(tls.priorities == "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2")
+    }
+
+    @Test func emptyFileMeansPlainHTTPWithoutAuth() throws {
+        #expect(try WebConfig.parse("", path: "w.yml", directory: ".") == WebConfig())
+        #expect(try WebConfig.parse("# nothing\n", path: "w.yml", directory: ".") == WebConfig())
+        #expect(try WebConfig.parse("basic_auth_users:\n", path: "w.yml", directory: ".") == WebConfig())
+    }
+
+    @Test(
+        arguments: [
+            ("tls_server_confg:\n  cert_file: a\n", "unknown key \"tls_server_confg\""),
+            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  bogus: 1\n", "unknown key \"bogus\""),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n",
+                "client_auth_type RequireAndVerifyClientCert is not supported"
+            ),
+            ("tls_server_config:\n  key_file: b\n", "needs cert_file"),
+            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS14\n", "must be TLS10"),
+            ("tls_server_config:\n  cert_file: /nonexistent/a.crt\n  key_file: b\n", "cannot open /nonexistent/a.crt"),
+            ("basic_auth_users:\n  bob: plaintext\n", "basic_auth_users.bob is not a bcrypt hash"),
+            ("basic_auth_users: [a, b]\n", "basic_auth_users must be a mapping"),
+            ("basic_auth_users:\n  bob: x\n  bob: y\n", "repeats the key \"bob\""),
+            ("http_server_config:\n  http2: false\n", "http_server_config is not supported"),
+            ("a: [unclosed\n", "not valid YAML"),
+            ("- just\n- a list\n", "top level must be a mapping"),
+        ])
+    func badConfigsNameTheFileAndTheProblem(text: String, expected: String) {
+        #expect {
+            try WebConfig.parse(text, path: "/etc/taskwatch/web.yml", directory: "/etc/taskwatch")
+        } throws: { error in
+            let message = "\(error)"
+            return message.hasPrefix("web config /etc/taskwatch/web.yml: ") && message.contains(expected)
+        }
+    }
+
+    @Test func missingFileIsAClearError() {
+        #expect {
+            try WebConfig.load(path: "/nonexistent/web.yml")
+        } throws: { "\($0)".contains("web config /nonexistent/web.yml: cannot open /nonexistent/web.yml") }
+    }
+}
+
+@Suite struct BasicAuthParsingTests {
+    @Test func base64RoundTripsWithAndWithoutPadding() {
+        #expect(Base64.decode(Array("YWxpY2U6c2VjcmV0".utf8)) == Array("alice:secret".utf8))
+        #expect(Base64.decode(Array("YQ==".utf8)) == Array("a".utf8))
+        #expect(Base64.decode(Array("YQ".utf8)) == Array("a".utf8))
+        #expect(Base64.decode(Array("YWI=".utf8)) == Array("ab".utf8))
+        #expect(Base64.decode(Array("".utf8)) == [])
+    }
+
+    @Test(arguments: ["Y", "YQ=", "YQ===", "Y Q==", "YR==", "####", "YQ==YQ==", "=", "\u{00e9}"])
+    func malformedBase64IsRefused(text: String) {
+        #expect(Base64.decode(Array(text.utf8)) == nil)
+    }
+
+    @Test func base64NeverTrapsOnRandomInput() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Array("ABCxyz019+/=-_ \t:".utf8) + [0, 0xff]
+        for _ in 0..<20_000 {
+            let count = Int.random(in: 0...24, using: &generator)
+            let bytes = (0..<count).map { _ in alphabet.randomElement(using: &generator)! }
+            if let decoded = Base64.decode(bytes) { #expect(decoded.count <= count) }
+        }
+    }
+
+    @Test func authorizationHeaderParsing() {
+        #expect(
+            BasicCredentials(authorization: "Basic YWxpY2U6c2VjcmV0")
+                == BasicCredentials(user: "alice", password: Array("secret".utf8)))
+        #expect(BasicCredentials(authorization: "  bAsIc   YWxpY2U6c2VjcmV0 ")?.user == "alice")
+        // A colon in the password stays in the password.
+        #expect(BasicCredentials(authorization: "Basic YTpiOmM=")?.password == Array("b:c".utf8))
+        #expect(BasicCredentials(authorization: "Basic YTo=")?.password == [])
+        for bad in [nil, "", "Basic", "Basic ", "Bearer YWxpY2U6c2VjcmV0", "BasicYWxpY2U6c2VjcmV0", "Basic YWxpY2U="] {
+            #expect(BasicCredentials(authorization: bad) == nil, "\(String(describing: bad))")
+        }
+        // "\xff:pw": a user name that is not UTF-8 is refused rather than mangled.
+        #expect(BasicCredentials(authorization: "Basic /zpwdw==") == nil)
+    }
+
+    @Test func constantTimeEqualityIsExact() {
+        #expect(constantTimeEqual([1, 2, 3], [1, 2, 3]))
+        #expect(!constantTimeEqual([1, 2, 3], [1, 2, 4]))
+        #expect(!constantTimeEqual([1, 2, 3], [1, 2, 3, 0]))
+        #expect(!constantTimeEqual([], [0]))
+        #expect(constantTimeEqual([], []))
+    }
+}
+
+@Suite struct BasicAuthenticatorTests {
+    @Test func rightPasswordIsCachedWrongPasswordAlwaysRunsBcrypt() throws {
+        let clock = ManualClock()
+        let authenticator = BasicAuthenticator(
+            users: ["alice": try quickHash("secret")], cacheTTL: .seconds(60), clock: clock)
+        let initial = authenticator.bcryptCount
+        #expect(authenticator.verify(user: "alice", password: Array("secret".utf8)))
+        #expect(authenticator.bcryptCount == initial + 1)
+        for _ in 0..<5 { #expect(authenticator.verify(user: "alice", password: Array("secret".utf8))) }
+        #expect(authenticator.bcryptCount == initial + 1, "cached successes skip bcrypt")
+        for attempt in 1...3 {
+            #expect(!authenticator.verify(user: "alice", password: Array("secreT".utf8)))
+            #expect(authenticator.bcryptCount == initial + 1 + UInt64(attempt), "every wrong password is checked")
+        }
+        // A prefix or extension of the cached password is not the cached password.
+        #expect(!authenticator.verify(user: "alice", password: Array("secret\u{0}".utf8)))
+        #expect(!authenticator.verify(user: "alice", password: Array("secre".utf8)))
+        clock.now.add(61_000_000_000, ordering: .relaxed)
+        let beforeExpiry = authenticator.bcryptCount
+        #expect(authenticator.verify(user: "alice", password: Array("secret".utf8)))
+        #expect(authenticator.bcryptCount == beforeExpiry + 1, "an expired entry is verified again")
+    }
+
+    @Test func unknownUserPaysForBcryptToo() throws {
+        let authenticator = BasicAuthenticator(users: ["alice": try quickHash("secret")])
+        let before = authenticator.bcryptCount
+        #expect(!authenticator.verify(user: "mallory", password: Array("secret".utf8)))
+        #expect(authenticator.bcryptCount == before + 1)
+    }
+
+    @Test func refusalIsAChallengeWithNoInformation() throws {
+        let authenticator = BasicAuthenticator(users: ["alice": try quickHash("secret")])
+        let refused = try #require(authenticator.authorize(HTTPRequest(method: "GET", path: "/metrics")))
+        #expect(refused.status == 401)
+        #expect(refused.header("WWW-Authenticate") == "Basic realm=\"taskwatchd\"")
+        #expect(refused.body == Array("Unauthorized\n".utf8))
+        let good = HTTPRequest(
+            method: "GET", path: "/metrics", headers: HTTPHeaders([("Authorization", "Basic YWxpY2U6c2VjcmV0")]))
+        #expect(authenticator.authorize(good) == nil)
+        #expect(BasicAuthenticator(users: [:]).authorize(HTTPRequest(method: "GET", path: "/")) == nil)
+    }
+
+    @Test func reloadSwapsUsersAndKeepsTheOldConfigOnABadFile() throws {
+        let directory = ScratchDirectory()
+        try directory.write("web.yml", "basic_auth_users:\n  alice: \(try quickHash("one"))\n")
+        let state = try WebConfigState(path: directory.file("web.yml"))
+        let header = { (password: String) in
+            HTTPRequest(
+                method: "GET", path: "/metrics",
+                headers: HTTPHeaders([
+                    ("Authorization", "Basic " + Data("alice:\(password)".utf8).base64EncodedString())
+                ]))
+        }
+        #expect(state.authorize(header("one")) == nil)
+        try directory.write("web.yml", "basic_auth_users:\n  alice: \(try quickHash("two"))\n")
+        #expect(state.reload(logger: .init(label: "test")))
+        #expect(state.authorize(header("one"))?.status == 401)
+        #expect(state.authorize(header("two")) == nil)
+        try directory.write("web.yml", "basic_auth_users:\n  alice: not-a-hash\n")
+        #expect(!state.reload(logger: .init(label: "test")))
+        #expect(state.authorize(header("two")) == nil, "a bad file keeps the previous users")
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import Glibc
+import Testing
+
+@testable import TaskWatchDaemon
+
+/// The real `taskwatchd` behind TLS and basic auth, spoken to with curl.
+@Suite(.serialized) struct WebEndToEndTests {
+    @Test func httpsWithBasicAuthAndLiveReload() throws {
+        let directory = ScratchDirectory()
+        try makeCertificate(in: directory)
+        try directory.write(
+            "web.yml",
+            """
+            tls_server_config:
+              cert_file: server.crt
+              key_file: server.key
+              min_version: TLS12
+            basic_auth_users:
+              alice: \(try quickHash("first-secret"))
+            """)
+        let daemon = try Child(
+            binary("taskwatchd"),
+            [
+                "--web.config.file", directory.file("web.yml"), "--web.listen-address", "127.0.0.1:0",
+                "--ingest.socket", directory.file("ingest.sock"),
+            ], log: directory.file("daemon.log"))
+        let port = try #require(loggedPort(daemon), "daemon did not start: \(daemon.log)")
+        let url = "https://127.0.0.1:\(port)/metrics"
+        let tls = ["--cacert", directory.file("server.crt")]
+
+        let anonymous = try curl(url, tls)
+        #expect(anonymous.status == 401)
+        #expect(anonymous.headers.contains("WWW-Authenticate: Basic realm=\"taskwatchd\""))
+        #expect(anonymous.body == "Unauthorized\n")
+        #expect(!anonymous.body.contains("taskwatch_") && !anonymous.body.contains("swift_"))
+
+        let wrong = try curl(url, tls + ["-u", "alice:wrong"])
+        #expect(wrong.status == 401)
+        #expect(!wrong.body.contains("taskwatch_"))
+        let unknownUser = try curl(url, tls + ["-u", "mallory:first-secret"])
+        #expect(unknownUser.status == 401)
+        // Every path is behind the same door, so a stranger cannot even map the endpoints.
+        #expect(try curl("https://127.0.0.1:\(port)/", tls).status == 401)
+        #expect(try curl("https://127.0.0.1:\(port)/nope", tls).status == 401)
+
+        let right = try curl(url, tls + ["-u", "alice:first-secret"])
+        #expect(right.status == 200)
+        #expect(right.body.contains("taskwatch_build_info"))
+
+        // Plain HTTP on the TLS port gets no metrics either.
+        let plain = try runProcess("/usr/bin/curl", ["-sS", "--max-time", "5", "http://127.0.0.1:\(port)/metrics"])
+        #expect(!plain.output.contains("taskwatch_"))
+        // TLS 1.1 is below min_version.
+        let old = try runProcess(
+            "/usr/bin/curl",
+            ["-sS", "--max-time", "5", "--tlsv1.1", "--tls-max", "1.1", "-u", "alice:first-secret"] + tls + [url])
+        #expect(old.status != 0)
+        #expect(!old.output.contains("taskwatch_"))
+
+        let newConfig = try String(contentsOfFile: directory.file("web.yml"), encoding: .utf8)
+            .replacingOccurrences(of: "alice:", with: "alice: \(try quickHash("second-secret"))\n  old_alice:")
+        try directory.write("web.yml", newConfig)
+        daemon.signal(SIGHUP)
+        #expect(eventually { daemon.log.contains("Web config reloaded") })
+        #expect(try curl(url, tls + ["-u", "alice:first-secret"]).status == 401)
+        #expect(try curl(url, tls + ["-u", "alice:second-secret"]).status == 200)
+
+        // A broken file on reload is logged and the users in force stay.
+        try directory.write("web.yml", "basic_auth_users: [broken\n")
+        daemon.signal(SIGHUP)
+        #expect(eventually { daemon.log.contains("Web config reload failed") })
+        #expect(try curl(url, tls + ["-u", "alice:second-secret"]).status == 200)
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit() == 0)
+    }
+
+    @Test(
+        arguments: [
+            ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot open"),
+            ("basic_auth_users:\n  alice: hunter2\n", "basic_auth_users.alice is not a bcrypt hash"),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n",
+                "NoClientCert"
+            ),
+            ("basic_auth_user:\n  alice: x\n", "unknown key \"basic_auth_user\""),
+        ])
+    func badConfigFileFailsStartupWithAClearMessage(text: String, expected: String) throws {
+        let directory = ScratchDirectory()
+        try directory.write("web.yml", text)
+        let result = try runProcess(
+            binary("taskwatchd"),
+            [
+                "--web.config.file", directory.file("web.yml"), "--web.listen-address", "127.0.0.1:0",
+                "--ingest.socket", directory.file("ingest.sock"),
+            ])
+        #expect(result.status != 0)
+        #expect(result.errorOutput.contains("web config \(directory.file("web.yml")):"), "\(result.errorOutput)")
+        #expect(result.errorOutput.contains(expected), "\(result.errorOutput)")
+    }
+
+    @Test func certificateAndKeyThatDoNotMatchFailStartup() throws {
+        let directory = ScratchDirectory()
+        try makeCertificate(in: directory)
+        let other = ScratchDirectory()
+        try makeCertificate(in: other)
+        try directory.write(
+            "web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: \(other.file("server.key"))\n")
+        let result = try runProcess(
+            binary("taskwatchd"),
+            [
+                "--web.config.file", directory.file("web.yml"), "--web.listen-address", "127.0.0.1:0",
+                "--ingest.socket", directory.file("ingest.sock"),
+            ])
+        #expect(result.status != 0)
+        #expect(result.errorOutput.contains("web server"), "\(result.errorOutput)")
+    }
+}
