@@ -33,18 +33,19 @@ format:
 test: deps lint test-swift test-traits test-ops test-prometheus
 	@echo "make test: all suites passed"
 
-# The end-to-end suites start the built binaries, so build every product before testing.
+# The end-to-end suites start the built binaries, so build every product before testing. Serial:
+# suites that start daemons and suites that share the process-wide reporter must not overlap.
 test-swift:
 	$(SWIFT) build
-	TASKWATCH_BIN_DIR="$$($(SWIFT) build --show-bin-path)" $(SWIFT) test
+	TASKWATCH_BIN_DIR="$$($(SWIFT) build --show-bin-path)" $(SWIFT) test --no-parallel
 
 # Each build profile of the client compiles and passes its tests.
 test-traits:
 	$(SWIFT) build --traits Stress --scratch-path .build-stress
-	$(SWIFT) test --traits Stress --scratch-path .build-stress \
+	$(SWIFT) test --no-parallel --traits Stress --scratch-path .build-stress \
 		--filter 'TaskWatchTests|TaskWatchMetricsTests|TaskWatchClientEndToEndTests'
 	$(SWIFT) build --traits Silent --scratch-path .build-silent
-	$(SWIFT) test --traits Silent --scratch-path .build-silent --filter 'TaskWatchTests|TaskWatchMetricsTests'
+	$(SWIFT) test --no-parallel --traits Silent --scratch-path .build-silent --filter 'TaskWatchTests|TaskWatchMetricsTests'
 
 test-ops:
 	prometheus/test.sh

@@ -8,24 +8,13 @@ let taskwatchBinary = binDirectory.appendingPathComponent("taskwatch").path
 
 /// A long-running `taskwatch` child, killed (it and nothing else) when the test lets go of it.
 final class CLIProcess {
-    let process = Process()
+    let child: ChildProcess
 
     init(_ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: taskwatchBinary)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        child = try ChildProcess(taskwatchBinary, arguments)
     }
 
-    var pid: Int32 { process.processIdentifier }
-
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
+    var pid: Int32 { child.pid }
 }
 
 /// Every sample of `/metrics` named `name` whose labels include `labels`.

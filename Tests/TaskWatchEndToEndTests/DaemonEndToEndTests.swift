@@ -90,8 +90,7 @@ import Testing
     @Test func sigtermRemovesTheSocketItCreated() throws {
         let daemon = try DaemonProcess()
         #expect(FileManager.default.fileExists(atPath: daemon.socketPath))
-        daemon.stop()
-        #expect(daemon.process.terminationStatus == 0)
+        #expect(daemon.stop() == 0)
         #expect(!FileManager.default.fileExists(atPath: daemon.socketPath))
         #expect(daemon.log.contains("Shutting down"))
     }

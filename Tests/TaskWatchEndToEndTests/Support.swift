@@ -59,46 +59,110 @@ struct HTTPResult {
     var text: String { String(decoding: body, as: UTF8.self) }
 }
 
-/// Runs a command to completion and returns its exit status, stdout and stderr.
+/// A child started with posix_spawn, its outputs in files.
+///
+/// Not Foundation's `Process`: on Linux it sometimes never noticed that a child had exited, and its
+/// pipes could be inherited by a daemon another test started at the same moment, so a read to end of
+/// file waited for that daemon.
+final class ChildProcess: @unchecked Sendable {
+    let pid: pid_t
+    private let lock = NSLock()
+    private var status: Int32?
+
+    /// Starts `executable` (a path, or a name looked up in PATH) with stdin from `input` (a file path),
+    /// stdout and stderr appended to the given files.
+    init(
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String: String]? = nil,
+        input: String = "/dev/null",
+        output: String = "/dev/null",
+        errors: String = "/dev/null"
+    ) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, input, O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, errors, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // The child starts with no blocked signals and default dispositions, whatever the runner set.
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        let environmentStrings = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        let envp: [UnsafeMutablePointer<CChar>?] = environmentStrings.map { strdup($0) } + [nil]
+        defer { for pointer in envp { free(pointer) } }
+        var pid: pid_t = 0
+        let result = posix_spawnp(&pid, executable, &actions, &attributes, argv, envp)
+        guard result == 0 else { throw POSIXError(POSIXErrorCode(rawValue: result) ?? .EINVAL) }
+        self.pid = pid
+    }
+
+    /// The exit status (128 + signal when killed), or nil while running.
+    var exitStatus: Int32? {
+        lock.withLock {
+            if status == nil {
+                var raw: Int32 = 0
+                if waitpid(pid, &raw, WNOHANG) == pid {
+                    let signal = raw & 0x7f
+                    status = signal == 0 ? (raw >> 8) & 0xff : 128 + signal
+                }
+            }
+            return status
+        }
+    }
+
+    var isRunning: Bool { exitStatus == nil }
+
+    /// Waits up to `seconds` for the child to exit; kills it after that. Returns its status.
+    @discardableResult
+    func wait(seconds: Double = 60) -> Int32 {
+        if eventually(seconds, { !isRunning }) { return exitStatus ?? -1 }
+        kill(pid, SIGKILL)
+        _ = eventually(5) { !isRunning }
+        return exitStatus ?? -1
+    }
+
+    func signal(_ signal: Int32) {
+        if isRunning { kill(pid, signal) }
+    }
+
+    deinit {
+        if isRunning {
+            kill(pid, SIGKILL)
+            var raw: Int32 = 0
+            waitpid(pid, &raw, 0)
+        }
+    }
+}
+
+/// Runs a command to completion (at most `timeout` seconds) and returns its exit status, stdout and stderr.
 @discardableResult
 func runCommand(
-    _ executable: String, _ arguments: [String], input: Data? = nil
+    _ executable: String, _ arguments: [String], input: Data? = nil, timeout: Double = 120
 ) throws -> (
     status: Int32, stdout: Data, stderr: String
 ) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
-    process.arguments = executable.hasPrefix("/") ? arguments : [executable] + arguments
-    let out = Pipe()
-    let err = Pipe()
-    let stdin = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = stdin
-    try process.run()
-    let writer = Thread {
-        if let input { stdin.fileHandleForWriting.write(input) }
-        try? stdin.fileHandleForWriting.close()
-    }
-    writer.start()
-    // Drain stderr concurrently so neither pipe can fill and stall the child.
-    let errorBox = ErrorBox()
-    let reader = Thread { errorBox.data = err.fileHandleForReading.readDataToEndOfFile() }
-    reader.start()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    while !errorBox.isSet { usleep(1_000) }
-    return (process.terminationStatus, data, String(decoding: errorBox.data ?? Data(), as: UTF8.self))
-}
-
-final class ErrorBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: Data?
-    var data: Data? {
-        get { lock.withLock { stored } }
-        set { lock.withLock { stored = newValue } }
-    }
-    var isSet: Bool { data != nil }
+    let directory = temporaryDirectory()
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let inputPath = directory.appendingPathComponent("in").path
+    let outputPath = directory.appendingPathComponent("out").path
+    let errorPath = directory.appendingPathComponent("err").path
+    _ = FileManager.default.createFile(atPath: inputPath, contents: input ?? Data())
+    let child = try ChildProcess(executable, arguments, input: inputPath, output: outputPath, errors: errorPath)
+    let status = child.wait(seconds: timeout)
+    let output = FileManager.default.contents(atPath: outputPath) ?? Data()
+    let errors = FileManager.default.contents(atPath: errorPath) ?? Data()
+    return (status, output, String(decoding: errors, as: UTF8.self))
 }
 
 /// Fetches a URL with curl. `headers` go out as request headers.
@@ -131,10 +195,8 @@ final class DaemonProcess {
     let directory: URL
     let socketPath: String
     let port: UInt16
-    let process = Process()
+    let child: ChildProcess
     let stderrFile: URL
-    let extraArguments: [String]
-
     private let ownsDirectory: Bool
 
     /// A daemon in `directory` (a fresh one by default, removed at deinit; a given one is kept, so a
@@ -146,20 +208,18 @@ final class DaemonProcess {
         self.port = port
         socketPath = directory.appendingPathComponent("ingest.sock").path
         stderrFile = directory.appendingPathComponent("taskwatchd-\(UInt32.random(in: 0...UInt32.max)).log")
-        extraArguments = arguments
-        _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
-        process.executableURL = binDirectory.appendingPathComponent("taskwatchd")
-        process.arguments =
+        child = try ChildProcess(
+            binDirectory.appendingPathComponent("taskwatchd").path,
             ["--ingest.socket", socketPath, "--web.listen-address", "127.0.0.1:\(port)", "--client.grace", "2s"]
-            + arguments
-        process.standardError = try FileHandle(forWritingTo: stderrFile)
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
+                + arguments,
+            errors: stderrFile.path)
         let up = eventually { (try? fetch(url("/-/ready")).status) == 200 }
         if !up { throw DaemonStartFailure(log: log) }
     }
 
     var log: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }
+
+    var pid: pid_t { child.pid }
 
     func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
 
@@ -173,14 +233,16 @@ final class DaemonProcess {
         return nil
     }
 
-    func stop(signal: Int32 = SIGTERM) {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, signal)
-        process.waitUntilExit()
+    /// Signals the daemon and waits for it to exit; returns its exit status.
+    @discardableResult
+    func stop(signal: Int32 = SIGTERM) -> Int32 {
+        child.signal(signal)
+        return child.wait(seconds: 15)
     }
 
     deinit {
-        stop(signal: SIGKILL)
+        child.signal(SIGKILL)
+        child.wait(seconds: 5)
         if ownsDirectory { try? FileManager.default.removeItem(at: directory) }
     }
 }
@@ -192,29 +254,16 @@ struct DaemonStartFailure: Error, CustomStringConvertible {
 
 /// A `taskwatch send` child process.
 final class SenderProcess {
-    let process = Process()
+    let child: ChildProcess
 
     init(socket: String, arguments: [String]) throws {
-        process.executableURL = binDirectory.appendingPathComponent("taskwatch")
-        process.arguments = ["send", "--socket", socket] + arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        child = try ChildProcess(
+            binDirectory.appendingPathComponent("taskwatch").path, ["send", "--socket", socket] + arguments)
     }
 
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { child.pid }
 
-    func wait() -> Int32 {
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
-
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
+    func wait() -> Int32 { child.wait() }
 }
 
 /// A connection from the test process itself, for sending exact bytes.

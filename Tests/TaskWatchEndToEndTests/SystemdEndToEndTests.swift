@@ -1,7 +1,7 @@
 import CTaskWatchSocket
 import Foundation
-import Testing
 import TaskWatchWire
+import Testing
 
 /// A datagram socket standing in for systemd's notify socket.
 final class NotifySocket {
@@ -42,27 +42,23 @@ final class NotifySocket {
         defer { try? FileManager.default.removeItem(at: directory) }
         let notify = NotifySocket(path: directory.appendingPathComponent("notify").path)
         let port = freePort()
-        let process = Process()
-        process.executableURL = binDirectory.appendingPathComponent("taskwatchd")
-        process.arguments = [
-            "--ingest.socket", directory.appendingPathComponent("ingest.sock").path,
-            "--web.listen-address", "127.0.0.1:\(port)",
-        ]
         var environment = ProcessInfo.processInfo.environment
         environment["NOTIFY_SOCKET"] = notify.path
         environment["WATCHDOG_USEC"] = "400000"
-        process.environment = environment
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let process = try ChildProcess(
+            binDirectory.appendingPathComponent("taskwatchd").path,
+            [
+                "--ingest.socket", directory.appendingPathComponent("ingest.sock").path,
+                "--web.listen-address", "127.0.0.1:\(port)",
+            ],
+            environment: environment)
         #expect(notify.waitFor("READY=1", within: 10))
         #expect(try fetch("http://127.0.0.1:\(port)/-/ready").status == 200)
         // WATCHDOG_USEC=400ms asks for a ping at least every 200 ms.
         #expect(notify.waitFor("WATCHDOG=1", within: 2))
-        kill(process.processIdentifier, SIGTERM)
+        process.signal(SIGTERM)
         #expect(notify.waitFor("STOPPING=1", within: 5))
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        #expect(process.wait(seconds: 15) == 0)
     }
 
     @Test func takesBothSocketsFromSocketActivation() throws {
@@ -72,16 +68,13 @@ final class NotifySocket {
         let ingestPath = directory.appendingPathComponent("ingest.sock").path
         // Two nested launchers, as systemd would pass a stream and a seqpacket socket; each hands its
         // descriptors down and execs the next at the first connection.
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
-        process.arguments = [
-            "-l", "127.0.0.1:\(port)", "--fdname=http",
-            "/usr/bin/systemd-socket-activate", "--seqpacket", "-l", ingestPath, "--fdname=ingest",
-            binDirectory.appendingPathComponent("taskwatchd").path, "--web.systemd-socket",
-        ]
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let process = try ChildProcess(
+            "/usr/bin/systemd-socket-activate",
+            [
+                "-l", "127.0.0.1:\(port)", "--fdname=http",
+                "/usr/bin/systemd-socket-activate", "--seqpacket", "-l", ingestPath, "--fdname=ingest",
+                binDirectory.appendingPathComponent("taskwatchd").path, "--web.systemd-socket",
+            ])
         // The first HTTP connection starts the chain; it waits in the backlog until the daemon accepts.
         #expect(eventually { (try? fetch("http://127.0.0.1:\(port)/-/ready").status) == 200 })
         let client = try RawClient(path: ingestPath)
@@ -93,8 +86,7 @@ final class NotifySocket {
             eventually {
                 (try? fetch("http://127.0.0.1:\(port)/metrics").text.contains(series)) == true
             })
-        kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        process.signal(SIGTERM)
+        #expect(process.wait(seconds: 15) == 0)
     }
 }
