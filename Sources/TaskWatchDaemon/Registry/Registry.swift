@@ -238,11 +238,17 @@ public final class Registry: IngestSink, Sendable {
         in client: inout ClientState,
         state: inout State
     ) -> Result<Void, SeriesRejection> {
-        let fullHash = SeriesIdentity.hash(declaration)
         if let existing = client.indexByID[declaration.id] {
-            if existing >= 0 && client.declarationHashes[Int(existing)] == fullHash { return .success(()) }
+            if existing >= 0 && client.declarationHashes[Int(existing)] == SeriesIdentity.hash(declaration) {
+                return .success(())
+            }
             return .failure(.duplicateSeries)
         }
+        // Limits first: a client flooding declarations past its cap is refused before any hashing or
+        // validation, so the lock it holds per frame stays short and scrapes are not starved.
+        guard client.table.count < limits.maxSeriesPerClient else { return .failure(.clientLimit) }
+        guard state.seriesTotal < limits.maxSeries else { return .failure(.globalLimit) }
+        let fullHash = SeriesIdentity.hash(declaration)
         var declaration = declaration
         // Counters are exposed with the `_total` suffix both formats expect (OpenMetrics requires it,
         // promtool's linter asks for it in text 0.0.4).
@@ -263,8 +269,6 @@ public final class Registry: IngestSink, Sendable {
         }
         let identity = SeriesIdentity.hash(name: declaration.name, labels: declaration.labels)
         if client.identities[identity] != nil { return .failure(.duplicateSeries) }
-        guard client.table.count < limits.maxSeriesPerClient else { return .failure(.clientLimit) }
-        guard state.seriesTotal < limits.maxSeries else { return .failure(.globalLimit) }
         let familyIndex: Int
         switch state.families.admit(
             name: declaration.name, type: declaration.type, labelNames: sortedNames,
