@@ -57,7 +57,9 @@ test-prometheus:
 	$(SWIFT) build
 	scripts/test-prometheus-e2e.sh "$$($(SWIFT) build --show-bin-path)"
 
+# The client's benchmarks first: the daemon harness's report folds bench/results/client.json into its table.
 bench: deps
+	scripts/bench-client.sh
 	scripts/bench.sh
 
 # libFuzzer targets (Fuzz/, its own package): each runs FUZZ_SECONDS; prints executions and crashes.

@@ -242,6 +242,15 @@ def report(directory):
         rows.append(("freshness: burst to visible on /metrics, ms median/p99",
                      "%s / %s" % (fresh_result.get("median_ms"), fresh_result.get("p99_ms")),
                      "%s of %s bursts seen" % (fresh_result.get("seen"), fresh_result.get("reps"))))
+    # The client's figures (scripts/bench-client.sh, run first by `make bench`) join the same table.
+    client = results.get("client")
+    if isinstance(client, dict):
+        for name, goal in sorted(client.get("goals", {}).items()):
+            value = goal.get("value", goal.get("value_ns"))
+            unit = " ns" if "value_ns" in goal and "value" not in goal else ""
+            rows.append(("client: %s" % name, "%s%s" % (num(value, 4), unit),
+                         "goal %s: %s" % (goal.get("goal"), "holds" if goal.get("met") else "NOT met")))
+            goals["client: %s" % name] = value
     latest = {"meta": meta, "results": results, "goals": goals}
     with open(os.path.join(directory, "latest.json"), "w") as handle:
         json.dump(latest, handle, indent=2, sort_keys=True)
