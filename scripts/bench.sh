@@ -46,7 +46,8 @@ BIN=$(swift build -c release --show-bin-path)
 cc -O2 -Wall -o "$WORK/blast" bench/seqpacket_blast.c
 cc -O2 -Wall -o "$WORK/sink" bench/seqpacket_sink.c
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json
+# client.json comes from scripts/bench-client.sh, run just before by `make bench`.
+find "$OUT" -maxdepth 1 -name "*.json" ! -name client.json -delete
 
 if [ "$QUICK" = 1 ]; then
     INGEST_SECONDS=3; SIZES=(10000 100000); REPS_SCALE=2; PEER_SIZES=(10000 100000); FRESH_REPS=30
