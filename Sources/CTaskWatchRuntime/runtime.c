@@ -1,7 +1,13 @@
 #include "CTaskWatchRuntime.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <malloc.h>
 #include <stdatomic.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 tw_heap_stats tw_heap_stats_read(void) {
     struct mallinfo2 info = mallinfo2();
@@ -23,6 +29,9 @@ static atomic_flag installed = ATOMIC_FLAG_INIT;
 
 static void __attribute__((swiftcall)) counting_hook(void *job, tw_enqueue_original original) {
     atomic_fetch_add_explicit(&enqueue_count, 1, memory_order_relaxed);
+    // Executor work while the reporter is quiet (a blocked pool, a timer firing) brings it back to
+    // its normal cadence, probe included; one relaxed load when it is not quiet.
+    if (tw_reporter_is_idle()) tw_reporter_wake();
     if (previous_hook) {
         previous_hook(job, original);
     } else {
@@ -37,3 +46,34 @@ void tw_enqueue_hook_install(void) {
 }
 
 uint64_t tw_enqueue_count(void) { return atomic_load_explicit(&enqueue_count, memory_order_relaxed); }
+
+// The quiet reporter's wake-up. Why a futex on a sequence and not a condition variable: the waker is a
+// spawning thread, which must never block on a lock the reporter holds, and a sequence number makes a
+// wake between `idle_begin` and the wait visible to the wait itself (FUTEX_WAIT fails at once when the
+// word moved), so no wake-up is lost.
+__attribute__((aligned(128))) uint32_t tw_reporter_idle_flag;
+static __attribute__((aligned(128))) _Atomic uint32_t wake_sequence;
+
+void tw_reporter_wake(void) {
+    if (__atomic_exchange_n(&tw_reporter_idle_flag, 0, __ATOMIC_ACQ_REL) == 0) return;
+    atomic_fetch_add_explicit(&wake_sequence, 1, memory_order_release);
+    syscall(SYS_futex, &wake_sequence, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX, NULL, NULL, 0);
+}
+
+uint32_t tw_reporter_idle_begin(void) {
+    uint32_t sequence = atomic_load_explicit(&wake_sequence, memory_order_acquire);
+    // Sequentially consistent, so that the reporter's re-check of the counters after this store
+    // cannot be ordered before it.
+    __atomic_store_n(&tw_reporter_idle_flag, 1, __ATOMIC_SEQ_CST);
+    return sequence;
+}
+
+int tw_reporter_idle_wait(uint32_t sequence, uint64_t deadline_ns) {
+    if (atomic_load_explicit(&wake_sequence, memory_order_acquire) != sequence) return 1;
+    struct timespec deadline = {.tv_sec = (time_t)(deadline_ns / 1000000000u),
+                                .tv_nsec = (long)(deadline_ns % 1000000000u)};
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, like the reporter's other sleeps.
+    syscall(SYS_futex, &wake_sequence, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, sequence, &deadline, NULL,
+            FUTEX_BITSET_MATCH_ANY);
+    return atomic_load_explicit(&wake_sequence, memory_order_acquire) != sequence;
+}

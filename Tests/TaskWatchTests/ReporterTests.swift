@@ -237,6 +237,39 @@ func makeReporter(
         #expect(Double(monitored) < Double(plain) * 1.25 + 50)
     }
 
+    @Test func anIdleReporterBacksOffAndWakesAtTheFirstSpawn() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon, interval: .milliseconds(5))
+        reporter.start()
+        defer { reporter.stop() }
+        let monitor = uniqueMonitor("idle")
+        let task = Label("task", monitor.name)
+        #expect(try await daemon.waitFor { $0.id("swift_tasks_created_total", [task]) != nil })
+        // Nothing happens: after a few quiet reports the period grows towards a second.
+        try await Task.sleep(for: .milliseconds(300))
+        let before = reporter.reportsSent.load(ordering: .relaxed)
+        try await Task.sleep(for: .milliseconds(500))
+        let quiet = reporter.reportsSent.load(ordering: .relaxed) - before
+        print("reports in 500 ms of idleness at a 5 ms interval: \(quiet)")
+        #if !TASKWATCH_SILENT
+            #expect(quiet < 20, "an idle reporter kept a 5 ms cadence")
+        #endif
+
+        // The first spawn wakes it: the report follows within about one interval, not a second.
+        let created = try #require(daemon.id("swift_tasks_created_total", [task]))
+        let clock = ContinuousClock()
+        let spawned = clock.now
+        _ = await monitor.task { 1 }.value
+        let seen = try await daemon.waitFor(timeout: .seconds(5)) { $0.values(of: created).last == 1 }
+        let latency = clock.now - spawned
+        print("first report after idleness: \(latency) after the spawn")
+        #if !TASKWATCH_SILENT
+            #expect(seen)
+            #expect(latency < .milliseconds(250))
+        #endif
+    }
+
     @Test func startIsIdempotent() {
         let daemon = FakeDaemon()
         var configuration = Configuration(environment: [:])

@@ -22,4 +22,25 @@ void tw_enqueue_hook_install(void);
 /// Jobs enqueued on the global concurrent executor since the hook was installed.
 uint64_t tw_enqueue_count(void);
 
+/// Nonzero while some reporter is quiet and wants to hear of the next spawn or enqueued job. Written
+/// only on quiet/active transitions and read (relaxed) on every instrumented spawn and global enqueue,
+/// so it sits on a cache line of its own: no hot counter shares it.
+extern uint32_t tw_reporter_idle_flag;
+
+/// Whether a reporter waits to be woken: one relaxed load, inlined into the spawn path.
+static inline int tw_reporter_is_idle(void) { return __atomic_load_n(&tw_reporter_idle_flag, __ATOMIC_RELAXED) != 0; }
+
+/// The slow path after `tw_reporter_is_idle()` returned true: clears the flag and wakes every quiet
+/// reporter. Of the many threads that may race here, only the one that clears the flag makes the
+/// system call.
+void tw_reporter_wake(void);
+
+/// Announces that the calling reporter is going quiet: sets the flag and returns the wake sequence to
+/// pass to `tw_reporter_idle_wait`, so a wake that comes between the two is not lost.
+uint32_t tw_reporter_idle_begin(void);
+
+/// Sleeps until `deadline_ns` on `CLOCK_MONOTONIC` or until a wake after `tw_reporter_idle_begin`
+/// returned `sequence`. Returns 1 when woken (or already woken), 0 on the deadline or a signal.
+int tw_reporter_idle_wait(uint32_t sequence, uint64_t deadline_ns);
+
 #endif

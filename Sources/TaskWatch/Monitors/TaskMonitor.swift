@@ -1,3 +1,5 @@
+import CTaskWatchRuntime
+
 /// Counts the tasks spawned through it: live, created, finished by outcome, and a sampled lifetime
 /// histogram. Its series carry the label `task` with the monitor's name.
 ///
@@ -72,9 +74,14 @@ public final class TaskMonitor: Sendable {
     }
 
     /// Counts a task as created. Returns its start time if this lifetime is sampled for timing, else 0.
+    ///
+    /// A quiet reporter sleeps without a timer of its own (see `Reporter`); the first spawn after it
+    /// went quiet wakes it, so the burst reaches the daemon within one report interval. The check is
+    /// one relaxed load of a flag that only changes when the reporter goes quiet or wakes.
     @inlinable
     func taskCreated() -> UInt64 {
         let created = counters.add(1, slot: Slot.created, shard: CounterShards.currentShard())
+        if tw_reporter_is_idle() != 0 { tw_reporter_wake() }
         return created & Profile.timingMask == 0 ? MonotonicClock.now() : 0
     }
 

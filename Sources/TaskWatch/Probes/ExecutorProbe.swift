@@ -9,14 +9,16 @@ final class ExecutorProbe: Sendable {
     let histogram = AtomicHistogram(bounds: HistogramBounds.executorLag)
     private let outstanding = Atomic<Bool>(false)
 
-    /// Schedules a probe unless one is still waiting.
-    func schedule() {
-        guard !outstanding.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    /// Schedules a probe unless one is still waiting; true when it did (one global enqueue).
+    @discardableResult
+    func schedule() -> Bool {
+        guard !outstanding.exchange(true, ordering: .acquiringAndReleasing) else { return false }
         let scheduled = MonotonicClock.now()
         Task.detached { [self] in
             let lag = MonotonicClock.now() &- scheduled
             histogram.record(Double(lag) / 1e9)
             outstanding.store(false, ordering: .releasing)
         }
+        return true
     }
 }

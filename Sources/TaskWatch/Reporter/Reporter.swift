@@ -13,6 +13,24 @@ import TaskWatchWire
 /// Why a thread and not a Task: the reporter must keep its cadence, and measure executor lag, exactly
 /// when the cooperative pool is starved or blocked, which is when a Task-based reporter would stall
 /// with it. It must also never add work to the executor it observes, apart from the probe job.
+///
+/// Why the reporter goes quiet: on the virtual machines this runs on, every timed wake-up of a thread
+/// costs 30–40 µs of CPU, so a thread that merely wakes every 10 ms already spends 0.4 % of a core.
+/// An idle process must therefore mostly not wake its reporter at all. Two levels:
+/// - *Sub-sampling* of live counts (for peaks) runs only in a report window that follows a window in
+///   which some monitor changed; in a quiet window the report's own reading is the only sample.
+/// - *Back-off*: when a whole report carries no changed value (only the executor-lag probe, heap
+///   statistics and the probe's own enqueues moved), the next report period doubles, up to
+///   `idleCeiling`, and the probe follows the report period. Values are absolute, so a slower report
+///   loses nothing; it only repeats what the daemon already holds.
+/// Whenever it is not sub-sampling, the reporter sleeps on a futex (`tw_reporter_idle_wait`) instead of
+/// a plain timer, with `tw_reporter_idle_flag` set. The spawn path (`TaskMonitor.taskCreated`) and the
+/// global-enqueue hook check that flag with one relaxed load and, only when it is set, clear it and wake
+/// the reporter, which returns at once to the normal cadence and sub-sampling: the first report after
+/// a quiet spell goes out within one normal interval of the first spawn.
+///
+/// Reports that cannot be sent count as changes (the dropped-report counter moves), so a reporter
+/// whose daemon is absent or stalled keeps its normal cadence and reconnects as promptly as before.
 final class Reporter: @unchecked Sendable {
     // @unchecked: the `var`s below belong to the reporter thread alone (written before it starts or
     // after it is joined otherwise); everything shared with other threads is atomic or immutable.
@@ -58,9 +76,23 @@ final class Reporter: @unchecked Sendable {
     private var monitors: [MonitorRegistry.Entry] = []
     private var peaks: [UInt64] = []
     private var heap = HeapProbe()
+    /// Whether live counts are sampled between reports in the current window.
+    private var subsampling = true
+    /// Consecutive reports that carried no changed value.
+    private var quietReports = 0
+    /// The previous report, to tell whether anything changed.
+    private var previousValues: [ValueUpdate] = []
+    private var previousHistograms: [HistogramUpdate] = []
+    private var previousCreated: [UInt64] = []
+    private var previousFinished: [UInt64] = []
+    /// Global enqueues expected from nobody but this reporter: the count at the last report plus the
+    /// probes scheduled since.
+    private var expectedEnqueued: UInt64 = 0
 
     static let minimumBackoff: UInt64 = 10_000_000
     static let maximumBackoff: UInt64 = 1_000_000_000
+    /// The longest report period of a process in which nothing changes.
+    static let idleCeiling: UInt64 = 1_000_000_000
 
     init(configuration: Configuration) {
         self.configuration = configuration
@@ -97,7 +129,10 @@ final class Reporter: @unchecked Sendable {
 
     /// Stops the thread, says goodbye to the daemon and closes the connection. For tests and shutdown.
     func stop() {
-        stopRequested.store(true, ordering: .releasing)
+        // Sequentially consistent, paired with the quiet reporter's flag store then load of this: either
+        // the reporter sees the request before it sleeps, or this wake finds its flag set.
+        stopRequested.store(true, ordering: .sequentiallyConsistent)
+        if tw_reporter_is_idle() != 0 { tw_reporter_wake() }
         guard let thread else { return }
         pthread_join(thread, nil)
         self.thread = nil
@@ -112,25 +147,72 @@ final class Reporter: @unchecked Sendable {
         var nextSample = now
         var nextProbe = now
         var nextReport = now + interval
+        var reportPeriod = interval
         refreshMonitors()
         heap.refresh(now: now)
+        expectedEnqueued = tw_enqueue_count()
         while !stopRequested.load(ordering: .acquiring) {
             now = MonotonicClock.now()
-            if now >= nextSample {
+            if subsampling, now >= nextSample {
                 sampleLive()
                 nextSample = Self.advance(nextSample, by: samplePeriod, now: now)
             }
             if now >= nextProbe {
-                probe.schedule()
-                nextProbe = Self.advance(nextProbe, by: probePeriod, now: now)
+                if probe.schedule() { expectedEnqueued &+= 1 }
+                nextProbe = Self.advance(nextProbe, by: max(probePeriod, reportPeriod), now: now)
             }
             if now >= nextReport {
                 heap.refresh(now: now)
-                report(now: now)
-                nextReport = Self.advance(nextReport, by: interval, now: now)
+                let activity = report(now: now)
+                subsampling = activity.monitors
+                quietReports = activity.any ? 0 : quietReports + 1
+                reportPeriod = period(afterQuietReports: quietReports)
+                nextReport = Self.advance(nextReport, by: reportPeriod, now: now)
+                // Backed off past the probe period, the probe rides on the report's wake-up.
+                if reportPeriod > probePeriod { nextProbe = nextReport }
+                if subsampling { nextSample = min(nextSample, now + samplePeriod) }
             }
-            MonotonicClock.sleep(until: min(nextSample, nextProbe, nextReport))
+            guard !subsampling else {
+                MonotonicClock.sleep(until: min(nextSample, nextProbe, nextReport))
+                continue
+            }
+            guard waitQuietly(until: min(nextProbe, nextReport)) else { continue }
+            // Woken by a spawn or an enqueued job: the normal cadence, at once.
+            now = MonotonicClock.now()
+            subsampling = true
+            quietReports = 0
+            reportPeriod = interval
+            nextSample = now
+            nextReport = min(nextReport, now + interval)
+            nextProbe = min(nextProbe, now + probePeriod)
         }
+    }
+
+    /// The report period after `quiet` consecutive reports without a change: doubling, up to
+    /// `idleCeiling` (or the configured interval, when that is longer).
+    private func period(afterQuietReports quiet: Int) -> UInt64 {
+        let ceiling = max(Self.idleCeiling, interval)
+        guard quiet > 0 else { return interval }
+        let shift = min(quiet, 40)
+        return interval > ceiling >> shift ? ceiling : interval << shift
+    }
+
+    /// Sleeps until `deadline` unless woken; true when woken, or when there is work already.
+    private func waitQuietly(until deadline: UInt64) -> Bool {
+        let sequence = tw_reporter_idle_begin()
+        // Re-checked after the flag is set: a spawn or a stop that came just before it would not have
+        // seen it and woken us.
+        if stopRequested.load(ordering: .sequentiallyConsistent) { return false }
+        if tw_enqueue_count() != expectedEnqueued || monitorsCreatedSinceReport() { return true }
+        return tw_reporter_idle_wait(sequence, deadline) != 0
+    }
+
+    /// Whether any monitor counted a creation since the last report.
+    private func monitorsCreatedSinceReport() -> Bool {
+        for index in monitors.indices where index < previousCreated.count {
+            if monitors[index].counters.sum(slot: TaskMonitor.Slot.created) != previousCreated[index] { return true }
+        }
+        return false
     }
 
     /// The next deadline after `deadline`; deadlines missed entirely are skipped, not caught up.
@@ -150,22 +232,42 @@ final class Reporter: @unchecked Sendable {
         }
     }
 
-    private func report(now: UInt64) {
+    /// What changed since the previous report.
+    struct Activity {
+        /// Some monitor counted a creation or an ending.
+        var monitors = false
+        /// Some value other than the executor probe's and the heap's, or the report was not sent.
+        var any = false
+    }
+
+    @discardableResult
+    private func report(now: UInt64) -> Activity {
         refreshMonitors()
         var builder = ReportBuilder()
         var peakSamples: [PeakSample] = []
-        collectMonitors(into: &builder, peaks: &peakSamples)
-        collectBuiltins(into: &builder)
+        var activity = Activity()
+        activity.monitors = collectMonitors(into: &builder, peaks: &peakSamples)
+        let enqueued = tw_enqueue_count()
+        collectBuiltins(into: &builder, enqueued: enqueued)
         for source in table.sources() { source.collect(into: &builder) }
+        // Jobs beyond this reporter's own probes mean the executor is in use.
+        activity.any = activity.monitors || enqueued != expectedEnqueued || changed(builder)
+        expectedEnqueued = enqueued
+        previousValues = builder.values
+        previousHistograms = builder.histograms
 
         guard connected(now: now) else {
             reportsDropped.add(1, ordering: .relaxed)
-            return
+            activity.any = true
+            return activity
         }
         // Declarations are fetched after the sources ran, so every id they reported is declared first.
         let (declarations, cursor) = table.declarations(from: declarationCursor)
         declarationCursor = cursor
-        if !declarations.isEmpty { pendingControl += FrameEncoder.declare(declarations) }
+        if !declarations.isEmpty {
+            pendingControl += FrameEncoder.declare(declarations)
+            activity.any = true
+        }
 
         var frames: [[UInt8]] = []
         if !builder.values.isEmpty { frames += FrameEncoder.values(builder.values) }
@@ -175,13 +277,52 @@ final class Reporter: @unchecked Sendable {
             reportsSent.add(1, ordering: .relaxed)
         } else {
             reportsDropped.add(1, ordering: .relaxed)
+            activity.any = true
         }
+        return activity
     }
 
-    private func collectMonitors(into builder: inout ReportBuilder, peaks peakSamples: inout [PeakSample]) {
+    /// Whether `builder` differs from the previous report in anything but the values that move on
+    /// their own in an idle process: executor lag (the probe), heap statistics, the enqueue count
+    /// (judged separately, against the probes) and the dropped count (judged when sending).
+    private func changed(_ builder: ReportBuilder) -> Bool {
+        guard builder.values.count == previousValues.count, builder.histograms.count == previousHistograms.count
+        else { return true }
+        for (value, previous) in zip(builder.values, previousValues) {
+            guard value.id == previous.id else { return true }
+            if value.value.bitPattern != previous.value.bitPattern, !ignoredWhenIdle(value.id) { return true }
+        }
+        for (histogram, previous) in zip(builder.histograms, previousHistograms) {
+            guard histogram.id == previous.id else { return true }
+            if ignoredWhenIdle(histogram.id) { continue }
+            if histogram.buckets != previous.buckets || histogram.sum.bitPattern != previous.sum.bitPattern {
+                return true
+            }
+        }
+        return false
+    }
+
+    private func ignoredWhenIdle(_ id: UInt32) -> Bool {
+        id == builtin.executorLag.rawValue || id == builtin.heapAllocated.rawValue
+            || id == builtin.heapFree.rawValue || id == builtin.jobsEnqueued.rawValue
+            || id == builtin.reportsDropped.rawValue
+    }
+
+    /// Adds every monitor's values; true when some monitor counted a creation or an ending since the
+    /// previous report (or is new).
+    private func collectMonitors(into builder: inout ReportBuilder, peaks peakSamples: inout [PeakSample]) -> Bool {
+        var changed = previousCreated.count != monitors.count
+        if changed {
+            previousCreated += Array(repeating: 0, count: max(0, monitors.count - previousCreated.count))
+            previousFinished += Array(repeating: 0, count: max(0, monitors.count - previousFinished.count))
+        }
         for (index, monitor) in monitors.enumerated() {
-            guard let series = monitor.series else { continue }
             let snapshot = TaskMonitor.snapshot(of: monitor.counters)
+            let finished = snapshot.finished.reduce(0, &+)
+            if snapshot.created != previousCreated[index] || finished != previousFinished[index] { changed = true }
+            previousCreated[index] = snapshot.created
+            previousFinished[index] = finished
+            guard let series = monitor.series else { continue }
             builder.value(series.live, Double(snapshot.live))
             builder.value(series.created, Double(snapshot.created))
             for outcome in TaskOutcome.allCases {
@@ -193,10 +334,11 @@ final class Reporter: @unchecked Sendable {
             // The live value now also belongs to the next window.
             peaks[index] = snapshot.live
         }
+        return changed
     }
 
-    private func collectBuiltins(into builder: inout ReportBuilder) {
-        builder.value(builtin.jobsEnqueued, Double(tw_enqueue_count()))
+    private func collectBuiltins(into builder: inout ReportBuilder, enqueued: UInt64) {
+        builder.value(builtin.jobsEnqueued, Double(enqueued))
         let lag = probe.histogram.snapshot()
         builder.histogram(builtin.executorLag, buckets: lag.buckets, sum: lag.sum)
         builder.value(builtin.heapAllocated, Double(heap.allocated))
