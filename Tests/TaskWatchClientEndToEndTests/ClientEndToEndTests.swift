@@ -76,7 +76,8 @@ import Testing
     /// After the daemon comes back: the spawn workload's series are complete, and the reports the
     /// client could not send were counted.
     static func expectCompleteAfterReturn(
-        _ daemon: DaemonProcess, _ probe: ProbeProcess, sourceLocation: SourceLocation = #_sourceLocation
+        _ daemon: DaemonProcess, _ probe: ProbeProcess, expectDrops: Bool = true,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) {
         let tasks = Double(spawnloadTasks)
         let expected = Counts(created: tasks, success: tasks, error: 0, cancelled: 0, live: 0)
@@ -87,11 +88,13 @@ import Testing
             }, "metrics: \(seen)",
             sourceLocation: sourceLocation)
         var dropped = 0.0
-        #expect(
-            eventually {
-                dropped = daemon.value("swift_taskwatch_reports_dropped_total", probe.processLabels) ?? 0
-                return dropped > 0
-            }, "dropped: \(dropped)", sourceLocation: sourceLocation)
+        if expectDrops {
+            #expect(
+                eventually {
+                    dropped = daemon.value("swift_taskwatch_reports_dropped_total", probe.processLabels) ?? 0
+                    return dropped > 0
+                }, "dropped: \(dropped)", sourceLocation: sourceLocation)
+        }
         #expect(daemon.value("taskwatch_client_up", probe.processLabels) == 1, sourceLocation: sourceLocation)
     }
 
@@ -140,7 +143,10 @@ import Testing
         let remaining = 2.0 - Date().timeIntervalSince(stopped)
         if remaining > 0 { usleep(UInt32(remaining * 1e6)) }
         daemon.signal(SIGCONT)
-        Self.expectCompleteAfterReturn(daemon, probe)
+        // A stopped daemon's socket queue absorbs the reports (the reporter backs off once the workload
+        // ends), so drops are possible but not certain here; what must hold is that the workload never
+        // waited and nothing is missing once the daemon runs again.
+        Self.expectCompleteAfterReturn(daemon, probe, expectDrops: false)
         #expect(probe.finish() == 0)
     }
 
