@@ -154,6 +154,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("bin_dir")
     parser.add_argument("--seconds", type=float, default=20, help="time limit of each attack")
+    parser.add_argument("--only", choices=["series", "connect", "tiny", "slowhttp"], help="run one attack")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
@@ -188,6 +189,8 @@ def main():
             ("tiny", lambda d: attack_tiny(path, d)),
             ("slowhttp", lambda d: attack_slowhttp(port, d)),
         ):
+            if args.only and name != args.only:
+                continue
             scraper.take()
             before = sample(scraper.last, 'swift_tasks_created_total{process="good"')
             peak = [rss_mb(daemon.pid)]
