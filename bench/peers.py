@@ -193,6 +193,15 @@ def report(directory):
                      "collectd %s; ratio %s" % (num(theirs_core), ratio(ours_core, theirs_core))))
         if ours_core and theirs_core:
             goals["ingest_per_core_vs_collectd_ge_5"] = round(ours_core / theirs_core, 2)
+        batched = results.get("ingest_taskwatchd_batched") or {}
+        batched_core = batched.get("updates_per_cpu_second")
+        if batched_core:
+            lossless = batched.get("daemon_frames_received", 0) >= batched.get("frames", 0)
+            rows.append(("  same, 100 updates per frame (collectd's batching): taskwatchd", num(batched_core),
+                         "ratio %s; %s" % (ratio(batched_core, theirs_core),
+                                           "every frame received" if lossless else "frames missing")))
+            if theirs_core:
+                goals["ingest_per_core_batched_vs_collectd_ge_5"] = round(batched_core / theirs_core, 2)
     # Scrape.
     for n in ("10k", "100k", "1m"):
         for encoding in ("plain", "gzip"):

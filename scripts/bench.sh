@@ -147,6 +147,29 @@ EOF
     stop_pid "$DAEMON"
 done
 
+# --- 2b. The same, batched like collectd's datagrams: 100 updates per frame -----------------------------
+# collectd's statsd input is fed 100 lines per datagram; this run gives taskwatchd the same batching, so
+# the per-core comparison measures parsing and bookkeeping rather than the per-message syscall.
+log "ingest: taskwatchd, 4 senders, 100 updates per frame, ${INGEST_SECONDS}s"
+start_daemon
+cpu0=$(cpu_ticks "$DAEMON")
+"$WORK/blast" --path "$SOCK" --senders 4 --series 1000 --per-frame 100 --duration "$INGEST_SECONDS" \
+    | grep -v '^ready' >"$WORK/blast_tw_batched.json"
+cpu1=$(cpu_ticks "$DAEMON")
+received=$(curl -s "127.0.0.1:$TW_PORT/metrics" | awk '/^taskwatch_messages_received_total / {print $2}')
+python3 - "$WORK/blast_tw_batched.json" "$cpu0" "$cpu1" "$clk_tck" "$received" \
+    >"$OUT/ingest_taskwatchd_batched.json" <<'EOF'
+import json, sys
+blast = json.load(open(sys.argv[1]))
+cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
+blast["daemon_cpu_seconds"] = cpu
+blast["daemon_frames_received"] = int(float(sys.argv[5]))
+blast["cpu_seconds_per_million_updates"] = round(cpu / blast["updates"] * 1e6, 4)
+blast["updates_per_cpu_second"] = round(blast["updates"] / cpu) if cpu else None
+print(json.dumps(blast))
+EOF
+stop_pid "$DAEMON"
+
 # --- 3. collectd: statsd in, write_prometheus out -------------------------------------------------------
 start_collectd() {
     mkdir -p "$WORK/collectd"
