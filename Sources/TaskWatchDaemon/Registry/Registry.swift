@@ -75,6 +75,14 @@ public final class Registry: IngestSink, Sendable {
     public func frameReceived(_ id: ConnectionID, bytes: UnsafeRawBufferPointer, truncated: Bool) -> IngestVerdict {
         let now = clock.monotonicNanoseconds()
         let wall = clock.wallSeconds()
+        // Hello, declare and histograms frames are decoded before taking the lock: decoding hundreds of
+        // declarations allocates strings, and a client flooding them must not keep scrapes waiting.
+        var decoded: Result<Frame, WireError>?
+        if !truncated, let kind = try? FrameDecoder.open(bytes).kind,
+            kind == .hello || kind == .declare || kind == .histograms
+        {
+            decoded = Result { () throws(WireError) in try FrameDecoder.decode(bytes) }
+        }
         return state.withLock { state in
             state.stats.messagesReceived += 1
             // The hot path: a values frame from a live client touches only that client, in place.
@@ -90,7 +98,8 @@ public final class Registry: IngestSink, Sendable {
                 state.clients[id] = client
                 return .disconnect
             }
-            let outcome = truncated ? .failure(.oversize) : apply(bytes, to: &client, state: &state, now: now)
+            let outcome =
+                truncated ? .failure(.oversize) : apply(bytes, decoded: decoded, to: &client, state: &state, now: now)
             let verdict = settle(outcome, client: &client, stats: &state.stats, wall: wall)
             state.clients[id] = client
             return verdict
@@ -156,6 +165,7 @@ public final class Registry: IngestSink, Sendable {
     /// Applies one frame to a client. Success says whether it was a report (values, histograms, peaks).
     private func apply(
         _ bytes: UnsafeRawBufferPointer,
+        decoded: Result<Frame, WireError>?,
         to client: inout ClientState,
         state: inout State,
         now: UInt64
@@ -172,7 +182,11 @@ public final class Registry: IngestSink, Sendable {
             return (try? FrameDecoder.decode(bytes)) != nil ? .success(false) : .failure(.trailingBytes)
         case .hello, .declare, .histograms:
             let frame: Frame
-            do { frame = try FrameDecoder.decode(bytes) } catch { return .failure(FrameRejection(error)) }
+            do {
+                frame = try (decoded ?? Result { () throws(WireError) in try FrameDecoder.decode(bytes) }).get()
+            } catch {
+                return .failure(FrameRejection(error))
+            }
             switch frame {
             case .hello(let hello):
                 return applyHello(hello, to: &client, state: &state).map { false }
