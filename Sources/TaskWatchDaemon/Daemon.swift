@@ -116,7 +116,8 @@ public final class Daemon: Sendable {
             telemetryPath: configuration.telemetryPath,
             isReady: { ready.isReady },
             authorize: configuration.authorize ?? { _ in nil },
-            render: { exporter.render($0) }
+            render: { exporter.render($0) },
+            renderBody: { exporter.renderBody($0) }
         )
         let errorLogger = logger
         do {

@@ -12,8 +12,13 @@ public final class Exporter: Sendable {
         self.acceptFailures = acceptFailures
     }
 
-    /// Renders the whole exposition in `format`. Safe to call from many threads at once.
+    /// Renders the whole exposition in `format` as an array. Safe to call from many threads at once.
     public func render(_ format: ExpositionFormat) -> [UInt8] {
+        renderBody(format).bytes
+    }
+
+    /// Renders the whole exposition in `format` into memory the HTTP server sends without copying.
+    public func renderBody(_ format: ExpositionFormat) -> ResponseBody {
         var snapshot = registry.snapshot()
         snapshot.stats.rejectedClients[.noFileDescriptors, default: 0] += acceptFailures()
         // /proc is read after the lock is released: a slow read never delays ingest.

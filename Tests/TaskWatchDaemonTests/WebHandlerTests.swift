@@ -132,3 +132,27 @@ import Testing
         #expect(headers["Missing"] == nil)
     }
 }
+
+@Suite struct WebHandlerOwnedBodyTests {
+    let text: [UInt8] = Array("# TYPE a gauge\na 1\n".utf8)
+
+    var handler: WebHandler {
+        let text = text
+        return WebHandler(render: { _ in [] }, renderBody: { _ in ResponseBody(copying: text) })
+    }
+
+    @Test func plainScrapesHandOverTheRenderedBodyUncopied() {
+        let response = handler.handle(HTTPRequest(method: "GET", path: "/metrics"))
+        #expect(response.status == 200)
+        #expect(response.body.isEmpty)
+        #expect(response.ownedBody?.bytes == text)
+    }
+
+    @Test func gzipScrapesCompressTheRenderedBody() throws {
+        let response = handler.handle(
+            HTTPRequest(method: "GET", path: "/metrics", headers: HTTPHeaders([("Accept-Encoding", "gzip")])))
+        #expect(response.header("Content-Encoding") == "gzip")
+        #expect(response.ownedBody == nil)
+        #expect(try Gzip.compress(text) == response.body)
+    }
+}

@@ -113,9 +113,9 @@ struct ExpositionWriter: ~Copyable {
         }
     }
 
-    consuming func finish() -> [UInt8] {
+    consuming func finish() -> ResponseBody {
         if format == .openMetrics { out.append("# EOF\n") }
-        return out.bytes()
+        return out.body()
     }
 }
 
@@ -127,7 +127,7 @@ enum ExpositionRenderer {
         build: BuildInfo,
         kernel: [Int: ProcessStats],
         daemon: ProcessStats?
-    ) -> [UInt8] {
+    ) -> ResponseBody {
         var writer = ExpositionWriter(format: format, capacity: 256 + snapshot.seriesTotal * 96)
         writeClientSeries(snapshot, into: &writer)
         writeClientStatus(snapshot, into: &writer)

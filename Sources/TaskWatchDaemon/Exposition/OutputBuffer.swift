@@ -13,10 +13,11 @@ struct OutputBuffer: ~Copyable {
 
     init(capacity: Int = 64 * 1024) {
         self.capacity = max(capacity, 64)
-        base = .allocate(capacity: self.capacity)
+        // malloc, not `allocate`: the buffer may be handed to libmicrohttpd, which frees it with free(3).
+        base = malloc(self.capacity)!.assumingMemoryBound(to: UInt8.self)
     }
 
-    deinit { base.deallocate() }
+    deinit { free(base) }
 
     @inline(__always)
     mutating func reserve(_ extra: Int) {
@@ -26,10 +27,7 @@ struct OutputBuffer: ~Copyable {
     private mutating func grow(to needed: Int) {
         var newCapacity = capacity * 2
         while newCapacity < needed { newCapacity *= 2 }
-        let newBase = UnsafeMutablePointer<UInt8>.allocate(capacity: newCapacity)
-        newBase.update(from: base, count: count)
-        base.deallocate()
-        base = newBase
+        base = realloc(base, newCapacity)!.assumingMemoryBound(to: UInt8.self)
         capacity = newCapacity
     }
 
@@ -169,6 +167,14 @@ struct OutputBuffer: ~Copyable {
     /// Copies the bytes out.
     func bytes() -> [UInt8] {
         Array(UnsafeBufferPointer(start: base, count: count))
+    }
+
+    /// Hands the bytes over without copying them.
+    consuming func body() -> ResponseBody {
+        let body = ResponseBody(adopting: UnsafeMutableRawPointer(base), count: count)
+        // The body owns the memory now, so this buffer must not free it.
+        discard self
+        return body
     }
 }
 

@@ -305,12 +305,21 @@ private func respond(
         headers: headers, hasBody: hasBody)
     let reply = context.handler(request)
 
-    // MUST_COPY costs one memcpy of the body. Handing libmicrohttpd the Array's own storage would
-    // need its address to outlive `withUnsafeBytes`, which Swift does not promise; the copy runs at
-    // memory speed, far below the cost of rendering or compressing the same bytes.
-    let response = reply.body.withUnsafeBytes { bytes in
-        MHD_create_response_from_buffer(
-            bytes.count, UnsafeMutableRawPointer(mutating: bytes.baseAddress), .RESPMEM_MUST_COPY)
+    let response: OpaquePointer?
+    if let owned = reply.ownedBody {
+        // Large bodies go out without a copy: libmicrohttpd keeps a retained reference to the body and
+        // releases it once the response is destroyed.
+        let retained = Unmanaged.passRetained(owned).toOpaque()
+        response = MHD_create_response_from_buffer_with_free_callback_cls(
+            owned.count, owned.base, releaseResponseBody, retained)
+        if response == nil { Unmanaged<ResponseBody>.fromOpaque(retained).release() }
+    } else {
+        // MUST_COPY costs one memcpy of a small body. Handing libmicrohttpd the Array's own storage
+        // would need its address to outlive `withUnsafeBytes`, which Swift does not promise.
+        response = reply.body.withUnsafeBytes { bytes in
+            MHD_create_response_from_buffer(
+                bytes.count, UnsafeMutableRawPointer(mutating: bytes.baseAddress), .RESPMEM_MUST_COPY)
+        }
     }
     guard let response else { return .NO }
     defer { MHD_destroy_response(response) }
@@ -321,4 +330,10 @@ private func respond(
         _ = MHD_add_response_header(response, "Connection", "close")
     }
     return MHD_queue_response(connection, UInt32(clamping: reply.status), response)
+}
+
+/// Called by libmicrohttpd when a response made from a `ResponseBody` is destroyed.
+private func releaseResponseBody(_ context: UnsafeMutableRawPointer?) {
+    guard let context else { return }
+    Unmanaged<ResponseBody>.fromOpaque(context).release()
 }

@@ -9,6 +9,7 @@ public struct WebHandler: Sendable {
     private let isReady: @Sendable () -> Bool
     private let authorize: @Sendable (HTTPRequest) -> HTTPResponse?
     private let render: @Sendable (ExpositionFormat) -> [UInt8]
+    private let renderBody: (@Sendable (ExpositionFormat) -> ResponseBody)?
 
     /// - Parameters:
     ///   - isReady: answers `/-/ready`.
@@ -19,7 +20,8 @@ public struct WebHandler: Sendable {
         telemetryPath: String = "/metrics", version: String = TaskWatchDaemonInfo.version, gzipLevel: Int32 = 1,
         isReady: @escaping @Sendable () -> Bool = { true },
         authorize: @escaping @Sendable (HTTPRequest) -> HTTPResponse? = { _ in nil },
-        render: @escaping @Sendable (ExpositionFormat) -> [UInt8]
+        render: @escaping @Sendable (ExpositionFormat) -> [UInt8],
+        renderBody: (@Sendable (ExpositionFormat) -> ResponseBody)? = nil
     ) {
         self.telemetryPath = telemetryPath.hasPrefix("/") ? telemetryPath : "/" + telemetryPath
         self.version = version
@@ -27,6 +29,7 @@ public struct WebHandler: Sendable {
         self.isReady = isReady
         self.authorize = authorize
         self.render = render
+        self.renderBody = renderBody
     }
 
     /// Answers one request. HEAD gets the GET response; the server leaves its body off.
@@ -48,12 +51,19 @@ public struct WebHandler: Sendable {
 
     private func metrics(_ request: HTTPRequest) -> HTTPResponse {
         let format = ContentNegotiation.exposition(accept: request.headers["Accept"])
-        let body = render(format)
         // The body depends on both headers, so caches must key on both.
         var headers = [("Content-Type", format.contentType), ("Vary", "Accept, Accept-Encoding")]
-        if ContentNegotiation.acceptsGzip(acceptEncoding: request.headers["Accept-Encoding"]),
-            let compressed = try? Gzip.compress(body, level: gzipLevel)
-        {
+        let gzip = ContentNegotiation.acceptsGzip(acceptEncoding: request.headers["Accept-Encoding"])
+        if let renderBody {
+            let body = renderBody(format)
+            if gzip, let compressed = try? body.withUnsafeBytes({ try Gzip.compress($0, level: gzipLevel) }) {
+                headers.append(("Content-Encoding", "gzip"))
+                return HTTPResponse(status: 200, headers: headers, body: compressed)
+            }
+            return HTTPResponse(status: 200, headers: headers, ownedBody: body)
+        }
+        let body = render(format)
+        if gzip, let compressed = try? Gzip.compress(body, level: gzipLevel) {
             headers.append(("Content-Encoding", "gzip"))
             return HTTPResponse(status: 200, headers: headers, body: compressed)
         }
