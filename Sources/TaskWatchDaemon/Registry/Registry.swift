@@ -312,9 +312,14 @@ public final class Registry: IngestSink, Sendable {
         return .success(index == ClientState.droppedID ? nil : Int(index))
     }
 
-    /// Applies absolute counter and gauge values. Every entry is checked before any is applied, so a
-    /// frame is taken whole or not at all.
-    private func applyValues(_ reader: FrameReader, to client: inout ClientState) -> Result<Void, FrameRejection> {
+    /// Reads the `(id, value)` entries of a values or peaks frame and checks every one before any is
+    /// applied, so a frame is taken whole or not at all: unknown ids and NaN are refused, ids refused at
+    /// declaration are skipped, and `check` judges the rest by series index.
+    private func checkedEntries(
+        _ reader: FrameReader,
+        in client: ClientState,
+        check: (Int, Double) -> FrameRejection?
+    ) -> Result<ValueEntries, FrameRejection> {
         var reader = reader
         let entries: ValueEntries
         do { entries = try ValueEntries(from: &reader) } catch { return .failure(FrameRejection(error)) }
@@ -324,17 +329,32 @@ public final class Registry: IngestSink, Sendable {
             case .success(nil): continue
             case .success(let index?):
                 if value.isNaN { return .failure(.invalidValue) }
-                switch client.table.types[index] {
-                case .gauge: continue
-                case .histogram: return .failure(.typeMismatch)
-                case .counter:
-                    if !value.isFinite || value < 0 { return .failure(.invalidValue) }
-                    let current = client.table.values[index]
-                    if current.bitPattern != SeriesTable.unset.bitPattern, value < current {
-                        return .failure(.counterDecrease)
-                    }
-                }
+                if let reason = check(index, value) { return .failure(reason) }
             }
+        }
+        return .success(entries)
+    }
+
+    /// Applies absolute counter and gauge values. Every entry is checked before any is applied, so a
+    /// frame is taken whole or not at all.
+    private func applyValues(_ reader: FrameReader, to client: inout ClientState) -> Result<Void, FrameRejection> {
+        let entries: ValueEntries
+        switch checkedEntries(
+            reader, in: client,
+            check: { index, value in
+                switch client.table.types[index] {
+                case .gauge: return nil
+                case .histogram: return .typeMismatch
+                case .counter:
+                    if !value.isFinite || value < 0 { return .invalidValue }
+                    let current = client.table.values[index]
+                    let decreased = current.bitPattern != SeriesTable.unset.bitPattern && value < current
+                    return decreased ? .counterDecrease : nil
+                }
+            })
+        {
+        case .failure(let reason): return .failure(reason)
+        case .success(let checked): entries = checked
         }
         for (id, value) in entries {
             guard let index = client.indexByID[id], index >= 0 else { continue }
@@ -357,17 +377,15 @@ public final class Registry: IngestSink, Sendable {
         state: inout State,
         now: UInt64
     ) -> Result<Void, FrameRejection> {
-        var reader = reader
         let entries: ValueEntries
-        do { entries = try ValueEntries(from: &reader) } catch { return .failure(FrameRejection(error)) }
-        for (id, value) in entries {
-            switch lookup(id, in: client) {
-            case .failure(let reason): return .failure(reason)
-            case .success(nil): continue
-            case .success(let index?):
-                if value.isNaN { return .failure(.invalidValue) }
-                if client.table.types[index] != .gauge { return .failure(.typeMismatch) }
-            }
+        switch checkedEntries(
+            reader, in: client,
+            check: { index, _ in
+                client.table.types[index] == .gauge ? nil : .typeMismatch
+            })
+        {
+        case .failure(let reason): return .failure(reason)
+        case .success(let checked): entries = checked
         }
         for (id, value) in entries {
             guard let index = client.indexByID[id], index >= 0 else { continue }
