@@ -233,8 +233,11 @@ func makeReporter(
         await counter.spawnPlain(count: rounds)
         let plain = tw_enqueue_count() - plainBefore
         print("global enqueues for \(rounds) actor-isolated spawns: monitored \(monitored), plain \(plain)")
-        // A hop would add one global enqueue per spawn on top of the plain count.
-        #expect(Double(monitored) < Double(plain) * 1.25 + 50)
+        // Without a hop a spawn costs at most two global enqueues (the task, then the actor); an extra
+        // hop makes it three. The plain count can fall below two per spawn when the actor is already
+        // running and drains jobs in place, so it only raises the bound, never lowers it.
+        let noHopCeiling = max(Double(plain), Double(2 * rounds))
+        #expect(Double(monitored) < noHopCeiling + Double(rounds) / 2)
     }
 
     @Test func anIdleReporterBacksOffAndWakesAtTheFirstSpawn() async throws {
