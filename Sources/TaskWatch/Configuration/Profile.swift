@@ -32,12 +32,14 @@ public enum Profile {
     /// Mask on a shard's created count selecting which lifetimes are timed: one in `mask + 1`.
     /// Production times one lifetime in 64 because two clock reads would be a measurable share of a
     /// 1.75 µs spawn; Stress times every one.
-    @usableFromInline
-    static let timingMask: UInt64 = {
+    /// Computed, not stored: a stored static is a lazy global behind a `swift_once` check on each
+    /// spawn, while this folds to a constant in the caller.
+    @inlinable
+    static var timingMask: UInt64 {
         #if TASKWATCH_STRESS
             0
         #else
             63
         #endif
-    }()
+    }
 }

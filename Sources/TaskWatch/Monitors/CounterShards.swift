@@ -46,20 +46,6 @@ final class CounterShards: @unchecked Sendable {
         return Int(truncatingIfNeeded: (thread &* 0x9E37_79B9_7F4A_7C15) >> shardShift)
     }
 
-    /// Adds `amount` to `slot` of `shard` and returns the shard's new value.
-    @inlinable
-    @discardableResult
-    func add(_ amount: UInt64, slot: Int, shard: Int) -> UInt64 {
-        (base + (shard &* Self.slotsPerShard &+ slot)).pointee.wrappingAdd(amount, ordering: .relaxed).newValue
-    }
-
-    /// Adds with release ordering: a reader whose acquiring load sees this add also sees every write
-    /// that happened before it, such as the creation count of the task now finishing.
-    @inlinable
-    func addReleasing(_ amount: UInt64, slot: Int, shard: Int) {
-        (base + (shard &* Self.slotsPerShard &+ slot)).pointee.wrappingAdd(amount, ordering: .releasing)
-    }
-
     /// The sum of `slot` over every shard; not a snapshot, but each shard's value is monotonic.
     func sum(slot: Int) -> UInt64 {
         var total: UInt64 = 0

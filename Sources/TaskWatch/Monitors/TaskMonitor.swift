@@ -9,6 +9,8 @@ public final class TaskMonitor: Sendable {
     /// The value of the `task` label.
     public let name: String
     @usableFromInline let counters: CounterShards
+    /// The same counters as a plain pointer, which is what spawned tasks capture.
+    @usableFromInline let counts: TaskCounts
 
     /// The monitor everything spawned through `TaskWatch.task` counts in; its name is `default`.
     public static let `default` = TaskMonitor("default")
@@ -17,6 +19,7 @@ public final class TaskMonitor: Sendable {
     public init(_ name: String) {
         self.name = name
         counters = MonitorRegistry.shared.counters(for: name)
+        counts = TaskCounts(counters)
     }
 
     /// Counter values at one moment.
@@ -73,29 +76,5 @@ public final class TaskMonitor: Sendable {
         @usableFromInline static let buckets = 5  // + bucket index, 19 buckets
     }
 
-    /// Counts a task as created. Returns its start time if this lifetime is sampled for timing, else 0.
-    ///
-    /// A quiet reporter sleeps without a timer of its own (see `Reporter`); the first spawn after it
-    /// went quiet wakes it, so the burst reaches the daemon within one report interval. The check is
-    /// one relaxed load of a flag that only changes when the reporter goes quiet or wakes.
-    @inlinable
-    func taskCreated() -> UInt64 {
-        let created = counters.add(1, slot: Slot.created, shard: CounterShards.currentShard())
-        if tw_reporter_is_idle() != 0 { tw_reporter_wake() }
-        return created & Profile.timingMask == 0 ? MonotonicClock.now() : 0
-    }
 
-    /// Counts a task as finished; `start` is what `taskCreated()` returned.
-    @inlinable
-    func taskFinished(_ start: UInt64, _ outcome: TaskOutcome) {
-        let shard = CounterShards.currentShard()
-        if start != 0 {
-            let elapsed = MonotonicClock.now() &- start
-            counters.add(elapsed, slot: Slot.durationNanoseconds, shard: shard)
-            let bucket = HistogramBounds.bucket(ofNanoseconds: elapsed, in: HistogramBounds.taskDurationNanoseconds)
-            counters.add(1, slot: Slot.buckets + bucket, shard: shard)
-        }
-        // Releasing: a reader that sees this finish (acquiring) also sees the creation that preceded it.
-        counters.addReleasing(1, slot: Slot.finished + outcome.rawValue, shard: shard)
-    }
 }

@@ -24,7 +24,7 @@ import TaskWatchWire
 ///   `idleCeiling`, and the probe follows the report period. Values are absolute, so a slower report
 ///   loses nothing; it only repeats what the daemon already holds.
 /// Whenever it is not sub-sampling, the reporter sleeps on a futex (`tw_reporter_idle_wait`) instead of
-/// a plain timer, with `tw_reporter_idle_flag` set. The spawn path (`TaskMonitor.taskCreated`) and the
+/// a plain timer, with `tw_reporter_idle_flag` set. The spawn path (`TaskCounts.created`) and the
 /// global-enqueue hook check that flag with one relaxed load and, only when it is set, clear it and wake
 /// the reporter, which returns at once to the normal cadence and sub-sampling: the first report after
 /// a quiet spell goes out within one normal interval of the first spawn.

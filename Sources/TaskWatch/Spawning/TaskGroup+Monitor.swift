@@ -17,8 +17,8 @@ extension TaskGroup {
                 addTask(name: name, priority: priority, operation: operation)
                 return
             }
-            let start = monitor.taskCreated()
-            addTask(name: name, priority: priority, operation: monitor.wrap(start, operation))
+            let start = monitor.counts.created()
+            addTask(name: name, priority: priority, operation: monitor.counts.wrap(start, operation))
         #endif
     }
 
@@ -56,8 +56,8 @@ extension ThrowingTaskGroup {
                 addTask(name: name, priority: priority, operation: operation)
                 return
             }
-            let start = monitor.taskCreated()
-            addTask(name: name, priority: priority, operation: monitor.wrap(start, operation))
+            let start = monitor.counts.created()
+            addTask(name: name, priority: priority, operation: monitor.counts.wrap(start, operation))
         #endif
     }
 
@@ -95,8 +95,8 @@ extension DiscardingTaskGroup {
                 addTask(name: name, priority: priority, operation: operation)
                 return
             }
-            let start = monitor.taskCreated()
-            addTask(name: name, priority: priority, operation: monitor.wrap(start, operation))
+            let start = monitor.counts.created()
+            addTask(name: name, priority: priority, operation: monitor.counts.wrap(start, operation))
         #endif
     }
 
@@ -134,8 +134,8 @@ extension ThrowingDiscardingTaskGroup {
                 addTask(name: name, priority: priority, operation: operation)
                 return
             }
-            let start = monitor.taskCreated()
-            addTask(name: name, priority: priority, operation: monitor.wrap(start, operation))
+            let start = monitor.counts.created()
+            addTask(name: name, priority: priority, operation: monitor.counts.wrap(start, operation))
         #endif
     }
 

@@ -13,17 +13,18 @@ extension TaskMonitor {
             return Task(name: name, priority: priority, operation: operation)
         #else
             if instrumentationDisabled { return Task(name: name, priority: priority, operation: operation) }
-            let start = taskCreated()
+            let counts = self.counts
+            let start = counts.created()
             if _sharesIsolation(operation, isolation) {
                 return Task(name: name, priority: priority) {
                     // Capturing the isolated parameter isolates this wrapper to the caller's actor: no hop.
                     _ = isolation
                     let result = await operation()
-                    self.taskFinished(start, .returned())
+                    counts.finished(start, .returned())
                     return result
                 }
             }
-            return Task(name: name, priority: priority, operation: wrap(start, operation))
+            return Task(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif
     }
 
@@ -42,22 +43,23 @@ extension TaskMonitor {
             return Task(name: name, priority: priority, operation: operation)
         #else
             if instrumentationDisabled { return Task(name: name, priority: priority, operation: operation) }
-            let start = taskCreated()
+            let counts = self.counts
+            let start = counts.created()
             if _sharesIsolation(operation, isolation) {
                 return Task(name: name, priority: priority) {
                     // Capturing the isolated parameter isolates this wrapper to the caller's actor: no hop.
                     _ = isolation
                     do {
                         let result = try await operation()
-                        self.taskFinished(start, .returned())
+                        counts.finished(start, .returned())
                         return result
                     } catch {
-                        self.taskFinished(start, .threw(error))
+                        counts.finished(start, .threw(error))
                         throw error
                     }
                 }
             }
-            return Task(name: name, priority: priority, operation: wrap(start, operation))
+            return Task(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif
     }
 
@@ -73,8 +75,8 @@ extension TaskMonitor {
             return Task.detached(name: name, priority: priority, operation: operation)
         #else
             if instrumentationDisabled { return Task.detached(name: name, priority: priority, operation: operation) }
-            let start = taskCreated()
-            return Task.detached(name: name, priority: priority, operation: wrap(start, operation))
+            let start = counts.created()
+            return Task.detached(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif
     }
 
@@ -90,8 +92,8 @@ extension TaskMonitor {
             return Task.detached(name: name, priority: priority, operation: operation)
         #else
             if instrumentationDisabled { return Task.detached(name: name, priority: priority, operation: operation) }
-            let start = taskCreated()
-            return Task.detached(name: name, priority: priority, operation: wrap(start, operation))
+            let start = counts.created()
+            return Task.detached(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif
     }
 }

@@ -11,7 +11,7 @@
 /// the global executor), detached tasks and group children (whose `operation` parameters do not
 /// inherit isolation, so a capture does not help), and operations isolated to some other actor than
 /// the caller's. For an operation isolated to an actor, those pay one hop.
-extension TaskMonitor {
+extension TaskCounts {
     @inlinable
     func wrap<Success: Sendable>(
         _ start: UInt64,
@@ -19,7 +19,7 @@ extension TaskMonitor {
     ) -> sending @isolated(any) () async -> Success {
         {
             let result = await operation()
-            self.taskFinished(start, .returned())
+            self.finished(start, .returned())
             return result
         }
     }
@@ -32,10 +32,10 @@ extension TaskMonitor {
         {
             do {
                 let result = try await operation()
-                self.taskFinished(start, .returned())
+                self.finished(start, .returned())
                 return result
             } catch {
-                self.taskFinished(start, .threw(error))
+                self.finished(start, .threw(error))
                 throw error
             }
         }
@@ -44,12 +44,28 @@ extension TaskMonitor {
 
 /// Whether `operation` is isolated to exactly `actor` (both nil counts). A separate function because
 /// reading `.isolation` of an `@_inheritActorContext` parameter in place crashes the 6.3 compiler.
-@usableFromInline
+///
+/// Two overloads, not one taking the throwing type: passing a non-throwing closure where a throwing
+/// one is expected wraps it in a conversion thunk, a heap allocation on every spawn.
+@inlinable
+func _sharesIsolation<Success>(
+    _ operation: @escaping @isolated(any) () async -> Success,
+    _ actor: (any Actor)?
+) -> Bool {
+    _isSameActor(operation.isolation, actor)
+}
+
+@inlinable
 func _sharesIsolation<Success>(
     _ operation: @escaping @isolated(any) () async throws -> Success,
     _ actor: (any Actor)?
 ) -> Bool {
-    switch (operation.isolation, actor) {
+    _isSameActor(operation.isolation, actor)
+}
+
+@inlinable
+func _isSameActor(_ target: (any Actor)?, _ current: (any Actor)?) -> Bool {
+    switch (target, current) {
     case (nil, nil): true
     case (let target?, let current?): target === current
     default: false
