@@ -165,3 +165,206 @@ final class Gauge: Sendable {
 
     func leave() { running.wrappingSubtract(1, ordering: .relaxed) }
 }
+
+/// Interleaved A/B spawn measurement: plain and monitored batches alternate within one process, so
+/// both sides share every slow phase of the machine; the per-round ratios are then summarized.
+@inline(never) func identity(_ value: Int) async -> Int { value }
+
+final class OpHolder: Sendable {
+    let op: @Sendable () async -> Int = { 1 }
+    let anyOp: @Sendable @isolated(any) () async -> Int = { 1 }
+}
+
+final class Carrier: @unchecked Sendable {
+    var next: Unmanaged<Carrier>?
+    var start: UInt64 = 0
+    let storage = UnsafeMutableRawPointer.allocate(byteCount: 32, alignment: 16)
+}
+
+/// Experiment: single spawner thread takes from `local`; finishing tasks push onto `remote` (CAS).
+enum CarrierPool {
+    nonisolated(unsafe) static var local: Unmanaged<Carrier>? = nil
+    static let remote = Atomic<UInt>(0)
+    static let counter = Atomic<Int>(0)
+
+    @inline(__always)
+    static func take() -> Carrier {
+        if let head = local {
+            local = head.takeUnretainedValue().next
+            return head.takeRetainedValue()
+        }
+        let all = remote.exchange(0, ordering: .acquiring)
+        if all != 0 {
+            let head = Unmanaged<Carrier>.fromOpaque(UnsafeRawPointer(bitPattern: all)!)
+            local = head.takeUnretainedValue().next
+            return head.takeRetainedValue()
+        }
+        return Carrier()
+    }
+
+    @inline(__always)
+    static func give(_ carrier: Carrier) {
+        let node = Unmanaged.passRetained(carrier)
+        let bits = UInt(bitPattern: node.toOpaque())
+        var head = remote.load(ordering: .relaxed)
+        while true {
+            carrier.next = head == 0 ? nil : Unmanaged<Carrier>.fromOpaque(UnsafeRawPointer(bitPattern: head)!)
+            let (done, now) = remote.compareExchange(expected: head, desired: bits, ordering: .releasing)
+            if done { return }
+            head = now
+        }
+    }
+
+    @inline(__always)
+    static func spawn<S: Sendable>(_ op: sending @escaping @isolated(any) () async -> S) -> Task<S, Never> {
+        typealias F = @isolated(any) () async -> S
+        counter.add(1, ordering: .relaxed)
+        let carrier = take()
+        carrier.storage.initializeMemory(as: F.self, to: op)
+        return Task { [carrier] in
+            let op = carrier.storage.assumingMemoryBound(to: F.self).move()
+            give(carrier)
+            let r = await op()
+            counter.add(1, ordering: .relaxed)
+            return r
+        }
+    }
+}
+
+enum ProcessEnv {
+    static var pairs: [String] {
+        (getenv("PAIRS").map { String(cString: $0) } ?? "plainTask:monitoredTask,plainDetached:monitoredDetached")
+            .split(separator: ",").map(String.init)
+    }
+}
+
+final class Holder: Sendable {
+    let value = 1
+    @inline(never) func run() async -> Int { value }
+}
+
+enum SpawnAB {
+    static let monitor = TaskMonitor("spawn-ab")
+    static let counter = Atomic<Int>(0)
+
+    @inline(__always)
+    static func spawnAny<S: Sendable>(_ op: sending @escaping @isolated(any) () async -> S) -> Task<S, Never> {
+        counter.add(1, ordering: .relaxed)
+        return Task {
+            let r = await op()
+            counter.add(1, ordering: .relaxed)
+            return r
+        }
+    }
+
+    @inline(__always)
+    static func spawnPlain<S: Sendable>(_ op: @escaping @Sendable () async -> S) -> Task<S, Never> {
+        counter.add(1, ordering: .relaxed)
+        return Task {
+            let r = await op()
+            counter.add(1, ordering: .relaxed)
+            return r
+        }
+    }
+
+    enum Kind: String, CaseIterable {
+        case plainTask, monitoredTask, plainDetached, monitoredDetached
+        case namedTask, wrappedTask, countedTask, fusedAny, fusedPlain, singleRef, carried, indirectNoBox, anyNoBox, plainAwait, monitoredAwait, fusedAwait, plainAwaitDetached, monitoredAwaitDetached, plainNoCapture, plainTwoCaptures
+    }
+
+    static func batch(_ kind: Kind, _ count: Int, into tasks: inout [Task<Int, Never>]) async -> UInt64 {
+        let start = Measure.cpuNanoseconds(CLOCK_MONOTONIC)
+        switch kind {
+        case .plainTask: for index in 0..<count { tasks.append(Task { index }) }
+        case .monitoredTask: for index in 0..<count { tasks.append(monitor.task { index }) }
+        case .plainDetached: for index in 0..<count { tasks.append(Task.detached { index }) }
+        case .monitoredDetached: for index in 0..<count { tasks.append(monitor.detached { index }) }
+        case .namedTask: for index in 0..<count { tasks.append(Task(name: nil) { index }) }
+        case .wrappedTask:
+            for index in 0..<count {
+                let op: @Sendable () async -> Int = { index }
+                tasks.append(Task { await op() })
+            }
+        case .fusedAny: for index in 0..<count { tasks.append(spawnAny { index }) }
+        case .fusedPlain: for index in 0..<count { tasks.append(spawnPlain { index }) }
+        case .singleRef:
+            let holder = Holder()
+            for _ in 0..<count { tasks.append(Task { await holder.run() }) }
+        case .indirectNoBox:
+            let holder = OpHolder()
+            for _ in 0..<count { tasks.append(Task { [holder] in await holder.op() }) }
+        case .anyNoBox:
+            let holder = OpHolder()
+            for _ in 0..<count { tasks.append(Task { [holder] in await holder.anyOp() }) }
+        case .plainAwait: for index in 0..<count { tasks.append(Task { await identity(index) }) }
+        case .monitoredAwait: for index in 0..<count { tasks.append(monitor.task { await identity(index) }) }
+        case .fusedAwait: for index in 0..<count { tasks.append(spawnAny { await identity(index) }) }
+        case .plainAwaitDetached: for index in 0..<count { tasks.append(Task.detached { await identity(index) }) }
+        case .monitoredAwaitDetached: for index in 0..<count { tasks.append(monitor.detached { await identity(index) }) }
+        case .plainNoCapture: for _ in 0..<count { tasks.append(Task { 1 }) }
+        case .plainTwoCaptures:
+            for index in 0..<count {
+                let other = Holder()
+                tasks.append(Task { index + other.value - 1 })
+            }
+        case .carried: for index in 0..<count { tasks.append(CarrierPool.spawn { index }) }
+        case .countedTask:
+            for index in 0..<count {
+                counter.add(1, ordering: .relaxed)
+                tasks.append(Task {
+                    counter.add(1, ordering: .relaxed)
+                    return index })
+            }
+        }
+        var sum = 0
+        for task in tasks { sum &+= await task.value }
+        let elapsed = Measure.cpuNanoseconds(CLOCK_MONOTONIC) - start
+        tasks.removeAll(keepingCapacity: true)
+        precondition(sum == count * (count - 1) / 2 || kind == .singleRef || kind == .plainNoCapture || kind == .indirectNoBox || kind == .anyNoBox)
+        return elapsed
+    }
+
+    static func run(rounds: Int, batchSize: Int) async -> String {
+        var tasks: [Task<Int, Never>] = []
+        tasks.reserveCapacity(batchSize)
+        // Warm-up: allocator, task pools, the monitor's shards.
+        for kind in Kind.allCases { for _ in 0..<5 { _ = await batch(kind, batchSize, into: &tasks) } }
+        let wanted = ProcessEnv.pairs
+        let pairs: [(String, Kind, Kind)] = wanted.map { name in
+            let parts = name.split(separator: ":").map(String.init)
+            return (name, Kind(rawValue: parts[0])!, Kind(rawValue: parts[1])!)
+        }
+        var out: [String] = []
+        for index in pairs.indices {
+            let (name, plain, monitored) = pairs[index]
+            var ratios: [Double] = []
+            var plainTotal: UInt64 = 0
+            var monitoredTotal: UInt64 = 0
+            for round in 0..<rounds {
+                let a: UInt64
+                let b: UInt64
+                if round % 2 == 0 {
+                    a = await batch(plain, batchSize, into: &tasks)
+                    b = await batch(monitored, batchSize, into: &tasks)
+                } else {
+                    b = await batch(monitored, batchSize, into: &tasks)
+                    a = await batch(plain, batchSize, into: &tasks)
+                }
+                plainTotal += a
+                monitoredTotal += b
+                ratios.append(Double(b) / Double(a))
+            }
+            ratios.sort()
+            let median = ratios[ratios.count / 2]
+            let trimmed = ratios[(ratios.count / 10)..<(ratios.count - ratios.count / 10)]
+            let trimmedMean = trimmed.reduce(0, +) / Double(trimmed.count)
+            let tasksRun = Double(rounds * batchSize)
+            out.append(
+                "\"\(name)\":{\"median_ratio\":\(median),\"trimmed_mean_ratio\":\(trimmedMean),"
+                    + "\"total_ratio\":\(Double(monitoredTotal) / Double(plainTotal)),"
+                    + "\"plain_ns_per_task\":\(Double(plainTotal) / tasksRun),"
+                    + "\"monitored_ns_per_task\":\(Double(monitoredTotal) / tasksRun)}")
+        }
+        return "{\"rounds\":\(rounds),\"batch\":\(batchSize)," + out.joined(separator: ",") + "}"
+    }
+}

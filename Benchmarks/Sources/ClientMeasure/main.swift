@@ -33,6 +33,19 @@ case "spawnload":
     guard let count = argument(1), count > 0 else { usage() }
     TaskWatch.start()
     print(await Task.detached { await Measure.spawnload(count) }.value)
+case "spawn-ab":
+    guard let rounds = argument(1), let size = argument(2), rounds > 1, size > 1 else { usage() }
+    TaskWatch.start()
+    print(await Task.detached { await SpawnAB.run(rounds: rounds, batchSize: size) }.value)
+case "spawn-one":
+    guard let kind = SpawnAB.Kind(rawValue: arguments.count > 1 ? arguments[1] : ""), let rounds = argument(2), let size = argument(3) else { usage() }
+    TaskWatch.start()
+    print(await Task.detached { () async -> UInt64 in
+        var tasks: [Task<Int, Never>] = []
+        var total: UInt64 = 0
+        for _ in 0..<rounds { total += await SpawnAB.batch(kind, size, into: &tasks) }
+        return total / UInt64(rounds * size)
+    }.value)
 case "burst":
     guard let count = argument(1), let hold = argument(2), let port = argument(3), count > 0 else { usage() }
     TaskWatch.start()

@@ -76,5 +76,4 @@ public final class TaskMonitor: Sendable {
         @usableFromInline static let buckets = 5  // + bucket index, 19 buckets
     }
 
-
 }
