@@ -25,6 +25,7 @@ let package = Package(
         .executableTarget(
             name: "ClientOverhead",
             dependencies: [
+                "SpawnPairs",
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "TaskWatch", package: "TaskWatch"),
                 .product(name: "TaskWatchMetrics", package: "TaskWatch"),
@@ -39,6 +40,11 @@ let package = Package(
         // fast and how fully a burst shows on the daemon's /metrics.
         .executableTarget(
             name: "ClientMeasure",
+            dependencies: ["SpawnPairs", .product(name: "TaskWatch", package: "TaskWatch")]
+        ),
+        // Plain against monitored spawns in interleaved rounds, shared by both executables above.
+        .target(
+            name: "SpawnPairs",
             dependencies: [.product(name: "TaskWatch", package: "TaskWatch")]
         ),
     ]

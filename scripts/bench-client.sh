@@ -2,23 +2,28 @@
 # The client's benchmarks, side by side in one run, against the real taskwatchd. Prints a table and
 # writes bench/results/client.json. Standalone: builds what it needs in release.
 #
-#   spawn + complete       ordo-one/benchmark: plain Task vs monitored (Task.detached and Task {}) pairs
+#   spawn + complete       ordo-one/benchmark `spawnRatio`: plain against monitored spawns (Task {} and
+#                          Task.detached) in interleaved rounds, plus two controls (SpawnPairs); the
+#                          separate spawn* benchmarks give absolute times and exact malloc counts
 #   counter increment      ordo-one/benchmark: our swift-metrics backend vs swift-prometheus 2.x
 #   reporter CPU           idle process, /proc/self/stat utime+stime over IDLE_SECONDS, reporter at the
 #                          default 10 ms and with the Stress trait (1 ms), minus a process without it
-#   never blocks           spawn-heavy workload with the daemon healthy, absent, SIGSTOPped and
-#                          SIGKILLed mid-run, alternating, best of ROUNDS each
+#   never blocks           ClientMeasure never-blocks: one process owns a taskwatchd and runs CYCLES
+#                          rotations of SPAWNLOAD_TASKS-task rounds with the daemon healthy, stopped,
+#                          absent and killed mid-round, checking after every return that the series
+#                          came back complete
 #   fidelity               a burst's latency to /metrics, and swift_tasks_peak against its true height
 #
-# Environment: IDLE_SECONDS (60), ROUNDS (7), SPAWNLOAD_TASKS (500000), SKIP_ORDO=1 to skip the
-# ordo-one suite, RESULTS (bench/results/client.json).
+# Environment: IDLE_SECONDS (60), CYCLES (12), SPAWNLOAD_TASKS (100000), SKIP_ORDO=1 to measure the
+# spawn ratio with ClientMeasure spawn-ab instead of the ordo-one suite, RESULTS
+# (bench/results/client.json).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH="$ROOT/Benchmarks"
 IDLE_SECONDS="${IDLE_SECONDS:-60}"
-ROUNDS="${ROUNDS:-7}"
-SPAWNLOAD_TASKS="${SPAWNLOAD_TASKS:-500000}"
+CYCLES="${CYCLES:-12}"
+SPAWNLOAD_TASKS="${SPAWNLOAD_TASKS:-100000}"
 RESULTS="${RESULTS:-$ROOT/bench/results/client.json}"
 SWIFT="${SWIFT:-swift}"
 
@@ -78,12 +83,15 @@ MAIN_PID="$DAEMON_PID"
 MAIN_PORT="$DAEMON_PORT"
 export TASKWATCH_SOCKET="$WORK/main.sock"
 
-# 1. ordo-one/benchmark: spawn and counter pairs, the reporter connected to the healthy daemon.
+# 1. Spawn cost and counter increment: ordo-one/benchmark, the reporter connected to the healthy daemon.
 mkdir -p "$WORK/ordo"
 if [ "${SKIP_ORDO:-0}" != 1 ]; then
     log "ordo-one/benchmark suite ClientOverhead"
     (cd "$BENCH" && "$SWIFT" package --disable-sandbox benchmark --target ClientOverhead --no-progress \
         --format jmh --path "$WORK/ordo" >&2)
+else
+    log "spawn pairs in interleaved rounds (ClientMeasure spawn-ab)"
+    "$MEASURE" spawn-ab 1000 200 >"$WORK/spawn-ab.json"
 fi
 
 # 2. Reporter CPU over an idle period: the three processes side by side, so they share the machine's noise.
@@ -101,41 +109,9 @@ wait "$IDLE_A" "$IDLE_B" "$IDLE_C"
 "$MEASURE" wake-floor 2500 5 >"$WORK/wake-2500.json"
 "$MEASURE" wake-floor 250 5 >"$WORK/wake-250.json"
 
-# 3. Never blocks: the same spawn workload against a healthy, absent, stopped and killed daemon.
-log "spawn workload of $SPAWNLOAD_TASKS tasks, $ROUNDS rounds of healthy / absent / stopped / killed"
-: >"$WORK/spawnload.jsonl"
-run_mode() {
-    local mode="$1" out
-    case "$mode" in
-    healthy)
-        out="$(TASKWATCH_SOCKET="$WORK/main.sock" "$MEASURE" spawnload "$SPAWNLOAD_TASKS")"
-        ;;
-    absent)
-        out="$(TASKWATCH_SOCKET="$WORK/nobody-here.sock" "$MEASURE" spawnload "$SPAWNLOAD_TASKS")"
-        ;;
-    stopped)
-        kill -STOP "$MAIN_PID"
-        out="$(TASKWATCH_SOCKET="$WORK/main.sock" "$MEASURE" spawnload "$SPAWNLOAD_TASKS")"
-        kill -CONT "$MAIN_PID"
-        ;;
-    killed)
-        start_daemon killed
-        local victim="$DAEMON_PID"
-        (sleep 0.1 && kill -KILL "$victim" 2>/dev/null) &
-        local killer=$!
-        out="$(TASKWATCH_SOCKET="$WORK/killed.sock" "$MEASURE" spawnload "$SPAWNLOAD_TASKS")"
-        wait "$killer" || true
-        wait "$victim" 2>/dev/null || true
-        ;;
-    esac
-    printf '{"mode":"%s","result":%s}\n' "$mode" "$out" >>"$WORK/spawnload.jsonl"
-}
-for round in $(seq 1 "$ROUNDS"); do
-    # Rotate the order every round so no mode always runs first or last.
-    modes=(healthy absent stopped killed)
-    shift_by=$(((round - 1) % 4))
-    for index in 0 1 2 3; do run_mode "${modes[$(((index + shift_by) % 4))]}"; done
-done
+# 3. Never blocks: one process, its own daemon, the four daemon states interleaved.
+log "never blocks: $CYCLES cycles of $SPAWNLOAD_TASKS-task rounds, daemon healthy / stopped / absent / killed"
+"$MEASURE" never-blocks "$DAEMON" "$CYCLES" "$SPAWNLOAD_TASKS" >"$WORK/never-blocks.json"
 
 # 4. Fidelity: a 200 ms burst of 10,000 tasks, at 10 ms and with Stress at 1 ms.
 log "burst fidelity"
@@ -145,4 +121,4 @@ log "burst fidelity"
 stop_daemon "$MAIN_PID"
 
 mkdir -p "$(dirname "$RESULTS")"
-python3 "$ROOT/scripts/bench-client-report.py" "$WORK" "$RESULTS" "$ROUNDS" "$SPAWNLOAD_TASKS" "$IDLE_SECONDS"
+python3 "$ROOT/scripts/bench-client-report.py" "$WORK" "$RESULTS" "$IDLE_SECONDS"

@@ -26,8 +26,8 @@ enum MetricsPoller {
         return nil
     }
 
-    /// GET /metrics from 127.0.0.1:`port`; nil on any failure.
-    static func fetch(port: UInt16) -> String? {
+    /// GET `path` from 127.0.0.1:`port`; nil on any failure.
+    static func fetch(port: UInt16, path: String = "/metrics") -> String? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -41,7 +41,7 @@ enum MetricsPoller {
             }
         }
         guard connected == 0 else { return nil }
-        let request = Array("GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
+        let request = Array("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
         guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
         var response: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65_536)
@@ -54,10 +54,14 @@ enum MetricsPoller {
     }
 
     /// Polls until `condition` holds on a fetched body or the timeout passes; the time it held, or nil.
-    static func poll(port: UInt16, timeoutNanoseconds: UInt64, _ condition: (String) -> Bool) -> UInt64? {
+    static func poll(
+        port: UInt16, path: String = "/metrics", timeoutNanoseconds: UInt64, _ condition: (String) -> Bool
+    ) -> UInt64? {
         let deadline = Measure.cpuNanoseconds(CLOCK_MONOTONIC) + timeoutNanoseconds
         while Measure.cpuNanoseconds(CLOCK_MONOTONIC) < deadline {
-            if let text = fetch(port: port), condition(text) { return Measure.cpuNanoseconds(CLOCK_MONOTONIC) }
+            if let text = fetch(port: port, path: path), condition(text) {
+                return Measure.cpuNanoseconds(CLOCK_MONOTONIC)
+            }
             usleep(1_000)
         }
         return nil

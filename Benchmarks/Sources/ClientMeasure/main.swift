@@ -1,3 +1,4 @@
+import SpawnPairs
 import TaskWatch
 
 #if canImport(Glibc)
@@ -12,7 +13,9 @@ import TaskWatch
 //                                   --baseline
 //   wake-floor PERIOD_US SECONDS    CPU of a bare thread that only sleeps to a deadline every PERIOD_US:
 //                                   the floor under any reporter waking that often
-//   spawnload N                     N tasks spawned and completed in batches of 1,000; elapsed
+//   never-blocks DAEMON CYCLES N    N-task rounds with the daemon healthy, stopped, absent and killed
+//                                   mid-round, interleaved; this process starts DAEMON itself (NeverBlocks)
+//   spawn-ab ROUNDS BATCH           plain against monitored spawns, interleaved rounds (SpawnPairs)
 //   burst N HOLD_MS PORT            N tasks alive together for HOLD_MS while a thread polls the daemon's
 //                                   /metrics on 127.0.0.1:PORT: when the burst shows, and its peak
 //
@@ -29,23 +32,14 @@ case "idle-cpu":
 case "wake-floor":
     guard let period = argument(1), let seconds = argument(2), period > 0, seconds > 0 else { usage() }
     print(Measure.wakeFloor(periodMicroseconds: period, seconds: seconds))
-case "spawnload":
-    guard let count = argument(1), count > 0 else { usage() }
-    TaskWatch.start()
-    print(await Task.detached { await Measure.spawnload(count) }.value)
 case "spawn-ab":
-    guard let rounds = argument(1), let size = argument(2), rounds > 1, size > 1 else { usage() }
+    guard let rounds = argument(1), let size = argument(2), rounds >= 4, size > 1 else { usage() }
     TaskWatch.start()
-    print(await Task.detached { await SpawnAB.run(rounds: rounds, batchSize: size) }.value)
-case "spawn-one":
-    guard let kind = SpawnAB.Kind(rawValue: arguments.count > 1 ? arguments[1] : ""), let rounds = argument(2), let size = argument(3) else { usage() }
-    TaskWatch.start()
-    print(await Task.detached { () async -> UInt64 in
-        var tasks: [Task<Int, Never>] = []
-        var total: UInt64 = 0
-        for _ in 0..<rounds { total += await SpawnAB.batch(kind, size, into: &tasks) }
-        return total / UInt64(rounds * size)
-    }.value)
+    print(await Task.detached { await SpawnPairs.run(rounds: rounds, batchSize: size) }.value)
+case "never-blocks":
+    guard arguments.count > 1, let cycles = argument(2), let tasks = argument(3), cycles > 0, tasks > 0 else { usage() }
+    let daemon = arguments[1]
+    print(await Task.detached { await NeverBlocks.run(daemonPath: daemon, cycles: cycles, tasks: tasks) }.value)
 case "burst":
     guard let count = argument(1), let hold = argument(2), let port = argument(3), count > 0 else { usage() }
     TaskWatch.start()
@@ -57,7 +51,7 @@ exit(0)
 
 func usage() -> Never {
     let bytes = Array(
-        "usage: ClientMeasure idle-cpu SECONDS [--baseline] | wake-floor PERIOD_US SECONDS | spawnload N | burst N HOLD_MS PORT\n"
+        "usage: ClientMeasure idle-cpu SECONDS [--baseline] | wake-floor PERIOD_US SECONDS | spawn-ab ROUNDS BATCH | never-blocks DAEMON CYCLES N | burst N HOLD_MS PORT\n"
             .utf8)
     _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     exit(2)
