@@ -8,7 +8,7 @@ SHAREDIR = $(DESTDIR)$(PREFIX)/share/taskwatch
 SWIFT_FILES = Sources Tests Package.swift $(wildcard Examples) $(wildcard Benchmarks/Package.swift Benchmarks/Benchmarks Benchmarks/Sources)
 
 .PHONY: all build debug run test test-swift test-traits test-ops test-prometheus lint format deps bench \
-	install clean prometheusrule fuzz fuzz-short attack soak
+	install clean prometheusrule fuzz fuzz-short attack soak image
 
 all: build
 
@@ -82,6 +82,16 @@ SOAK_CLIENTS ?= 200
 soak: build
 	python3 scripts/soak.py "$$($(SWIFT) build -c release --show-bin-path)" --seconds $(SOAK_SECONDS) \
 		--clients $(SOAK_CLIENTS)
+
+# The image deploy/kubernetes runs, tagged with the daemon's version, built by whichever of docker and
+# podman is installed. deploy/kubernetes/test_manifests.py checks that the manifests name this tag.
+VERSION := $(shell sed -n 's/.*static let version = "\(.*\)"/\1/p' Sources/TaskWatchDaemon/Version.swift)
+IMAGE ?= ghcr.io/taskwatch/taskwatch:$(VERSION)
+CONTAINER_TOOL ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+image:
+	@if [ -z "$(CONTAINER_TOOL)" ]; then echo "make image: neither docker nor podman is installed" >&2; exit 1; fi
+	$(CONTAINER_TOOL) build -f deploy/container/Dockerfile -t $(IMAGE) \
+		--build-arg REVISION="$$(git rev-parse --short HEAD 2>/dev/null || echo dev)" .
 
 prometheusrule:
 	python3 deploy/kubernetes/generate-prometheusrule.py -o deploy/kubernetes/prometheusrule.yaml

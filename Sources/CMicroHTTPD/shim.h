@@ -4,3 +4,8 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <microhttpd.h>
+
+// Swift cannot call C variadic functions, and MHD_set_response_options is one.
+static inline enum MHD_Result tw_mhd_set_response_flags(struct MHD_Response *response, enum MHD_ResponseFlags flags) {
+    return MHD_set_response_options(response, flags, MHD_RO_END);
+}

@@ -93,6 +93,10 @@ func expectValid(_ body: [UInt8], _ format: ExpositionFormat, sourceLocation: So
         #expect(text.contains("taskwatch_build_info{version=\"test\",revision=\"abc\",swift_version=\"6.3\"} 1"))
         #expect(text.contains("swift_process_resident_memory_bytes{"))
         #expect(text.contains("process_resident_memory_bytes "))
+        #expect(
+            text.contains(
+                "# HELP process_virtual_memory_max_bytes Maximum amount of virtual memory available in bytes.\n"
+                    + "# TYPE process_virtual_memory_max_bytes gauge\nprocess_virtual_memory_max_bytes "))
         #expect(!text.contains("# EOF"))
     }
 

@@ -113,13 +113,57 @@ import Testing
         #expect(!request.hasBody)
     }
 
-    @Test func headGetsHeadersAndNoBody() throws {
+    @Test func headOnMetricsSendsHeadersOnlyThenCloses() throws {
         let server = try TestServer(handler: web.handle)
-        let request = "HEAD /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        // No `Connection: close` from the client: the server must end the exchange itself, and nothing
+        // may follow the headers (not even a last chunk), or a keep-alive client would read those bytes
+        // as the next response. rawExchange reads until the server closes.
+        for (version, accept, encoding) in [
+            ("1.1", "", nil), ("1.1", "Accept-Encoding: gzip\r\n", "gzip"),
+            ("1.0", "Accept-Encoding: gzip\r\n", "gzip"),
+        ] {
+            let request = "HEAD /metrics HTTP/\(version)\r\nHost: test\r\n\(accept)\r\n"
+            let raw = try rawExchange(port: server.port, Array(request.utf8))
+            let response = try parseResponse(raw)
+            #expect(response.status == 200)
+            #expect(response.headers["Content-Type"] == ExpositionFormat.text.contentType)
+            #expect(response.headers["Content-Encoding"] == encoding)
+            #expect(response.headers["Vary"] == "Accept, Accept-Encoding")
+            // The length is unknown without rendering, so none is claimed.
+            #expect(response.headers["Content-Length"] == nil)
+            #expect(response.headers["Transfer-Encoding"] == nil)
+            #expect(response.headers["Connection"]?.lowercased() == "close")
+            #expect(response.body.isEmpty, "after the headers: \(String(decoding: response.body, as: UTF8.self))")
+        }
+    }
+
+    @Test func getWorksAfterHeadOnTheSameClient() throws {
+        let server = try TestServer(handler: web.handle)
+        // One curl run: HEAD, then GET, which must come back whole on a new connection.
+        let result = try runProcess(
+            "/usr/bin/curl",
+            [
+                "-sS", "-i", "--max-time", "20", "-I", server.base + "/metrics", "--next", "-sS",
+                server.base + "/metrics",
+            ])
+        #expect(result.status == 0, "\(result.errorOutput)")
+        let output = String(decoding: result.output, as: UTF8.self)
+        #expect(output.hasPrefix("HTTP/1.1 200"))
+        #expect(output.hasSuffix(String(decoding: sampleText, as: UTF8.self)))
+
+        let compressed = try curl(server.base + "/metrics", ["-I", "--compressed"])
+        #expect(compressed.status == 200)
+        #expect(compressed.headers["Content-Encoding"] == "gzip")
+        #expect(compressed.body.isEmpty)
+        #expect(try curl(server.base + "/metrics", ["--compressed"]).body == sampleText)
+    }
+
+    @Test func headElsewhereKeepsTheExactLength() throws {
+        let server = try TestServer(handler: web.handle)
+        let request = "HEAD /-/healthy HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
         let response = try parseResponse(try rawExchange(port: server.port, Array(request.utf8)))
         #expect(response.status == 200)
-        #expect(response.headers["Content-Type"] == ExpositionFormat.text.contentType)
-        #expect(response.headers["Content-Length"] == String(sampleText.count))
+        #expect(response.headers["Content-Length"] == String("Healthy".utf8.count))
         #expect(response.body.isEmpty)
     }
 

@@ -9,6 +9,11 @@ import Testing
         return String(decoding: buffer.bytes(), as: UTF8.self)
     }
 
+    /// An unlimited RLIMIT_AS is `UInt64.max`; client_golang (Go's shortest `%g`) writes it this way.
+    @Test func largestUInt64AsClientGolangWritesIt() {
+        #expect(rendered(Double(UInt64.max)) == "1.8446744073709552e+19")
+    }
+
     /// The allocation-free decimal path writes exactly what `description` writes.
     @Test func shortDecimalsMatchDescription() {
         var generator = SystemRandomNumberGenerator()

@@ -89,8 +89,32 @@ import Testing
         #expect(response.header("Allow") == "GET, HEAD")
     }
 
-    @Test func headAnswersLikeGet() {
-        #expect(get("/metrics", method: "HEAD") == get("/metrics"))
+    @Test func headOnMetricsGetsTheGetHeadersWithoutRendering() {
+        let renders = Atomic<Int>(0)
+        let counting = WebHandler { format in
+            renders.add(1, ordering: .relaxed)
+            return sampleRender(format)
+        }
+        for headers in [
+            [], [("Accept-Encoding", "gzip")], [("Accept", "application/openmetrics-text; version=1.0.0")],
+            [("Accept", "application/openmetrics-text"), ("Accept-Encoding", "deflate, gzip;q=0.5")],
+        ] {
+            let head = counting.handle(HTTPRequest(method: "HEAD", path: "/metrics", headers: HTTPHeaders(headers)))
+            #expect(head.status == 200)
+            #expect(head.omitsBody)
+            #expect(head.body.isEmpty && head.ownedBody == nil)
+            #expect(renders.load(ordering: .relaxed) == 0, "HEAD rendered with \(headers)")
+            let get = counting.handle(HTTPRequest(method: "GET", path: "/metrics", headers: HTTPHeaders(headers)))
+            #expect(!get.omitsBody)
+            #expect(head.headers.elementsEqual(get.headers) { $0 == $1 }, "\(head.headers) vs \(get.headers)")
+            renders.store(0, ordering: .relaxed)
+        }
+    }
+
+    @Test func headElsewhereAnswersLikeGet() {
+        for path in ["/", "/-/healthy", "/-/ready", "/nope"] {
+            #expect(get(path, method: "HEAD") == get(path))
+        }
     }
 
     @Test func requestBodiesAreRefused() {
@@ -146,6 +170,20 @@ import Testing
         #expect(response.status == 200)
         #expect(response.body.isEmpty)
         #expect(response.ownedBody?.bytes == text)
+    }
+
+    @Test func headDoesNotRenderTheBody() {
+        let renders = Atomic<Int>(0)
+        let text = text
+        let counting = WebHandler(
+            render: { _ in [] },
+            renderBody: { _ in
+                renders.add(1, ordering: .relaxed)
+                return ResponseBody(copying: text)
+            })
+        let head = counting.handle(HTTPRequest(method: "HEAD", path: "/metrics"))
+        #expect(head.omitsBody && head.ownedBody == nil)
+        #expect(renders.load(ordering: .relaxed) == 0)
     }
 
     @Test func gzipScrapesCompressTheRenderedBody() throws {

@@ -251,10 +251,62 @@ import Testing
         #expect(try fetch(daemon.url("/")).text.contains("/metrics"))
         #expect(try fetch(daemon.url("/-/healthy")).status == 200)
         #expect(try fetch(daemon.url("/-/ready")).status == 200)
-        // curl -I prints the headers as its output; no metric line may follow them.
-        let head = try fetch(daemon.url("/metrics"), method: "HEAD")
-        #expect(head.status == 200)
-        #expect(!head.text.contains("taskwatch_build_info"))
+    }
+
+    @Test func headOnMetricsAnswersWithTheGetHeadersAndNoBody() throws {
+        let daemon = try DaemonProcess()
+        let text = "text/plain; version=0.0.4; charset=utf-8"
+        let openMetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        let cases: [(request: [String], type: String, encoding: String?)] = [
+            ([], text, nil), (["Accept-Encoding: gzip"], text, "gzip"),
+            (["Accept: application/openmetrics-text; version=1.0.0", "Accept-Encoding: gzip"], openMetrics, "gzip"),
+        ]
+        for (request, type, encoding) in cases {
+            let head = try fetch(daemon.url("/metrics"), method: "HEAD", headers: request)
+            let get = try fetch(daemon.url("/metrics"), headers: request)
+            #expect(head.status == 200 && get.status == 200)
+            #expect(head.headers["content-type"] == type && get.headers["content-type"] == type)
+            #expect(head.headers["content-encoding"] == encoding && get.headers["content-encoding"] == encoding)
+            #expect(head.headers["vary"] == get.headers["vary"])
+            // Not rendered, so its length is unknown: none is claimed rather than a wrong one.
+            #expect(head.headers["content-length"] == nil)
+            #expect(get.headers["content-length"] == String(get.body.count))
+            // curl -I prints the headers as its output; no metric line may follow them.
+            #expect(!head.text.contains("taskwatch_build_info"))
+        }
+        let plain = try fetch(daemon.url("/metrics"))
+        #expect(plain.text.contains("taskwatch_build_info"))
+        try expectValidExposition(plain.body)
+    }
+
+    @Test func daemonExposesItsAddressSpaceLimit() throws {
+        let daemon = try DaemonProcess()
+        // The daemon inherits this process's limit.
+        var limit = rlimit()
+        #expect(getrlimit(Int32(RLIMIT_AS.rawValue), &limit) == 0)
+        let family =
+            "# HELP process_virtual_memory_max_bytes Maximum amount of virtual memory available in bytes.\n"
+            + "# TYPE process_virtual_memory_max_bytes gauge\nprocess_virtual_memory_max_bytes "
+        let text = try daemon.metrics()
+        #expect(text.contains(family))
+        #expect(try daemon.value("process_virtual_memory_max_bytes") == Double(limit.rlim_cur))
+        if limit.rlim_cur == rlim_t.max {
+            // client_golang writes an unlimited address space (RLIM_INFINITY, the largest uint64) this way.
+            #expect(text.contains(family + "1.8446744073709552e+19\n"))
+        }
+
+        // Changed while the daemon runs, the limit shows at the next scrape: it is read per scrape. A
+        // soft limit up to the hard one is always allowed; 1 TiB is far above what the daemon maps.
+        let changed: UInt64 = limit.rlim_max == rlim_t.max ? 1 << 40 : UInt64(limit.rlim_max)
+        let prlimit = try runCommand("prlimit", ["--pid", String(daemon.pid), "--as=\(changed):"])
+        #expect(prlimit.status == 0, "\(prlimit.stderr)")
+        #expect(try daemon.value("process_virtual_memory_max_bytes") == Double(changed))
+        try expectValidExposition(try fetch(daemon.url("/metrics")).body)
+        let openMetrics = try fetch(daemon.url("/metrics"), headers: ["Accept: application/openmetrics-text"])
+        #expect(openMetrics.text.contains(family))
+        let sample = openMetrics.text.split(separator: "\n").first { $0.hasPrefix("process_virtual_memory_max_bytes ") }
+        #expect(sample.flatMap { Double($0.split(separator: " ")[1]) } == Double(changed))
+        try expectValidExposition(openMetrics.body, openMetrics: true)
     }
 
     @Test func concurrentScrapesAllSucceed() throws {

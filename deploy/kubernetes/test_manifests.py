@@ -12,11 +12,18 @@ with PyYAML; promtool, when installed, checks the generated rules.
 - The example app mounts the same hostPath and sets TASKWATCH_SOCKET to the daemon's socket.
 - generate-prometheusrule.py produces a PrometheusRule whose groups equal prometheus/rules.yml and
   prometheus/alerts.yml, which promtool accepts, and the generated file is not committed.
+- The image (read, never built: no docker needed): deploy/container/Dockerfile builds in release the
+  products the DaemonSet and the example app run, on a swift builder and a slim runtime of the same
+  Debian release with libmicrohttpd; its entrypoint, user, exposed port, socket path and mode and
+  socket volume are the DaemonSet's; the manifests name the image `make image` tags, whose tag is the
+  daemon's version; .dockerignore keeps build trees out but not what the Dockerfile copies.
 
 Prints "N passed, N failed" and exits non-zero on any failure.
 """
 import importlib.util
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,6 +77,120 @@ def mounts(container, volume, path):
 
 def matches(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def read(rel):
+    with open(os.path.join(ROOT, rel)) as f:
+        return f.read()
+
+
+def dockerfile(text):
+    """Global ARG defaults and the stages of a Dockerfile: each stage a dict with "from", "name" and
+    "instructions", a list of (KEYWORD, arguments) with continuation lines joined and comments dropped."""
+    instructions, current = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        instructions.append(current + line)
+        current = ""
+    args, stages = {}, []
+    for instruction in instructions:
+        keyword, _, rest = instruction.partition(" ")
+        keyword, rest = keyword.upper(), rest.strip()
+        if keyword == "FROM":
+            parts = rest.split()
+            name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
+            image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), parts[0])
+            stages.append({"from": image, "name": name, "instructions": []})
+        elif stages:
+            stages[-1]["instructions"].append((keyword, rest))
+        elif keyword == "ARG" and "=" in rest:
+            key, value = rest.split("=", 1)
+            args[key] = value
+    return args, stages
+
+
+def exec_form(stage, keyword):
+    """The JSON (exec form) arguments of the stage's last `keyword` instruction, or None."""
+    values = [rest for key, rest in stage["instructions"] if key == keyword]
+    try:
+        return json.loads(values[-1]) if values else None
+    except json.JSONDecodeError:
+        return None
+
+
+def check_image(daemonset, app):
+    """The Dockerfile builds what the manifests run, the way they run it; read, never built."""
+    rel = "deploy/container/Dockerfile"
+    if not check(os.path.isfile(os.path.join(ROOT, rel)), f"{rel} exists"):
+        return
+    _, stages = dockerfile(read(rel))
+    if not check(len(stages) >= 2, f"{rel} is multi-stage"):
+        return
+    builder, runtime = stages[0], stages[-1]
+    build_text = " ".join(rest for _, rest in builder["instructions"])
+    spec = daemonset["spec"]["template"]["spec"]
+    daemon = [c for c in spec["containers"] if c["name"] == "taskwatchd"][0]
+    sc = daemon.get("securityContext", {})
+    app_container = app["spec"]["containers"][0]
+
+    # Builder: a Swift image at least as new as the manifest's tools version, building both products.
+    tools = re.search(r"swift-tools-version:\s*(\d+)\.(\d+)", read("Package.swift"))
+    swift = re.match(r"swift:(\d+)\.(\d+)", builder["from"])
+    check(bool(tools and swift) and tuple(map(int, swift.groups())) >= tuple(map(int, tools.groups())),
+          f"builder {builder['from']} is a Swift image at least swift-tools-version {tools and tools.group(0)}")
+    check("libmicrohttpd-dev" in build_text, "builder installs libmicrohttpd-dev")
+    for who, command in (("DaemonSet", daemon.get("command", [])), ("example app", app_container.get("command", []))):
+        product = command[0] if command else None
+        built = re.search(rf"swift build -c release[^&;]*--product {product}\b", build_text) if product else None
+        check(built is not None, f"the image builds {product}, which the {who} runs, in release")
+        check(product and f"/usr/local/bin/{product}" in build_text, f"{product} is installed on the PATH")
+    check(any(key == "COPY" and rest.startswith(f"--from={builder['name']} ") for key, rest in runtime["instructions"]),
+          "the runtime stage copies from the builder")
+
+    # Runtime: slim, the builder's Debian release (the binaries link its glibc), with libmicrohttpd.
+    release = builder["from"].rsplit("-", 1)[-1]
+    check(re.fullmatch(rf"(debian|ubuntu):{re.escape(release)}-slim", runtime["from"]) is not None,
+          f"runtime {runtime['from']} is the slim image of the builder's release {release}")
+    runtime_text = " ".join(rest for _, rest in runtime["instructions"])
+    check("libmicrohttpd12" in runtime_text, "runtime installs libmicrohttpd12")
+
+    # Run as the DaemonSet runs it.
+    entrypoint, cmd = exec_form(runtime, "ENTRYPOINT"), exec_form(runtime, "CMD") or []
+    check(entrypoint is not None and entrypoint == daemon.get("command"),
+          f"ENTRYPOINT {entrypoint} is the DaemonSet's command {daemon.get('command')}")
+    users = [rest for key, rest in runtime["instructions"] if key == "USER"]
+    uid_gid = f"{sc.get('runAsUser')}:{sc.get('runAsGroup')}"
+    check(users[-1:] == [uid_gid], f"USER {users[-1:]} is the DaemonSet's {uid_gid}")
+    port = [p for p in daemon.get("ports", []) if p["name"] == "http-metrics"][0]["containerPort"]
+    exposed = [rest for key, rest in runtime["instructions"] if key == "EXPOSE"]
+    check(any(str(port) in rest.replace("/tcp", "").split() for rest in exposed), f"EXPOSE {port}")
+    args = daemon.get("args", [])
+    for name in ("--web.listen-address", "--ingest.socket", "--ingest.socket-mode"):
+        check(flag(cmd, name) == flag(args, name), f"CMD {name}={flag(cmd, name)} is the DaemonSet's {flag(args, name)}")
+    volumes = [rest for key, rest in runtime["instructions"] if key == "VOLUME"]
+    check(any(SOCKET_DIR in rest for rest in volumes), f"VOLUME {SOCKET_DIR}, where the hostPath is mounted")
+    check(re.search(rf"install -d -o {sc.get('runAsUser')} -g {sc.get('runAsGroup')} [^&]*{SOCKET_DIR}\b", runtime_text)
+          is not None, f"the image makes {SOCKET_DIR} the daemon's, for runs without the hostPath")
+
+    # Names: the manifests run the image `make image` tags, and the tag is the daemon's version.
+    makefile = read("Makefile")
+    image = re.search(r"^IMAGE \?= (\S+):\$\(VERSION\)$", makefile, re.M)
+    version = re.search(r'static let version = "([^"]+)"', read("Sources/TaskWatchDaemon/Version.swift"))
+    expected = f"{image.group(1)}:{version.group(1)}" if image and version else None
+    check(re.search(r"^image:", makefile, re.M) is not None and "deploy/container/Dockerfile" in makefile,
+          "make image builds deploy/container/Dockerfile")
+    check(expected is not None and daemon.get("image") == expected, f"DaemonSet image {daemon.get('image')} is {expected}")
+    check(app_container.get("image") == expected, f"example app image {app_container.get('image')} is {expected}")
+    check('revision = "dev"' in read("Sources/TaskWatchDaemon/Version.swift") and 's/revision = \\"dev\\"/' in build_text,
+          "the build stamps the revision where Version.swift has it")
+    ignored = {line.strip() for line in read(".dockerignore").splitlines() if line.strip() and not line.startswith("#")}
+    copied = {rest.split()[0].rstrip("/") for key, rest in builder["instructions"] if key == "COPY"}
+    check(".build" in ignored and not (ignored & copied), f".dockerignore keeps .build out and {sorted(copied)} in")
 
 
 def main():
@@ -156,6 +277,8 @@ def main():
     check(env.get("TASKWATCH_SOCKET") == flag(args, "--ingest.socket"), "example app TASKWATCH_SOCKET is the daemon's socket")
     check(sc.get("runAsGroup") in app_spec.get("securityContext", {}).get("supplementalGroups", []),
           "example app joins the socket's group")
+
+    check_image(ds, app)
 
     # The generator.
     generator = os.path.join(HERE, "generate-prometheusrule.py")

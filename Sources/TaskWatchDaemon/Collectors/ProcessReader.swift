@@ -11,6 +11,8 @@ struct ProcessStats: Equatable {
     /// Nil when `/proc/<pid>/fd` is not readable (another user's process without privilege).
     var openFDs: Int?
     var maxFDs: Int?
+    /// The address-space limit (RLIMIT_AS); `UInt64.max` when unlimited. Only known for this process.
+    var maxVirtualBytes: UInt64?
 }
 
 /// Reads `/proc` without Foundation, allocating little: scrapes read every client's files.
@@ -47,7 +49,8 @@ enum ProcessReader {
             virtualBytes: UInt64(fields[20]) ?? 0,
             residentBytes: (UInt64(fields[21]) ?? 0) * pageSize,
             openFDs: countEntries("/proc/\(pid)/fd"),
-            maxFDs: maxOpenFiles(pid: pid)
+            maxFDs: maxOpenFiles(pid: pid),
+            maxVirtualBytes: addressSpaceLimit(pid: pid)
         )
     }
 
@@ -62,6 +65,15 @@ enum ProcessReader {
         var limit = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
         return limit.rlim_cur == rlim_t.max ? nil : Int(limit.rlim_cur)
+    }
+
+    /// RLIM_INFINITY is the largest rlim_t, so an unlimited address space reads as `UInt64.max`, which
+    /// client_golang exposes as 1.8446744073709552e+19: dashboards built on it see the same value.
+    private static func addressSpaceLimit(pid: String) -> UInt64? {
+        guard pid == "self" else { return nil }
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_AS.rawValue), &limit) == 0 else { return nil }
+        return UInt64(limit.rlim_cur)
     }
 
     static func readFile(_ path: String) -> String? {

@@ -321,6 +321,12 @@ enum ExpositionRenderer {
         writer.sample("process_start_time_seconds", daemon.startTimeSeconds)
         writer.family("process_virtual_memory_bytes", type: .gauge, help: "Virtual memory size in bytes.")
         writer.sample("process_virtual_memory_bytes", Double(daemon.virtualBytes))
+        if let maxVirtualBytes = daemon.maxVirtualBytes {
+            writer.family(
+                "process_virtual_memory_max_bytes", type: .gauge,
+                help: "Maximum amount of virtual memory available in bytes.")
+            writer.sample("process_virtual_memory_max_bytes", Double(maxVirtualBytes))
+        }
         writer.family("process_threads", type: .gauge, help: "Number of OS threads in the process.")
         writer.sample("process_threads", Double(daemon.threads))
     }

@@ -56,12 +56,19 @@ public struct HTTPResponse: Sendable, Equatable {
     public var body: [UInt8]
     /// A large body handed to the server without a copy; when set, it is sent instead of `body`.
     public var ownedBody: ResponseBody?
+    /// Headers only, for a HEAD answered without producing the body: the length is unknown, so the
+    /// server sends no `Content-Length` and closes the connection after the headers.
+    public var omitsBody: Bool
 
-    public init(status: Int, headers: [(String, String)] = [], body: [UInt8] = [], ownedBody: ResponseBody? = nil) {
+    public init(
+        status: Int, headers: [(String, String)] = [], body: [UInt8] = [], ownedBody: ResponseBody? = nil,
+        omitsBody: Bool = false
+    ) {
         self.status = status
         self.headers = headers
         self.body = body
         self.ownedBody = ownedBody
+        self.omitsBody = omitsBody
     }
 
     /// The first value of header `name`, compared without regard to case.
@@ -72,6 +79,7 @@ public struct HTTPResponse: Sendable, Equatable {
 
     public static func == (lhs: HTTPResponse, rhs: HTTPResponse) -> Bool {
         lhs.status == rhs.status && lhs.body == rhs.body && lhs.ownedBody?.bytes == rhs.ownedBody?.bytes
+            && lhs.omitsBody == rhs.omitsBody
             && lhs.headers.elementsEqual(rhs.headers) { $0.0 == $1.0 && $0.1 == $1.1 }
     }
 }

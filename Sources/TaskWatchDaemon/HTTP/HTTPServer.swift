@@ -306,7 +306,9 @@ private func respond(
     let reply = context.handler(request)
 
     let response: OpaquePointer?
-    if let owned = reply.ownedBody {
+    if reply.omitsBody {
+        response = headersOnlyResponse()
+    } else if let owned = reply.ownedBody {
         // Large bodies go out without a copy: libmicrohttpd keeps a retained reference to the body and
         // releases it once the response is destroyed.
         let retained = Unmanaged.passRetained(owned).toOpaque()
@@ -331,6 +333,24 @@ private func respond(
     }
     return MHD_queue_response(connection, UInt32(clamping: reply.status), response)
 }
+
+/// A response of unknown length whose body is never produced. Without a length, libmicrohttpd 0.9.75
+/// answers HTTP/1.1 with chunked encoding and writes the closing `0` chunk even after a HEAD, bytes a
+/// keep-alive client would take for the next response. The HTTP/1.0-compatible mode never chunks: it
+/// ends a body by closing the connection, so a HEAD gets the headers, no length, and a close.
+private func headersOnlyResponse() -> OpaquePointer? {
+    // UInt64.max is MHD_SIZE_UNKNOWN, a macro Swift does not import.
+    guard let response = MHD_create_response_from_callback(UInt64.max, 1024, noBody, nil, nil) else { return nil }
+    guard tw_mhd_set_response_flags(response, .RF_HTTP_1_0_COMPATIBLE_STRICT) == .YES else {
+        MHD_destroy_response(response)
+        return nil
+    }
+    return response
+}
+
+/// Called only if a GET were answered with `omitsBody`: it ends the body at once (an empty body, then a
+/// close). -1 is MHD_CONTENT_READER_END_OF_STREAM.
+private let noBody: MHD_ContentReaderCallback = { _, _, _, _ in -1 }
 
 /// Called by libmicrohttpd when a response made from a `ResponseBody` is destroyed.
 private func releaseResponseBody(_ context: UnsafeMutableRawPointer?) {

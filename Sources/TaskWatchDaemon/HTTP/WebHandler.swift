@@ -32,7 +32,8 @@ public struct WebHandler: Sendable {
         self.renderBody = renderBody
     }
 
-    /// Answers one request. HEAD gets the GET response; the server leaves its body off.
+    /// Answers one request. HEAD gets the GET response, whose body the server leaves off; on the
+    /// telemetry path it gets the GET headers without the metrics being rendered.
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
         // Authorization first, so an unauthenticated client learns nothing, not even which paths exist.
         if let refusal = authorize(request) { return refusal }
@@ -54,6 +55,11 @@ public struct WebHandler: Sendable {
         // The body depends on both headers, so caches must key on both.
         var headers = [("Content-Type", format.contentType), ("Vary", "Accept, Accept-Encoding")]
         let gzip = ContentNegotiation.acceptsGzip(acceptEncoding: request.headers["Accept-Encoding"])
+        // A HEAD would pay for a full render (and compression) only for the server to drop the body.
+        if request.method == "HEAD" {
+            if gzip { headers.append(("Content-Encoding", "gzip")) }
+            return HTTPResponse(status: 200, headers: headers, omitsBody: true)
+        }
         if let renderBody {
             let body = renderBody(format)
             if gzip, let compressed = try? body.withUnsafeBytes({ try Gzip.compress($0, level: gzipLevel) }) {
