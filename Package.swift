@@ -115,15 +115,20 @@ let package = Package(
             path: "Tests/Fixtures/TaskWatchProbe"
         ),
 
+        // Helpers the test targets share: child processes, scratch directories, polling, a real daemon,
+        // HTTP through curl, exposition parsing and validation. Not a product.
+        .target(name: "TaskWatchTestSupport", path: "Tests/TaskWatchTestSupport"),
+
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
-        .testTarget(name: "TaskWatchDaemonTests", dependencies: ["TaskWatchDaemon"]),
+        .testTarget(name: "TaskWatchDaemonTests", dependencies: ["TaskWatchDaemon", "TaskWatchTestSupport"]),
         // Starts the built `taskwatchd` and `taskwatch` binaries; `make test` builds them first.
         .testTarget(
-            name: "TaskWatchEndToEndTests", dependencies: ["TaskWatchWire", "CTaskWatchSocket", "TaskWatchCLI"]),
+            name: "TaskWatchEndToEndTests",
+            dependencies: ["TaskWatchWire", "CTaskWatchSocket", "TaskWatchCLI", "TaskWatchTestSupport"]),
         // Starts the built `taskwatchd` and `TaskWatchProbe` binaries: the client proven against the daemon.
         .testTarget(
             name: "TaskWatchClientEndToEndTests",
-            dependencies: ["TaskWatchWire", "CTaskWatchSocket"],
+            dependencies: ["TaskWatchWire", "CTaskWatchSocket", "TaskWatchTestSupport"],
             swiftSettings: [
                 .define("TASKWATCH_STRESS", .when(traits: ["Stress"])),
                 .define("TASKWATCH_SILENT", .when(traits: ["Silent"])),
@@ -131,7 +136,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TaskWatchIngestTests",
-            dependencies: ["TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket"]
+            dependencies: ["TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket", "TaskWatchTestSupport"]
         ),
         .testTarget(
             name: "TaskWatchTests",
@@ -155,7 +160,7 @@ let package = Package(
         .testTarget(
             name: "TaskWatchHardeningTests",
             dependencies: [
-                "TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket", "CTaskWatchCrypt",
+                "TaskWatchDaemon", "TaskWatchWire", "CTaskWatchSocket", "CTaskWatchCrypt", "TaskWatchTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -1,4 +1,5 @@
 import Foundation
+import TaskWatchTestSupport
 import Testing
 
 /// The client library in a real child process (`TaskWatchProbe`) against the real `taskwatchd`, read
@@ -33,7 +34,7 @@ import Testing
     }
 
     @Test func everyKindOfTaskIsCountedExactlyInProcessAndOnMetrics() throws {
-        let daemon = try DaemonProcess()
+        let daemon = try DaemonProcess.forProbe()
         let count = 500
         let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["exact", "\(count)"])
         let local = try probe.json(with: "created")
@@ -55,7 +56,7 @@ import Testing
     }
 
     @Test func eightConcurrentSpawnersOfAMillionTasksLoseNoCount() throws {
-        let daemon = try DaemonProcess()
+        let daemon = try DaemonProcess.forProbe()
         let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["spawners", "8", "125000"])
         let local = try probe.json(with: "created", seconds: 80)
         #expect(local["created"] == 1_000_000)
@@ -83,7 +84,7 @@ import Testing
         let expected = Counts(created: tasks, success: tasks, error: 0, cancelled: 0, live: 0)
         var seen = Counts()
         #expect(
-            eventually(15) {
+            eventually(timeout: .seconds(15)) {
                 seen = counts(daemon, probe); return seen == expected
             }, "metrics: \(seen)",
             sourceLocation: sourceLocation)
@@ -99,7 +100,7 @@ import Testing
     }
 
     @Test func spawnLoadFinishesWithTheDaemonHealthy() throws {
-        let daemon = try DaemonProcess()
+        let daemon = try DaemonProcess.forProbe()
         let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["spawnload", "\(Self.spawnloadTasks)"])
         let local = try probe.json(with: "elapsed_ns")
         #expect(local["created"] == Double(Self.spawnloadTasks))
@@ -115,21 +116,20 @@ import Testing
     }
 
     @Test func spawnLoadFinishesWithTheDaemonAbsentAndSeriesComeBackWhenItStarts() throws {
-        let directory = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let socket = directory.appendingPathComponent("ingest.sock").path
+        let directory = ScratchDirectory()
+        let socket = directory.file("ingest.sock")
         let probe = try ProbeProcess(socket: socket, arguments: ["spawnload", "\(Self.spawnloadTasks)"])
         let local = try probe.json(with: "elapsed_ns")
         #expect(local["created"] == Double(Self.spawnloadTasks))
         #expect(local["live"] == 0)
         print("spawnload, daemon absent: \(Int((local["elapsed_ns"] ?? 0) / 1e6)) ms")
-        let daemon = try DaemonProcess(directory: directory)
+        let daemon = try DaemonProcess.forProbe(directory: directory)
         Self.expectCompleteAfterReturn(daemon, probe)
         #expect(probe.finish() == 0)
     }
 
     @Test func spawnLoadFinishesWithTheDaemonStoppedAndSeriesComeBackWhenItResumes() throws {
-        let daemon = try DaemonProcess()
+        let daemon = try DaemonProcess.forProbe()
         let probe = try ProbeProcess(
             socket: daemon.socketPath, arguments: ["spawnload", "\(Self.spawnloadTasks)", "--trigger"])
         #expect(eventually { daemon.value("taskwatch_client_up", probe.processLabels) == 1 })
@@ -151,9 +151,8 @@ import Testing
     }
 
     @Test func spawnLoadFinishesWithTheDaemonKilledMidRunAndSeriesComeBackOnRestart() throws {
-        let directory = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        var daemon: DaemonProcess? = try DaemonProcess(directory: directory)
+        let directory = ScratchDirectory()
+        var daemon: DaemonProcess? = try DaemonProcess.forProbe(directory: directory)
         let probe = try ProbeProcess(
             socket: daemon!.socketPath, arguments: ["spawnload", "\(Self.spawnloadTasks)", "--trigger"])
         #expect(eventually { daemon!.value("taskwatch_client_up", probe.processLabels) == 1 })
@@ -164,20 +163,20 @@ import Testing
         let local = try probe.json(with: "elapsed_ns")
         #expect(local["created"] == Double(Self.spawnloadTasks))
         print("spawnload, daemon killed mid-run: \(Int((local["elapsed_ns"] ?? 0) / 1e6)) ms")
-        let restarted = try DaemonProcess(directory: directory)
+        let restarted = try DaemonProcess.forProbe(directory: directory)
         Self.expectCompleteAfterReturn(restarted, probe)
         #expect(probe.finish() == 0)
     }
 
     @Test func aBurstShowsOnMetricsWithinTwoReportIntervals() throws {
-        let daemon = try DaemonProcess()
+        let daemon = try DaemonProcess.forProbe()
         let tasks = 2_000
         let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["burst", "\(tasks)", "1000"])
         #expect(eventually { daemon.value("swift_tasks", probe.taskLabels) == 0 })
         probe.trigger()
         let start = try probe.json(with: "burst_start_realtime_ns")["burst_start_realtime_ns"] ?? 0
         var seenAt = 0.0
-        _ = eventually(5) {
+        _ = eventually(timeout: .seconds(5)) {
             guard let live = daemon.value("swift_tasks", probe.taskLabels), live >= Double(tasks) else { return false }
             seenAt = Date().timeIntervalSince1970
             return true
@@ -195,7 +194,7 @@ import Testing
 
     #if TASKWATCH_STRESS
         @Test func withStressABurstOf10000TasksShowsItsPeakAtNinetyFivePercent() throws {
-            let daemon = try DaemonProcess()
+            let daemon = try DaemonProcess.forProbe()
             let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["burst", "10000", "200"])
             #expect(eventually { daemon.value("swift_tasks", probe.taskLabels) == 0 })
             probe.trigger()
@@ -205,7 +204,7 @@ import Testing
             #expect(height == 10_000)
             var peak = 0.0
             #expect(
-                eventually(5) {
+                eventually(timeout: .seconds(5)) {
                     peak = daemon.value("swift_tasks_peak", probe.taskLabels) ?? 0
                     return peak >= 0.95 * height
                 }, "swift_tasks_peak \(peak) of a true height of \(height)")

@@ -1,51 +1,9 @@
 import Foundation
+import TaskWatchTestSupport
 import TaskWatchWire
 import Testing
 
 @testable import TaskWatchDaemon
-
-/// Runs a program with `input` on stdin; returns its exit status and combined output.
-func run(_ arguments: [String], input: [UInt8]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let stdin = Pipe()
-    let stdout = Pipe()
-    process.standardInput = stdin
-    process.standardOutput = stdout
-    process.standardError = stdout
-    try process.run()
-    // Write from another thread: a large body would fill the pipe while the child waits to be read.
-    let writer = Thread {
-        stdin.fileHandleForWriting.write(Data(input))
-        try? stdin.fileHandleForWriting.close()
-    }
-    writer.start()
-    let output = stdout.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
-}
-
-/// Checks an exposition with the real promtool (text) and Python's prometheus_client (both formats).
-func expectValid(_ body: [UInt8], _ format: ExpositionFormat, sourceLocation: SourceLocation = #_sourceLocation) throws
-{
-    if format == .text {
-        let promtool = try run(["promtool", "check", "metrics"], input: body)
-        #expect(promtool.status == 0, "promtool: \(promtool.output)", sourceLocation: sourceLocation)
-    }
-    let parser =
-        format == .text
-        ? "from prometheus_client.parser import text_string_to_metric_families as parse"
-        : "from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse"
-    let script = """
-        import sys
-        \(parser)
-        families = list(parse(sys.stdin.read()))
-        print(sum(len(f.samples) for f in families), "samples")
-        """
-    let python = try run(["python3", "-c", script], input: body)
-    #expect(python.status == 0, "prometheus_client: \(python.output)", sourceLocation: sourceLocation)
-}
 
 @Suite struct ExpositionValidityTests {
     /// A registry holding every shape a client can produce, including awkward label values.
@@ -86,7 +44,7 @@ func expectValid(_ body: [UInt8], _ format: ExpositionFormat, sourceLocation: So
 
     @Test func textFormatPassesPromtoolAndPython() throws {
         let body = richHarness().exporter.render(.text)
-        try expectValid(body, .text)
+        try expectValidExposition(Data(body))
         let text = String(decoding: body, as: UTF8.self)
         #expect(text.contains("# HELP swift_tasks_finished_total Ended \"tasks\" \\\\ by outcome.\\nSecond line.\n"))
         #expect(text.contains("swift_tasks_created_total{process=\"quote\\\" back\\\\slash new\\nline ü\""))
@@ -102,7 +60,7 @@ func expectValid(_ body: [UInt8], _ format: ExpositionFormat, sourceLocation: So
 
     @Test func openMetricsPassesPythonAndEndsWithEOF() throws {
         let body = richHarness().exporter.render(.openMetrics)
-        try expectValid(body, .openMetrics)
+        try expectValidExposition(Data(body), openMetrics: true)
         let text = String(decoding: body, as: UTF8.self)
         #expect(text.hasSuffix("# EOF\n"))
         #expect(text.contains("# TYPE swift_tasks_created counter\n"))
@@ -111,8 +69,8 @@ func expectValid(_ body: [UInt8], _ format: ExpositionFormat, sourceLocation: So
 
     @Test func emptyRegistryIsValid() throws {
         let h = Harness()
-        try expectValid(h.exporter.render(.text), .text)
-        try expectValid(h.exporter.render(.openMetrics), .openMetrics)
+        try expectValidExposition(Data(h.exporter.render(.text)))
+        try expectValidExposition(Data(h.exporter.render(.openMetrics)), openMetrics: true)
     }
 
     @Test func familiesAreNeverSplitAcrossClients() {

@@ -1,4 +1,5 @@
 import Foundation
+import TaskWatchTestSupport
 import Testing
 
 @testable import TaskWatchDaemon
@@ -6,9 +7,9 @@ import Testing
 @Suite struct GzipTests {
     /// Decompresses with the system's gzip, an implementation independent of ours.
     func gunzip(_ bytes: [UInt8]) throws -> [UInt8] {
-        let result = try runProcess("/usr/bin/gzip", ["-dc"], input: bytes)
+        let result = try runProcess("/usr/bin/gzip", ["-dc"], input: Data(bytes))
         try #require(result.status == 0, "gzip -d: \(result.errorOutput)")
-        return result.output
+        return Array(result.output)
     }
 
     @Test func emptyInputIsAValidMember() throws {

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Synchronization
+import TaskWatchTestSupport
 import Testing
 
 @testable import TaskWatchDaemon
@@ -23,9 +24,9 @@ import Testing
         #expect(raw.status == 200)
         #expect(raw.headers["Content-Encoding"] == "gzip")
         #expect(raw.headers["Vary"]?.contains("Accept-Encoding") == true)
-        let unpacked = try runProcess("/usr/bin/gzip", ["-dc"], input: raw.body)
+        let unpacked = try runProcess("/usr/bin/gzip", ["-dc"], input: Data(raw.body))
         #expect(unpacked.status == 0)
-        #expect(unpacked.output == sampleText)
+        #expect(Array(unpacked.output) == sampleText)
 
         let decoded = try curl(server.base + "/metrics", ["--compressed"])
         #expect(decoded.headers["Content-Encoding"] == "gzip")
@@ -175,7 +176,7 @@ import Testing
             ["-sS", "-Z", "--parallel-max", "20", "--max-time", "20", "-w", "%{http_code}\\n"]
                 + urls.flatMap { ["-o", "/dev/null", $0] })
         #expect(result.status == 0, "\(result.errorOutput)")
-        let codes = String(decoding: result.output, as: UTF8.self).split(separator: "\n")
+        let codes = result.outputText.split(separator: "\n")
         #expect(codes.count == 20)
         #expect(codes.allSatisfy { $0 == "200" })
     }
@@ -269,11 +270,9 @@ import Testing
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))
     func servesHTTPS() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("taskwatch-tls-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let certificate = directory.appendingPathComponent("cert.pem").path
-        let key = directory.appendingPathComponent("key.pem").path
+        let directory = ScratchDirectory()
+        let certificate = directory.file("cert.pem")
+        let key = directory.file("key.pem")
         let generated = try runProcess(
             "/usr/bin/openssl",
             [

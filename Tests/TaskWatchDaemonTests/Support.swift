@@ -1,39 +1,9 @@
 import Foundation
 import Glibc
+import TaskWatchTestSupport
 import Testing
 
 @testable import TaskWatchDaemon
-
-/// The outcome of a subprocess.
-struct ProcessResult {
-    var status: Int32
-    var output: [UInt8]
-    var errorOutput: String
-}
-
-/// Runs a program to completion. Standard error goes to a file so neither pipe can fill and stall it.
-func runProcess(_ executable: String, _ arguments: [String], input: [UInt8]? = nil) throws -> ProcessResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let output = Pipe()
-    process.standardOutput = output
-    let errorURL = FileManager.default.temporaryDirectory.appendingPathComponent("taskwatch-stderr-\(UUID())")
-    _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
-    defer { try? FileManager.default.removeItem(at: errorURL) }
-    process.standardError = try FileHandle(forWritingTo: errorURL)
-    if let input {
-        let inputURL = FileManager.default.temporaryDirectory.appendingPathComponent("taskwatch-stdin-\(UUID())")
-        try Data(input).write(to: inputURL)
-        defer { try? FileManager.default.removeItem(at: inputURL) }
-        process.standardInput = try FileHandle(forReadingFrom: inputURL)
-    }
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let errorText = (try? String(contentsOf: errorURL, encoding: .utf8)) ?? ""
-    return ProcessResult(status: process.terminationStatus, output: Array(data), errorOutput: errorText)
-}
 
 /// A response as curl saw it.
 struct CurlResponse {
@@ -46,7 +16,7 @@ struct CurlResponse {
 func curl(_ url: String, _ extraArguments: [String] = []) throws -> CurlResponse {
     let result = try runProcess("/usr/bin/curl", ["-sS", "-i", "--max-time", "20"] + extraArguments + [url])
     #expect(result.status == 0, "curl failed: \(result.errorOutput)")
-    return try parseResponse(result.output)
+    return try parseResponse(Array(result.output))
 }
 
 struct MalformedResponse: Error {}

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TaskWatchTestSupport
 import Testing
 
 @testable import TaskWatchDaemon
@@ -29,8 +30,8 @@ import Testing
     @Test func metricsGzippedWhenAllowed() throws {
         let response = get("/metrics", [("accept-encoding", "gzip")])
         #expect(response.header("Content-Encoding") == "gzip")
-        let unpacked = try runProcess("/usr/bin/gzip", ["-dc"], input: response.body)
-        #expect(unpacked.output == sampleText)
+        let unpacked = try runProcess("/usr/bin/gzip", ["-dc"], input: Data(response.body))
+        #expect(Array(unpacked.output) == sampleText)
         #expect(get("/metrics", [("Accept-Encoding", "gzip;q=0")]).header("Content-Encoding") == nil)
     }
 

@@ -1,10 +1,11 @@
 import Foundation
+import TaskWatchTestSupport
 import Testing
 
 @testable import TaskWatchCLI
 
 /// The built `taskwatch` binary path.
-let taskwatchBinary = binDirectory.appendingPathComponent("taskwatch").path
+let taskwatchBinary = builtExecutable("taskwatch")
 
 /// A long-running `taskwatch` child, killed (it and nothing else) when the test lets go of it.
 final class CLIProcess {
@@ -77,12 +78,12 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         // At 1000 jobs/s held 2 s, the workload reaches 2000 live tasks: ten times the limit.
         let workload = ["stress", "--socket", daemon.socketPath, "--rate", "1000", "--hold", "2s", "--json", "--quiet"]
         let limited = Thread.detachedResult {
-            try runCommand(
+            try runProcess(
                 taskwatchBinary, workload + ["--duration", "5s", "--limit", String(limit), "--process", "limited"])
         }
-        let unlimited = try runCommand(taskwatchBinary, workload + ["--duration", "2.2s", "--process", "unlimited"])
-        #expect(unlimited.status == 0, "\(unlimited.stderr)")
-        let control = try JSONDecoder().decode(StressReport.self, from: unlimited.stdout)
+        let unlimited = try runProcess(taskwatchBinary, workload + ["--duration", "2.2s", "--process", "unlimited"])
+        #expect(unlimited.status == 0, "\(unlimited.errorOutput)")
+        let control = try JSONDecoder().decode(StressReport.self, from: unlimited.output)
         #expect(control.peakLiveTasks >= 9 * limit, "the workload alone peaked at \(control.peakLiveTasks)")
 
         // While the limited run goes on, the daemon's peak series stays within 10 % too.
@@ -101,8 +102,8 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         #expect(daemonPeak <= 1.1 * Double(limit), "swift_tasks_peak reached \(daemonPeak)")
 
         let result = try limited.value()
-        #expect(result.status == 0, "\(result.stderr)")
-        let report = try JSONDecoder().decode(StressReport.self, from: result.stdout)
+        #expect(result.status == 0, "\(result.errorOutput)")
+        let report = try JSONDecoder().decode(StressReport.self, from: result.output)
         let stats = try #require(report.limitStats)
         #expect(stats.warmupSeconds != nil)
         #expect(stats.peakAfterWarmup <= limit + limit / 10, "peak after warm-up \(stats.peakAfterWarmup)")
@@ -113,14 +114,14 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
 
     @Test func compareReportsSpawnAgainstPoolAndMemoryAfterDrain() throws {
         let daemon = try DaemonProcess()
-        let result = try runCommand(
+        let result = try runProcess(
             taskwatchBinary,
             [
                 "stress", "--compare", "--tasks", "4000", "--hold", "300ms", "--json", "--quiet", "--socket",
                 daemon.socketPath,
             ])
-        #expect(result.status == 0, "\(result.stderr)")
-        let reports = try JSONDecoder().decode([StressReport].self, from: result.stdout)
+        #expect(result.status == 0, "\(result.errorOutput)")
+        let reports = try JSONDecoder().decode([StressReport].self, from: result.output)
         #expect(reports.map(\.mode) == ["spawn", "pool"])
         let spawn = reports[0]
         let pool = reports[1]
@@ -134,10 +135,10 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         #expect(spawn.drainSeconds >= 0.2 && spawn.completionRate > 0 && spawn.creationRate > 0)
         for report in reports { #expect(report.afterTrim.rssBytes <= report.afterDrain.rssBytes) }
 
-        let text = try runCommand(
+        let text = try runProcess(
             taskwatchBinary,
             ["stress", "--compare", "--tasks", "500", "--hold", "50ms", "--quiet", "--socket", daemon.socketPath])
-        let output = String(decoding: text.stdout, as: UTF8.self)
+        let output = text.outputText
         #expect(output.contains("heap per live task") && output.contains("RSS after malloc_trim"), "\(output)")
         #expect(output.split(separator: "\n").first?.contains("pool") == true, "\(output)")
     }
@@ -146,22 +147,24 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         let daemon = try DaemonProcess()
         let socket = daemon.socketPath
         let run = Thread.detachedResult {
-            try runCommand(
+            try runProcess(
                 taskwatchBinary,
                 ["stress", "--mode", "group", "--tasks", "3000", "--hold", "1500ms", "--json", "--socket", socket])
         }
         #expect(
-            try eventually(5) {
+            try eventually(timeout: .seconds(5)) {
                 samples(try daemon.metrics(), "swift_tasks", ["process": "taskwatch-stress", "task": "stress-group"])
                     .contains { $0 >= 2_500 }
             })
         let result = try run.value()
-        #expect(result.status == 0, "\(result.stderr)")
-        let report = try JSONDecoder().decode(StressReport.self, from: result.stdout)
+        #expect(result.status == 0, "\(result.errorOutput)")
+        let report = try JSONDecoder().decode(StressReport.self, from: result.output)
         #expect(report.mode == "group" && report.peakLiveTasks == 3000)
         // Not a terminal: progress comes as plain lines on stderr, no escape sequences.
-        #expect(result.stderr.contains("stress group t=") && result.stderr.contains("live="), "\(result.stderr)")
-        #expect(!result.stderr.contains("\u{1B}["))
+        #expect(
+            result.errorOutput.contains("stress group t=") && result.errorOutput.contains("live="),
+            "\(result.errorOutput)")
+        #expect(!result.errorOutput.contains("\u{1B}["))
     }
 
     @Test func topListsClientsSortedWithRates() throws {
@@ -176,9 +179,9 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
             socket: daemon.socketPath, arguments: ["--process", "quiet", "--task", "idle=5", "--hold", "60s"])
         #expect(try eventually { try daemon.value("taskwatch_clients") == 2 })
         let address = "127.0.0.1:\(daemon.port)"
-        let byLive = try runCommand(taskwatchBinary, ["top", "--address", address, "--once", "--interval", "500ms"])
-        #expect(byLive.status == 0, "\(byLive.stderr)")
-        let lines = String(decoding: byLive.stdout, as: UTF8.self).split(separator: "\n")
+        let byLive = try runProcess(taskwatchBinary, ["top", "--address", address, "--once", "--interval", "500ms"])
+        #expect(byLive.status == 0, "\(byLive.errorOutput)")
+        let lines = byLive.outputText.split(separator: "\n")
         #expect(lines.count == 4, "\(lines)")
         #expect(lines[0].contains("2 clients") && lines[1].hasPrefix("PROCESS"))
         #expect(lines[2].hasPrefix("busy") && lines[2].contains(" \(busy.pid) ") && lines[3].hasPrefix("quiet"))
@@ -188,14 +191,14 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         #expect(created > 100 && created < 300, "\(lines[2])")
         #expect(lines[3].contains(" \(quiet.pid) ") && lines[3].split(separator: " ")[5] == "0.0")
 
-        let byProcess = try runCommand(
+        let byProcess = try runProcess(
             taskwatchBinary, ["top", "--address", address, "--once", "--interval", "100ms", "--sort", "pid"])
-        let pidLines = String(decoding: byProcess.stdout, as: UTF8.self).split(separator: "\n").dropFirst(2)
+        let pidLines = byProcess.outputText.split(separator: "\n").dropFirst(2)
         let pids = pidLines.compactMap { Int32($0.split(separator: " ")[1]) }
         #expect(pids == [busy.pid, quiet.pid].sorted())
 
-        let down = try runCommand(taskwatchBinary, ["top", "--address", "127.0.0.1:\(freePort())", "--once"])
-        #expect(down.status == 2 && down.stderr.contains("cannot connect"), "\(down.stderr)")
+        let down = try runProcess(taskwatchBinary, ["top", "--address", "127.0.0.1:\(freePort())", "--once"])
+        #expect(down.status == 2 && down.errorOutput.contains("cannot connect"), "\(down.errorOutput)")
     }
 
     @Test func checkPassesOnAHealthyHostAndNamesEachFailure() throws {
@@ -204,32 +207,32 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
             socket: daemon.socketPath, arguments: ["--process", "checked", "--task", "default=3", "--hold", "60s"])
         #expect(try eventually { try daemon.value("taskwatch_clients") == 1 })
         let address = "127.0.0.1:\(daemon.port)"
-        let healthy = try runCommand(taskwatchBinary, ["check", "--socket", daemon.socketPath, "--address", address])
-        let output = String(decoding: healthy.stdout, as: UTF8.self)
-        #expect(healthy.status == 0, "\(output) \(healthy.stderr)")
+        let healthy = try runProcess(taskwatchBinary, ["check", "--socket", daemon.socketPath, "--address", address])
+        let output = healthy.outputText
+        #expect(healthy.status == 0, "\(output) \(healthy.errorOutput)")
         #expect(output.contains("accepts connections") && output.contains("taskwatchd version 0.1.0"), "\(output)")
         #expect(output.contains("1 process connected") && output.contains("checked pid \(sender.pid), 3 live tasks"))
         // Checking did not leave a client behind.
         #expect(try daemon.value("taskwatch_clients") == 1)
 
-        let missing = try runCommand(
-            taskwatchBinary, ["check", "--socket", daemon.directory.path + "/absent.sock", "--address", address])
+        let missing = try runProcess(
+            taskwatchBinary, ["check", "--socket", daemon.directory.file("absent.sock"), "--address", address])
         #expect(missing.status == 1)
-        #expect(String(decoding: missing.stdout, as: UTF8.self).contains("No such file or directory"))
+        #expect(missing.outputText.contains("No such file or directory"))
 
-        let regular = daemon.directory.appendingPathComponent("plain-file").path
+        let regular = daemon.directory.file("plain-file")
         _ = FileManager.default.createFile(atPath: regular, contents: Data())
-        let notSocket = try runCommand(taskwatchBinary, ["check", "--socket", regular, "--address", address])
-        #expect(notSocket.status == 1 && String(decoding: notSocket.stdout, as: UTF8.self).contains("not a socket"))
+        let notSocket = try runProcess(taskwatchBinary, ["check", "--socket", regular, "--address", address])
+        #expect(notSocket.status == 1 && notSocket.outputText.contains("not a socket"))
 
-        let noHTTP = try runCommand(
+        let noHTTP = try runProcess(
             taskwatchBinary, ["check", "--socket", daemon.socketPath, "--address", "127.0.0.1:\(freePort())"])
-        #expect(noHTTP.status == 2, "\(noHTTP.stderr)")
-        #expect(String(decoding: noHTTP.stdout, as: UTF8.self).contains("FAIL  daemon HTTP: cannot connect"))
+        #expect(noHTTP.status == 2, "\(noHTTP.errorOutput)")
+        #expect(noHTTP.outputText.contains("FAIL  daemon HTTP: cannot connect"))
 
         daemon.stop()
-        let stopped = try runCommand(taskwatchBinary, ["check", "--socket", daemon.socketPath, "--address", address])
-        #expect(stopped.status == 1, "\(String(decoding: stopped.stdout, as: UTF8.self))")
+        let stopped = try runProcess(taskwatchBinary, ["check", "--socket", daemon.socketPath, "--address", address])
+        #expect(stopped.status == 1, "\(stopped.outputText)")
     }
 }
 

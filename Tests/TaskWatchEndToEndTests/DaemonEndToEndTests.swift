@@ -1,4 +1,5 @@
 import Foundation
+import TaskWatchTestSupport
 import TaskWatchWire
 import Testing
 
@@ -46,15 +47,14 @@ import Testing
         #expect(try eventually { try daemon.value("taskwatch_client_up{process=\"short\",pid=\"\(pid)\"}") == 0 })
         #expect(try daemon.value(live) == 7)
         // --client.grace is 2s in these tests.
-        #expect(try eventually(5) { try daemon.value(live) == nil })
+        #expect(try eventually(timeout: .seconds(5)) { try daemon.value(live) == nil })
         #expect(try daemon.value("taskwatch_client_up{process=\"short\",pid=\"\(pid)\"}") == nil)
         #expect(try daemon.value("taskwatch_series") == 0)
     }
 
     @Test func senderResumesAfterDaemonRestartAndCountersNeverGoBack() throws {
-        let directory = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let port = freePort()
+        let directory = ScratchDirectory()
+        let port = try freePort()
         var daemon: DaemonProcess? = try DaemonProcess(directory: directory, port: port)
         let socketPath = daemon!.socketPath
         let sender = try SenderProcess(
@@ -97,15 +97,15 @@ import Testing
 
     @Test func aLiveDaemonIsNeverDisplacedAndBadFlagsFailClearly() throws {
         let daemon = try DaemonProcess()
-        let second = try runCommand(
-            binDirectory.appendingPathComponent("taskwatchd").path,
+        let second = try runProcess(
+            builtExecutable("taskwatchd"),
             ["--ingest.socket", daemon.socketPath, "--web.listen-address", "127.0.0.1:\(freePort())"])
         #expect(second.status != 0)
-        #expect(second.stderr.contains("another taskwatchd is listening"))
-        let badFlag = try runCommand(
-            binDirectory.appendingPathComponent("taskwatchd").path, ["--client.grace", "soon"])
+        #expect(second.errorOutput.contains("another taskwatchd is listening"))
+        let badFlag = try runProcess(
+            builtExecutable("taskwatchd"), ["--client.grace", "soon"])
         #expect(badFlag.status != 0)
-        #expect(badFlag.stderr.contains("--client.grace"))
+        #expect(badFlag.errorOutput.contains("--client.grace"))
         #expect(try daemon.value("taskwatch_clients") == 0)
     }
 }
@@ -233,13 +233,13 @@ import Testing
 
         let gzipped = try fetch(daemon.url("/metrics"), headers: ["Accept-Encoding: gzip"])
         #expect(gzipped.headers["content-encoding"] == "gzip")
-        let inflated = try runCommand("gzip", ["-dc"], input: gzipped.body)
+        let inflated = try runProcess("gzip", ["-dc"], input: gzipped.body)
         #expect(inflated.status == 0)
         // Values such as CPU time move between scrapes; the series set must be the same.
         func names(_ text: String) -> [Substring] {
             text.split(separator: "\n").map { $0.split(separator: " ").first ?? "" }
         }
-        #expect(names(String(decoding: inflated.stdout, as: UTF8.self)) == names(plain.text))
+        #expect(names(inflated.outputText) == names(plain.text))
 
         let openMetrics = try fetch(daemon.url("/metrics"), headers: ["Accept: application/openmetrics-text"])
         #expect(openMetrics.headers["content-type"]?.hasPrefix("application/openmetrics-text") == true)
@@ -313,8 +313,8 @@ import Testing
         let daemon = try DaemonProcess()
         // Sixteen curl processes at once; curl's own parallel mode keeps them in flight together.
         let urls = (0..<16).flatMap { _ in ["-o", "/dev/null", "-w", "%{http_code}\\n", daemon.url("/metrics")] }
-        let result = try runCommand("curl", ["-s", "--parallel", "--parallel-max", "16"] + urls)
-        let codes = String(decoding: result.stdout, as: UTF8.self).split(separator: "\n")
+        let result = try runProcess("curl", ["-s", "--parallel", "--parallel-max", "16"] + urls)
+        let codes = result.outputText.split(separator: "\n")
         #expect(codes.count == 16)
         #expect(codes.allSatisfy { $0 == "200" })
     }

@@ -1,5 +1,6 @@
 import CTaskWatchSocket
 import Foundation
+import TaskWatchTestSupport
 import TaskWatchWire
 import Testing
 
@@ -38,17 +39,16 @@ final class NotifySocket {
 /// systemd integration with the real binary: readiness, stopping, watchdog and socket activation.
 @Suite(.serialized) struct SystemdEndToEndTests {
     @Test func notifiesReadyWatchdogAndStopping() throws {
-        let directory = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let notify = NotifySocket(path: directory.appendingPathComponent("notify").path)
-        let port = freePort()
+        let directory = ScratchDirectory()
+        let notify = NotifySocket(path: directory.file("notify"))
+        let port = try freePort()
         var environment = ProcessInfo.processInfo.environment
         environment["NOTIFY_SOCKET"] = notify.path
         environment["WATCHDOG_USEC"] = "400000"
         let process = try ChildProcess(
-            binDirectory.appendingPathComponent("taskwatchd").path,
+            builtExecutable("taskwatchd"),
             [
-                "--ingest.socket", directory.appendingPathComponent("ingest.sock").path,
+                "--ingest.socket", directory.file("ingest.sock"),
                 "--web.listen-address", "127.0.0.1:\(port)",
             ],
             environment: environment)
@@ -58,14 +58,13 @@ final class NotifySocket {
         #expect(notify.waitFor("WATCHDOG=1", within: 2))
         process.signal(SIGTERM)
         #expect(notify.waitFor("STOPPING=1", within: 5))
-        #expect(process.wait(seconds: 15) == 0)
+        #expect(process.waitOrKill(timeout: .seconds(15)) == 0)
     }
 
     @Test func takesBothSocketsFromSocketActivation() throws {
-        let directory = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let port = freePort()
-        let ingestPath = directory.appendingPathComponent("ingest.sock").path
+        let directory = ScratchDirectory()
+        let port = try freePort()
+        let ingestPath = directory.file("ingest.sock")
         // Two nested launchers, as systemd would pass a stream and a seqpacket socket; each hands its
         // descriptors down and execs the next at the first connection.
         let process = try ChildProcess(
@@ -73,7 +72,7 @@ final class NotifySocket {
             [
                 "-l", "127.0.0.1:\(port)", "--fdname=http",
                 "/usr/bin/systemd-socket-activate", "--seqpacket", "-l", ingestPath, "--fdname=ingest",
-                binDirectory.appendingPathComponent("taskwatchd").path, "--web.systemd-socket",
+                builtExecutable("taskwatchd"), "--web.systemd-socket",
             ])
         // The first HTTP connection starts the chain; it waits in the backlog until the daemon accepts.
         #expect(eventually { (try? fetch("http://127.0.0.1:\(port)/-/ready").status) == 200 })
@@ -87,6 +86,6 @@ final class NotifySocket {
                 (try? fetch("http://127.0.0.1:\(port)/metrics").text.contains(series)) == true
             })
         process.signal(SIGTERM)
-        #expect(process.wait(seconds: 15) == 0)
+        #expect(process.waitOrKill(timeout: .seconds(15)) == 0)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TaskWatchTestSupport
 import Testing
 
 /// How the daemon under test gets its sockets.
@@ -19,52 +20,35 @@ enum Launch: String, CaseIterable, Sendable {
 @Suite(.serialized) struct CrashRestartTests {
     static let activator = "/usr/bin/systemd-socket-activate"
 
-    /// A port that was free a moment ago (for the activator, which needs one up front).
-    static func freePort() throws -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr = in_addr(s_addr: inet_addr("127.0.0.1"))
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-            }
-        }
-        try #require(bound)
-        return UInt16(bigEndian: address.sin_port)
-    }
-
     /// Starts the daemon as `launch` says; returns it and its HTTP port once it answers.
     static func start(
         _ launch: Launch, socket: String, httpPort: UInt16, log: String
-    ) throws -> (Child, UInt16) {
-        let daemon = binary("taskwatchd")
+    ) throws -> (ChildProcess, UInt16) {
+        let daemon = builtExecutable("taskwatchd")
         switch launch {
         case .plain:
-            let child = try Child(
+            let child = try ChildProcess(
                 daemon, ["--web.listen-address", "127.0.0.1:0", "--ingest.socket", socket, "--client.grace", "60s"],
                 log: log)
             return (child, try #require(loggedPort(child), "no port: \(child.log)"))
         case .ingestActivated:
-            let child = try Child(
+            let child = try ChildProcess(
                 activator,
                 [
                     "--seqpacket", "-l", socket, "--fdname=ingest", daemon, "--web.listen-address", "127.0.0.1:0",
                     "--client.grace", "60s",
                 ], log: log)
             // Launched by the sender's first connection: the caller learns the port afterwards.
-            #expect(eventually { child.log.contains("Listening on \(socket)") }, "\(child.log)")
+            #expect(eventually(timeout: .seconds(15)) { child.log.contains("Listening on \(socket)") }, "\(child.log)")
             return (child, loggedPort(child, timeout: .milliseconds(200)) ?? 0)
         case .httpActivated:
-            let child = try Child(
+            let child = try ChildProcess(
                 activator,
                 [
                     "-l", "127.0.0.1:\(httpPort)", "--fdname=http", daemon, "--web.systemd-socket", "--ingest.socket",
                     socket, "--client.grace", "60s",
                 ], log: log)
-            #expect(eventually { child.log.contains("Listening on 127.0.0.1:\(httpPort)") })
+            #expect(eventually(timeout: .seconds(15)) { child.log.contains("Listening on 127.0.0.1:\(httpPort)") })
             // The first request launches the daemon; it is answered once the daemon accepts it.
             #expect(try curl("http://127.0.0.1:\(httpPort)/-/healthy").status == 200, "\(child.log)")
             return (child, httpPort)
@@ -85,15 +69,16 @@ enum Launch: String, CaseIterable, Sendable {
     func crashAndRestart(_ launch: Launch) throws {
         let directory = ScratchDirectory()
         let socket = directory.file("ingest.sock")
-        let httpPort = try Self.freePort()
+        // A port that was free a moment ago, for the activator, which needs one up front.
+        let httpPort = try freePort()
         var (daemon, port) = try Self.start(launch, socket: socket, httpPort: httpPort, log: directory.file("d1.log"))
-        let sender = try Child(
-            binary("taskwatch"),
+        let sender = try ChildProcess(
+            builtExecutable("taskwatch"),
             [
                 "send", "--socket", socket, "--process", "crashy", "--grow", "1", "--hold", "40s", "--interval", "50ms",
             ], log: directory.file("sender.log"))
         if launch == .ingestActivated { port = try #require(loggedPort(daemon), "\(daemon.log)") }
-        #expect(eventually { (Self.created(port: port) ?? 0) >= 10 }, "no data: \(daemon.log)")
+        #expect(eventually(timeout: .seconds(15)) { (Self.created(port: port) ?? 0) >= 10 }, "no data: \(daemon.log)")
         let lastSeen = try #require(Self.created(port: port))
 
         daemon.signal(SIGKILL)
@@ -113,7 +98,7 @@ enum Launch: String, CaseIterable, Sendable {
         let value = try #require(resumed)
         #expect(value >= lastSeen, "counter went back from \(lastSeen) to \(value)")
         // And it keeps counting on the new daemon.
-        #expect(eventually { (Self.created(port: newPort) ?? 0) > value })
+        #expect(eventually(timeout: .seconds(15)) { (Self.created(port: newPort) ?? 0) > value })
         sender.signal(SIGKILL)
         restarted.signal(SIGTERM)
         #expect(restarted.waitForExit() == 0)

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TaskWatchTestSupport
 import Testing
 
 /// `--ingest.allowed-uids`: a real connection from a process running as another user is refused and
@@ -12,8 +13,8 @@ import Testing
         // deeper it creates the directory 0755.)
         let directory = ScratchDirectory(mode: 0o755)
         let socket = directory.file("run/ingest.sock")
-        let daemon = try Child(
-            binary("taskwatchd"),
+        let daemon = try ChildProcess(
+            builtExecutable("taskwatchd"),
             [
                 "--web.listen-address", "127.0.0.1:0", "--ingest.socket", socket, "--ingest.socket-mode", "0666",
                 "--ingest.allowed-uids", "0",
@@ -25,18 +26,19 @@ import Testing
         let intruder = try runProcess(
             "/usr/bin/setpriv",
             [
-                "--reuid=65534", "--regid=65534", "--clear-groups", binary("taskwatch"), "send", "--socket", socket,
+                "--reuid=65534", "--regid=65534", "--clear-groups", builtExecutable("taskwatch"), "send", "--socket",
+                socket,
                 "--process", "intruder", "--hold", "0s",
             ])
         // The kernel let it connect (the file mode allows it), so the refusal is the daemon's.
         #expect(intruder.status == 0, "\(intruder.errorOutput)")
         let allowed = try runProcess(
-            binary("taskwatch"), ["send", "--socket", socket, "--process", "insider", "--hold", "300ms"])
+            builtExecutable("taskwatch"), ["send", "--socket", socket, "--process", "insider", "--hold", "300ms"])
         #expect(allowed.status == 0)
 
         var body = ""
         #expect(
-            eventually {
+            eventually(timeout: .seconds(15)) {
                 body = (try? curl("http://127.0.0.1:\(port)/metrics").body) ?? ""
                 return (sample(body, "taskwatch_clients_rejected_total{", containing: ["not_allowed"]) ?? 0) >= 1
             }, "\(body)")

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import TaskWatchTestSupport
 import Testing
 
 @testable import TaskWatchDaemon

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TaskWatchTestSupport
 import Testing
 
 @testable import TaskWatchDaemon
@@ -19,8 +20,8 @@ import Testing
             basic_auth_users:
               alice: \(try quickHash("first-secret"))
             """)
-        let daemon = try Child(
-            binary("taskwatchd"),
+        let daemon = try ChildProcess(
+            builtExecutable("taskwatchd"),
             [
                 "--web.config.file", directory.file("web.yml"), "--web.listen-address", "127.0.0.1:0",
                 "--ingest.socket", directory.file("ingest.sock"),
@@ -50,26 +51,26 @@ import Testing
 
         // Plain HTTP on the TLS port gets no metrics either.
         let plain = try runProcess("/usr/bin/curl", ["-sS", "--max-time", "5", "http://127.0.0.1:\(port)/metrics"])
-        #expect(!plain.output.contains("taskwatch_"))
+        #expect(!plain.outputText.contains("taskwatch_"))
         // TLS 1.1 is below min_version.
         let old = try runProcess(
             "/usr/bin/curl",
             ["-sS", "--max-time", "5", "--tlsv1.1", "--tls-max", "1.1", "-u", "alice:first-secret"] + tls + [url])
         #expect(old.status != 0)
-        #expect(!old.output.contains("taskwatch_"))
+        #expect(!old.outputText.contains("taskwatch_"))
 
         let newConfig = try String(contentsOfFile: directory.file("web.yml"), encoding: .utf8)
             .replacingOccurrences(of: "alice:", with: "alice: \(try quickHash("second-secret"))\n  old_alice:")
         try directory.write("web.yml", newConfig)
         daemon.signal(SIGHUP)
-        #expect(eventually { daemon.log.contains("Web config reloaded") })
+        #expect(eventually(timeout: .seconds(15)) { daemon.log.contains("Web config reloaded") })
         #expect(try curl(url, tls + ["-u", "alice:first-secret"]).status == 401)
         #expect(try curl(url, tls + ["-u", "alice:second-secret"]).status == 200)
 
         // A broken file on reload is logged and the users in force stay.
         try directory.write("web.yml", "basic_auth_users: [broken\n")
         daemon.signal(SIGHUP)
-        #expect(eventually { daemon.log.contains("Web config reload failed") })
+        #expect(eventually(timeout: .seconds(15)) { daemon.log.contains("Web config reload failed") })
         #expect(try curl(url, tls + ["-u", "alice:second-secret"]).status == 200)
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit() == 0)
@@ -89,7 +90,7 @@ import Testing
         let directory = ScratchDirectory()
         try directory.write("web.yml", text)
         let result = try runProcess(
-            binary("taskwatchd"),
+            builtExecutable("taskwatchd"),
             [
                 "--web.config.file", directory.file("web.yml"), "--web.listen-address", "127.0.0.1:0",
                 "--ingest.socket", directory.file("ingest.sock"),
@@ -107,7 +108,7 @@ import Testing
         try directory.write(
             "web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: \(other.file("server.key"))\n")
         let result = try runProcess(
-            binary("taskwatchd"),
+            builtExecutable("taskwatchd"),
             [
                 "--web.config.file", directory.file("web.yml"), "--web.listen-address", "127.0.0.1:0",
                 "--ingest.socket", directory.file("ingest.sock"),

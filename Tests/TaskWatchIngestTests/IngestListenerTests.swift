@@ -2,6 +2,7 @@ import CTaskWatchSocket
 import Foundation
 import Synchronization
 import TaskWatchDaemon
+import TaskWatchTestSupport
 import TaskWatchWire
 import Testing
 
@@ -198,7 +199,7 @@ import Testing
             func connectionClosed(_ id: ConnectionID) { closed.add(1, ordering: .relaxed) }
             func tick(nowNanoseconds: UInt64) {}
         }
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let path = directory.file("ingest.sock")
         let sink = StoppingSink()
         let listener = try IngestListener(socket: try IngestSocket.bind(path: path), sink: sink)

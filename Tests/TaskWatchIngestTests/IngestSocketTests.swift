@@ -1,12 +1,13 @@
 import CTaskWatchSocket
 import Foundation
 import TaskWatchDaemon
+import TaskWatchTestSupport
 import TaskWatchWire
 import Testing
 
 @Suite struct IngestSocketTests {
     @Test func bindsWithTheConfiguredModeAndListens() throws {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let path = directory.file("ingest.sock")
         let socket = try IngestSocket.bind(path: path)
         defer { socket.close() }
@@ -26,7 +27,7 @@ import Testing
     }
 
     @Test func staleSocketIsReplaced() throws {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let path = directory.file("ingest.sock")
         // A listener that died without cleaning up leaves its file; connecting to it is refused.
         let dead = try IngestSocket.bind(path: path)
@@ -40,7 +41,7 @@ import Testing
     }
 
     @Test func liveSocketIsRefusedAndKept() throws {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let path = directory.file("ingest.sock")
         let live = try IngestSocket.bind(path: path)
         defer { live.close() }
@@ -50,7 +51,7 @@ import Testing
     }
 
     @Test func regularFileIsNeverDeleted() throws {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let path = directory.file("ingest.sock")
         try "precious".write(toFile: path, atomically: false, encoding: .utf8)
         let error = #expect(throws: IngestSocketError.self) { try IngestSocket.bind(path: path) }
@@ -65,7 +66,7 @@ import Testing
     }
 
     @Test func missingParentsAreCreatedWith0755() throws {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let path = directory.file("a/b/ingest.sock")
         let socket = try IngestSocket.bind(path: path)
         defer { socket.close() }
@@ -75,7 +76,7 @@ import Testing
     }
 
     @Test func directoryInAWorldWritablePlaceIsMadePrivate() throws {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let shared = directory.file("tmp")
         #expect(mkdir(shared, 0o777) == 0)
         #expect(chmod(shared, 0o1777) == 0)
@@ -97,7 +98,7 @@ import Testing
     }
 
     @Test func symlinkedPrivateDirectoryIsRefused() throws {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let shared = directory.file("tmp")
         #expect(mkdir(shared, 0o1777) == 0)
         #expect(chmod(shared, 0o1777) == 0)
@@ -111,7 +112,7 @@ import Testing
 
     @Test(.enabled(if: geteuid() == 0, "needs root to give a directory away"))
     func privateDirectoryOwnedBySomeoneElseIsRefused() throws {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let shared = directory.file("tmp")
         #expect(mkdir(shared, 0o1777) == 0)
         #expect(chmod(shared, 0o1777) == 0)
@@ -124,7 +125,7 @@ import Testing
     }
 
     @Test func adoptsAnActivatedListeningSeqpacketSocket() throws {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let path = directory.file("activated.sock")
         let fd = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue), 0)
         #expect(tw_unix_bind(fd, path) == 0)
@@ -148,7 +149,7 @@ import Testing
     }
 
     @Test func refusesToAdoptWhatIsNotAListeningSeqpacketSocket() throws {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let stream = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(stream) }
         #expect(tw_unix_bind(stream, directory.file("stream.sock")) == 0)

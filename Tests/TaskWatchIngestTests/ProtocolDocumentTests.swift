@@ -1,5 +1,6 @@
 import Foundation
 import TaskWatchDaemon
+import TaskWatchTestSupport
 import TaskWatchWire
 import Testing
 

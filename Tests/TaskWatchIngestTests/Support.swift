@@ -2,23 +2,8 @@ import CTaskWatchSocket
 import Foundation
 import Synchronization
 import TaskWatchDaemon
+import TaskWatchTestSupport
 import TaskWatchWire
-
-/// A private directory under /tmp with a short path, since sun_path holds only 108 bytes.
-final class TemporaryDirectory {
-    let path: String
-
-    init() {
-        var template = Array("/tmp/twi.XXXXXX".utf8CString)
-        let created = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        precondition(created != nil, "mkdtemp failed")
-        path = String(cString: created!)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
 
 /// One thing the listener told the sink.
 enum SinkEvent: Equatable {
@@ -90,16 +75,6 @@ final class RecordingSink: IngestSink, Sendable {
     }
 }
 
-/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
-func eventually(timeout: Duration = .seconds(10), _ condition: () -> Bool) -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        usleep(1_000)
-    }
-    return condition()
-}
-
 /// A test client on a real SEQPACKET socket.
 final class Client {
     let fd: Int32
@@ -145,7 +120,7 @@ final class Client {
 
 /// A listener over a fresh socket in a fresh directory, stopped when the test ends.
 final class RunningListener {
-    let directory = TemporaryDirectory()
+    let directory = ScratchDirectory()
     let sink: RecordingSink
     let listener: IngestListener
     var path: String { directory.file("ingest.sock") }

@@ -1,6 +1,7 @@
 import CTaskWatchSocket
 import Foundation
 import TaskWatchDaemon
+import TaskWatchTestSupport
 import Testing
 
 @Suite struct SocketActivationTests {
@@ -95,7 +96,7 @@ import Testing
     }
 
     @Test func sendsStatesToAPathSocket() throws {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         let path = directory.file("notify")
         let systemd = FakeSystemd(path: path)
         let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": path])
@@ -127,7 +128,7 @@ import Testing
     }
 
     @Test func reportsFailureWhenNobodyListens() {
-        let directory = TemporaryDirectory()
+        let directory = ScratchDirectory()
         #expect(!SystemdNotifier(environment: ["NOTIFY_SOCKET": directory.file("absent")]).ready())
     }
 
