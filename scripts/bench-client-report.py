@@ -147,12 +147,13 @@ report["never_blocks"] = never
 assert never["live"] == 0, "tasks still live after the never-blocks rounds"
 for mode in ["stopped", "absent", "killed"]:
     ratio = never[mode]["ratio"]
+    quartiles = statistics.quantiles(never[mode]["ratios"], n=4)
     met = ratio <= 1.02
-    report["goals"][f"never blocks, {mode}/healthy"] = {"value": round(ratio, 4), "goal": "<= 1.02", "met": met}
-    rows.append((f"spawn round, daemon {mode} / healthy (median of {never['cycles']} each, "
-                 f"{never['tasks_per_round']} tasks)",
-                 f"{never[mode]['median_ns'] / 1e6:.1f} / {never['healthy']['median_ns'] / 1e6:.1f} ms",
-                 f"{ratio:.3f}", "<= 1.02", met))
+    report["goals"][f"never blocks, {mode}/healthy"] = {
+        "value": round(ratio, 4), "quartiles": [round(q, 4) for q in quartiles], "goal": "<= 1.02", "met": met}
+    rows.append((f"spawn round, daemon {mode} / healthy partner, median of {never['cycles']} pairs "
+                 f"({never['tasks_per_round']} tasks)",
+                 f"quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}", f"{ratio:.3f}", "<= 1.02", met))
 dropped_met = never["reports_dropped"] > 0
 report["goals"]["never blocks, drops counted"] = {"value": never["reports_dropped"], "goal": "> 0", "met": dropped_met}
 rows.append((f"reports dropped, then series complete after each of {never['restarts']} restarts",

@@ -9,12 +9,12 @@
 #   reporter CPU           idle process, /proc/self/stat utime+stime over IDLE_SECONDS, reporter at the
 #                          default 10 ms and with the Stress trait (1 ms), minus a process without it
 #   never blocks           ClientMeasure never-blocks: one process owns a taskwatchd and runs CYCLES
-#                          rotations of SPAWNLOAD_TASKS-task rounds with the daemon healthy, stopped,
-#                          absent and killed mid-round, checking after every return that the series
-#                          came back complete
+#                          cycles of SPAWNLOAD_TASKS-task rounds, each round with the daemon stopped,
+#                          absent or killed mid-round paired with a healthy round next to it, checking
+#                          after every return that the series came back complete
 #   fidelity               a burst's latency to /metrics, and swift_tasks_peak against its true height
 #
-# Environment: IDLE_SECONDS (60), CYCLES (12), SPAWNLOAD_TASKS (100000), SKIP_ORDO=1 to measure the
+# Environment: IDLE_SECONDS (60), CYCLES (30), SPAWNLOAD_TASKS (50000), SKIP_ORDO=1 to measure the
 # spawn ratio with ClientMeasure spawn-ab instead of the ordo-one suite, RESULTS
 # (bench/results/client.json).
 set -euo pipefail
@@ -22,8 +22,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH="$ROOT/Benchmarks"
 IDLE_SECONDS="${IDLE_SECONDS:-60}"
-CYCLES="${CYCLES:-12}"
-SPAWNLOAD_TASKS="${SPAWNLOAD_TASKS:-100000}"
+CYCLES="${CYCLES:-30}"
+SPAWNLOAD_TASKS="${SPAWNLOAD_TASKS:-50000}"
 RESULTS="${RESULTS:-$ROOT/bench/results/client.json}"
 SWIFT="${SWIFT:-swift}"
 
@@ -110,7 +110,7 @@ wait "$IDLE_A" "$IDLE_B" "$IDLE_C"
 "$MEASURE" wake-floor 250 5 >"$WORK/wake-250.json"
 
 # 3. Never blocks: one process, its own daemon, the four daemon states interleaved.
-log "never blocks: $CYCLES cycles of $SPAWNLOAD_TASKS-task rounds, daemon healthy / stopped / absent / killed"
+log "never blocks: $CYCLES cycles of $SPAWNLOAD_TASKS-task rounds, daemon stopped / absent / killed, each paired with healthy"
 "$MEASURE" never-blocks "$DAEMON" "$CYCLES" "$SPAWNLOAD_TASKS" >"$WORK/never-blocks.json"
 
 # 4. Fidelity: a 200 ms burst of 10,000 tasks, at 10 ms and with Stress at 1 ms.

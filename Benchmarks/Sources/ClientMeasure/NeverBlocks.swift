@@ -10,9 +10,11 @@ import TaskWatch
 /// (SIGSTOP for the whole round), absent, and killed half-way through the round, interleaved in one
 /// process that owns the daemon.
 ///
-/// Why one process: separate processes per mode compare start-up luck and the machine's drift as
-/// much as the modes (runs of the same binary differ by 10 % here). Rounds rotate through the modes,
-/// each cycle in a different order, and each mode's median round is compared with the healthy one.
+/// Why one process, and why pairs: separate processes per mode compare start-up luck and the
+/// machine's drift as much as the modes (runs of the same binary differ by 10 % here), and even within
+/// one process rounds a few seconds apart differ by 20 %. So every round of a troubled mode is paired
+/// with a healthy round run right next to it, the order alternating from cycle to cycle, and the
+/// figure for a mode is the median over cycles of its round divided by its healthy partner.
 ///
 /// Every time the daemon comes back (restarted after absent and killed rounds, continued after a
 /// stopped one) the next round waits until the daemon's `/metrics` shows this process's created
@@ -44,30 +46,38 @@ enum NeverBlocks {
         }
 
         var elapsed: [Mode: [UInt64]] = [:]
+        var ratios: [Mode: [Double]] = [:]
         var recoveries: [UInt64] = [firstSync]
-        let modes = Mode.allCases
         // One warm-up round, not counted.
         _ = await spawnRound(tasks, midway: nil)
+        let troubled: [Mode] = [.stopped, .absent, .killed]
         for cycle in 0..<cycles {
-            for step in 0..<modes.count {
-                let mode = modes[(step + cycle) % modes.count]
-                // Before the round: the daemon up and current, or not, as the mode wants.
-                switch mode {
-                case .healthy, .stopped, .killed:
-                    if !daemon.isRunning {
-                        guard daemon.start() else { return "{\"error\":\"taskwatchd did not restart\"}" }
+            for step in troubled.indices {
+                let mode = troubled[(step + cycle) % troubled.count]
+                var pair: [Mode: UInt64] = [:]
+                for turn in cycle % 2 == 0 ? [Mode.healthy, mode] : [mode, .healthy] {
+                    // Before the round: the daemon up and current, or not, as the mode wants.
+                    switch turn {
+                    case .healthy, .stopped, .killed:
+                        if !daemon.isRunning {
+                            guard daemon.start() else { return "{\"error\":\"taskwatchd did not restart\"}" }
+                        }
+                        guard let waited = daemon.waitForComplete(created: monitor.snapshot().created) else {
+                            return "{\"error\":\"series did not come back complete after a restart\"}"
+                        }
+                        recoveries.append(waited)
+                        if turn == .stopped { daemon.signal(SIGSTOP) }
+                    case .absent:
+                        daemon.kill()
                     }
-                    guard let waited = daemon.waitForComplete(created: monitor.snapshot().created) else {
-                        return "{\"error\":\"series did not come back complete after a restart\"}"
-                    }
-                    recoveries.append(waited)
-                    if mode == .stopped { daemon.signal(SIGSTOP) }
-                case .absent:
-                    daemon.kill()
+                    let time = await spawnRound(tasks, midway: turn == .killed ? { daemon.kill() } : nil)
+                    if turn == .stopped { daemon.signal(SIGCONT) }
+                    pair[turn] = time
+                    elapsed[turn, default: []].append(time)
                 }
-                let time = await spawnRound(tasks, midway: mode == .killed ? { daemon.kill() } : nil)
-                elapsed[mode, default: []].append(time)
-                if mode == .stopped { daemon.signal(SIGCONT) }
+                if let healthy = pair[.healthy], let troubled = pair[mode] {
+                    ratios[mode, default: []].append(Double(troubled) / Double(healthy))
+                }
             }
         }
         // The end state: the daemon back, every count delivered, the drops visible.
@@ -81,18 +91,23 @@ enum NeverBlocks {
 
         func median(_ values: [UInt64]) -> Double {
             let sorted = values.sorted()
-            return Double(sorted[sorted.count / 2])
+            return sorted.isEmpty ? 0 : Double(sorted[sorted.count / 2])
         }
-        let healthy = median(elapsed[.healthy] ?? [1])
+        func median(_ values: [Double]) -> Double {
+            let sorted = values.sorted()
+            return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+        }
         var fields = ["\"tasks_per_round\":\(tasks)", "\"cycles\":\(cycles)", "\"created\":\(created)"]
         fields.append("\"live\":\(monitor.snapshot().live)")
         fields.append("\"reports_dropped\":\(dropped)")
         fields.append("\"restarts\":\(daemon.starts - 1)")
         fields.append("\"recovery_ns\":{\"median\":\(median(recoveries)),\"max\":\(recoveries.max() ?? 0)}")
-        for mode in modes {
+        for mode in Mode.allCases {
             let values = elapsed[mode] ?? []
+            let ratio = mode == .healthy ? 1 : median(ratios[mode] ?? [])
             fields.append(
-                "\"\(mode.rawValue)\":{\"median_ns\":\(median(values)),\"ratio\":\(median(values) / healthy),"
+                "\"\(mode.rawValue)\":{\"median_ns\":\(median(values)),\"ratio\":\(ratio),"
+                    + "\"ratios\":[\((ratios[mode] ?? []).map { String($0) }.joined(separator: ","))],"
                     + "\"elapsed_ns\":[\(values.map(String.init).joined(separator: ","))]}")
         }
         return "{" + fields.joined(separator: ",") + "}"
