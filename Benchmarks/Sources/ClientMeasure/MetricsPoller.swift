@@ -11,14 +11,16 @@ enum MetricsPoller {
     struct Selector {
         let name: String
         let pid: Int32
-        let task: String
+        /// The `task` label's value; nil for process-wide series, which carry none.
+        var task: String? = nil
     }
 
     /// The value of the `selector` series in an exposition text, or nil.
     static func value(_ selector: Selector, in text: String) -> Double? {
         let prefix = selector.name + "{"
         for line in text.split(separator: "\n") where line.hasPrefix(prefix) {
-            guard line.contains("pid=\"\(selector.pid)\""), line.contains("task=\"\(selector.task)\""),
+            guard line.contains("pid=\"\(selector.pid)\""),
+                selector.task.map({ line.contains("task=\"\($0)\"") }) ?? true,
                 let space = line.lastIndex(of: " ")
             else { continue }
             return Double(line[line.index(after: space)...])

@@ -210,14 +210,8 @@ final class Daemon {
 
     /// This process's `swift_taskwatch_reports_dropped_total` as the daemon shows it.
     func reportsDropped() -> Int? {
-        guard let text = MetricsPoller.fetch(port: port) else { return nil }
-        let pid = "pid=\"\(getpid())\""
-        for line in text.split(separator: "\n")
-        where line.hasPrefix("swift_taskwatch_reports_dropped_total{") && line.contains(pid) {
-            guard let space = line.lastIndex(of: " ") else { continue }
-            return Double(line[line.index(after: space)...]).map { Int($0) }
-        }
-        return nil
+        let selector = MetricsPoller.Selector(name: "swift_taskwatch_reports_dropped_total", pid: getpid())
+        return MetricsPoller.fetch(port: port).flatMap { MetricsPoller.value(selector, in: $0) }.map { Int($0) }
     }
 
     static func freePort() -> UInt16 {
