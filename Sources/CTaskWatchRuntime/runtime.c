@@ -1,9 +1,11 @@
+#define _GNU_SOURCE
 #include "CTaskWatchRuntime.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -16,6 +18,8 @@ tw_heap_stats tw_heap_stats_read(void) {
 }
 
 int tw_heap_trim(void) { return malloc_trim(0); }
+
+int tw_name_current_thread(const char *name) { return pthread_setname_np(pthread_self(), name); }
 
 // The Swift runtime's hook for jobs enqueued on the global executor. Both the hook and the original
 // use the Swift calling convention, which C reaches through clang's `swiftcall` attribute.

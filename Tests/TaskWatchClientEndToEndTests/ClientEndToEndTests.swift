@@ -33,10 +33,12 @@ import Testing
             live: value("swift_tasks"))
     }
 
-    @Test func everyKindOfTaskIsCountedExactlyInProcessAndOnMetrics() throws {
+    /// `exact` counts through the drop-in spawns, `tickets` through `TaskTicket`.
+    @Test(arguments: ["exact", "tickets"])
+    func everyKindOfTaskIsCountedExactlyInProcessAndOnMetrics(workload: String) throws {
         let daemon = try DaemonProcess.forProbe()
         let count = 500
-        let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["exact", "\(count)"])
+        let probe = try ProbeProcess(socket: daemon.socketPath, arguments: [workload, "\(count)"])
         let local = try probe.json(with: "created")
         // Success, throw, cancelled, group child, detached: N each; children and detached succeed.
         #expect(local["created"] == Double(5 * count))

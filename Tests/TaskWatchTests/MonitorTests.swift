@@ -19,6 +19,21 @@ actor Counter {
     }
 }
 
+extension Counter {
+    /// Spawns from inside the actor, each body under a ticket: both must run isolated to it.
+    func runUnderTickets(_ monitor: TaskMonitor, count: Int) async {
+        for _ in 0..<count {
+            let ticket = monitor.ticket()
+            await Task {
+                await ticket.run {
+                    self.assertIsolated()
+                    self.value += 1
+                }
+            }.value
+        }
+    }
+}
+
 /// Waits until the monitor has no live task, or 20 seconds pass.
 func settle(_ monitor: TaskMonitor) async throws -> TaskMonitor.Snapshot {
     let deadline = ContinuousClock.now + .seconds(20)
@@ -36,52 +51,113 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
 
 @Suite struct MonitorTests {
     @Test func everyKindOfTaskIsCountedOnceWithItsOutcome() async throws {
-        let monitor = uniqueMonitor("kinds")
-        let n = 50
-        for _ in 0..<n {
-            _ = await monitor.task { 1 }.value
-            _ = await monitor.task { () async throws -> Int in throw Failure() }.result
-            _ = await monitor.task { () async throws -> Int in throw CancellationError() }.result
-            let cancelled = monitor.task { () async -> Bool in
-                try? await Task.sleep(for: .seconds(30))
-                return Task.isCancelled
+        try await ProcessWide.exclusive {
+            let monitor = uniqueMonitor("kinds")
+            let n = 50
+            for _ in 0..<n {
+                _ = await monitor.task { 1 }.value
+                _ = await monitor.task { () async throws -> Int in throw Failure() }.result
+                _ = await monitor.task { () async throws -> Int in throw CancellationError() }.result
+                let cancelled = monitor.task { () async -> Bool in
+                    try? await Task.sleep(for: .seconds(30))
+                    return Task.isCancelled
+                }
+                cancelled.cancel()
+                _ = await cancelled.value
+                _ = await monitor.detached { 2 }.value
+                _ = await monitor.detached { () async throws -> Int in throw Failure() }.result
             }
-            cancelled.cancel()
-            _ = await cancelled.value
-            _ = await monitor.detached { 2 }.value
-            _ = await monitor.detached { () async throws -> Int in throw Failure() }.result
-        }
-        await withTaskGroup(of: Int.self) { group in
-            for _ in 0..<n { group.addTask(monitor: monitor) { 3 } }
-            await group.waitForAll()
-        }
-        await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<n { group.addTask(monitor: monitor) { throw Failure() } }
-            // Collect every child, so none is cancelled by the group's end before it throws.
-            while !group.isEmpty { _ = try? await group.next() }
-        }
-        await withDiscardingTaskGroup { group in
-            for _ in 0..<n { group.addTask(monitor: monitor) {} }
-        }
-        try await withThrowingDiscardingTaskGroup { group in
-            for _ in 0..<n { group.addTask(monitor: monitor) {} }
-        }
-        let snapshot = try await settle(monitor)
-        #if TASKWATCH_SILENT
-            #expect(snapshot.created == 0)
-        #else
-            #expect(snapshot.created == UInt64(10 * n))
-            #expect(snapshot.finished(.success) == UInt64(5 * n))
-            #expect(snapshot.finished(.error) == UInt64(3 * n))
-            #expect(snapshot.finished(.cancelled) == UInt64(2 * n))
-            #expect(snapshot.finished.reduce(0, +) == snapshot.created)
-            #expect(snapshot.live == 0)
-            #if TASKWATCH_STRESS
-                #expect(snapshot.durationBuckets.reduce(0, +) == snapshot.created)
+            await withTaskGroup(of: Int.self) { group in
+                for _ in 0..<n { group.addTask(monitor: monitor) { 3 } }
+                await group.waitForAll()
+            }
+            await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<n { group.addTask(monitor: monitor) { throw Failure() } }
+                // Collect every child, so none is cancelled by the group's end before it throws.
+                while !group.isEmpty { _ = try? await group.next() }
+            }
+            await withDiscardingTaskGroup { group in
+                for _ in 0..<n { group.addTask(monitor: monitor) {} }
+            }
+            try await withThrowingDiscardingTaskGroup { group in
+                for _ in 0..<n { group.addTask(monitor: monitor) {} }
+            }
+            let snapshot = try await settle(monitor)
+            #if TASKWATCH_SILENT
+                #expect(snapshot.created == 0)
             #else
-                #expect(snapshot.durationBuckets.reduce(0, +) <= snapshot.created)
+                #expect(snapshot.created == UInt64(10 * n))
+                #expect(snapshot.finished(.success) == UInt64(5 * n))
+                #expect(snapshot.finished(.error) == UInt64(3 * n))
+                #expect(snapshot.finished(.cancelled) == UInt64(2 * n))
+                #expect(snapshot.finished.reduce(0, +) == snapshot.created)
+                #expect(snapshot.live == 0)
+                #if TASKWATCH_STRESS
+                    #expect(snapshot.durationBuckets.reduce(0, +) == snapshot.created)
+                #else
+                    #expect(snapshot.durationBuckets.reduce(0, +) <= snapshot.created)
+                #endif
             #endif
+        }
+    }
+
+    @Test func ticketsCountEveryKindOfTaskOnceWithItsOutcome() async throws {
+        try await ProcessWide.exclusive {
+            let monitor = uniqueMonitor("tickets")
+            let n = 50
+            for _ in 0..<n {
+                let success = monitor.ticket()
+                _ = await Task { await success.run { 1 } }.value
+                let failure = monitor.ticket()
+                _ = await Task { () async throws -> Int in
+                    try await failure.run { () throws(Failure) -> Int in throw Failure() }
+                }
+                .result
+                let thrownCancellation = monitor.ticket()
+                _ = await Task.detached {
+                    try await thrownCancellation.run { () throws -> Int in throw CancellationError() }
+                }
+                .result
+                let cancelled = monitor.ticket()
+                let sleeper = Task { await cancelled.run { try? await Task.sleep(for: .seconds(30)) } }
+                sleeper.cancel()
+                await sleeper.value
+            }
+            await withDiscardingTaskGroup { group in
+                for _ in 0..<n {
+                    let child = monitor.ticket()
+                    group.addTask { await child.run {} }
+                }
+            }
+            let snapshot = try await settle(monitor)
+            #if TASKWATCH_SILENT
+                #expect(snapshot.created == 0)
+            #else
+                #expect(snapshot.created == UInt64(5 * n))
+                #expect(snapshot.finished(.success) == UInt64(2 * n))
+                #expect(snapshot.finished(.error) == UInt64(n))
+                #expect(snapshot.finished(.cancelled) == UInt64(2 * n))
+                #expect(snapshot.live == 0)
+            #endif
+        }
+    }
+
+    @Test func aTicketCountsFromCreationNotFromTheFirstRun() async throws {
+        let monitor = uniqueMonitor("ticket_live")
+        let ticket = monitor.ticket()
+        // Taken but not yet run: a task waiting for a thread is live.
+        #if !TASKWATCH_SILENT
+            #expect(monitor.snapshot().live == 1)
         #endif
+        await ticket.run {}
+        let snapshot = try await settle(monitor)
+        #expect(snapshot.live == 0)
+    }
+
+    @Test func ticketsRunInTheCallersIsolation() async throws {
+        let counter = Counter()
+        await counter.runUnderTickets(uniqueMonitor("ticket_isolation"), count: 100)
+        #expect(await counter.value == 100)
     }
 
     @Test func groupChildrenAddedUnlessCancelledAreCountedOnlyWhenAdded() async throws {
@@ -130,9 +206,11 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         _ = await TaskWatch.detached { 1 }.value
         _ = await TaskWatch.task { () async throws -> Int in 1 }.result
         _ = await TaskWatch.detached { () async throws -> Int in 1 }.result
+        let ticket = TaskWatch.ticket()
+        _ = await Task { await ticket.run { 1 } }.value
         #expect(TaskMonitor.default.name == "default")
         #if !TASKWATCH_SILENT
-            #expect(TaskMonitor.default.snapshot().created - before >= 4)
+            #expect(TaskMonitor.default.snapshot().created - before >= 5)
         #endif
     }
 
@@ -146,26 +224,28 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
     }
 
     @Test(.timeLimit(.minutes(1))) func eightConcurrentSpawnersLoseNoCount() async throws {
-        let monitor = uniqueMonitor("concurrent")
-        let spawners = 8
-        let perSpawner = 125_000
-        let clock = ContinuousClock()
-        let elapsed = await clock.measure {
-            await withDiscardingTaskGroup { group in
-                for _ in 0..<spawners {
-                    group.addTask {
-                        for _ in 0..<perSpawner { monitor.detached {} }
+        try await ProcessWide.exclusive {
+            let monitor = uniqueMonitor("concurrent")
+            let spawners = 8
+            let perSpawner = 125_000
+            let clock = ContinuousClock()
+            let elapsed = await clock.measure {
+                await withDiscardingTaskGroup { group in
+                    for _ in 0..<spawners {
+                        group.addTask {
+                            for _ in 0..<perSpawner { monitor.detached {} }
+                        }
                     }
                 }
             }
+            let snapshot = try await settle(monitor)
+            print("spawned \(spawners * perSpawner) tasks in \(elapsed)")
+            #if !TASKWATCH_SILENT
+                #expect(snapshot.created == UInt64(spawners * perSpawner))
+                #expect(snapshot.finished(.success) == UInt64(spawners * perSpawner))
+                #expect(snapshot.live == 0)
+            #endif
         }
-        let snapshot = try await settle(monitor)
-        print("spawned \(spawners * perSpawner) tasks in \(elapsed)")
-        #if !TASKWATCH_SILENT
-            #expect(snapshot.created == UInt64(spawners * perSpawner))
-            #expect(snapshot.finished(.success) == UInt64(spawners * perSpawner))
-            #expect(snapshot.live == 0)
-        #endif
     }
 }
 

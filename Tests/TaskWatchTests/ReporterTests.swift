@@ -219,25 +219,32 @@ func makeReporter(
     }
 
     @Test func actorIsolatedSpawnsAddNoExecutorHop() async throws {
-        let daemon = FakeDaemon()
-        let reporter = makeReporter(daemon, interval: .seconds(10), probe: .seconds(10))
-        reporter.start()
-        defer { reporter.stop() }
-        let monitor = uniqueMonitor("hops")
-        let counter = Counter()
-        let rounds = 2_000
-        let before = tw_enqueue_count()
-        await counter.spawnIncrements(monitor, count: rounds)
-        let monitored = tw_enqueue_count() - before
-        let plainBefore = tw_enqueue_count()
-        await counter.spawnPlain(count: rounds)
-        let plain = tw_enqueue_count() - plainBefore
-        print("global enqueues for \(rounds) actor-isolated spawns: monitored \(monitored), plain \(plain)")
-        // Without a hop a spawn costs at most two global enqueues (the task, then the actor); an extra
-        // hop makes it three. The plain count can fall below two per spawn when the actor is already
-        // running and drains jobs in place, so it only raises the bound, never lowers it.
-        let noHopCeiling = max(Double(plain), Double(2 * rounds))
-        #expect(Double(monitored) < noHopCeiling + Double(rounds) / 2)
+        await ProcessWide.exclusive {
+            let daemon = FakeDaemon()
+            let reporter = makeReporter(daemon, interval: .seconds(10), probe: .seconds(10))
+            reporter.start()
+            defer { reporter.stop() }
+            let monitor = uniqueMonitor("hops")
+            let counter = Counter()
+            let rounds = 2_000
+            let before = tw_enqueue_count()
+            await counter.spawnIncrements(monitor, count: rounds)
+            let monitored = tw_enqueue_count() - before
+            let plainBefore = tw_enqueue_count()
+            await counter.spawnPlain(count: rounds)
+            let plain = tw_enqueue_count() - plainBefore
+            print("global enqueues for \(rounds) actor-isolated spawns: monitored \(monitored), plain \(plain)")
+            // Without a hop a spawn costs at most two global enqueues (the task, then the actor); an extra
+            // hop makes it three. The plain count can fall below two per spawn when the actor is already
+            // running and drains jobs in place, so it only raises the bound, never lowers it.
+            let noHopCeiling = max(Double(plain), Double(2 * rounds))
+            #expect(Double(monitored) < noHopCeiling + Double(rounds) / 2)
+            let ticketBefore = tw_enqueue_count()
+            await counter.runUnderTickets(monitor, count: rounds)
+            let ticketed = tw_enqueue_count() - ticketBefore
+            print("global enqueues for \(rounds) actor-isolated spawns under tickets: \(ticketed)")
+            #expect(Double(ticketed) < noHopCeiling + Double(rounds) / 2)
+        }
     }
 
     @Test func anIdleReporterBacksOffAndWakesAtTheFirstSpawn() async throws {
@@ -271,6 +278,22 @@ func makeReporter(
             #expect(seen)
             #expect(latency < .milliseconds(250))
         #endif
+    }
+
+    @Test func theReporterThreadIsNamed() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon)
+        reporter.start()
+        defer { reporter.stop() }
+        let found = try await waitUntil {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+            return tasks.contains { tid in
+                let comm = try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8)
+                return comm?.trimmingCharacters(in: .whitespacesAndNewlines) == Reporter.threadName
+            }
+        }
+        #expect(found)
     }
 
     @Test func startIsIdempotent() {

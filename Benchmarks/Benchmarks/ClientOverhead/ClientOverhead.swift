@@ -102,6 +102,17 @@ let benchmarks: @Sendable () -> Void = {
         for task in tasks { blackHole(await task.value) }
     }
 
+    // The allocation-free form: the counting inside the spawned closure, under a ticket.
+    Benchmark("spawnTicketTask", configuration: spawnConfiguration) { benchmark in
+        var tasks: [Task<Int, Never>] = []
+        tasks.reserveCapacity(benchmark.scaledIterations.count)
+        for index in benchmark.scaledIterations {
+            let ticket = monitor.ticket()
+            tasks.append(Task { await ticket.run { index } })
+        }
+        for task in tasks { blackHole(await task.value) }
+    }
+
     // The swift-metrics `CounterHandler.increment(by:)` path of each backend, the handler made once.
     let ours = TaskWatchMetricsFactory().makeCounter(label: "bench_requests_total", dimensions: [("route", "/")])
     let prometheus = PrometheusMetricsFactory(registry: PrometheusCollectorRegistry())

@@ -108,14 +108,40 @@ enum Measure {
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 
-    static func procStatTicks() -> Int {
-        let fd = open("/proc/self/stat", O_RDONLY)
-        guard fd >= 0 else { return 0 }
+    /// The first kilobyte of a /proc file, or nil.
+    static func readProcFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 1024)
         let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard count > 0 else { return 0 }
-        let text = String(decoding: buffer[0..<count], as: UTF8.self)
+        guard count > 0 else { return nil }
+        return String(decoding: buffer[0..<count], as: UTF8.self)
+    }
+
+    /// The /proc/self/task path of the thread named `name`, or nil.
+    static func threadDirectory(named name: String) -> String? {
+        guard let directory = opendir("/proc/self/task") else { return nil }
+        defer { closedir(directory) }
+        while let entry = readdir(directory) {
+            let tid = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard tid.first?.isNumber == true else { continue }
+            let path = "/proc/self/task/" + tid
+            if readProcFile(path + "/comm")?.split(separator: "\n").first.map(String.init) == name { return path }
+        }
+        return nil
+    }
+
+    /// CPU nanoseconds a thread has run, from its schedstat (nanosecond resolution, unlike stat's
+    /// clock ticks); `directory` is what `threadDirectory(named:)` returned.
+    static func threadCPUNanoseconds(_ directory: String) -> UInt64? {
+        readProcFile(directory + "/schedstat")?.split(separator: " ").first.flatMap { UInt64($0) }
+    }
+
+    static func procStatTicks() -> Int {
+        guard let text = readProcFile("/proc/self/stat") else { return 0 }
         // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
         guard let close = text.lastIndex(of: ")") else { return 0 }
         let fields = text[text.index(after: close)...].split(separator: " ")

@@ -16,68 +16,134 @@ import TaskWatch
 /// with a healthy round run right next to it, the order alternating from cycle to cycle, and the
 /// figure for a mode is the median over cycles of its round divided by its healthy partner.
 ///
+/// Matched partners: killing a process costs the kernel CPU time, on a small machine a few percent of
+/// a round, whoever the process is. So the healthy partner of a killed round sees a bystander daemon
+/// (one this process does not report to) killed at the same point, and the partner of an absent round
+/// starts right after a bystander was killed and reaped, as the absent round starts right after ours
+/// was. The pairs then differ only in what the client sees. The `bystander` pair measures the
+/// kernel's share itself: a healthy round with the bystander killed mid-round against a plain healthy
+/// one. `control` is healthy against healthy: the noise of the method.
+///
+/// Besides elapsed time, every round records the CPU time of the reporter thread (named `taskwatch`),
+/// from its schedstat. The reporter is the only part of the client that touches the socket, so its
+/// CPU per mode bounds what a troubled daemon can cost the workload far more tightly than elapsed
+/// times on a noisy machine can.
+///
 /// Every time the daemon comes back (restarted after absent and killed rounds, continued after a
 /// stopped one) the next round waits until the daemon's `/metrics` shows this process's created
 /// count equal to the in-process one: the series came back complete. How long that took is reported.
 enum NeverBlocks {
     static let monitor = TaskMonitor("never-blocks")
 
-    enum Mode: String, CaseIterable {
-        case healthy, stopped, absent, killed
+    /// What happens around one round.
+    enum Turn: String, CaseIterable {
+        /// Our daemon up and current.
+        case healthy
+        /// Healthy, right after the bystander was killed and reaped.
+        case healthyAfterBystanderReaped
+        /// Healthy, the bystander killed mid-round.
+        case healthyBystanderKilled
+        /// Our daemon SIGSTOPped for the whole round.
+        case stopped
+        /// Our daemon killed and reaped before the round.
+        case absent
+        /// Our daemon killed mid-round.
+        case killed
     }
 
-    /// Starts the daemon, points this process's reporter at it, runs `cycles` rotations of the four
-    /// modes with `tasks` tasks a round; one JSON object.
+    /// Two turns to compare: `candidate` over `baseline`.
+    struct Pair {
+        let name: String
+        let baseline: Turn
+        let candidate: Turn
+    }
+
+    static let pairs = [
+        Pair(name: "control", baseline: .healthy, candidate: .healthy),
+        Pair(name: "stopped", baseline: .healthy, candidate: .stopped),
+        Pair(name: "absent", baseline: .healthyAfterBystanderReaped, candidate: .absent),
+        Pair(name: "killed", baseline: .healthyBystanderKilled, candidate: .killed),
+        Pair(name: "bystander", baseline: .healthy, candidate: .healthyBystanderKilled),
+    ]
+
+    /// Starts the daemons, points this process's reporter at ours, runs `cycles` rotations of the
+    /// pairs with `tasks` tasks a round; one JSON object.
     static func run(daemonPath: String, cycles: Int, tasks: Int) async -> String {
         let directory = makeTemporaryDirectory()
-        let daemon = Daemon(path: daemonPath, directory: directory)
+        let daemon = Daemon(path: daemonPath, directory: directory, name: "ours")
+        let bystander = Daemon(path: daemonPath, directory: directory, name: "bystander")
         defer {
-            daemon.kill()
-            unlink(daemon.socketPath)
-            unlink(directory + "/daemon.log")
+            for process in [daemon, bystander] {
+                process.kill()
+                unlink(process.socketPath)
+                unlink(process.logPath)
+            }
             rmdir(directory)
         }
         // The reporter reads its socket path when it starts.
         setenv("TASKWATCH_SOCKET", daemon.socketPath, 1)
-        guard daemon.start() else { return "{\"error\":\"taskwatchd did not start; see \(directory)/daemon.log\"}" }
+        guard daemon.start(), bystander.start() else {
+            return "{\"error\":\"taskwatchd did not start; see the logs in \(directory)\"}"
+        }
         TaskWatch.start()
         guard let firstSync = daemon.waitForComplete(created: monitor.snapshot().created) else {
             return "{\"error\":\"the daemon never showed this process\"}"
         }
+        guard let reporterThread = Measure.threadDirectory(named: "taskwatch") else {
+            return "{\"error\":\"no reporter thread named taskwatch in /proc/self/task\"}"
+        }
 
-        var elapsed: [Mode: [UInt64]] = [:]
-        var ratios: [Mode: [Double]] = [:]
+        var elapsed: [Turn: [UInt64]] = [:]
+        var reporterCPU: [Turn: UInt64] = [:]
+        var ratios: [String: [Double]] = [:]
+        // How long the series took to come back complete, each time our daemon returned.
         var recoveries: [UInt64] = [firstSync]
+        var resumed = false
         // One warm-up round, not counted.
         _ = await spawnRound(tasks, midway: nil)
-        let troubled: [Mode] = [.stopped, .absent, .killed]
         for cycle in 0..<cycles {
-            for step in troubled.indices {
-                let mode = troubled[(step + cycle) % troubled.count]
-                var pair: [Mode: UInt64] = [:]
-                for turn in cycle % 2 == 0 ? [Mode.healthy, mode] : [mode, .healthy] {
-                    // Before the round: the daemon up and current, or not, as the mode wants.
-                    switch turn {
-                    case .healthy, .stopped, .killed:
-                        if !daemon.isRunning {
-                            guard daemon.start() else { return "{\"error\":\"taskwatchd did not restart\"}" }
-                        }
-                        guard let waited = daemon.waitForComplete(created: monitor.snapshot().created) else {
-                            return "{\"error\":\"series did not come back complete after a restart\"}"
-                        }
-                        recoveries.append(waited)
-                        if turn == .stopped { daemon.signal(SIGSTOP) }
-                    case .absent:
-                        daemon.kill()
+            for step in pairs.indices {
+                let pair = pairs[(step + cycle) % pairs.count]
+                var times: [UInt64] = []
+                for turn in cycle % 2 == 0 ? [pair.baseline, pair.candidate] : [pair.candidate, pair.baseline] {
+                    // Before the round: both daemons up, ours current, then what the turn wants.
+                    let returned = resumed || !daemon.isRunning
+                    resumed = false
+                    if !daemon.isRunning, !daemon.start() { return "{\"error\":\"taskwatchd did not restart\"}" }
+                    if !bystander.isRunning, !bystander.start() {
+                        return "{\"error\":\"the bystander taskwatchd did not restart\"}"
                     }
-                    let time = await spawnRound(tasks, midway: turn == .killed ? { daemon.kill() } : nil)
-                    if turn == .stopped { daemon.signal(SIGCONT) }
-                    pair[turn] = time
+                    guard let waited = daemon.waitForComplete(created: monitor.snapshot().created) else {
+                        return "{\"error\":\"series did not come back complete after a restart\"}"
+                    }
+                    if returned { recoveries.append(waited) }
+                    switch turn {
+                    case .healthy, .healthyBystanderKilled, .killed: break
+                    case .healthyAfterBystanderReaped: bystander.kill()
+                    case .stopped: daemon.signal(SIGSTOP)
+                    case .absent: daemon.kill()
+                    }
+                    // Killed mid-round: the signal only. Reaping waits for the kernel to tear the daemon
+                    // down, which would block a cooperative thread of the workload under test.
+                    let victim: Daemon? =
+                        switch turn {
+                        case .killed: daemon
+                        case .healthyBystanderKilled: bystander
+                        default: nil
+                        }
+                    let cpuBefore = Measure.threadCPUNanoseconds(reporterThread) ?? 0
+                    let time = await spawnRound(tasks, midway: victim.map { victim in { victim.signal(SIGKILL) } })
+                    reporterCPU[turn, default: 0] += (Measure.threadCPUNanoseconds(reporterThread) ?? 0) &- cpuBefore
+                    if turn == .stopped {
+                        daemon.signal(SIGCONT)
+                        resumed = true
+                    }
+                    victim?.kill()
+                    times.append(time)
                     elapsed[turn, default: []].append(time)
                 }
-                if let healthy = pair[.healthy], let troubled = pair[mode] {
-                    ratios[mode, default: []].append(Double(troubled) / Double(healthy))
-                }
+                let (baseline, candidate) = cycle % 2 == 0 ? (times[0], times[1]) : (times[1], times[0])
+                ratios[pair.name, default: []].append(Double(candidate) / Double(baseline))
             }
         }
         // The end state: the daemon back, every count delivered, the drops visible.
@@ -102,14 +168,25 @@ enum NeverBlocks {
         fields.append("\"reports_dropped\":\(dropped)")
         fields.append("\"restarts\":\(daemon.starts - 1)")
         fields.append("\"recovery_ns\":{\"median\":\(median(recoveries)),\"max\":\(recoveries.max() ?? 0)}")
-        for mode in Mode.allCases {
-            let values = elapsed[mode] ?? []
-            let ratio = mode == .healthy ? 1 : median(ratios[mode] ?? [])
-            fields.append(
-                "\"\(mode.rawValue)\":{\"median_ns\":\(median(values)),\"ratio\":\(ratio),"
-                    + "\"ratios\":[\((ratios[mode] ?? []).map { String($0) }.joined(separator: ","))],"
+        var turnFields: [String] = []
+        for turn in Turn.allCases {
+            let values = elapsed[turn] ?? []
+            let cpuShare = Double(reporterCPU[turn] ?? 0) / Double(max(values.reduce(0, +), 1))
+            turnFields.append(
+                "\"\(turn.rawValue)\":{\"median_ns\":\(median(values)),"
+                    + "\"reporter_cpu_ns\":\(reporterCPU[turn] ?? 0),\"reporter_cpu_share\":\(cpuShare),"
                     + "\"elapsed_ns\":[\(values.map(String.init).joined(separator: ","))]}")
         }
+        fields.append("\"turns\":{" + turnFields.joined(separator: ",") + "}")
+        var pairFields: [String] = []
+        for pair in pairs {
+            let values = ratios[pair.name] ?? []
+            pairFields.append(
+                "\"\(pair.name)\":{\"baseline\":\"\(pair.baseline.rawValue)\","
+                    + "\"candidate\":\"\(pair.candidate.rawValue)\",\"ratio\":\(median(values)),"
+                    + "\"ratios\":[\(values.map { String($0) }.joined(separator: ","))]}")
+        }
+        fields.append("\"pairs\":{" + pairFields.joined(separator: ",") + "}")
         return "{" + fields.joined(separator: ",") + "}"
     }
 
@@ -152,10 +229,10 @@ final class Daemon {
     private(set) var pid: pid_t = 0
     private(set) var starts = 0
 
-    init(path: String, directory: String) {
+    init(path: String, directory: String, name: String) {
         self.path = path
-        socketPath = directory + "/ingest.sock"
-        logPath = directory + "/daemon.log"
+        socketPath = directory + "/\(name).sock"
+        logPath = directory + "/\(name).log"
     }
 
     var isRunning: Bool { pid != 0 }

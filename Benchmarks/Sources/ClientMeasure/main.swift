@@ -14,8 +14,9 @@ import TaskWatch
 //   wake-floor PERIOD_US SECONDS    CPU of a bare thread that only sleeps to a deadline every PERIOD_US:
 //                                   the floor under any reporter waking that often
 //   never-blocks DAEMON CYCLES N    N-task rounds with the daemon healthy, stopped, absent and killed
-//                                   mid-round, interleaved; this process starts DAEMON itself (NeverBlocks)
-//   spawn-ab ROUNDS BATCH           plain against monitored spawns, interleaved rounds (SpawnPairs)
+//                                   mid-round, each paired with a matched healthy round; this process
+//                                   starts DAEMON itself, and a bystander one (NeverBlocks)
+//   spawn-ab ROUNDS BATCH [--high]  plain against monitored spawns, interleaved rounds (SpawnPairs)
 //   burst N HOLD_MS PORT            N tasks alive together for HOLD_MS while a thread polls the daemon's
 //                                   /metrics on 127.0.0.1:PORT: when the burst shows, and its peak
 //
@@ -35,7 +36,9 @@ case "wake-floor":
 case "spawn-ab":
     guard let rounds = argument(1), let size = argument(2), rounds >= 4, size > 1 else { usage() }
     TaskWatch.start()
-    print(await Task.detached { await SpawnPairs.run(rounds: rounds, batchSize: size) }.value)
+    // --high: from a high-priority task, as the ordo-one runner's user-initiated queue does.
+    let priority: TaskPriority? = arguments.contains("--high") ? .high : nil
+    print(await Task.detached(priority: priority) { await SpawnPairs.run(rounds: rounds, batchSize: size) }.value)
 case "never-blocks":
     guard arguments.count > 1, let cycles = argument(2), let tasks = argument(3), cycles > 0, tasks > 0 else { usage() }
     let daemon = arguments[1]
@@ -51,7 +54,7 @@ exit(0)
 
 func usage() -> Never {
     let bytes = Array(
-        "usage: ClientMeasure idle-cpu SECONDS [--baseline] | wake-floor PERIOD_US SECONDS | spawn-ab ROUNDS BATCH | never-blocks DAEMON CYCLES N | burst N HOLD_MS PORT\n"
+        "usage: ClientMeasure idle-cpu SECONDS [--baseline] | wake-floor PERIOD_US SECONDS | spawn-ab ROUNDS BATCH [--high] | never-blocks DAEMON CYCLES N | burst N HOLD_MS PORT\n"
             .utf8)
     _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     exit(2)

@@ -14,16 +14,20 @@ import TaskWatch
 /// batch of the other, the order alternating from round to round, so both sides share every slow
 /// phase; each round gives a ratio and the rounds are summarized by their median.
 ///
-/// Besides the pairs under test, two controls calibrate the method: `identical` compares plain with
-/// plain (the harness's own bias, expected 1.000), and `oneMoreObject` compares plain with a plain
-/// spawn whose operation captures one extra heap object: the price of one more allocation per spawn,
-/// which any wrapping closure pays.
+/// The pairs under test: `ticket` (the allocation-free form, counting inside the spawned closure under
+/// a `TaskTicket`), and `task` and `detached` (the drop-in forms, which wrap the operation). Besides
+/// them, three controls calibrate the method: `identical` compares plain with
+/// plain (the harness's own bias, expected 1.000); `oneMoreObject` compares plain with a plain spawn
+/// whose operation captures one extra heap object (the price of one more allocation per spawn); and
+/// `wrapped` compares plain with a plain spawn whose operation is a closure that only calls the
+/// caller's operation: the wrapping every drop-in monitor needs to see a task end, with no counting.
+/// `counting` then compares that wrapped spawn with the monitored one: what TaskWatch adds on top.
 public enum SpawnPairs {
     public static let monitor = TaskMonitor("spawn-pairs")
 
     /// One way to spawn a task that returns its index.
     public enum Side: Sendable {
-        case plainTask, monitoredTask, plainDetached, monitoredDetached, oneMoreObject
+        case plainTask, monitoredTask, plainDetached, monitoredDetached, oneMoreObject, wrappedTask, ticketTask
     }
 
     /// Two sides to compare: `candidate` over `baseline`.
@@ -35,9 +39,12 @@ public enum SpawnPairs {
 
     public static let all = [
         Pair(name: "identical", baseline: .plainTask, candidate: .plainTask),
+        Pair(name: "ticket", baseline: .plainTask, candidate: .ticketTask),
         Pair(name: "task", baseline: .plainTask, candidate: .monitoredTask),
         Pair(name: "detached", baseline: .plainDetached, candidate: .monitoredDetached),
         Pair(name: "oneMoreObject", baseline: .plainTask, candidate: .oneMoreObject),
+        Pair(name: "wrapped", baseline: .plainTask, candidate: .wrappedTask),
+        Pair(name: "counting", baseline: .wrappedTask, candidate: .monitoredTask),
     ]
 
     /// An object to capture: its allocation and release are the cost under test.
@@ -58,6 +65,13 @@ public enum SpawnPairs {
             for index in 0..<count { tasks.append(Task.detached { index }) }
         case .monitoredDetached:
             for index in 0..<count { tasks.append(monitor.detached { index }) }
+        case .ticketTask:
+            for index in 0..<count {
+                let ticket = monitor.ticket()
+                tasks.append(Task { await ticket.run { index } })
+            }
+        case .wrappedTask:
+            for index in 0..<count { tasks.append(wrapped { index }) }
         case .oneMoreObject:
             for index in 0..<count {
                 let capture = Capture()
@@ -123,6 +137,14 @@ public enum SpawnPairs {
                     + "\"candidate_ns_per_task\":\(Double(candidateTotal) / perSide)}")
         }
         return "{\"rounds\":\(rounds),\"batch\":\(batchSize),\"pairs\":{" + fields.joined(separator: ",") + "}}"
+    }
+
+    /// `Task.init` around a closure that calls `operation` and does nothing else: the shape of a
+    /// monitored spawn without its counting.
+    static func wrapped<Success: Sendable>(
+        _ operation: sending @escaping @isolated(any) () async -> Success
+    ) -> Task<Success, Never> {
+        Task { await operation() }
     }
 
     static func now() -> UInt64 {

@@ -16,6 +16,10 @@ tw_heap_stats tw_heap_stats_read(void);
 /// Returns free heap memory to the system (`malloc_trim(0)`). Returns 1 if memory was released.
 int tw_heap_trim(void);
 
+/// Names the calling thread (at most 15 bytes); 0 or an errno. Glibc declares `pthread_setname_np`
+/// only under _GNU_SOURCE, which Swift's Glibc module does not set.
+int tw_name_current_thread(const char *name);
+
 /// Installs the global-executor enqueue hook once, chaining to any hook installed before it.
 void tw_enqueue_hook_install(void);
 

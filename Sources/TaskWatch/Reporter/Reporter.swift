@@ -94,6 +94,9 @@ final class Reporter: @unchecked Sendable {
     /// The longest report period of a process in which nothing changes.
     static let idleCeiling: UInt64 = 1_000_000_000
 
+    /// The reporter thread's name, as /proc/PID/task/TID/comm shows it (at most 15 bytes).
+    static let threadName = "taskwatch"
+
     init(configuration: Configuration) {
         self.configuration = configuration
         interval = max(configuration.interval.nanoseconds, 100_000)
@@ -115,6 +118,8 @@ final class Reporter: @unchecked Sendable {
             &handle, &attributes,
             { context in
                 guard let context else { return nil }
+                // Named so that `top -H`, `perf` and /proc/PID/task show what this thread is.
+                _ = tw_name_current_thread(Reporter.threadName)
                 let reporter = Unmanaged<Reporter>.fromOpaque(context).takeRetainedValue()
                 reporter.run()
                 return nil

@@ -41,6 +41,47 @@ enum Probe {
         return json(monitor.snapshot(), minus: before, extra: ["elapsed_ns": monotonicNanoseconds() - start])
     }
 
+    /// N tasks of each kind counted through tickets (success, throw, cancelled, detached, group child),
+    /// all awaited: the counts must be exact, as for the wrapping spawns.
+    static func tickets(_ count: Int) async -> String {
+        let before = monitor.snapshot()
+        let start = monotonicNanoseconds()
+        for _ in 0..<count {
+            let ticket = monitor.ticket()
+            _ = await Task { await ticket.run { 1 } }.value
+        }
+        for _ in 0..<count {
+            let ticket = monitor.ticket()
+            _ = try? await Task { () async throws -> Int in
+                try await ticket.run { () throws -> Int in throw ProbeError() }
+            }
+            .value
+        }
+        for _ in 0..<count {
+            let ticket = monitor.ticket()
+            let task = Task { () async throws -> Int in
+                try await ticket.run {
+                    try await Task.sleep(for: .seconds(30))
+                    return 1
+                }
+            }
+            task.cancel()
+            _ = try? await task.value
+        }
+        for _ in 0..<count {
+            let ticket = monitor.ticket()
+            _ = await Task.detached { await ticket.run { 1 } }.value
+        }
+        await withTaskGroup(of: Int.self) { group in
+            for index in 0..<count {
+                let ticket = monitor.ticket()
+                group.addTask { await ticket.run { index } }
+            }
+            for await _ in group {}
+        }
+        return json(monitor.snapshot(), minus: before, extra: ["elapsed_ns": monotonicNanoseconds() - start])
+    }
+
     /// `spawners` concurrent spawners, each starting `tasksEach` tasks in batches and awaiting them.
     static func spawners(_ spawners: Int, tasksEach: Int) async -> String {
         let before = monitor.snapshot()

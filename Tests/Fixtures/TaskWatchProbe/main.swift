@@ -11,6 +11,7 @@ import TaskWatch
 // standard input ends (bounded) so the test can read the daemon's view while the process is alive.
 //
 //   exact N               N tasks of each kind: success, throw, cancelled, group child, detached
+//   tickets N             the same kinds, each counted through a TaskTicket instead of a wrapper
 //   spawners S M          S concurrent spawners, M tasks each
 //   burst N HOLD_MS       after a line on stdin, N tasks alive together for HOLD_MS
 //   spawnload N [--trigger]  N tasks spawned and completed in batches; elapsed nanoseconds. With
@@ -20,7 +21,7 @@ import TaskWatch
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 guard let command = arguments.first, let count = arguments.dropFirst().first.flatMap({ Int($0) }), count > 0 else {
-    Probe.fail("usage: TaskWatchProbe exact N | spawners S M | burst N HOLD_MS | spawnload N [--trigger]")
+    Probe.fail("usage: TaskWatchProbe exact N | tickets N | spawners S M | burst N HOLD_MS | spawnload N [--trigger]")
 }
 let extra = arguments.dropFirst(2).first.flatMap { Int($0) }
 
@@ -32,6 +33,8 @@ let report: String
 switch command {
 case "exact":
     report = await Task.detached { await Probe.exact(count) }.value
+case "tickets":
+    report = await Task.detached { await Probe.tickets(count) }.value
 case "spawners":
     report = await Task.detached { await Probe.spawners(count, tasksEach: extra ?? 1) }.value
 case "burst":
