@@ -92,10 +92,13 @@ if [ "${SKIP_ORDO:-0}" != 1 ]; then
     (cd "$BENCH" && "$SWIFT" package --disable-sandbox benchmark --target ClientOverhead --no-progress \
         --format jmh --path "$WORK/ordo" >&2)
 fi
-# The same spawn pairs in a plain process: inside the ordo-one runner every pair that adds work to a
-# spawn costs more, the pure-Swift `wrapped` control included (see docs/client-benchmarks.md).
-log "spawn pairs in interleaved rounds (ClientMeasure spawn-ab)"
+# The same spawn pairs in a plain process. The ordo-one runner blocks one of the two cooperative
+# threads while an async benchmark runs, so its figures are those of a one-thread pool (see
+# docs/client-benchmarks.md); the one-CPU run below measures that regime without the runner.
+log "spawn pairs in interleaved rounds (ClientMeasure spawn-ab), on every CPU and on one"
 "$MEASURE" spawn-ab 1000 200 >"$WORK/spawn-ab.json"
+# One CPU, one cooperative thread: the regime the ordo-one runner measures in on a 2-core machine.
+taskset -c 0 "$MEASURE" spawn-ab 1000 200 >"$WORK/spawn-ab-1cpu.json"
 
 # 2. Reporter CPU over an idle period: the three processes side by side, so they share the machine's noise.
 log "reporter CPU over ${IDLE_SECONDS}s idle (10 ms, 1 ms with Stress, and a baseline without TaskWatch)"
