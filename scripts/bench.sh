@@ -126,15 +126,18 @@ for k in 1 64; do
 done
 
 # --- 2. Ingest into taskwatchd --------------------------------------------------------------------------
-for k in 1 64; do
-    log "ingest: taskwatchd, $k sender(s), ${INGEST_SECONDS}s"
+# ingest_taskwatchd NAME SENDERS SERIES PER_FRAME: a fresh daemon, blasted for INGEST_SECONDS; its CPU
+# and frame count go with the blaster's figures into $OUT/ingest_taskwatchd_NAME.json.
+ingest_taskwatchd() {
+    local name="$1" senders="$2" series="$3" per_frame="$4" cpu0 cpu1 received
     start_daemon
     cpu0=$(cpu_ticks "$DAEMON")
-    "$WORK/blast" --path "$SOCK" --senders "$k" --series 64 --per-frame 4 --duration "$INGEST_SECONDS" \
-        | grep -v '^ready' >"$WORK/blast_tw_$k.json"
+    "$WORK/blast" --path "$SOCK" --senders "$senders" --series "$series" --per-frame "$per_frame" \
+        --duration "$INGEST_SECONDS" | grep -v '^ready' >"$WORK/blast_tw_$name.json"
     cpu1=$(cpu_ticks "$DAEMON")
     received=$(curl -s "127.0.0.1:$TW_PORT/metrics" | awk '/^taskwatch_messages_received_total / {print $2}')
-    python3 - "$WORK/blast_tw_$k.json" "$cpu0" "$cpu1" "$clk_tck" "$received" >"$OUT/ingest_taskwatchd_$k.json" <<'EOF'
+    python3 - "$WORK/blast_tw_$name.json" "$cpu0" "$cpu1" "$clk_tck" "$received" \
+        >"$OUT/ingest_taskwatchd_$name.json" <<'EOF'
 import json, sys
 blast = json.load(open(sys.argv[1]))
 cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
@@ -145,30 +148,18 @@ blast["updates_per_cpu_second"] = round(blast["updates"] / cpu) if cpu else None
 print(json.dumps(blast))
 EOF
     stop_pid "$DAEMON"
+}
+
+for k in 1 64; do
+    log "ingest: taskwatchd, $k sender(s), ${INGEST_SECONDS}s"
+    ingest_taskwatchd "$k" "$k" 64 4
 done
 
 # --- 2b. The same, batched like collectd's datagrams: 100 updates per frame -----------------------------
 # collectd's statsd input is fed 100 lines per datagram; this run gives taskwatchd the same batching, so
 # the per-core comparison measures parsing and bookkeeping rather than the per-message syscall.
 log "ingest: taskwatchd, 4 senders, 100 updates per frame, ${INGEST_SECONDS}s"
-start_daemon
-cpu0=$(cpu_ticks "$DAEMON")
-"$WORK/blast" --path "$SOCK" --senders 4 --series 1000 --per-frame 100 --duration "$INGEST_SECONDS" \
-    | grep -v '^ready' >"$WORK/blast_tw_batched.json"
-cpu1=$(cpu_ticks "$DAEMON")
-received=$(curl -s "127.0.0.1:$TW_PORT/metrics" | awk '/^taskwatch_messages_received_total / {print $2}')
-python3 - "$WORK/blast_tw_batched.json" "$cpu0" "$cpu1" "$clk_tck" "$received" \
-    >"$OUT/ingest_taskwatchd_batched.json" <<'EOF'
-import json, sys
-blast = json.load(open(sys.argv[1]))
-cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
-blast["daemon_cpu_seconds"] = cpu
-blast["daemon_frames_received"] = int(float(sys.argv[5]))
-blast["cpu_seconds_per_million_updates"] = round(cpu / blast["updates"] * 1e6, 4)
-blast["updates_per_cpu_second"] = round(blast["updates"] / cpu) if cpu else None
-print(json.dumps(blast))
-EOF
-stop_pid "$DAEMON"
+ingest_taskwatchd batched 4 1000 100
 
 # --- 3. collectd: statsd in, write_prometheus out -------------------------------------------------------
 start_collectd() {
