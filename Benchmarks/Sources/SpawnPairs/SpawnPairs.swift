@@ -22,12 +22,16 @@ import TaskWatch
 /// `wrapped` compares plain with a plain spawn whose operation is a closure that only calls the
 /// caller's operation: the wrapping every drop-in monitor needs to see a task end, with no counting.
 /// `counting` then compares that wrapped spawn with the monitored one: what TaskWatch adds on top.
+/// The ticket's cost splits the same way: `ticketBytes` compares plain with a plain spawn that
+/// captures as many bytes as a ticket (the closure context grows by 16 bytes, which moves it up one
+/// malloc size class), and `ticketCounting` compares that spawn with the ticket: the counting alone.
 public enum SpawnPairs {
     public static let monitor = TaskMonitor("spawn-pairs")
 
     /// One way to spawn a task that returns its index.
     public enum Side: Sendable {
         case plainTask, monitoredTask, plainDetached, monitoredDetached, oneMoreObject, wrappedTask, ticketTask
+        case ticketSized
     }
 
     /// Two sides to compare: `candidate` over `baseline`.
@@ -45,11 +49,20 @@ public enum SpawnPairs {
         Pair(name: "oneMoreObject", baseline: .plainTask, candidate: .oneMoreObject),
         Pair(name: "wrapped", baseline: .plainTask, candidate: .wrappedTask),
         Pair(name: "counting", baseline: .wrappedTask, candidate: .monitoredTask),
+        Pair(name: "ticketBytes", baseline: .plainTask, candidate: .ticketSized),
+        Pair(name: "ticketCounting", baseline: .ticketSized, candidate: .ticketTask),
     ]
 
     /// An object to capture: its allocation and release are the cost under test.
     final class Capture: Sendable {
         let value = 0
+    }
+
+    /// As many bytes as a `TaskTicket`, to capture in a plain spawn: what the ticket adds to the
+    /// spawned closure's context, without its counting.
+    struct TicketSized: Sendable {
+        let first: UInt
+        let second: UInt64
     }
 
     /// Spawns `count` tasks of `side`, awaits them all and returns the elapsed nanoseconds.
@@ -69,6 +82,11 @@ public enum SpawnPairs {
             for index in 0..<count {
                 let ticket = monitor.ticket()
                 tasks.append(Task { await ticket.run { index } })
+            }
+        case .ticketSized:
+            for index in 0..<count {
+                let sized = TicketSized(first: UInt(index), second: UInt64(index) &* 3)
+                tasks.append(Task { index &+ Int(truncatingIfNeeded: UInt64(sized.first) &* 3 &- sized.second) })
             }
         case .wrappedTask:
             for index in 0..<count { tasks.append(wrapped { index }) }
