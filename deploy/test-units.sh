@@ -84,6 +84,7 @@ expect taskwatchd.service "Type=notify"
 expect taskwatchd.service "NotifyAccess=main"
 expect taskwatchd.service "WatchdogSec=30s"
 expect taskwatchd.service "Restart=on-failure"
+expect taskwatchd.service 'ExecReload=/bin/kill -HUP $MAINPID'
 expect taskwatchd.service "Sockets=taskwatchd.socket taskwatchd-http.socket"
 expect taskwatchd.service "User=taskwatch"
 expect taskwatchd.service "Group=taskwatch"

@@ -3,7 +3,7 @@
 # Swift toolchain runs `make test` with nothing installed by hand.
 set -euo pipefail
 
-apt_packages=(libmicrohttpd-dev zlib1g-dev libcrypt-dev pkg-config prometheus curl systemd jq openssl util-linux)
+apt_packages=(libmicrohttpd-dev zlib1g-dev libcrypt-dev pkg-config prometheus curl systemd jq openssl util-linux procps)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

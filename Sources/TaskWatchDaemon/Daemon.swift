@@ -152,6 +152,13 @@ public final class Daemon: Sendable {
     /// Pings the systemd watchdog.
     public func watchdogPing() { notifier.watchdog() }
 
+    /// Serves HTTPS with `tls` (HTTP when nil) from now on, with no gap on the port; see
+    /// `HTTPServer.reconfigure(tls:)`. Throws, and keeps serving as before, when `tls` cannot be used.
+    public func reconfigureTLS(_ tls: HTTPServer.TLS?) throws(HTTPServer.StartError) {
+        try server.reconfigure(tls: tls)
+        logger.info("HTTP listeners now serve \(tls == nil ? "HTTP" : "HTTPS with the new certificate")")
+    }
+
     /// Stops accepting, lets scrapes in flight finish, closes every client and removes the socket file
     /// this daemon created.
     public func shutdown() {

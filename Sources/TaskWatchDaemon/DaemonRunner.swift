@@ -7,7 +7,7 @@ public enum DaemonRunner {
     public static func run(
         configuration: DaemonConfiguration,
         logger: Logger,
-        onReload: @escaping @Sendable () -> Void = {}
+        onReload: @escaping @Sendable (Daemon) -> Void = { _ in }
     ) -> Int32 {
         // Before any thread exists, so every thread inherits the mask and only `wait` sees them.
         let handled = [SIGTERM, SIGINT, SIGHUP]
@@ -27,7 +27,7 @@ public enum DaemonRunner {
             switch received {
             case SIGHUP?:
                 logger.info("Reloading on SIGHUP")
-                onReload()
+                onReload(daemon)
             case let signal?:
                 logger.info("Received signal", metadata: ["signal": "\(signal == SIGTERM ? "SIGTERM" : "SIGINT")"])
                 daemon.shutdown()

@@ -132,8 +132,9 @@ struct TaskwatchdCommand: ParsableCommand {
                     "users": "\(webConfig.config.basicAuthUsers.count)",
                 ])
         }
-        let status = DaemonRunner.run(
-            configuration: configuration, logger: logger, onReload: { webConfig?.reload(logger: logger) })
+        let status = DaemonRunner.run(configuration: configuration, logger: logger) { daemon in
+            webConfig?.reload(logger: logger) { tls in try daemon.reconfigureTLS(tls?.serverTLS) }
+        }
         if status != 0 { throw ExitCode(status) }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import TaskWatchTestSupport
 import Testing
 
@@ -127,4 +128,25 @@ let sampleOpenMetrics = Array("# TYPE swift_tasks gauge\nswift_tasks{process=\"a
 
 func sampleRender(_ format: ExpositionFormat) -> [UInt8] {
     format == .openMetrics ? sampleOpenMetrics : sampleText
+}
+
+/// Runs `body` on a thread of its own rather than the cooperative pool. A test whose request is held
+/// by the server until the test's next step must not wait on a pool thread: two such tests at once
+/// hold both threads of a 2-core pool, and neither can take its next step until curl times out.
+final class BackgroundCall<Value: Sendable>: Sendable {
+    private let outcome = Mutex<Result<Value, any Error>?>(nil)
+
+    init(_ body: @escaping @Sendable () throws -> Value) {
+        Thread { self.finish(Result { try body() }) }.start()
+    }
+
+    private func finish(_ result: Result<Value, any Error>) { outcome.withLock { $0 = result } }
+
+    /// Blocks until `body` has returned or thrown.
+    func value() throws -> Value {
+        while true {
+            if let result = outcome.withLock({ $0 }) { return try result.get() }
+            usleep(1_000)
+        }
+    }
 }

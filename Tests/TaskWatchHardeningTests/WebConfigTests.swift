@@ -200,4 +200,37 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
         #expect(!state.reload(logger: .init(label: "test")))
         #expect(state.authorize(header("two")) == nil, "a bad file keeps the previous users")
     }
+
+    @Test func reloadAppliesChangedTLSFirstAndChangesNothingWhenThatFails() throws {
+        let directory = ScratchDirectory()
+        try makeCertificate(in: directory)
+        let tlsLines = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        try directory.write("web.yml", tlsLines + "basic_auth_users:\n  alice: \(try quickHash("one"))\n")
+        let state = try WebConfigState(path: directory.file("web.yml"))
+        let startCertificate = try #require(state.config.tls?.certificatePEM)
+        let applied = Mutex<[WebConfig.TLSConfig?]>([])
+        struct Refused: Error {}
+
+        // Users only: TLS is not touched.
+        try directory.write("web.yml", tlsLines + "basic_auth_users:\n  alice: \(try quickHash("two"))\n")
+        #expect(state.reload(logger: .init(label: "test")) { tls in applied.withLock { $0.append(tls) } })
+        #expect(applied.withLock { $0.isEmpty })
+
+        // The certificate renewed in place: same paths, new content.
+        try makeCertificate(in: directory)
+        #expect(state.reload(logger: .init(label: "test")) { tls in applied.withLock { $0.append(tls) } })
+        let renewed = try #require(applied.withLock { $0.last } ?? nil)
+        #expect(renewed.certificatePEM != startCertificate)
+        #expect(state.config.tls == renewed)
+
+        // The listeners refuse the next change: users and TLS both stay as they were.
+        try makeCertificate(in: directory)
+        try directory.write("web.yml", tlsLines + "basic_auth_users:\n  alice: \(try quickHash("three"))\n")
+        #expect(!state.reload(logger: .init(label: "test")) { _ in throw Refused() })
+        #expect(state.config.tls == renewed)
+        let request = HTTPRequest(
+            method: "GET", path: "/metrics",
+            headers: HTTPHeaders([("Authorization", "Basic " + Data("alice:two".utf8).base64EncodedString())]))
+        #expect(state.authorize(request) == nil, "the users from before the failed reload stay")
+    }
 }

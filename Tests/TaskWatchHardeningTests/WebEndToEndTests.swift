@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import TaskWatchTestSupport
 import Testing
 
@@ -20,13 +21,7 @@ import Testing
             basic_auth_users:
               alice: \(try quickHash("first-secret"))
             """)
-        let daemon = try ChildProcess(
-            builtExecutable("taskwatchd"),
-            [
-                "--web.config.file", directory.file("web.yml"), "--web.listen-address", "127.0.0.1:0",
-                "--ingest.socket", directory.file("ingest.sock"),
-            ], log: directory.file("daemon.log"))
-        let port = try #require(loggedPort(daemon), "daemon did not start: \(daemon.log)")
+        let (daemon, port) = try startDaemon(in: directory)
         let url = "https://127.0.0.1:\(port)/metrics"
         let tls = ["--cacert", directory.file("server.crt")]
 
@@ -76,6 +71,58 @@ import Testing
         #expect(daemon.waitForExit() == 0)
     }
 
+    @Test func renewedCertificateIsServedAfterSIGHUPWithoutRefusingAConnection() throws {
+        let directory = ScratchDirectory()
+        try makeCertificate(in: directory)
+        try directory.write("web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+        let (daemon, port) = try startDaemon(in: directory)
+        let url = "https://127.0.0.1:\(port)/-/healthy"
+        func verifies(against certificate: String) throws -> Bool {
+            try runProcess(
+                "/usr/bin/curl", ["-sS", "--max-time", "10", "--cacert", certificate, "-o", "/dev/null", url]
+            )
+            .status == 0
+        }
+        #expect(try verifies(against: directory.file("server.crt")))
+        let old = try String(contentsOfFile: directory.file("server.crt"), encoding: .utf8)
+        try directory.write("old.crt", old)
+
+        // Renewed in place, as cert-manager or certbot do, while a client keeps connecting.
+        try makeCertificate(in: directory)
+        let done = Atomic<Bool>(false)
+        let failures = Mutex<[String]>([])
+        let client = Thread {
+            while !done.load(ordering: .acquiring) {
+                guard
+                    let result = try? runProcess(
+                        "/usr/bin/curl", ["-sS", "-k", "--max-time", "10", "-o", "/dev/null", url])
+                else { continue }
+                if result.status != 0 { failures.withLock { $0.append(result.errorOutput) } }
+            }
+        }
+        client.start()
+        usleep(100_000)
+        daemon.signal(SIGHUP)
+        #expect(eventually(timeout: .seconds(15)) { daemon.log.contains("tls=replaced") }, "\(daemon.log)")
+        usleep(100_000)
+        done.store(true, ordering: .releasing)
+        while !client.isFinished { usleep(5_000) }
+        #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
+        #expect(try verifies(against: directory.file("server.crt")))
+        #expect(try !verifies(against: directory.file("old.crt")))
+
+        // A key that does not fit the certificate: the reload fails and the renewed pair stays.
+        let other = ScratchDirectory()
+        try makeCertificate(in: other)
+        try directory.write(
+            "web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: \(other.file("server.key"))\n")
+        daemon.signal(SIGHUP)
+        #expect(eventually(timeout: .seconds(15)) { daemon.log.contains("TLS settings cannot be used") })
+        #expect(try verifies(against: directory.file("server.crt")))
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit() == 0)
+    }
+
     @Test(
         arguments: [
             ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot open"),
@@ -89,12 +136,7 @@ import Testing
     func badConfigFileFailsStartupWithAClearMessage(text: String, expected: String) throws {
         let directory = ScratchDirectory()
         try directory.write("web.yml", text)
-        let result = try runProcess(
-            builtExecutable("taskwatchd"),
-            [
-                "--web.config.file", directory.file("web.yml"), "--web.listen-address", "127.0.0.1:0",
-                "--ingest.socket", directory.file("ingest.sock"),
-            ])
+        let result = try runProcess(builtExecutable("taskwatchd"), daemonArguments(directory))
         #expect(result.status != 0)
         #expect(result.errorOutput.contains("web config \(directory.file("web.yml")):"), "\(result.errorOutput)")
         #expect(result.errorOutput.contains(expected), "\(result.errorOutput)")
@@ -107,13 +149,24 @@ import Testing
         try makeCertificate(in: other)
         try directory.write(
             "web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: \(other.file("server.key"))\n")
-        let result = try runProcess(
-            builtExecutable("taskwatchd"),
-            [
-                "--web.config.file", directory.file("web.yml"), "--web.listen-address", "127.0.0.1:0",
-                "--ingest.socket", directory.file("ingest.sock"),
-            ])
+        let result = try runProcess(builtExecutable("taskwatchd"), daemonArguments(directory))
         #expect(result.status != 0)
         #expect(result.errorOutput.contains("web server"), "\(result.errorOutput)")
     }
+}
+
+/// `taskwatchd` serving with `directory`'s `web.yml` on an ephemeral loopback port.
+private func daemonArguments(_ directory: ScratchDirectory) -> [String] {
+    [
+        "--web.config.file", directory.file("web.yml"), "--web.listen-address", "127.0.0.1:0",
+        "--ingest.socket", directory.file("ingest.sock"),
+    ]
+}
+
+/// Starts `taskwatchd` with `daemonArguments(directory)`; returns it and the port it serves.
+private func startDaemon(in directory: ScratchDirectory) throws -> (ChildProcess, UInt16) {
+    let daemon = try ChildProcess(
+        builtExecutable("taskwatchd"), daemonArguments(directory), log: directory.file("daemon.log"))
+    let port = try #require(loggedPort(daemon), "daemon did not start: \(daemon.log)")
+    return (daemon, port)
 }

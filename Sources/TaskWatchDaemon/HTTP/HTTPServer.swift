@@ -59,34 +59,43 @@ public final class HTTPServer: Sendable {
         public var description: String
     }
 
-    private struct State {
+    /// One set of libmicrohttpd daemons (one per listening socket) and the context their callbacks
+    /// share. A TLS change starts a new generation beside the old one and then retires the old one.
+    private struct Generation: @unchecked Sendable {
+        // @unchecked: the daemon handles cross threads only to be quiesced and stopped, which
+        // libmicrohttpd allows from any thread; each generation is stopped exactly once.
         var daemons: [OpaquePointer]
+        var context: ServerContext
+    }
+
+    private struct State {
+        var current: Generation
+        var generationNumber = 1
         var sockets: [Int32]
         var stopped: Bool
     }
 
-    private let context: ServerContext
-    private let state: Mutex<State>
+    private let handler: @Sendable (HTTPRequest) -> HTTPResponse
     private let gracePeriod: Duration
+    private let state: Mutex<State>
+    /// The options in force. Held for the whole of a `reconfigure`, so two never interleave.
+    private let options: Mutex<Options>
 
     /// Starts serving on every socket in `options.listeningSockets`. Returns once all are accepting.
     public init(options: Options, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse) throws(StartError) {
-        let context = ServerContext(handler: handler, errorLog: options.errorLog)
         let sockets = options.listeningSockets
-        var daemons: [OpaquePointer] = []
+        let generation: Generation
         do {
             try Self.validate(options)
-            for fd in sockets {
-                daemons.append(try Self.startDaemon(listeningOn: fd, options: options, context: context))
-            }
+            generation = try Self.startGeneration(options: options, handler: handler)
         } catch {
-            for daemon in daemons { MHD_stop_daemon(daemon) }
             for fd in sockets { close(fd) }
             throw error
         }
-        self.context = context
+        self.handler = handler
         self.gracePeriod = options.shutdownGracePeriod
-        self.state = Mutex(State(daemons: daemons, sockets: sockets, stopped: false))
+        self.options = Mutex(options)
+        self.state = Mutex(State(current: generation, sockets: sockets, stopped: false))
     }
 
     deinit { stop() }
@@ -95,27 +104,102 @@ public final class HTTPServer: Sendable {
     /// closes every connection and listening socket. Safe to call more than once; a second call
     /// returns at once. Never call it from the handler: it waits for the handler's own thread.
     public func stop() {
-        let (daemons, sockets): ([OpaquePointer], [Int32]) = state.withLock { state in
-            if state.stopped { return ([], []) }
+        let stopping: (Generation, [Int32])? = state.withLock { state in
+            if state.stopped { return nil }
             state.stopped = true
-            return (state.daemons, state.sockets)
+            return (state.current, state.sockets)
         }
-        if daemons.isEmpty { return }
+        guard let (generation, sockets) = stopping else { return }
+        retire(generation, waitingForConnections: false)
+        for fd in sockets { close(fd) }
+    }
+
+    /// Serves with `tls` from now on (HTTP when nil), without a moment in which the port refuses
+    /// connections: new daemons start on the same listening sockets first, then the old ones stop
+    /// accepting, finish their requests in flight (up to the grace period) and close. A connection
+    /// already open keeps the old certificate until that point. Throws, and keeps serving as before,
+    /// when the new settings cannot be used (a key that does not match its certificate, say).
+    public func reconfigure(tls: TLS?) throws(StartError) {
+        try options.withLock { (options: inout Options) throws(StartError) in
+            var next = options
+            next.tls = tls
+            try Self.validate(next)
+            guard let sockets = state.withLock({ $0.stopped ? nil : $0.sockets }) else {
+                throw StartError(description: "the server is stopped")
+            }
+            next.listeningSockets = sockets
+            let generation = try Self.startGeneration(options: next, handler: handler)
+            let replaced: Generation? = state.withLock { state in
+                if state.stopped { return nil }
+                // Before the swap, so whoever sees the new generation also sees the old one closing.
+                state.current.context.stopping.store(true, ordering: .relaxed)
+                defer {
+                    state.current = generation
+                    state.generationNumber += 1
+                }
+                return state.current
+            }
+            guard let replaced else {
+                // `stop()` ran meanwhile and closed the original sockets; the new daemons hold copies.
+                for daemon in generation.daemons { MHD_stop_daemon(daemon) }
+                throw StartError(description: "the server is stopped")
+            }
+            options = next
+            // Unlike at shutdown, a connection the old daemons accepted but have not read a request
+            // from yet is as good as in flight: waiting for every connection to close is what keeps
+            // the changeover from dropping one. Idle keep-alive connections hold it to the grace period.
+            retire(replaced, waitingForConnections: true)
+        }
+    }
+
+    /// How many sets of daemons have served so far: 1 until the first `reconfigure`.
+    var generation: Int { state.withLock { $0.generationNumber } }
+
+    /// Stops `generation` accepting, waits up to the grace period for its requests in flight (and,
+    /// when `waitingForConnections`, for all its connections to close), then closes its connections
+    /// and its copies of the listening sockets.
+    private func retire(_ generation: Generation, waitingForConnections: Bool) {
         // Responses from now on carry `Connection: close` so keep-alive clients let go.
-        context.stopping.store(true, ordering: .relaxed)
+        generation.context.stopping.store(true, ordering: .relaxed)
         var quiescedSockets: [Int32] = []
-        for daemon in daemons {
+        for daemon in generation.daemons {
             let fd = MHD_quiesce_daemon(daemon)
             if fd != MHD_INVALID_SOCKET { quiescedSockets.append(fd) }
         }
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: gracePeriod)
-        while context.inFlight.load(ordering: .acquiring) > 0, clock.now < deadline {
-            usleep(2_000)
+        if waitingForConnections {
+            // A worker thread that read the listening socket just before the quiesce may still be in
+            // accept(); its connection is counted only once registered. A zero count is trusted only
+            // after that thread has had time to run, else its connection would be closed unserved.
+            usleep(50_000)
         }
-        for daemon in daemons { MHD_stop_daemon(daemon) }
+        func busy() -> Bool {
+            if generation.context.inFlight.load(ordering: .acquiring) > 0 { return true }
+            return waitingForConnections && generation.daemons.contains { tw_mhd_connection_count($0) > 0 }
+        }
+        while busy(), clock.now < deadline { usleep(2_000) }
+        for daemon in generation.daemons { MHD_stop_daemon(daemon) }
         // A quiesced socket is ours to close, and only after its daemon's threads are gone.
-        for fd in quiescedSockets + sockets { close(fd) }
+        for fd in quiescedSockets { close(fd) }
+    }
+
+    /// Starts one daemon per socket in `options`, sharing a new context; on failure stops the ones
+    /// started and leaves the sockets open.
+    private static func startGeneration(
+        options: Options, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
+    ) throws(StartError) -> Generation {
+        let context = ServerContext(handler: handler, errorLog: options.errorLog)
+        var daemons: [OpaquePointer] = []
+        do {
+            for fd in options.listeningSockets {
+                daemons.append(try startDaemon(listeningOn: fd, options: options, context: context))
+            }
+        } catch {
+            for daemon in daemons { MHD_stop_daemon(daemon) }
+            throw error
+        }
+        return Generation(daemons: daemons, context: context)
     }
 
     private static func validate(_ options: Options) throws(StartError) {

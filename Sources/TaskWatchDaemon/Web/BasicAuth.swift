@@ -197,8 +197,10 @@ public final class BasicAuthenticator: Sendable {
         body: Array("Unauthorized\n".utf8))
 }
 
-/// The web config in force, swappable at runtime: SIGHUP re-reads the file and replaces the users; a
-/// file that fails to load is logged and the previous config stays.
+/// The web config in force, swappable at runtime: SIGHUP re-reads the file. A reload is all or
+/// nothing: the new users and, when they changed, the new TLS settings (a renewed certificate, say)
+/// take effect together, or, when the file or its certificate cannot be used, the previous config
+/// stays in force and the failure is logged.
 public final class WebConfigState: Sendable {
     private struct Current {
         var config: WebConfig
@@ -206,15 +208,12 @@ public final class WebConfigState: Sendable {
     }
 
     public let path: String
-    /// The TLS settings the listeners started with.
-    public let tlsAtStart: WebConfig.TLSConfig?
     private let current: Mutex<Current>
 
     /// Loads `path`; throws when the file cannot be used, so a bad file fails startup.
     public init(path: String) throws(WebConfig.LoadError) {
         self.path = path
         let config = try WebConfig.load(path: path)
-        tlsAtStart = config.tls
         current = Mutex(Current(config: config, authenticator: BasicAuthenticator(users: config.basicAuthUsers)))
     }
 
@@ -225,24 +224,35 @@ public final class WebConfigState: Sendable {
         current.withLock { $0.authenticator }.authorize(request)
     }
 
-    /// Re-reads the file. Users change at once; TLS settings are read by the listeners only when they
-    /// start, so a TLS change is reported as needing a restart. Returns whether the file loaded.
+    /// Re-reads the file. When its TLS settings differ from those in force (the certificate and key
+    /// are compared by content, so a certificate renewed in place counts), `applyTLS` puts them on
+    /// the listeners first; if it throws, nothing changes. Returns whether the new config is in force.
     @discardableResult
-    public func reload(logger: Logger) -> Bool {
+    public func reload(
+        logger: Logger, applyTLS: (WebConfig.TLSConfig?) throws -> Void = { _ in }
+    ) -> Bool {
         let config: WebConfig
         do { config = try WebConfig.load(path: path) } catch {
             logger.error("Web config reload failed; keeping the previous config", metadata: ["err": "\(error)"])
             return false
         }
+        let tlsChanged = config.tls != self.config.tls
+        if tlsChanged {
+            do { try applyTLS(config.tls) } catch {
+                logger.error(
+                    "Web config reload failed: its TLS settings cannot be used; keeping the previous config",
+                    metadata: ["file": "\(path)", "err": "\(error)"])
+                return false
+            }
+        }
         let authenticator = BasicAuthenticator(users: config.basicAuthUsers)
         current.withLock { $0 = Current(config: config, authenticator: authenticator) }
-        if config.tls != tlsAtStart {
-            logger.warning(
-                "Web config TLS settings changed; they take effect when taskwatchd restarts",
-                metadata: ["file": "\(path)"])
-        }
         logger.info(
-            "Web config reloaded", metadata: ["file": "\(path)", "users": "\(config.basicAuthUsers.count)"])
+            "Web config reloaded",
+            metadata: [
+                "file": "\(path)", "users": "\(config.basicAuthUsers.count)",
+                "tls": "\(tlsChanged ? "replaced" : "unchanged")",
+            ])
         return true
     }
 }
