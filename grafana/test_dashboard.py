@@ -65,6 +65,9 @@ CONTRACT_METRICS = CONTRACT_HISTOGRAMS | {
     "taskwatch_messages_rejected_total",
     "taskwatch_series_dropped_total",
     "taskwatch_clients_rejected_total",
+    # Only with --web.config.file: an addition to the contract's list, named as Prometheus names its own.
+    "taskwatch_web_config_last_reload_successful",
+    "taskwatch_web_config_last_reload_success_timestamp_seconds",
     # The standard process_* metrics of the daemon itself.
     "process_cpu_seconds_total",
     "process_open_fds",

@@ -22,6 +22,8 @@ public struct DaemonConfiguration: Sendable {
     public var authorize: (@Sendable (HTTPRequest) -> HTTPResponse?)?
     /// TLS for the HTTP listeners (from `--web.config.file`).
     public var tls: HTTPServer.TLS?
+    /// The outcome of the latest load of `--web.config.file`; nil without one.
+    public var webConfigStatus: (@Sendable () -> WebConfigStatus)?
 
     public init() {}
 
@@ -108,7 +110,9 @@ public final class Daemon: Sendable {
             throw DaemonError("ingest listener: \(error)")
         }
         let acceptFailures: @Sendable () -> UInt64 = { [listener] in listener.acceptFailures }
-        exporter = Exporter(registry: registry, build: build, acceptFailures: acceptFailures)
+        exporter = Exporter(
+            registry: registry, build: build, acceptFailures: acceptFailures,
+            webConfigStatus: configuration.webConfigStatus)
 
         let exporter = exporter
         let ready = ready

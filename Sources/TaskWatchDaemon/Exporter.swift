@@ -4,12 +4,19 @@ public final class Exporter: Sendable {
     public let build: BuildInfo
 
     private let acceptFailures: @Sendable () -> UInt64
+    private let webConfigStatus: (@Sendable () -> WebConfigStatus)?
 
-    /// - Parameter acceptFailures: connections the listener could not accept for lack of descriptors.
-    public init(registry: Registry, build: BuildInfo, acceptFailures: @escaping @Sendable () -> UInt64 = { 0 }) {
+    /// - Parameters:
+    ///   - acceptFailures: connections the listener could not accept for lack of descriptors.
+    ///   - webConfigStatus: the latest load of `--web.config.file`; nil when there is none.
+    public init(
+        registry: Registry, build: BuildInfo, acceptFailures: @escaping @Sendable () -> UInt64 = { 0 },
+        webConfigStatus: (@Sendable () -> WebConfigStatus)? = nil
+    ) {
         self.registry = registry
         self.build = build
         self.acceptFailures = acceptFailures
+        self.webConfigStatus = webConfigStatus
     }
 
     /// Renders the whole exposition in `format` as an array. Safe to call from many threads at once.
@@ -30,6 +37,7 @@ public final class Exporter: Sendable {
             kernel[index] = stats
         }
         return ExpositionRenderer.render(
-            snapshot, format: format, build: build, kernel: kernel, daemon: ProcessReader.stats(pid: "self"))
+            snapshot, format: format, build: build, kernel: kernel, daemon: ProcessReader.stats(pid: "self"),
+            webConfig: webConfigStatus?())
     }
 }

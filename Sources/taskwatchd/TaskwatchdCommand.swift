@@ -108,6 +108,7 @@ struct TaskwatchdCommand: ParsableCommand {
         let state = try WebConfigState(path: webConfigFile)
         configuration.tls = state.config.tls?.serverTLS
         configuration.authorize = { state.authorize($0) }
+        configuration.webConfigStatus = { state.lastReload }
         return state
     }
 

@@ -196,9 +196,14 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
         #expect(state.reload(logger: .init(label: "test")))
         #expect(state.authorize(header("one"))?.status == 401)
         #expect(state.authorize(header("two")) == nil)
+        #expect(state.lastReload.lastReloadSuccessful)
         try directory.write("web.yml", "basic_auth_users:\n  alice: not-a-hash\n")
         #expect(!state.reload(logger: .init(label: "test")))
         #expect(state.authorize(header("two")) == nil, "a bad file keeps the previous users")
+        #expect(!state.lastReload.lastReloadSuccessful)
+        try directory.write("web.yml", "basic_auth_users:\n  alice: \(try quickHash("two"))\n")
+        #expect(state.reload(logger: .init(label: "test")))
+        #expect(state.lastReload.lastReloadSuccessful, "a good file after a bad one is in force again")
     }
 
     @Test func reloadAppliesChangedTLSFirstAndChangesNothingWhenThatFails() throws {
@@ -220,6 +225,8 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
         try makeCertificate(in: directory)
         #expect(state.reload(logger: .init(label: "test")) { tls in applied.withLock { $0.append(tls) } })
         let renewed = try #require(applied.withLock { $0.last } ?? nil)
+        let succeeded = state.lastReload
+        #expect(succeeded.lastReloadSuccessful)
         #expect(renewed.certificatePEM != startCertificate)
         #expect(state.config.tls == renewed)
 
@@ -228,6 +235,9 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
         try directory.write("web.yml", tlsLines + "basic_auth_users:\n  alice: \(try quickHash("three"))\n")
         #expect(!state.reload(logger: .init(label: "test")) { _ in throw Refused() })
         #expect(state.config.tls == renewed)
+        // Exported for alerting: the failure, and the time of the config still in force.
+        #expect(!state.lastReload.lastReloadSuccessful)
+        #expect(state.lastReload.lastSuccessSeconds == succeeded.lastSuccessSeconds)
         let request = HTTPRequest(
             method: "GET", path: "/metrics",
             headers: HTTPHeaders([("Authorization", "Basic " + Data("alice:two".utf8).base64EncodedString())]))

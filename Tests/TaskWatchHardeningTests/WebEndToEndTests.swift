@@ -84,6 +84,12 @@ import Testing
             .status == 0
         }
         #expect(try verifies(against: directory.file("server.crt")))
+        func reloadSeries() throws -> String {
+            let body = try curl("https://127.0.0.1:\(port)/metrics", ["-k"]).body
+            return body.split(separator: "\n").filter { $0.hasPrefix("taskwatch_web_config_last_reload_successful ") }
+                .joined()
+        }
+        #expect(try reloadSeries() == "taskwatch_web_config_last_reload_successful 1")
         let old = try String(contentsOfFile: directory.file("server.crt"), encoding: .utf8)
         try directory.write("old.crt", old)
 
@@ -119,6 +125,7 @@ import Testing
         daemon.signal(SIGHUP)
         #expect(eventually(timeout: .seconds(15)) { daemon.log.contains("TLS settings cannot be used") })
         #expect(try verifies(against: directory.file("server.crt")))
+        #expect(try reloadSeries() == "taskwatch_web_config_last_reload_successful 0")
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit() == 0)
     }

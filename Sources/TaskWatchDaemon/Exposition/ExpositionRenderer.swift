@@ -126,14 +126,27 @@ enum ExpositionRenderer {
         format: ExpositionFormat,
         build: BuildInfo,
         kernel: [Int: ProcessStats],
-        daemon: ProcessStats?
+        daemon: ProcessStats?,
+        webConfig: WebConfigStatus? = nil
     ) -> ResponseBody {
         var writer = ExpositionWriter(format: format, capacity: 256 + snapshot.seriesTotal * 96)
         writeClientSeries(snapshot, into: &writer)
         writeClientStatus(snapshot, into: &writer)
         writeKernelSeries(snapshot, kernel: kernel, into: &writer)
         writeDaemonSeries(snapshot, build: build, daemon: daemon, into: &writer)
+        if let webConfig { writeWebConfigSeries(webConfig, into: &writer) }
         return writer.finish()
+    }
+
+    private static func writeWebConfigSeries(_ status: WebConfigStatus, into writer: inout ExpositionWriter) {
+        writer.family(
+            "taskwatch_web_config_last_reload_successful", type: .gauge,
+            help: "Whether the latest load of --web.config.file, at start or on SIGHUP, is in force.")
+        writer.sample("taskwatch_web_config_last_reload_successful", status.lastReloadSuccessful ? 1 : 0)
+        writer.family(
+            "taskwatch_web_config_last_reload_success_timestamp_seconds", type: .gauge,
+            help: "Unix time of the latest load of --web.config.file that is in force.")
+        writer.sample("taskwatch_web_config_last_reload_success_timestamp_seconds", status.lastSuccessSeconds)
     }
 
     private static func writeClientSeries(_ snapshot: RegistrySnapshot, into writer: inout ExpositionWriter) {

@@ -209,15 +209,20 @@ public final class WebConfigState: Sendable {
 
     public let path: String
     private let current: Mutex<Current>
+    private let status: Mutex<WebConfigStatus>
 
     /// Loads `path`; throws when the file cannot be used, so a bad file fails startup.
     public init(path: String) throws(WebConfig.LoadError) {
         self.path = path
         let config = try WebConfig.load(path: path)
         current = Mutex(Current(config: config, authenticator: BasicAuthenticator(users: config.basicAuthUsers)))
+        status = Mutex(WebConfigStatus(lastReloadSuccessful: true, lastSuccessSeconds: SystemClock().wallSeconds()))
     }
 
     public var config: WebConfig { current.withLock { $0.config } }
+
+    /// How the last load went, for the daemon's own series.
+    public var lastReload: WebConfigStatus { status.withLock { $0 } }
 
     /// Applies the authenticator in force now to `request`.
     public func authorize(_ request: HTTPRequest) -> HTTPResponse? {
@@ -234,6 +239,7 @@ public final class WebConfigState: Sendable {
         let config: WebConfig
         do { config = try WebConfig.load(path: path) } catch {
             logger.error("Web config reload failed; keeping the previous config", metadata: ["err": "\(error)"])
+            status.withLock { $0.lastReloadSuccessful = false }
             return false
         }
         let tlsChanged = config.tls != self.config.tls
@@ -242,11 +248,15 @@ public final class WebConfigState: Sendable {
                 logger.error(
                     "Web config reload failed: its TLS settings cannot be used; keeping the previous config",
                     metadata: ["file": "\(path)", "err": "\(error)"])
+                status.withLock { $0.lastReloadSuccessful = false }
                 return false
             }
         }
         let authenticator = BasicAuthenticator(users: config.basicAuthUsers)
         current.withLock { $0 = Current(config: config, authenticator: authenticator) }
+        status.withLock {
+            $0 = WebConfigStatus(lastReloadSuccessful: true, lastSuccessSeconds: SystemClock().wallSeconds())
+        }
         logger.info(
             "Web config reloaded",
             metadata: [
@@ -254,5 +264,21 @@ public final class WebConfigState: Sendable {
                 "tls": "\(tlsChanged ? "replaced" : "unchanged")",
             ])
         return true
+    }
+}
+
+/// The outcome of the latest load of `--web.config.file`, exported as
+/// `taskwatch_web_config_last_reload_successful` and `..._last_reload_success_timestamp_seconds`, the
+/// names Prometheus and Alertmanager use for their own config, so a failed certificate rotation can
+/// alert before the old certificate expires.
+public struct WebConfigStatus: Sendable, Equatable {
+    /// Whether the latest load (at start, or on the latest SIGHUP) is in force.
+    public var lastReloadSuccessful: Bool
+    /// Unix time of the latest load that is in force.
+    public var lastSuccessSeconds: Double
+
+    public init(lastReloadSuccessful: Bool, lastSuccessSeconds: Double) {
+        self.lastReloadSuccessful = lastReloadSuccessful
+        self.lastSuccessSeconds = lastSuccessSeconds
     }
 }
