@@ -24,6 +24,10 @@ public struct DaemonConfiguration: Sendable {
     public var tls: HTTPServer.TLS?
     /// The outcome of the latest load of `--web.config.file`; nil without one.
     public var webConfigStatus: (@Sendable () -> WebConfigStatus)?
+    /// `--web.config.check-interval`: how often `DaemonRunner` re-reads the web config for changes,
+    /// which picks up a certificate renewed in place (cert-manager, certbot) with nobody sending
+    /// SIGHUP, as the exporter-toolkit does by reading its files on each handshake. Nil: never.
+    public var webConfigCheckInterval: Duration? = .seconds(30)
 
     public init() {}
 

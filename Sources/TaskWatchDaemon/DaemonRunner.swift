@@ -4,10 +4,11 @@ import Logging
 /// Runs a daemon until SIGTERM or SIGINT, pinging the systemd watchdog meanwhile.
 public enum DaemonRunner {
     /// Starts the daemon and blocks until it has shut down. Returns the process exit status.
+    /// `onReload` runs on SIGHUP, and every `configuration.webConfigCheckInterval` as a `.check`.
     public static func run(
         configuration: DaemonConfiguration,
         logger: Logger,
-        onReload: @escaping @Sendable (Daemon) -> Void = { _ in }
+        onReload: @escaping @Sendable (Daemon, WebConfigState.Trigger) -> Void = { _, _ in }
     ) -> Int32 {
         // Before any thread exists, so every thread inherits the mask and only `wait` sees them.
         let handled = [SIGTERM, SIGINT, SIGHUP]
@@ -20,20 +21,27 @@ public enum DaemonRunner {
             logger.error("Cannot start", metadata: ["err": "\(error)"])
             return 1
         }
-        let tick = daemon.watchdogInterval ?? .seconds(1)
+        let checkInterval = configuration.webConfigCheckInterval
+        let tick = min(daemon.watchdogInterval ?? .seconds(1), checkInterval ?? .seconds(1), .seconds(1))
+        let clock = ContinuousClock()
+        var nextCheck = checkInterval.map { clock.now.advanced(by: $0) }
         while true {
-            let received = Signals.wait(for: handled, timeout: min(tick, .seconds(1)))
+            let received = Signals.wait(for: handled, timeout: tick)
             daemon.watchdogPing()
             switch received {
             case SIGHUP?:
                 logger.info("Reloading on SIGHUP")
-                onReload(daemon)
+                onReload(daemon, .signal)
             case let signal?:
                 logger.info("Received signal", metadata: ["signal": "\(signal == SIGTERM ? "SIGTERM" : "SIGINT")"])
                 daemon.shutdown()
                 return 0
             case nil:
-                continue
+                break
+            }
+            if let checkInterval, let due = nextCheck, clock.now >= due {
+                onReload(daemon, .check)
+                nextCheck = clock.now.advanced(by: checkInterval)
             }
         }
     }

@@ -22,6 +22,13 @@ struct TaskwatchdCommand: ParsableCommand {
     @Option(name: .customLong("web.config.file"), help: "Exporter-toolkit web config file (TLS, basic auth).")
     var webConfigFile: String?
 
+    @Option(
+        name: .customLong("web.config.check-interval"),
+        help:
+            "How often to re-read --web.config.file and its certificate for changes (0 turns it off; SIGHUP always works)."
+    )
+    var webConfigCheckInterval = "30s"
+
     @Flag(name: .customLong("web.systemd-socket"), help: "Use the HTTP socket(s) passed by systemd socket activation.")
     var systemdSocket = false
 
@@ -98,13 +105,23 @@ struct TaskwatchdCommand: ParsableCommand {
             throw ValidationError("--peak.window must be a positive duration like 15s, not \(peakWindow)")
         }
         configuration.limits.graceNanoseconds = grace
+        guard
+            let check = webConfigCheckInterval == "0" ? 0 : DurationText.nanoseconds(webConfigCheckInterval)
+        else {
+            throw ValidationError(
+                "--web.config.check-interval must be a duration like 30s (0 for off), not \(webConfigCheckInterval)")
+        }
+        configuration.webConfigCheckInterval = check > 0 ? .nanoseconds(Int64(clamping: check)) : nil
         configuration.limits.peakWindowNanoseconds = window
         return (configuration, logger)
     }
 
     /// Loads `--web.config.file` into `configuration`; a file that cannot be used stops startup.
     private func applyWebConfig(to configuration: inout DaemonConfiguration) throws -> WebConfigState? {
-        guard let webConfigFile else { return nil }
+        guard let webConfigFile else {
+            configuration.webConfigCheckInterval = nil
+            return nil
+        }
         let state = try WebConfigState(path: webConfigFile)
         configuration.tls = state.config.tls?.serverTLS
         configuration.authorize = { state.authorize($0) }
@@ -133,8 +150,8 @@ struct TaskwatchdCommand: ParsableCommand {
                     "users": "\(webConfig.config.basicAuthUsers.count)",
                 ])
         }
-        let status = DaemonRunner.run(configuration: configuration, logger: logger) { daemon in
-            webConfig?.reload(logger: logger) { tls in try daemon.reconfigureTLS(tls?.serverTLS) }
+        let status = DaemonRunner.run(configuration: configuration, logger: logger) { daemon, trigger in
+            webConfig?.reload(logger: logger, trigger: trigger) { tls in try daemon.reconfigureTLS(tls?.serverTLS) }
         }
         if status != 0 { throw ExitCode(status) }
     }

@@ -243,4 +243,59 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
             headers: HTTPHeaders([("Authorization", "Basic " + Data("alice:two".utf8).base64EncodedString())]))
         #expect(state.authorize(request) == nil, "the users from before the failed reload stay")
     }
+
+    @Test func checkActsOnlyOnAChangedFileAndLogsARepeatedFailureOnce() throws {
+        let directory = ScratchDirectory()
+        try directory.write("web.yml", "basic_auth_users:\n  alice: \(try quickHash("one"))\n")
+        let state = try WebConfigState(path: directory.file("web.yml"))
+        let log = CapturedLog()
+        let logger = Logger(label: "test") { _ in CapturingLogHandler(log: log) }
+        let started = state.lastReload
+
+        // Unchanged: nothing happens, nothing is logged, the timestamp stays.
+        #expect(state.reload(logger: logger, trigger: .check))
+        #expect(log.lines.withLock { $0.isEmpty })
+        #expect(state.lastReload == started)
+
+        // Broken: logged once however many checks see it; SIGHUP logs it again.
+        try directory.write("web.yml", "basic_auth_users: [broken\n")
+        for _ in 0..<3 { #expect(!state.reload(logger: logger, trigger: .check)) }
+        #expect(log.lines.withLock { $0 }.filter { $0.contains("reload failed") }.count == 1)
+        #expect(!state.reload(logger: logger, trigger: .signal))
+        #expect(log.lines.withLock { $0 }.filter { $0.contains("reload failed") }.count == 2)
+        #expect(!state.lastReload.lastReloadSuccessful)
+
+        // Put back as it was: the check sees a good file again, with the same config in force.
+        try directory.write("web.yml", "basic_auth_users:\n  alice: \(try quickHash("one"))\n")
+        #expect(state.reload(logger: logger, trigger: .check))
+        #expect(state.lastReload.lastReloadSuccessful)
+
+        // Changed: applied and logged as a file change.
+        try directory.write("web.yml", "basic_auth_users:\n  bob: \(try quickHash("two"))\n")
+        #expect(state.reload(logger: logger, trigger: .check))
+        #expect(state.config.basicAuthUsers.keys.sorted() == ["bob"])
+        #expect(
+            log.lines.withLock { $0 }.contains { $0.contains("Web config reloaded") && $0.contains("file changed") })
+    }
+}
+
+/// Log lines as text, message and metadata, for tests that check what was logged and how often.
+final class CapturedLog: Sendable {
+    let lines = Mutex<[String]>([])
+}
+
+struct CapturingLogHandler: LogHandler {
+    let log: CapturedLog
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let fields = (event.metadata ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        log.lines.withLock { $0.append(([event.message.description] + fields).joined(separator: " ")) }
+    }
 }

@@ -77,13 +77,7 @@ import Testing
         try directory.write("web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
         let (daemon, port) = try startDaemon(in: directory)
         let url = "https://127.0.0.1:\(port)/-/healthy"
-        func verifies(against certificate: String) throws -> Bool {
-            try runProcess(
-                "/usr/bin/curl", ["-sS", "--max-time", "10", "--cacert", certificate, "-o", "/dev/null", url]
-            )
-            .status == 0
-        }
-        #expect(try verifies(against: directory.file("server.crt")))
+        #expect(try verifies(url, against: directory.file("server.crt")))
         func reloadSeries() throws -> String {
             let body = try curl("https://127.0.0.1:\(port)/metrics", ["-k"]).body
             return body.split(separator: "\n").filter { $0.hasPrefix("taskwatch_web_config_last_reload_successful ") }
@@ -114,8 +108,8 @@ import Testing
         done.store(true, ordering: .releasing)
         while !client.isFinished { usleep(5_000) }
         #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
-        #expect(try verifies(against: directory.file("server.crt")))
-        #expect(try !verifies(against: directory.file("old.crt")))
+        #expect(try verifies(url, against: directory.file("server.crt")))
+        #expect(try !verifies(url, against: directory.file("old.crt")))
 
         // A key that does not fit the certificate: the reload fails and the renewed pair stays.
         let other = ScratchDirectory()
@@ -124,8 +118,27 @@ import Testing
             "web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: \(other.file("server.key"))\n")
         daemon.signal(SIGHUP)
         #expect(eventually(timeout: .seconds(15)) { daemon.log.contains("TLS settings cannot be used") })
-        #expect(try verifies(against: directory.file("server.crt")))
+        #expect(try verifies(url, against: directory.file("server.crt")))
         #expect(try reloadSeries() == "taskwatch_web_config_last_reload_successful 0")
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit() == 0)
+    }
+
+    @Test func renewedCertificateIsPickedUpByTheCheckWithoutASignal() throws {
+        let directory = ScratchDirectory()
+        try makeCertificate(in: directory)
+        try directory.write("web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+        let (daemon, port) = try startDaemon(in: directory, extraArguments: ["--web.config.check-interval", "200ms"])
+        let url = "https://127.0.0.1:\(port)/-/healthy"
+        #expect(try verifies(url, against: directory.file("server.crt")))
+        // cert-manager and certbot replace the files and tell no one.
+        try makeCertificate(in: directory)
+        #expect(
+            eventually(timeout: .seconds(15)) { daemon.log.contains("trigger=\"file changed\"") }, "\(daemon.log)")
+        #expect(try verifies(url, against: directory.file("server.crt")))
+        // Unchanged files are not reloaded again: exactly one reload in the log.
+        usleep(600_000)
+        #expect(daemon.log.components(separatedBy: "Web config reloaded").count == 2, "\(daemon.log)")
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit() == 0)
     }
@@ -171,9 +184,17 @@ private func daemonArguments(_ directory: ScratchDirectory) -> [String] {
 }
 
 /// Starts `taskwatchd` with `daemonArguments(directory)`; returns it and the port it serves.
-private func startDaemon(in directory: ScratchDirectory) throws -> (ChildProcess, UInt16) {
+private func startDaemon(
+    in directory: ScratchDirectory, extraArguments: [String] = []
+) throws -> (ChildProcess, UInt16) {
     let daemon = try ChildProcess(
-        builtExecutable("taskwatchd"), daemonArguments(directory), log: directory.file("daemon.log"))
+        builtExecutable("taskwatchd"), daemonArguments(directory) + extraArguments, log: directory.file("daemon.log"))
     let port = try #require(loggedPort(daemon), "daemon did not start: \(daemon.log)")
     return (daemon, port)
+}
+
+/// Whether curl, trusting only `certificate`, completes a request to `url`.
+private func verifies(_ url: String, against certificate: String) throws -> Bool {
+    try runProcess("/usr/bin/curl", ["-sS", "--max-time", "10", "--cacert", certificate, "-o", "/dev/null", url])
+        .status == 0
 }
