@@ -390,4 +390,77 @@ import Testing
         #expect(throws: HTTPServer.StartError.self) { try server.server.reconfigure(tls: mismatched) }
         #expect(try verifies(with: "second"), "a failed reconfigure must leave the server as it was")
     }
+
+    @Test(
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")),
+        arguments: [HTTPServer.ClientCertificates.required, .verifiedIfGiven])
+    func clientCertificatesAreVerified(policy: HTTPServer.ClientCertificates) throws {
+        let directory = ScratchDirectory()
+        let authority = try TestCertificates(in: directory)
+        try authority.issue("server", subjectAltName: "IP:127.0.0.1", extendedKeyUsage: "serverAuth")
+        try authority.issue(
+            "prometheus", subjectAltName: "DNS:prometheus.example,URI:spiffe://example/prometheus",
+            extendedKeyUsage: "clientAuth")
+        try authority.issue("webserver", subjectAltName: "DNS:web.example", extendedKeyUsage: "serverAuth")
+        try authority.selfSigned("stranger")
+        func read(_ name: String) throws -> String { try String(contentsOfFile: directory.file(name), encoding: .utf8) }
+        let tls = HTTPServer.TLS(
+            certificatePEM: try read("server.crt"), keyPEM: try read("server.key"), clientCAPEM: try read("ca.crt"),
+            clientCertificates: policy)
+        let server = try TestServer(tls: tls, handler: web.handle)
+        func status(as client: String?) throws -> Int {
+            let identity = client.map { ["--cert", directory.file("\($0).crt"), "--key", directory.file("\($0).key")] }
+            let result = try runProcess(
+                "/usr/bin/curl",
+                [
+                    "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                    directory.file("ca.crt"),
+                ]
+                    + (identity ?? []) + ["https://127.0.0.1:\(server.port)/metrics"])
+            return Int(result.outputText) ?? -1
+        }
+        #expect(try status(as: "prometheus") == 200)
+        #expect(try status(as: "stranger") == 403, "a certificate no configured CA issued")
+        #expect(try status(as: "webserver") == 403, "a certificate that does not allow client authentication")
+        #expect(try status(as: nil) == (policy == .required ? 403 : 200))
+        let refused = try curl(
+            "https://127.0.0.1:\(server.port)/metrics",
+            [
+                "--cacert", directory.file("ca.crt"), "--cert", directory.file("stranger.crt"), "--key",
+                directory.file("stranger.key"),
+            ])
+        #expect(refused.body == Array("A trusted client certificate is required.\n".utf8))
+        #expect(refused.headers["Connection"]?.lowercased() == "close")
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))
+    func clientCertificateNeedsAnAllowedSubjectAlternativeName() throws {
+        let directory = ScratchDirectory()
+        let authority = try TestCertificates(in: directory)
+        try authority.issue("server", subjectAltName: "IP:127.0.0.1", extendedKeyUsage: "serverAuth")
+        try authority.issue(
+            "prometheus", subjectAltName: "DNS:prometheus.example,IP:10.0.0.7", extendedKeyUsage: "clientAuth")
+        try authority.issue("grafana", subjectAltName: "email:grafana@example.org", extendedKeyUsage: "clientAuth")
+        func read(_ name: String) throws -> String { try String(contentsOfFile: directory.file(name), encoding: .utf8) }
+        for (allowed, expected) in [
+            (["prometheus.example"], [200, 403]), (["10.0.0.7"], [200, 403]),
+            (["grafana@example.org", "nobody.example"], [403, 200]), (["other.example"], [403, 403]),
+        ] {
+            let tls = HTTPServer.TLS(
+                certificatePEM: try read("server.crt"), keyPEM: try read("server.key"),
+                clientCAPEM: try read("ca.crt"), clientCertificates: .required, clientAllowedSANs: allowed)
+            let server = try TestServer(tls: tls, handler: web.handle)
+            let statuses = try ["prometheus", "grafana"].map { client in
+                let result = try runProcess(
+                    "/usr/bin/curl",
+                    [
+                        "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                        directory.file("ca.crt"), "--cert", directory.file("\(client).crt"), "--key",
+                        directory.file("\(client).key"), "https://127.0.0.1:\(server.port)/metrics",
+                    ])
+                return Int(result.outputText) ?? -1
+            }
+            #expect(statuses == expected, "allowed \(allowed)")
+        }
+    }
 }

@@ -44,6 +44,34 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
         #expect(config.basicAuthUsers == ["alice": hash])
     }
 
+    @Test func clientCertificateSettingsAreRead() throws {
+        let directory = ScratchDirectory()
+        try makeCertificate(in: directory)
+        try directory.write("ca.crt", try String(contentsOfFile: directory.file("server.crt"), encoding: .utf8))
+        let base = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        func tls(_ lines: String) throws -> WebConfig.TLSConfig {
+            try directory.write("web.yml", base + lines)
+            return try #require(try WebConfig.load(path: directory.file("web.yml")).tls)
+        }
+        let required = try tls(
+            "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
+                + "  client_allowed_sans:\n    - prometheus.example\n    - 10.0.0.7\n")
+        #expect(required.clientAuth == .required)
+        #expect(required.clientCAFile == directory.file("ca.crt"))
+        #expect(required.clientCAPEM?.contains("BEGIN CERTIFICATE") == true)
+        #expect(required.clientAllowedSANs == ["prometheus.example", "10.0.0.7"])
+        #expect(required.serverTLS.clientCertificates == .required)
+        #expect(required.serverTLS.clientCAPEM == required.clientCAPEM)
+        let ifGiven = try tls("  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n")
+        #expect(ifGiven.clientAuth == .verifiedIfGiven)
+        // RequestClientCert lets every client in, and so does NoClientCert with a CA file: the CAs go unused.
+        for lines in ["  client_auth_type: RequestClientCert\n", "  client_ca_file: ca.crt\n"] {
+            let ignored = try tls(lines)
+            #expect(ignored.clientAuth == .ignored)
+            #expect(ignored.serverTLS.clientCAPEM == nil)
+        }
+    }
+
     @Test func defaultVersionsAreTLS12AndUp() {
         let tls = WebConfig.TLSConfig(
             certificateFile: "", keyFile: "", certificatePEM: "", keyPEM: "", minVersion: .tls12, maxVersion: .tls13)
@@ -62,7 +90,28 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
             ("tls_server_config:\n  cert_file: a\n  key_file: b\n  bogus: 1\n", "unknown key \"bogus\""),
             (
                 "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n",
-                "client_auth_type RequireAndVerifyClientCert is not supported"
+                "client_auth_type RequireAndVerifyClientCert needs client_ca_file"
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: VerifyClientCertIfGiven\n",
+                "client_auth_type VerifyClientCertIfGiven needs client_ca_file"
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n",
+                "RequireAnyClientCert is not supported: taskwatchd verifies client certificates"
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Sometimes\n",
+                "client_auth_type must be NoClientCert, RequestClientCert"
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: ca.crt\n"
+                    + "  client_auth_type: VerifyClientCertIfGiven\n  client_allowed_sans: [x]\n",
+                "client_allowed_sans needs client_auth_type RequireAndVerifyClientCert"
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_allowed_sans: x\n",
+                "client_allowed_sans must be a list of strings"
             ),
             ("tls_server_config:\n  key_file: b\n", "needs cert_file"),
             ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS14\n", "must be TLS10"),

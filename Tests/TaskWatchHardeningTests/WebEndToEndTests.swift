@@ -143,13 +143,47 @@ import Testing
         #expect(daemon.waitForExit() == 0)
     }
 
+    @Test func mutualTLSAdmitsOnlyClientsWithATrustedCertificate() throws {
+        let directory = ScratchDirectory()
+        let authority = try TestCertificates(in: directory)
+        try authority.issue("server", subjectAltName: "IP:127.0.0.1", extendedKeyUsage: "serverAuth")
+        try authority.issue("prometheus", subjectAltName: "DNS:prometheus.example", extendedKeyUsage: "clientAuth")
+        try authority.selfSigned("stranger")
+        try directory.write(
+            "web.yml",
+            """
+            tls_server_config:
+              cert_file: server.crt
+              key_file: server.key
+              client_auth_type: RequireAndVerifyClientCert
+              client_ca_file: ca.crt
+              client_allowed_sans: [prometheus.example]
+            """)
+        let (daemon, port) = try startDaemon(in: directory)
+        let url = "https://127.0.0.1:\(port)/metrics"
+        func response(as client: String?) throws -> CurlResponse {
+            let identity = client.map { ["--cert", directory.file("\($0).crt"), "--key", directory.file("\($0).key")] }
+            return try curl(url, ["--cacert", directory.file("ca.crt")] + (identity ?? []))
+        }
+        let trusted = try response(as: "prometheus")
+        #expect(trusted.status == 200)
+        #expect(trusted.body.contains("taskwatch_build_info"))
+        for client in [nil, "stranger"] {
+            let refused = try response(as: client)
+            #expect(refused.status == 403, "\(client ?? "no certificate")")
+            #expect(!refused.body.contains("taskwatch_"))
+        }
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit() == 0)
+    }
+
     @Test(
         arguments: [
             ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot open"),
             ("basic_auth_users:\n  alice: hunter2\n", "basic_auth_users.alice is not a bcrypt hash"),
             (
                 "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n",
-                "NoClientCert"
+                "use RequireAndVerifyClientCert"
             ),
             ("basic_auth_user:\n  alice: x\n", "unknown key \"basic_auth_user\""),
         ])

@@ -40,18 +40,43 @@ public final class HTTPServer: Sendable {
         }
     }
 
-    /// Certificate and key in PEM, and the GnuTLS priority string that picks protocol versions and
-    /// ciphers (for example `NORMAL:-VERS-TLS1.0:-VERS-TLS1.1`).
+    /// Certificate and key in PEM, the GnuTLS priority string that picks protocol versions and
+    /// ciphers (for example `NORMAL:-VERS-TLS1.0:-VERS-TLS1.1`), and what clients must show.
     public struct TLS: Sendable {
         public var certificatePEM: String
         public var keyPEM: String
         public var priorities: String
+        /// The CAs client certificates must chain to; clients are asked for a certificate only when set.
+        public var clientCAPEM: String?
+        public var clientCertificates: ClientCertificates
+        /// With `.required`: the certificate must carry one of these subject alternative names; empty
+        /// allows any.
+        public var clientAllowedSANs: [String]
 
-        public init(certificatePEM: String, keyPEM: String, priorities: String = "NORMAL:-VERS-TLS1.0:-VERS-TLS1.1") {
+        public init(
+            certificatePEM: String, keyPEM: String, priorities: String = "NORMAL:-VERS-TLS1.0:-VERS-TLS1.1",
+            clientCAPEM: String? = nil, clientCertificates: ClientCertificates = .ignored,
+            clientAllowedSANs: [String] = []
+        ) {
             self.certificatePEM = certificatePEM
             self.keyPEM = keyPEM
             self.priorities = priorities
+            self.clientCAPEM = clientCAPEM
+            self.clientCertificates = clientCertificates
+            self.clientAllowedSANs = clientAllowedSANs
         }
+    }
+
+    /// Which client certificates a request needs. A request that lacks what the policy asks for gets
+    /// 403 and its connection is closed; the handler never sees it.
+    public enum ClientCertificates: Sendable, Equatable {
+        /// None asked for (exporter-toolkit `NoClientCert`).
+        case ignored
+        /// None needed, but one that is shown must chain to `clientCAPEM` and allow client
+        /// authentication (`VerifyClientCertIfGiven`).
+        case verifiedIfGiven
+        /// One is needed, verified the same way (`RequireAndVerifyClientCert`).
+        case required
     }
 
     /// Why the server could not start.
@@ -189,7 +214,10 @@ public final class HTTPServer: Sendable {
     private static func startGeneration(
         options: Options, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
     ) throws(StartError) -> Generation {
-        let context = ServerContext(handler: handler, errorLog: options.errorLog)
+        let context = ServerContext(
+            handler: handler, errorLog: options.errorLog,
+            clientCertificates: options.tls?.clientCertificates ?? .ignored,
+            clientAllowedSANs: Set(options.tls?.clientAllowedSANs ?? []))
         var daemons: [OpaquePointer] = []
         do {
             for fd in options.listeningSockets {
@@ -215,6 +243,9 @@ public final class HTTPServer: Sendable {
         }
         if options.tls != nil, MHD_is_feature_supported(.FEATURE_TLS) != .YES {
             throw StartError(description: "this libmicrohttpd was built without TLS support")
+        }
+        if let tls = options.tls, tls.clientCertificates != .ignored, tls.clientCAPEM == nil {
+            throw StartError(description: "client certificates cannot be checked without the CAs to check them against")
         }
     }
 
@@ -262,10 +293,15 @@ public final class HTTPServer: Sendable {
         var cStrings: [UnsafeMutablePointer<CChar>] = []
         defer { for string in cStrings { free(string) } }
         if let tls = options.tls {
-            for (option, text) in [
+            var texts = [
                 (MHD_OPTION.HTTPS_MEM_CERT, tls.certificatePEM), (MHD_OPTION.HTTPS_MEM_KEY, tls.keyPEM),
                 (MHD_OPTION.HTTPS_PRIORITIES, tls.priorities),
-            ] {
+            ]
+            // Trust makes libmicrohttpd ask every client for a certificate; checking it is ours.
+            if tls.clientCertificates != .ignored, let authorities = tls.clientCAPEM {
+                texts.append((MHD_OPTION.HTTPS_MEM_TRUST, authorities))
+            }
+            for (option, text) in texts {
                 guard let copy = strdup(text) else {
                     close(handedOver)
                     throw StartError(description: "out of memory")
@@ -294,15 +330,42 @@ public final class HTTPServer: Sendable {
 private final class ServerContext: Sendable {
     let handler: @Sendable (HTTPRequest) -> HTTPResponse
     let errorLog: (@Sendable (String) -> Void)?
+    let clientCertificates: HTTPServer.ClientCertificates
+    let clientAllowedSANs: Set<String>
     /// Requests whose handler has been called and whose response is not yet fully sent.
     let inFlight = Atomic<Int>(0)
     let stopping = Atomic<Bool>(false)
     /// The latest libmicrohttpd message, so a failed start can say why.
     let lastError = Mutex<String?>(nil)
 
-    init(handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse, errorLog: (@Sendable (String) -> Void)?) {
+    init(
+        handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse, errorLog: (@Sendable (String) -> Void)?,
+        clientCertificates: HTTPServer.ClientCertificates, clientAllowedSANs: Set<String>
+    ) {
         self.handler = handler
         self.errorLog = errorLog
+        self.clientCertificates = clientCertificates
+        self.clientAllowedSANs = clientAllowedSANs
+    }
+
+    /// Why the client of `connection` may not be served under the client certificate policy, or nil.
+    func refusal(_ connection: OpaquePointer) -> String? {
+        if clientCertificates == .ignored { return nil }
+        switch tw_mhd_client_certificate(connection) {
+        case TW_CLIENT_CERTIFICATE_VERIFIED:
+            if clientAllowedSANs.isEmpty { return nil }
+            var buffer = [CChar](repeating: 0, count: 8_192)
+            let count = tw_mhd_client_certificate_names(connection, &buffer, buffer.count)
+            let names = buffer[..<count].withUnsafeBufferPointer { bytes in
+                String(decoding: UnsafeRawBufferPointer(bytes), as: UTF8.self)
+            }
+            let allowed = names.split(separator: "\n").contains { clientAllowedSANs.contains(String($0)) }
+            return allowed ? nil : "no allowed subject alternative name in the client certificate"
+        case TW_CLIENT_CERTIFICATE_NONE:
+            return clientCertificates == .required ? "no client certificate" : nil
+        case TW_CLIENT_CERTIFICATE_REFUSED: return "client certificate not trusted"
+        default: return "not a TLS connection"
+        }
     }
 
     func log(_ message: String) {
@@ -387,7 +450,15 @@ private func respond(
     let request = HTTPRequest(
         method: method.map { String(cString: $0) } ?? "", path: url.map { String(cString: $0) } ?? "/",
         headers: headers, hasBody: hasBody)
-    let reply = context.handler(request)
+    let reply: HTTPResponse
+    if let refusal = context.refusal(connection) {
+        // Checked per request, not per connection: a scrape every few seconds makes the cost (one chain
+        // verification) negligible, and no connection state has to be kept and cleaned up.
+        context.errorLog?("refused \(request.method) \(request.path): \(refusal)")
+        reply = forbidden
+    } else {
+        reply = context.handler(request)
+    }
 
     let response: OpaquePointer?
     if reply.omitsBody {
@@ -441,3 +512,10 @@ private func releaseResponseBody(_ context: UnsafeMutableRawPointer?) {
     guard let context else { return }
     Unmanaged<ResponseBody>.fromOpaque(context).release()
 }
+
+/// The answer to a client without the certificate the policy asks for. It says what is missing, not
+/// why the certificate failed, which the daemon's debug log records.
+private let forbidden = HTTPResponse(
+    status: 403,
+    headers: [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
+    body: Array("A trusted client certificate is required.\n".utf8))

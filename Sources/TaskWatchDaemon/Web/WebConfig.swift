@@ -25,6 +25,15 @@ public struct WebConfig: Sendable, Equatable {
         public var keyPEM: String
         public var minVersion: TLSVersion
         public var maxVersion: TLSVersion
+        /// Which client certificates a request needs (`client_auth_type`).
+        public var clientAuth: HTTPServer.ClientCertificates = .ignored
+        /// `client_ca_file`, and its content: the CAs a client certificate must chain to.
+        public var clientCAFile: String?
+        public var clientCAPEM: String?
+        /// `client_allowed_sans`: a verified client certificate must carry one of these subject
+        /// alternative names (DNS name, e-mail address, URI or IP address, compared exactly); empty
+        /// allows any.
+        public var clientAllowedSANs: [String] = []
 
         /// The GnuTLS priority string allowing exactly the versions from `minVersion` to `maxVersion`.
         public var priorities: String {
@@ -34,7 +43,9 @@ public struct WebConfig: Sendable, Equatable {
 
         /// What `HTTPServer` takes.
         public var serverTLS: HTTPServer.TLS {
-            HTTPServer.TLS(certificatePEM: certificatePEM, keyPEM: keyPEM, priorities: priorities)
+            HTTPServer.TLS(
+                certificatePEM: certificatePEM, keyPEM: keyPEM, priorities: priorities, clientCAPEM: clientCAPEM,
+                clientCertificates: clientAuth, clientAllowedSANs: clientAllowedSANs)
         }
     }
 
@@ -117,28 +128,29 @@ public struct WebConfig: Sendable, Equatable {
     private static func parseTLS(_ node: Node, path: String, directory: String) throws(LoadError) -> TLSConfig {
         var certFile: String?
         var keyFile: String?
+        var clientAuthType = "NoClientCert"
+        var clientCAFile: String?
+        var allowedSANs: [String] = []
         var minVersion = TLSVersion.tls12
         var maxVersion = TLSVersion.tls13
         for (key, value) in try mapping(node, at: "tls_server_config", path: path) {
+            if key == "client_allowed_sans" {
+                allowedSANs = try strings(value, key: "tls_server_config.client_allowed_sans", path: path)
+                continue
+            }
             let text = try scalar(value, key: "tls_server_config.\(key)", path: path)
             switch key {
             case "cert_file": certFile = text
             case "key_file": keyFile = text
-            case "client_auth_type":
-                guard text == "NoClientCert" || text.isEmpty else {
-                    throw LoadError(
-                        path: path,
-                        "tls_server_config.client_auth_type \(text) is not supported: taskwatchd serves only "
-                            + "NoClientCert (put client certificate checks in a proxy)")
-                }
+            case "client_auth_type": clientAuthType = text.isEmpty ? "NoClientCert" : text
+            case "client_ca_file": clientCAFile = text.isEmpty ? nil : text
             case "min_version", "max_version":
                 guard let version = TLSVersion(rawValue: text) else {
                     throw LoadError(
                         path: path, "tls_server_config.\(key) must be TLS10, TLS11, TLS12 or TLS13, not \"\(text)\"")
                 }
                 if key == "min_version" { minVersion = version } else { maxVersion = version }
-            case "client_ca_file", "cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "cert", "key",
-                "client_allowed_sans":
+            case "client_ca", "cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "cert", "key":
                 throw LoadError(path: path, "tls_server_config.\(key) is not supported by taskwatchd")
             default:
                 throw LoadError(path: path, "unknown key \"\(key)\"\(lineText(value)) in tls_server_config")
@@ -151,13 +163,60 @@ public struct WebConfig: Sendable, Equatable {
         guard minVersion <= maxVersion else {
             throw LoadError(path: path, "tls_server_config.min_version is above max_version")
         }
-        let certPath = certFile.hasPrefix("/") ? certFile : directory + "/" + certFile
-        let keyPath = keyFile.hasPrefix("/") ? keyFile : directory + "/" + keyFile
-        let certificatePEM = try pemFile(certPath, what: "cert_file", marker: "CERTIFICATE", path: path)
-        let keyPEM = try pemFile(keyPath, what: "key_file", marker: "PRIVATE KEY", path: path)
-        return TLSConfig(
-            certificateFile: certPath, keyFile: keyPath, certificatePEM: certificatePEM, keyPEM: keyPEM,
+        let clientAuth = try clientCertificates(clientAuthType, caFile: clientCAFile, sans: allowedSANs, path: path)
+        func resolved(_ file: String) -> String { file.hasPrefix("/") ? file : directory + "/" + file }
+        let certPath = resolved(certFile)
+        let keyPath = resolved(keyFile)
+        var config = TLSConfig(
+            certificateFile: certPath, keyFile: keyPath,
+            certificatePEM: try pemFile(certPath, what: "cert_file", marker: "CERTIFICATE", path: path),
+            keyPEM: try pemFile(keyPath, what: "key_file", marker: "PRIVATE KEY", path: path),
             minVersion: minVersion, maxVersion: maxVersion)
+        config.clientAuth = clientAuth
+        config.clientAllowedSANs = allowedSANs
+        // With no certificate to check, the CAs go unused, as in the exporter-toolkit.
+        if let clientCAFile, clientAuth != .ignored {
+            config.clientCAFile = resolved(clientCAFile)
+            config.clientCAPEM = try pemFile(
+                resolved(clientCAFile), what: "client_ca_file", marker: "CERTIFICATE", path: path)
+        }
+        return config
+    }
+
+    /// The policy for `client_auth_type`, checked against the settings it needs.
+    ///
+    /// Why not every exporter-toolkit value: libmicrohttpd asks clients for a certificate only when
+    /// it has CAs to check them against, so the two modes that take any certificate unverified
+    /// (RequireAnyClientCert; RequestClientCert, which also ignores it) cannot be served as such.
+    /// RequestClientCert, which lets every client in, is served as NoClientCert; RequireAnyClientCert,
+    /// which the exporter-toolkit itself calls insecure, is refused rather than weakened or tightened.
+    private static func clientCertificates(
+        _ type: String, caFile: String?, sans: [String], path: String
+    ) throws(LoadError) -> HTTPServer.ClientCertificates {
+        let policy: HTTPServer.ClientCertificates
+        switch type {
+        case "NoClientCert", "RequestClientCert": policy = .ignored
+        case "VerifyClientCertIfGiven": policy = .verifiedIfGiven
+        case "RequireAndVerifyClientCert": policy = .required
+        case "RequireAnyClientCert":
+            throw LoadError(
+                path: path,
+                "tls_server_config.client_auth_type RequireAnyClientCert is not supported: taskwatchd verifies "
+                    + "client certificates against client_ca_file (use RequireAndVerifyClientCert)")
+        default:
+            throw LoadError(
+                path: path,
+                "tls_server_config.client_auth_type must be NoClientCert, RequestClientCert, "
+                    + "VerifyClientCertIfGiven or RequireAndVerifyClientCert, not \"\(type)\"")
+        }
+        if policy != .ignored, caFile == nil {
+            throw LoadError(path: path, "tls_server_config.client_auth_type \(type) needs client_ca_file")
+        }
+        if !sans.isEmpty, policy != .required {
+            throw LoadError(
+                path: path, "tls_server_config.client_allowed_sans needs client_auth_type RequireAndVerifyClientCert")
+        }
+        return policy
     }
 
     private static func pemFile(
@@ -217,6 +276,17 @@ public struct WebConfig: Sendable, Equatable {
             pairs.append((scalar.string, value))
         }
         return pairs
+    }
+
+    /// A sequence of strings.
+    private static func strings(_ node: Node, key: String, path: String) throws(LoadError) -> [String] {
+        if isNull(node) { return [] }
+        guard case .sequence(let sequence) = node else {
+            throw LoadError(path: path, "\(key) must be a list of strings\(lineText(node))")
+        }
+        var result: [String] = []
+        for item in sequence { result.append(try scalar(item, key: key, path: path)) }
+        return result
     }
 
     private static func scalar(_ node: Node, key: String, path: String) throws(LoadError) -> String {
