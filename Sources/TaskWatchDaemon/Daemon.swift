@@ -132,7 +132,7 @@ public final class Daemon: Sendable {
             server = try HTTPServer(
                 options: HTTPServer.Options(
                     listeningSockets: httpSockets, threadPoolSize: configuration.httpThreads, tls: configuration.tls,
-                    errorLog: { errorLogger.debug("libmicrohttpd: \($0)") }),
+                    errorLog: { errorLogger.debug("web server: \($0)") }),
                 handler: { handler.handle($0) })
         } catch {
             listener.stop()

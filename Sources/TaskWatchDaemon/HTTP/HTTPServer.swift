@@ -22,7 +22,8 @@ public final class HTTPServer: Sendable {
         public var tls: TLS?
         /// How long `stop()` waits for requests in flight before closing their connections.
         public var shutdownGracePeriod: Duration
-        /// Receives libmicrohttpd's own diagnostics (a client that resets, a failed TLS handshake).
+        /// Receives libmicrohttpd's own diagnostics (a client that resets, a failed TLS handshake) and
+        /// why a request was refused for its client certificate.
         public var errorLog: (@Sendable (String) -> Void)?
 
         public init(
