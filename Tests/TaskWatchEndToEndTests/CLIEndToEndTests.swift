@@ -234,6 +234,32 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         let stopped = try runProcess(taskwatchBinary, ["check", "--socket", daemon.socketPath, "--address", address])
         #expect(stopped.status == 1, "\(stopped.outputText)")
     }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))
+    func checkAndTopSayWhatToDoAboutADaemonServingTLS() throws {
+        let directory = ScratchDirectory()
+        let authority = try TestCertificates(in: directory)
+        try authority.issue("server", subjectAltName: "IP:127.0.0.1", extendedKeyUsage: "serverAuth")
+        try directory.write("web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+        let port = try freePort()
+        let socket = directory.file("ingest.sock")
+        let daemon = try ChildProcess(
+            builtExecutable("taskwatchd"),
+            [
+                "--web.config.file", directory.file("web.yml"), "--web.listen-address", "127.0.0.1:\(port)",
+                "--ingest.socket", socket,
+            ], errors: directory.file("daemon.log"))
+        #expect(eventually { daemon.log.contains("Listening") }, "\(daemon.log)")
+
+        let check = try runProcess(taskwatchBinary, ["check", "--socket", socket, "--address", "127.0.0.1:\(port)"])
+        #expect(check.status == 2, "\(check.outputText)")
+        #expect(check.outputText.contains("If taskwatchd serves TLS"), "\(check.outputText)")
+        let top = try runProcess(taskwatchBinary, ["top", "--address", "https://127.0.0.1:\(port)", "--once"])
+        #expect(top.status == 2)
+        #expect(top.errorOutput.contains("plain HTTP only"), "\(top.errorOutput)")
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit() == 0)
+    }
 }
 
 /// The pure pieces of the tool.

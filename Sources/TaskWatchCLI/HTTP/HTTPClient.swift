@@ -43,6 +43,10 @@ struct HTTPClient: Sendable {
     }
 
     func get(_ path: String) throws -> HTTPResponse {
+        if address.hasPrefix("https://") {
+            throw HTTPError(
+                description: "\(address): taskwatch reads taskwatchd over plain HTTP only. \(Self.tlsAdvice)")
+        }
         let (host, port) = Self.split(address)
         let fd = try connect(host: host, port: port)
         defer { close(fd) }
@@ -77,8 +81,21 @@ struct HTTPClient: Sendable {
         return try Self.parse(received, from: address)
     }
 
+    /// What to do instead against a daemon that serves HTTPS.
+    static let tlsAdvice =
+        "If taskwatchd serves TLS (tls_server_config in --web.config.file), read it with curl, e.g. "
+        + "curl --cacert CA.crt https://HOST:PORT/metrics, or run taskwatch against a plain-HTTP listener."
+
     /// Parses a complete response read until the server closed the connection.
     static func parse(_ bytes: [UInt8], from address: String) throws -> HTTPResponse {
+        // A TLS server meets a plain request by closing at once or with a TLS alert record
+        // (content type 21, then the 3.x version): neither is a broken daemon, so say what it is.
+        if bytes.isEmpty {
+            throw HTTPError(description: "\(address) closed the connection without an answer. \(tlsAdvice)")
+        }
+        if bytes.count >= 2, bytes[0] == 21 || bytes[0] == 22, bytes[1] == 3 {
+            throw HTTPError(description: "\(address) answered in TLS, not plain HTTP. \(tlsAdvice)")
+        }
         let separator: [UInt8] = [13, 10, 13, 10]
         guard let end = bytes.firstRange(of: separator) else {
             throw HTTPError(description: "\(address) sent no complete HTTP header")
