@@ -22,6 +22,9 @@ public struct DaemonConfiguration: Sendable {
     public var authorize: (@Sendable (HTTPRequest) -> HTTPResponse?)?
     /// TLS for the HTTP listeners (from `--web.config.file`).
     public var tls: HTTPServer.TLS?
+    /// Headers added to every response (`http_server_config.headers`), read per request so a reload
+    /// changes them; nil adds none.
+    public var responseHeaders: (@Sendable () -> [String: String])?
     /// The outcome of the latest load of `--web.config.file`; nil without one.
     public var webConfigStatus: (@Sendable () -> WebConfigStatus)?
     /// `--web.config.check-interval`: how often `DaemonRunner` re-reads the web config for changes,
@@ -133,7 +136,13 @@ public final class Daemon: Sendable {
                 options: HTTPServer.Options(
                     listeningSockets: httpSockets, threadPoolSize: configuration.httpThreads, tls: configuration.tls,
                     errorLog: { errorLogger.debug("web server: \($0)") }),
-                handler: { handler.handle($0) })
+                handler: { [responseHeaders = configuration.responseHeaders] request in
+                    var response = handler.handle(request)
+                    if let extra = responseHeaders?(), !extra.isEmpty {
+                        response.headers += extra.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+                    }
+                    return response
+                })
         } catch {
             listener.stop()
             throw DaemonError("web server: \(error)")

@@ -126,6 +126,7 @@ struct TaskwatchdCommand: ParsableCommand {
         configuration.tls = state.config.tls?.serverTLS
         configuration.authorize = { state.authorize($0) }
         configuration.webConfigStatus = { state.lastReload }
+        configuration.responseHeaders = { state.config.responseHeaders }
         return state
     }
 

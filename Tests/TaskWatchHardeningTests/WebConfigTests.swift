@@ -72,6 +72,26 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
         }
     }
 
+    @Test func httpServerConfigSetsResponseHeaders() throws {
+        let text = """
+            http_server_config:
+              http2: true
+              headers:
+                Strict-Transport-Security: max-age=31536000
+                X-Frame-Options: deny
+                X-Content-Type-Options: nosniff
+                Content-Security-Policy: ""
+            """
+        let config = try WebConfig.parse(text, path: "w.yml", directory: ".")
+        // A blank value leaves the header unset, as in the exporter-toolkit.
+        #expect(
+            config.responseHeaders == [
+                "Strict-Transport-Security": "max-age=31536000", "X-Frame-Options": "deny",
+                "X-Content-Type-Options": "nosniff",
+            ])
+        #expect(try WebConfig.parse("http_server_config:\n", path: "w.yml", directory: ".") == WebConfig())
+    }
+
     @Test func defaultVersionsAreTLS12AndUp() {
         let tls = WebConfig.TLSConfig(
             certificateFile: "", keyFile: "", certificatePEM: "", keyPEM: "", minVersion: .tls12, maxVersion: .tls13)
@@ -119,7 +139,17 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
             ("basic_auth_users:\n  bob: plaintext\n", "basic_auth_users.bob is not a bcrypt hash"),
             ("basic_auth_users: [a, b]\n", "basic_auth_users must be a mapping"),
             ("basic_auth_users:\n  bob: x\n  bob: y\n", "repeats the key \"bob\""),
-            ("http_server_config:\n  http2: false\n", "http_server_config is not supported"),
+            ("http_server_config:\n  http2: maybe\n", "http_server_config.http2 must be true or false"),
+            ("http_server_config:\n  rate_limit: 1\n", "unknown key \"rate_limit\""),
+            ("rate_limit:\n  interval: 1s\n  burst: 5\n", "rate_limit is not supported"),
+            (
+                "http_server_config:\n  headers:\n    Server: x\n",
+                "\"Server\" cannot be set (only Content-Security-Policy, Strict-Transport-Security"
+            ),
+            (
+                "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+                "X-Frame-Options must be \"deny\" or \"sameorigin\", not \"allow\""
+            ),
             ("a: [unclosed\n", "not valid YAML"),
             ("- just\n- a list\n", "top level must be a mapping"),
         ])

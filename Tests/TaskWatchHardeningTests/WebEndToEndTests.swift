@@ -177,6 +177,26 @@ import Testing
         #expect(daemon.waitForExit() == 0)
     }
 
+    @Test func configuredResponseHeadersAreSentAndFollowAReload() throws {
+        let directory = ScratchDirectory()
+        let headers = { (frame: String) in
+            "http_server_config:\n  headers:\n    X-Frame-Options: \(frame)\n    X-Content-Type-Options: nosniff\n"
+        }
+        try directory.write("web.yml", headers("deny"))
+        let (daemon, port) = try startDaemon(in: directory)
+        for path in ["/metrics", "/nope"] {
+            let response = try curl("http://127.0.0.1:\(port)\(path)")
+            #expect(response.headers.contains("X-Frame-Options: deny"), "\(path): \(response.headers)")
+            #expect(response.headers.contains("X-Content-Type-Options: nosniff"), "\(path): \(response.headers)")
+        }
+        try directory.write("web.yml", headers("sameorigin"))
+        daemon.signal(SIGHUP)
+        #expect(eventually(timeout: .seconds(15)) { daemon.log.contains("Web config reloaded") })
+        #expect(try curl("http://127.0.0.1:\(port)/metrics").headers.contains("X-Frame-Options: sameorigin"))
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit() == 0)
+    }
+
     @Test(
         arguments: [
             ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot open"),

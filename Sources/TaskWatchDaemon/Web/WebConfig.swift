@@ -81,11 +81,22 @@ public struct WebConfig: Sendable, Equatable {
     public var tls: TLSConfig?
     /// User name to bcrypt hash; empty means no authentication.
     public var basicAuthUsers: [String: String]
+    /// `http_server_config.headers`: added to every response.
+    public var responseHeaders: [String: String]
 
-    public init(tls: TLSConfig? = nil, basicAuthUsers: [String: String] = [:]) {
+    public init(tls: TLSConfig? = nil, basicAuthUsers: [String: String] = [:], responseHeaders: [String: String] = [:])
+    {
         self.tls = tls
         self.basicAuthUsers = basicAuthUsers
+        self.responseHeaders = responseHeaders
     }
+
+    /// The headers `http_server_config.headers` may set, with the values each allows (nil: any), as in
+    /// the exporter-toolkit, which compares them exactly.
+    static let configurableHeaders: [String: [String]?] = [
+        "Content-Security-Policy": nil, "Strict-Transport-Security": nil, "X-XSS-Protection": nil,
+        "X-Content-Type-Options": ["nosniff"], "X-Frame-Options": ["deny", "sameorigin"],
+    ]
 
     /// Reads and validates the file at `path`, and the certificate and key files it names.
     public static func load(path: String) throws(LoadError) -> WebConfig {
@@ -117,7 +128,10 @@ public struct WebConfig: Sendable, Equatable {
                     config.basicAuthUsers[user] = try bcryptHash(hash, user: user, path: path)
                 }
             case "http_server_config":
-                throw LoadError(path: path, "http_server_config is not supported by taskwatchd")
+                if isNull(value) { continue }
+                config.responseHeaders = try parseHTTPServer(value, path: path)
+            case "rate_limit":
+                throw LoadError(path: path, "rate_limit is not supported by taskwatchd")
             default:
                 throw LoadError(path: path, "unknown key \"\(key)\"\(lineText(value)) at top level")
             }
@@ -181,6 +195,44 @@ public struct WebConfig: Sendable, Equatable {
                 resolved(clientCAFile), what: "client_ca_file", marker: "CERTIFICATE", path: path)
         }
         return config
+    }
+
+    /// `http_server_config`: response headers, and `http2`, which is accepted with either value since the
+    /// exporter-toolkit defaults it to true: libmicrohttpd speaks HTTP/1.1 only, and a client that
+    /// offers HTTP/2 through ALPN falls back to it.
+    private static func parseHTTPServer(_ node: Node, path: String) throws(LoadError) -> [String: String] {
+        var headers: [String: String] = [:]
+        for (key, value) in try mapping(node, at: "http_server_config", path: path) {
+            switch key {
+            case "http2":
+                let text = try scalar(value, key: "http_server_config.http2", path: path)
+                guard ["true", "false"].contains(text) else {
+                    throw LoadError(path: path, "http_server_config.http2 must be true or false, not \"\(text)\"")
+                }
+            case "headers":
+                if isNull(value) { continue }
+                for (name, headerValue) in try mapping(value, at: "http_server_config.headers", path: path) {
+                    guard let allowed = configurableHeaders[name] else {
+                        throw LoadError(
+                            path: path,
+                            "http_server_config.headers: \"\(name)\" cannot be set (only "
+                                + configurableHeaders.keys.sorted().joined(separator: ", ") + ")")
+                    }
+                    let text = try scalar(headerValue, key: "http_server_config.headers.\(name)", path: path)
+                    if let allowed, !allowed.contains(text) {
+                        throw LoadError(
+                            path: path,
+                            "http_server_config.headers.\(name) must be "
+                                + allowed.map { "\"\($0)\"" }.joined(separator: " or ") + ", not \"\(text)\"")
+                    }
+                    // Blank means unset, as in the exporter-toolkit.
+                    if !text.isEmpty { headers[name] = text }
+                }
+            default:
+                throw LoadError(path: path, "unknown key \"\(key)\"\(lineText(value)) in http_server_config")
+            }
+        }
+        return headers
     }
 
     /// The policy for `client_auth_type`, checked against the settings it needs.
