@@ -18,15 +18,11 @@ public struct DaemonConfiguration: Sendable {
     public var limits = RegistryLimits()
     /// Threads serving HTTP per listener.
     public var httpThreads = 2
-    /// Authorisation of scrapes (from `--web.config.file`); nil allows everything.
-    public var authorize: (@Sendable (HTTPRequest) -> HTTPResponse?)?
+    /// `--web.config.file` in force: who may scrape, how often, the headers every response carries
+    /// and how its latest load went; nil serves everyone. Read per request, so a reload applies.
+    public var web: WebConfigState?
     /// TLS for the HTTP listeners (from `--web.config.file`).
     public var tls: HTTPServer.TLS?
-    /// Headers added to every response (`http_server_config.headers`), read per request so a reload
-    /// changes them; nil adds none.
-    public var responseHeaders: (@Sendable () -> [String: String])?
-    /// The outcome of the latest load of `--web.config.file`; nil without one.
-    public var webConfigStatus: (@Sendable () -> WebConfigStatus)?
     /// `--web.config.check-interval`: how often `DaemonRunner` re-reads the web config for changes,
     /// which picks up a certificate renewed in place (cert-manager, certbot) with nobody sending
     /// SIGHUP, as the exporter-toolkit does by reading its files on each handshake. Nil: never.
@@ -117,16 +113,21 @@ public final class Daemon: Sendable {
             throw DaemonError("ingest listener: \(error)")
         }
         let acceptFailures: @Sendable () -> UInt64 = { [listener] in listener.acceptFailures }
+        var webConfigStatus: (@Sendable () -> WebConfigStatus)?
+        var authorize: @Sendable (HTTPRequest) -> HTTPResponse? = { _ in nil }
+        if let web = configuration.web {
+            webConfigStatus = { web.lastReload }
+            authorize = { web.authorize($0) }
+        }
         exporter = Exporter(
-            registry: registry, build: build, acceptFailures: acceptFailures,
-            webConfigStatus: configuration.webConfigStatus)
+            registry: registry, build: build, acceptFailures: acceptFailures, webConfigStatus: webConfigStatus)
 
         let exporter = exporter
         let ready = ready
         let handler = WebHandler(
             telemetryPath: configuration.telemetryPath,
             isReady: { ready.isReady },
-            authorize: configuration.authorize ?? { _ in nil },
+            authorize: authorize,
             render: { exporter.render($0) },
             renderBody: { exporter.renderBody($0) }
         )
@@ -136,11 +137,11 @@ public final class Daemon: Sendable {
                 options: HTTPServer.Options(
                     listeningSockets: httpSockets, threadPoolSize: configuration.httpThreads, tls: configuration.tls,
                     errorLog: { errorLogger.debug("web server: \($0)") }),
-                handler: { [responseHeaders = configuration.responseHeaders] request in
-                    var response = handler.handle(request)
-                    if let extra = responseHeaders?(), !extra.isEmpty {
-                        response.headers += extra.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-                    }
+                handler: { [web = configuration.web] request in
+                    guard let web else { return handler.handle(request) }
+                    // The rate limit comes first, so a flood of wrong passwords never reaches bcrypt.
+                    var response = web.admit() ?? handler.handle(request)
+                    response.headers += web.responseHeaders
                     return response
                 })
         } catch {

@@ -124,9 +124,7 @@ struct TaskwatchdCommand: ParsableCommand {
         }
         let state = try WebConfigState(path: webConfigFile)
         configuration.tls = state.config.tls?.serverTLS
-        configuration.authorize = { state.authorize($0) }
-        configuration.webConfigStatus = { state.lastReload }
-        configuration.responseHeaders = { state.config.responseHeaders }
+        configuration.web = state
         return state
     }
 

@@ -141,7 +141,10 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
             ("basic_auth_users:\n  bob: x\n  bob: y\n", "repeats the key \"bob\""),
             ("http_server_config:\n  http2: maybe\n", "http_server_config.http2 must be true or false"),
             ("http_server_config:\n  rate_limit: 1\n", "unknown key \"rate_limit\""),
-            ("rate_limit:\n  interval: 1s\n  burst: 5\n", "rate_limit is not supported"),
+            ("rate_limit:\n  interval: 1s\n  burst: 0\n", "rate_limit.burst must be at least 1"),
+            ("rate_limit:\n  interval: soon\n  burst: 1\n", "rate_limit.interval must be a duration"),
+            ("rate_limit:\n  interval: 1s\n  burst: -1\n", "rate_limit.burst must be a whole number"),
+            ("rate_limit:\n  every: 1s\n", "unknown key \"every\""),
             (
                 "http_server_config:\n  headers:\n    Server: x\n",
                 "\"Server\" cannot be set (only Content-Security-Policy, Strict-Transport-Security"
@@ -355,6 +358,57 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
         #expect(state.config.basicAuthUsers.keys.sorted() == ["bob"])
         #expect(
             log.lines.withLock { $0 }.contains { $0.contains("Web config reloaded") && $0.contains("file changed") })
+    }
+}
+
+@Suite struct RateLimitTests {
+    @Test func rateLimitIsRead() throws {
+        let limit = try WebConfig.parse("rate_limit:\n  interval: 250ms\n  burst: 3\n", path: "w", directory: ".")
+        #expect(limit.rateLimit == RateLimit(intervalNanoseconds: 250_000_000, burst: 3))
+        #expect(try WebConfig.parse("rate_limit:\n  interval: 0\n", path: "w", directory: ".").rateLimit == nil)
+    }
+
+    @Test func bucketGivesItsBurstThenOneTokenPerInterval() {
+        var bucket = TokenBucket(RateLimit(intervalNanoseconds: 1_000, burst: 3), now: 10_000)
+        for _ in 0..<3 { #expect(bucket.take(now: 10_000) == nil) }
+        #expect(bucket.take(now: 10_000) == 1_000, "empty: the next token is one interval away")
+        #expect(bucket.take(now: 10_400) == 600)
+        #expect(bucket.take(now: 11_000) == nil)
+        #expect(bucket.take(now: 11_000) == 1_000)
+        // A long quiet spell saves no more than the burst.
+        for _ in 0..<3 { #expect(bucket.take(now: 1_000_000) == nil) }
+        #expect(bucket.take(now: 1_000_000) != nil)
+    }
+
+    @Test func tooManyRequestsSaysWhenToComeBack() {
+        let response = RateLimit.tooManyRequests(retryAfterNanoseconds: 1_200_000_000)
+        #expect(response.status == 429)
+        #expect(response.header("Retry-After") == "2")
+        #expect(RateLimit.tooManyRequests(retryAfterNanoseconds: 5).header("Retry-After") == "1")
+    }
+
+    @Test func stateAdmitsCountsAndKeepsItsBucketOverAReloadThatKeepsTheLimit() throws {
+        let directory = ScratchDirectory()
+        let limit = "rate_limit:\n  interval: 1h\n  burst: 2\n"
+        try directory.write("web.yml", limit)
+        let state = try WebConfigState(path: directory.file("web.yml"))
+        #expect(state.admit() == nil)
+        #expect(state.admit() == nil)
+        #expect(state.admit()?.status == 429)
+        #expect(state.lastReload.requestsLimited == 1)
+        // New headers, same limit: still empty.
+        try directory.write("web.yml", limit + "http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+        #expect(state.reload(logger: Logger(label: "test")))
+        #expect(state.admit()?.status == 429)
+        #expect(state.responseHeaders.map(\.0) == ["X-Frame-Options"])
+        // A new limit starts full; none admits everything.
+        try directory.write("web.yml", "rate_limit:\n  interval: 1h\n  burst: 1\n")
+        #expect(state.reload(logger: Logger(label: "test")))
+        #expect(state.admit() == nil)
+        try directory.write("web.yml", "")
+        #expect(state.reload(logger: Logger(label: "test")))
+        for _ in 0..<10 { #expect(state.admit() == nil) }
+        #expect(state.lastReload.requestsLimited == 2)
     }
 }
 

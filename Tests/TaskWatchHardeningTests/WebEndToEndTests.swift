@@ -197,6 +197,30 @@ import Testing
         #expect(daemon.waitForExit() == 0)
     }
 
+    @Test func rateLimitTurnsAwayRequestsBeforeBasicAuthAndCountsThem() throws {
+        let directory = ScratchDirectory()
+        try directory.write(
+            "web.yml",
+            "rate_limit:\n  interval: 3s\n  burst: 2\nbasic_auth_users:\n  alice: \(try quickHash("pw"))\n")
+        let (daemon, port) = try startDaemon(in: directory)
+        let url = "http://127.0.0.1:\(port)/metrics"
+        // Three at once: the burst, then a 429, and a wrong password never reaches bcrypt.
+        let statuses = try [["-u", "alice:pw"], ["-u", "alice:pw"], ["-u", "alice:wrong"]].map {
+            try curl(url, $0)
+        }
+        #expect(statuses.map(\.status) == [200, 200, 429])
+        let retryAfter = statuses[2].headers.split(separator: "\r\n").first { $0.hasPrefix("Retry-After: ") }
+        #expect(retryAfter.map { (1...3).contains(Int($0.dropFirst(13)) ?? 0) } == true, "\(statuses[2].headers)")
+        #expect(statuses[2].body == "Too Many Requests\n")
+        // Three requests take far less than the 3 s a token needs to come back, even on a loaded machine.
+        usleep(3_200_000)
+        let metrics = try curl(url, ["-u", "alice:pw"])
+        #expect(metrics.status == 200)
+        #expect(metrics.body.contains("taskwatch_web_requests_limited_total 1\n"), "\(metrics.body.suffix(600))")
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit() == 0)
+    }
+
     @Test(
         arguments: [
             ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot open"),

@@ -147,6 +147,12 @@ enum ExpositionRenderer {
             "taskwatch_web_config_last_reload_success_timestamp_seconds", type: .gauge,
             help: "Unix time of the latest load of --web.config.file that is in force.")
         writer.sample("taskwatch_web_config_last_reload_success_timestamp_seconds", status.lastSuccessSeconds)
+        writer.family(
+            "taskwatch_web_requests_limited_total", type: .counter,
+            help: "HTTP requests turned away with 429 by rate_limit of --web.config.file.")
+        writer.sample(
+            String(decoding: writer.sampleName("taskwatch_web_requests_limited_total", type: .counter), as: UTF8.self),
+            Double(status.requestsLimited))
     }
 
     private static func writeClientSeries(_ snapshot: RegistrySnapshot, into writer: inout ExpositionWriter) {

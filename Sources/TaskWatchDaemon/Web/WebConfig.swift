@@ -1,4 +1,5 @@
 import Glibc
+import TaskWatchWire
 import Yams
 
 /// The exporter-toolkit web configuration (`--web.config.file`): TLS for the HTTP listeners and basic
@@ -83,12 +84,17 @@ public struct WebConfig: Sendable, Equatable {
     public var basicAuthUsers: [String: String]
     /// `http_server_config.headers`: added to every response.
     public var responseHeaders: [String: String]
+    /// `rate_limit`; nil (or an interval of 0) admits every request.
+    public var rateLimit: RateLimit?
 
-    public init(tls: TLSConfig? = nil, basicAuthUsers: [String: String] = [:], responseHeaders: [String: String] = [:])
-    {
+    public init(
+        tls: TLSConfig? = nil, basicAuthUsers: [String: String] = [:], responseHeaders: [String: String] = [:],
+        rateLimit: RateLimit? = nil
+    ) {
         self.tls = tls
         self.basicAuthUsers = basicAuthUsers
         self.responseHeaders = responseHeaders
+        self.rateLimit = rateLimit
     }
 
     /// The headers `http_server_config.headers` may set, with the values each allows (nil: any), as in
@@ -131,7 +137,8 @@ public struct WebConfig: Sendable, Equatable {
                 if isNull(value) { continue }
                 config.responseHeaders = try parseHTTPServer(value, path: path)
             case "rate_limit":
-                throw LoadError(path: path, "rate_limit is not supported by taskwatchd")
+                if isNull(value) { continue }
+                config.rateLimit = try parseRateLimit(value, path: path)
             default:
                 throw LoadError(path: path, "unknown key \"\(key)\"\(lineText(value)) at top level")
             }
@@ -233,6 +240,34 @@ public struct WebConfig: Sendable, Equatable {
             }
         }
         return headers
+    }
+
+    /// `rate_limit`: `interval` (a duration, 0 turns it off) and `burst` (at least 1 when on).
+    private static func parseRateLimit(_ node: Node, path: String) throws(LoadError) -> RateLimit? {
+        var interval: UInt64 = 0
+        var burst = 0
+        for (key, value) in try mapping(node, at: "rate_limit", path: path) {
+            let text = try scalar(value, key: "rate_limit.\(key)", path: path)
+            switch key {
+            case "interval":
+                guard let nanoseconds = text == "0" ? 0 : DurationText.nanoseconds(text) else {
+                    throw LoadError(path: path, "rate_limit.interval must be a duration like 1s, not \"\(text)\"")
+                }
+                interval = nanoseconds
+            case "burst":
+                guard let count = Int(text), count >= 0 else {
+                    throw LoadError(path: path, "rate_limit.burst must be a whole number, not \"\(text)\"")
+                }
+                burst = count
+            default:
+                throw LoadError(path: path, "unknown key \"\(key)\"\(lineText(value)) in rate_limit")
+            }
+        }
+        if interval == 0 { return nil }
+        guard burst >= 1 else {
+            throw LoadError(path: path, "rate_limit.burst must be at least 1, or every request would be refused")
+        }
+        return RateLimit(intervalNanoseconds: interval, burst: burst)
     }
 
     /// The policy for `client_auth_type`, checked against the settings it needs.

@@ -19,11 +19,23 @@ public final class WebConfigState: Sendable {
     private struct Current {
         var config: WebConfig
         var authenticator: BasicAuthenticator
+        /// `config.responseHeaders` in a fixed order, made once per load rather than per request.
+        var responseHeaders: [(String, String)]
+        var bucket: TokenBucket?
+
+        init(_ config: WebConfig) {
+            self.config = config
+            authenticator = BasicAuthenticator(users: config.basicAuthUsers)
+            responseHeaders = config.responseHeaders.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+            bucket = config.rateLimit.map { TokenBucket($0, now: SystemClock().monotonicNanoseconds()) }
+        }
     }
 
     public let path: String
     private let current: Mutex<Current>
     private let status: Mutex<WebConfigStatus>
+    /// Requests the rate limit turned away.
+    private let limited = Atomic<UInt64>(0)
     /// The last failure a check logged, so the same failure is not logged again.
     private let lastCheckFailure = Mutex<String?>(nil)
 
@@ -31,19 +43,37 @@ public final class WebConfigState: Sendable {
     public init(path: String) throws(WebConfig.LoadError) {
         self.path = path
         let config = try WebConfig.load(path: path)
-        current = Mutex(Current(config: config, authenticator: BasicAuthenticator(users: config.basicAuthUsers)))
+        current = Mutex(Current(config))
         status = Mutex(WebConfigStatus(lastReloadSuccessful: true, lastSuccessSeconds: SystemClock().wallSeconds()))
     }
 
     public var config: WebConfig { current.withLock { $0.config } }
 
     /// How the last load went, for the daemon's own series.
-    public var lastReload: WebConfigStatus { status.withLock { $0 } }
+    public var lastReload: WebConfigStatus {
+        var status = status.withLock { $0 }
+        status.requestsLimited = limited.load(ordering: .relaxed)
+        return status
+    }
 
     /// Applies the authenticator in force now to `request`.
     public func authorize(_ request: HTTPRequest) -> HTTPResponse? {
         current.withLock { $0.authenticator }.authorize(request)
     }
+
+    /// Takes a token from the `rate_limit` bucket: nil admits the request, a 429 turns it away.
+    public func admit() -> HTTPResponse? {
+        let wait: UInt64? = current.withLock { current in
+            guard current.bucket != nil else { return nil }
+            return current.bucket!.take(now: SystemClock().monotonicNanoseconds())
+        }
+        guard let wait else { return nil }
+        limited.add(1, ordering: .relaxed)
+        return RateLimit.tooManyRequests(retryAfterNanoseconds: wait)
+    }
+
+    /// The `http_server_config.headers` in force.
+    public var responseHeaders: [(String, String)] { current.withLock { $0.responseHeaders } }
 
     /// Re-reads the file. When its TLS settings differ from those in force (the certificate and key
     /// are compared by content, so a certificate renewed in place counts), `applyTLS` puts them on
@@ -72,8 +102,13 @@ public final class WebConfigState: Sendable {
                 return false
             }
         }
-        let authenticator = BasicAuthenticator(users: config.basicAuthUsers)
-        current.withLock { $0 = Current(config: config, authenticator: authenticator) }
+        let replacement = Current(config)
+        current.withLock { current in
+            var next = replacement
+            // An unchanged rate limit keeps its bucket: a reload must not hand out a fresh burst.
+            if current.config.rateLimit == config.rateLimit { next.bucket = current.bucket }
+            current = next
+        }
         succeeded()
         logger.info(
             "Web config reloaded",
@@ -111,6 +146,8 @@ public struct WebConfigStatus: Sendable, Equatable {
     public var lastReloadSuccessful: Bool
     /// Unix time of the latest load that is in force.
     public var lastSuccessSeconds: Double
+    /// Requests `rate_limit` turned away since the daemon started.
+    public var requestsLimited: UInt64 = 0
 
     public init(lastReloadSuccessful: Bool, lastSuccessSeconds: Double) {
         self.lastReloadSuccessful = lastReloadSuccessful
