@@ -137,12 +137,12 @@ public final class WebConfigState: Sendable {
     }
 }
 
-/// The outcome of the latest load of `--web.config.file`, exported as
+/// The web config's own series: the outcome of the latest load of `--web.config.file`, exported as
 /// `taskwatch_web_config_last_reload_successful` and `..._last_reload_success_timestamp_seconds`, the
 /// names Prometheus and Alertmanager use for their own config, so a failed certificate rotation can
-/// alert before the old certificate expires.
+/// alert before the old certificate expires; and what `rate_limit` turned away.
 public struct WebConfigStatus: Sendable, Equatable {
-    /// Whether the latest load (at start, or on the latest SIGHUP) is in force.
+    /// Whether the latest load (at start, on SIGHUP or after a change) is in force.
     public var lastReloadSuccessful: Bool
     /// Unix time of the latest load that is in force.
     public var lastSuccessSeconds: Double
