@@ -64,8 +64,9 @@ public final class WebConfigState: Sendable {
     /// Takes a token from the `rate_limit` bucket: nil admits the request, a 429 turns it away.
     public func admit() -> HTTPResponse? {
         let wait: UInt64? = current.withLock { current in
-            guard current.bucket != nil else { return nil }
-            return current.bucket!.take(now: SystemClock().monotonicNanoseconds())
+            guard var bucket = current.bucket else { return nil }
+            defer { current.bucket = bucket }
+            return bucket.take(now: SystemClock().monotonicNanoseconds())
         }
         guard let wait else { return nil }
         limited.add(1, ordering: .relaxed)
