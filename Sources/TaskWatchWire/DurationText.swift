@@ -1,7 +1,9 @@
 /// Durations written the Prometheus way: `10ms`, `1.5s`, `2m`, `1h`, `500us`, `250ns`.
 public enum DurationText {
-    /// Parses a duration into nanoseconds; nil for anything else, including negative numbers.
+    /// Parses a duration into nanoseconds; nil for anything else, including negative numbers. Only
+    /// zero may leave out the unit, as in Prometheus.
     public static func nanoseconds(_ text: String) -> UInt64? {
+        if text == "0" { return 0 }
         let units: [(String, Double)] = [
             ("ns", 1), ("us", 1e3), ("µs", 1e3), ("ms", 1e6), ("s", 1e9), ("m", 60e9), ("h", 3_600e9), ("d", 86_400e9),
         ]

@@ -105,9 +105,7 @@ struct TaskwatchdCommand: ParsableCommand {
             throw ValidationError("--peak.window must be a positive duration like 15s, not \(peakWindow)")
         }
         configuration.limits.graceNanoseconds = grace
-        guard
-            let check = webConfigCheckInterval == "0" ? 0 : DurationText.nanoseconds(webConfigCheckInterval)
-        else {
+        guard let check = DurationText.nanoseconds(webConfigCheckInterval) else {
             throw ValidationError(
                 "--web.config.check-interval must be a duration like 30s (0 for off), not \(webConfigCheckInterval)")
         }

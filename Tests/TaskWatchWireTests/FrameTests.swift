@@ -186,6 +186,7 @@ import Testing
         #expect(DurationText.nanoseconds("2m") == 120_000_000_000)
         #expect(DurationText.nanoseconds("30s") == 30_000_000_000)
         #expect(DurationText.nanoseconds("0s") == 0)
+        #expect(DurationText.nanoseconds("0") == 0)
         #expect(DurationText.nanoseconds("250us") == 250_000)
         for bad in ["", "s", "10", "-1s", "1x", "ms", "1e3s", "infs"] {
             #expect(DurationText.nanoseconds(bad) == nil, "\(bad)")

@@ -250,7 +250,7 @@ public struct WebConfig: Sendable, Equatable {
             let text = try scalar(value, key: "rate_limit.\(key)", path: path)
             switch key {
             case "interval":
-                guard let nanoseconds = text == "0" ? 0 : DurationText.nanoseconds(text) else {
+                guard let nanoseconds = DurationText.nanoseconds(text) else {
                     throw LoadError(path: path, "rate_limit.interval must be a duration like 1s, not \"\(text)\"")
                 }
                 interval = nanoseconds
