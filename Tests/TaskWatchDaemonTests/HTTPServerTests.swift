@@ -276,18 +276,10 @@ import Testing
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))
     func servesHTTPS() throws {
         let directory = ScratchDirectory()
-        let certificate = directory.file("cert.pem")
-        let key = directory.file("key.pem")
-        let generated = try runProcess(
-            "/usr/bin/openssl",
-            [
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", certificate,
-            ])
-        try #require(generated.status == 0, "\(generated.errorOutput)")
+        try TestCertificates.selfSigned("server", in: directory, subjectAltName: "IP:127.0.0.1")
         let tls = HTTPServer.TLS(
-            certificatePEM: try String(contentsOfFile: certificate, encoding: .utf8),
-            keyPEM: try String(contentsOfFile: key, encoding: .utf8))
+            certificatePEM: try String(contentsOfFile: directory.file("server.crt"), encoding: .utf8),
+            keyPEM: try String(contentsOfFile: directory.file("server.key"), encoding: .utf8))
         let server = try TestServer(tls: tls, handler: web.handle)
         let response = try curl("https://127.0.0.1:\(server.port)/metrics", ["-k", "--tlsv1.2"])
         #expect(response.status == 200)
@@ -356,14 +348,7 @@ import Testing
     func reconfigureSwapsTheCertificateAndKeepsItWhenTheNewOneIsBad() throws {
         let directory = ScratchDirectory()
         func certificate(_ name: String) throws -> HTTPServer.TLS {
-            let generated = try runProcess(
-                "/usr/bin/openssl",
-                [
-                    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days",
-                    "1", "-subj", "/CN=\(name)", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
-                    directory.file("\(name).key"), "-out", directory.file("\(name).crt"),
-                ])
-            try #require(generated.status == 0, "\(generated.errorOutput)")
+            try TestCertificates.selfSigned(name, in: directory, subjectAltName: "IP:127.0.0.1")
             return HTTPServer.TLS(
                 certificatePEM: try String(contentsOfFile: directory.file("\(name).crt"), encoding: .utf8),
                 keyPEM: try String(contentsOfFile: directory.file("\(name).key"), encoding: .utf8))

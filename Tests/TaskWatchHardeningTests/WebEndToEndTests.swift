@@ -73,9 +73,7 @@ import Testing
 
     @Test func renewedCertificateIsServedAfterSIGHUPWithoutRefusingAConnection() throws {
         let directory = ScratchDirectory()
-        try makeCertificate(in: directory)
-        try directory.write("web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
-        let (daemon, port) = try startDaemon(in: directory)
+        let (daemon, port) = try startTLSDaemon(in: directory)
         let url = "https://127.0.0.1:\(port)/-/healthy"
         #expect(try verifies(url, against: directory.file("server.crt")))
         func reloadSeries() throws -> String {
@@ -126,9 +124,8 @@ import Testing
 
     @Test func renewedCertificateIsPickedUpByTheCheckWithoutASignal() throws {
         let directory = ScratchDirectory()
-        try makeCertificate(in: directory)
-        try directory.write("web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
-        let (daemon, port) = try startDaemon(in: directory, extraArguments: ["--web.config.check-interval", "200ms"])
+        let (daemon, port) = try startTLSDaemon(
+            in: directory, extraArguments: ["--web.config.check-interval", "200ms"])
         let url = "https://127.0.0.1:\(port)/-/healthy"
         #expect(try verifies(url, against: directory.file("server.crt")))
         // cert-manager and certbot replace the files and tell no one.
@@ -269,6 +266,15 @@ private func startDaemon(
         builtExecutable("taskwatchd"), daemonArguments(directory) + extraArguments, log: directory.file("daemon.log"))
     let port = try #require(loggedPort(daemon), "daemon did not start: \(daemon.log)")
     return (daemon, port)
+}
+
+/// Starts `taskwatchd` serving HTTPS with a fresh self-signed `server.crt` in `directory`.
+private func startTLSDaemon(
+    in directory: ScratchDirectory, extraArguments: [String] = []
+) throws -> (ChildProcess, UInt16) {
+    try makeCertificate(in: directory)
+    try directory.write("web.yml", "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    return try startDaemon(in: directory, extraArguments: extraArguments)
 }
 
 /// Whether curl, trusting only `certificate`, completes a request to `url`.

@@ -38,14 +38,22 @@ public struct TestCertificates: Sendable {
             ])
     }
 
-    /// Makes a self-signed `NAME.crt` and `NAME.key` that no authority vouches for.
+    /// Makes a self-signed client certificate `NAME.crt` and `NAME.key` that no authority vouches for.
     public func selfSigned(_ name: String) throws {
-        try Self.openssl(
+        try Self.selfSigned(name, in: directory, subjectAltName: "DNS:\(name)", extendedKeyUsage: "clientAuth")
+    }
+
+    /// Makes a self-signed `NAME.crt` and `NAME.key` (P-256, valid two days) in `directory`, with the
+    /// given `subjectAltName` and, when given, `extendedKeyUsage`; no authority needed.
+    public static func selfSigned(
+        _ name: String, in directory: ScratchDirectory, subjectAltName: String, extendedKeyUsage: String? = nil
+    ) throws {
+        try openssl(
             [
                 "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
                 "-subj", "/CN=\(name)", "-keyout", directory.file("\(name).key"), "-out", directory.file("\(name).crt"),
-                "-addext", "subjectAltName=DNS:\(name)", "-addext", "extendedKeyUsage=clientAuth",
-            ])
+                "-addext", "subjectAltName=\(subjectAltName)",
+            ] + (extendedKeyUsage.map { ["-addext", "extendedKeyUsage=\($0)"] } ?? []))
     }
 
     private static func openssl(_ arguments: [String]) throws {
