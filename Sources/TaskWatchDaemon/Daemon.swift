@@ -119,8 +119,11 @@ public final class Daemon: Sendable {
             webConfigStatus = { web.lastReload }
             authorize = { web.authorize($0) }
         }
+        let httpRequests = HTTPRequestCounts(
+            telemetryPath: WebHandler.normalizedTelemetryPath(configuration.telemetryPath))
         exporter = Exporter(
-            registry: registry, build: build, acceptFailures: acceptFailures, webConfigStatus: webConfigStatus)
+            registry: registry, build: build, acceptFailures: acceptFailures, webConfigStatus: webConfigStatus,
+            httpRequests: httpRequests)
 
         let exporter = exporter
         let ready = ready
@@ -136,7 +139,8 @@ public final class Daemon: Sendable {
             server = try HTTPServer(
                 options: HTTPServer.Options(
                     listeningSockets: httpSockets, threadPoolSize: configuration.httpThreads, tls: configuration.tls,
-                    errorLog: { errorLogger.debug("web server: \($0)") }),
+                    errorLog: { errorLogger.debug("web server: \($0)") },
+                    answered: { httpRequests.count(path: $0, status: $1) }),
                 handler: { [web = configuration.web] request in
                     guard let web else { return handler.handle(request) }
                     // The rate limit comes first, so a flood of wrong passwords never reaches bcrypt.

@@ -251,6 +251,18 @@ import Testing
         #expect(try fetch(daemon.url("/")).text.contains("/metrics"))
         #expect(try fetch(daemon.url("/-/healthy")).status == 200)
         #expect(try fetch(daemon.url("/-/ready")).status == 200)
+        #expect(try fetch(daemon.url("/nope/again?x=1")).status == 404)
+
+        // Every answer is counted by handler and code; unknown paths share one `other` series.
+        for (series, count) in [
+            (#"{handler="/metrics",code="405"}"#, 1.0), (#"{handler="other",code="404"}"#, 2),
+            (#"{handler="/",code="200"}"#, 1), (#"{handler="/-/healthy",code="200"}"#, 1),
+        ] {
+            #expect(try daemon.value("taskwatch_http_requests_total" + series) == count, "\(series)")
+        }
+        // DaemonProcess itself polls readiness and scrapes, so these are at least the test's own.
+        #expect(try daemon.value(#"taskwatch_http_requests_total{handler="/-/ready",code="200"}"#) ?? 0 >= 1)
+        #expect(try daemon.value(#"taskwatch_http_requests_total{handler="/metrics",code="200"}"#) ?? 0 >= 3)
     }
 
     @Test func headOnMetricsAnswersWithTheGetHeadersAndNoBody() throws {

@@ -43,6 +43,14 @@ import Testing
         let right = try curl(url, tls + ["-u", "alice:first-secret"])
         #expect(right.status == 200)
         #expect(right.body.contains("taskwatch_build_info"))
+        // Each refusal is counted by path, and a path the daemon does not serve counts as `other`.
+        let counted = try curl(url, tls + ["-u", "alice:first-secret"]).body
+        for series in [
+            #"{handler="/metrics",code="401"} 3"#, #"{handler="/",code="401"} 1"#,
+            #"{handler="other",code="401"} 1"#, #"{handler="/metrics",code="200"} 1"#,
+        ] {
+            #expect(counted.contains("taskwatch_http_requests_total\(series)\n"), "\(series)")
+        }
 
         // Plain HTTP on the TLS port gets no metrics either.
         let plain = try runProcess("/usr/bin/curl", ["-sS", "--max-time", "5", "http://127.0.0.1:\(port)/metrics"])
@@ -170,6 +178,10 @@ import Testing
             #expect(refused.status == 403, "\(client ?? "no certificate")")
             #expect(!refused.body.contains("taskwatch_"))
         }
+        // The handler never sees a refused client, but the server counts the answer.
+        let counted = try response(as: "prometheus").body
+        #expect(counted.contains(#"taskwatch_http_requests_total{handler="/metrics",code="403"} 2"#))
+        #expect(counted.contains(#"taskwatch_http_requests_total{handler="/metrics",code="200"} 1"#))
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit() == 0)
     }
@@ -214,6 +226,8 @@ import Testing
         let metrics = try curl(url, ["-u", "alice:pw"])
         #expect(metrics.status == 200)
         #expect(metrics.body.contains("taskwatch_web_requests_limited_total 1\n"), "\(metrics.body.suffix(600))")
+        #expect(metrics.body.contains(#"taskwatch_http_requests_total{handler="/metrics",code="429"} 1"#))
+        #expect(metrics.body.contains(#"taskwatch_http_requests_total{handler="/metrics",code="200"} 2"#))
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit() == 0)
     }

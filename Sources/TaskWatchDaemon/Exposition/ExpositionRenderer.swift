@@ -127,7 +127,8 @@ enum ExpositionRenderer {
         build: BuildInfo,
         kernel: [Int: ProcessStats],
         daemon: ProcessStats?,
-        webConfig: WebConfigStatus? = nil
+        webConfig: WebConfigStatus? = nil,
+        httpRequests: [(key: HTTPRequestCounts.Key, count: UInt64)]? = nil
     ) -> ResponseBody {
         var writer = ExpositionWriter(format: format, capacity: 256 + snapshot.seriesTotal * 96)
         writeClientSeries(snapshot, into: &writer)
@@ -135,7 +136,21 @@ enum ExpositionRenderer {
         writeKernelSeries(snapshot, kernel: kernel, into: &writer)
         writeDaemonSeries(snapshot, build: build, daemon: daemon, into: &writer)
         if let webConfig { writeWebConfigSeries(webConfig, into: &writer) }
+        if let httpRequests { writeHTTPRequestSeries(httpRequests, into: &writer) }
         return writer.finish()
+    }
+
+    private static func writeHTTPRequestSeries(
+        _ counts: [(key: HTTPRequestCounts.Key, count: UInt64)], into writer: inout ExpositionWriter
+    ) {
+        writer.family(
+            "taskwatch_http_requests_total", type: .counter,
+            help: "HTTP requests answered, by handler (a served path or other) and status code.")
+        let name = String(decoding: writer.sampleName("taskwatch_http_requests_total", type: .counter), as: UTF8.self)
+        for (key, count) in counts {
+            writer.sample(
+                name, labels: [Label("handler", key.handler), Label("code", String(key.code))], Double(count))
+        }
     }
 
     private static func writeWebConfigSeries(_ status: WebConfigStatus, into writer: inout ExpositionWriter) {

@@ -25,11 +25,16 @@ public final class HTTPServer: Sendable {
         /// Receives libmicrohttpd's own diagnostics (a client that resets, a failed TLS handshake) and
         /// why a request was refused for its client certificate.
         public var errorLog: (@Sendable (String) -> Void)?
+        /// Called with the path and status of every answer the server queues, refusals for a client
+        /// certificate included; not for the errors libmicrohttpd answers on its own (a malformed
+        /// request, headers too large).
+        public var answered: (@Sendable (_ path: String, _ status: Int) -> Void)?
 
         public init(
             listeningSockets: [Int32], threadPoolSize: Int = 2, connectionTimeoutSeconds: Int = 10,
             connectionLimit: Int? = nil, tls: TLS? = nil, shutdownGracePeriod: Duration = .seconds(5),
-            errorLog: (@Sendable (String) -> Void)? = nil
+            errorLog: (@Sendable (String) -> Void)? = nil,
+            answered: (@Sendable (_ path: String, _ status: Int) -> Void)? = nil
         ) {
             self.listeningSockets = listeningSockets
             self.threadPoolSize = threadPoolSize
@@ -38,6 +43,7 @@ public final class HTTPServer: Sendable {
             self.tls = tls
             self.shutdownGracePeriod = shutdownGracePeriod
             self.errorLog = errorLog
+            self.answered = answered
         }
     }
 
@@ -216,7 +222,7 @@ public final class HTTPServer: Sendable {
         options: Options, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
     ) throws(StartError) -> Generation {
         let context = ServerContext(
-            handler: handler, errorLog: options.errorLog,
+            handler: handler, errorLog: options.errorLog, answered: options.answered,
             clientCertificates: options.tls?.clientCertificates ?? .ignored,
             clientAllowedSANs: Set(options.tls?.clientAllowedSANs ?? []))
         var daemons: [OpaquePointer] = []
@@ -331,6 +337,7 @@ public final class HTTPServer: Sendable {
 private final class ServerContext: Sendable {
     let handler: @Sendable (HTTPRequest) -> HTTPResponse
     let errorLog: (@Sendable (String) -> Void)?
+    let answered: (@Sendable (_ path: String, _ status: Int) -> Void)?
     let clientCertificates: HTTPServer.ClientCertificates
     let clientAllowedSANs: Set<String>
     /// Requests whose handler has been called and whose response is not yet fully sent.
@@ -341,10 +348,12 @@ private final class ServerContext: Sendable {
 
     init(
         handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse, errorLog: (@Sendable (String) -> Void)?,
+        answered: (@Sendable (_ path: String, _ status: Int) -> Void)?,
         clientCertificates: HTTPServer.ClientCertificates, clientAllowedSANs: Set<String>
     ) {
         self.handler = handler
         self.errorLog = errorLog
+        self.answered = answered
         self.clientCertificates = clientCertificates
         self.clientAllowedSANs = clientAllowedSANs
     }
@@ -487,7 +496,9 @@ private func respond(
     if context.stopping.load(ordering: .relaxed) {
         _ = MHD_add_response_header(response, "Connection", "close")
     }
-    return MHD_queue_response(connection, UInt32(clamping: reply.status), response)
+    let queued = MHD_queue_response(connection, UInt32(clamping: reply.status), response)
+    if queued == .YES { context.answered?(request.path, reply.status) }
+    return queued
 }
 
 /// A response of unknown length whose body is never produced. Without a length, libmicrohttpd 0.9.75

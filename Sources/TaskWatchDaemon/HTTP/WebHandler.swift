@@ -23,13 +23,18 @@ public struct WebHandler: Sendable {
         render: @escaping @Sendable (ExpositionFormat) -> [UInt8],
         renderBody: (@Sendable (ExpositionFormat) -> ResponseBody)? = nil
     ) {
-        self.telemetryPath = telemetryPath.hasPrefix("/") ? telemetryPath : "/" + telemetryPath
+        self.telemetryPath = Self.normalizedTelemetryPath(telemetryPath)
         self.version = version
         self.gzipLevel = gzipLevel
         self.isReady = isReady
         self.authorize = authorize
         self.render = render
         self.renderBody = renderBody
+    }
+
+    /// `path` as the telemetry path is served: with a leading `/`.
+    public static func normalizedTelemetryPath(_ path: String) -> String {
+        path.hasPrefix("/") ? path : "/" + path
     }
 
     /// Answers one request. HEAD gets the GET response, whose body the server leaves off; on the
