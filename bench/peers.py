@@ -255,10 +255,15 @@ def report(directory):
     client = results.get("client")
     if isinstance(client, dict):
         for name, goal in sorted(client.get("goals", {}).items()):
-            value = goal.get("value", goal.get("value_ns"))
-            unit = " ns" if "value_ns" in goal and "value" not in goal else ""
-            rows.append(("client: %s" % name, "%s%s" % (num(value, 4), unit),
-                         "goal %s: %s" % (goal.get("goal"), "holds" if goal.get("met") else "NOT met")))
+            value = goal.get("value", goal.get("value_ns", goal.get("value_percent")))
+            unit = ""
+            if "value" not in goal:
+                unit = " ns" if "value_ns" in goal else " points" if "value_percent" in goal else ""
+            if goal.get("goal") in ("report", "(report)"):
+                verdict = "reported, no goal"
+            else:
+                verdict = "goal %s: %s" % (goal.get("goal"), "holds" if goal.get("met") else "NOT met")
+            rows.append(("client: %s" % name, "%s%s" % (num(value, 4), unit), verdict))
             goals["client: %s" % name] = value
     latest = {"meta": meta, "results": results, "goals": goals}
     with open(os.path.join(directory, "latest.json"), "w") as handle:
