@@ -6,6 +6,7 @@
 #include <microhttpd.h>
 #include <arpa/inet.h>
 #include <string.h>
+#include <unistd.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
@@ -14,11 +15,17 @@ static inline enum MHD_Result tw_mhd_set_response_flags(struct MHD_Response *res
     return MHD_set_response_options(response, flags, MHD_RO_END);
 }
 
-// The connections a daemon holds open now (summed over its thread pool); MHD_get_daemon_info is
-// variadic as well.
-static inline unsigned int tw_mhd_connection_count(struct MHD_Daemon *daemon) {
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-    return info == NULL ? 0 : info->num_connections;
+// Hands an accepted socket to `daemon` with the peer address libmicrohttpd records for it. The socket
+// is closed whatever the result: by libmicrohttpd, or here when the peer has already gone.
+static inline enum MHD_Result tw_mhd_add_connection(struct MHD_Daemon *daemon, int fd) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof(address);
+    memset(&address, 0, sizeof(address));
+    if (getpeername(fd, (struct sockaddr *)&address, &length) != 0) {
+        close(fd);
+        return MHD_NO;
+    }
+    return MHD_add_connection(daemon, fd, (const struct sockaddr *)&address, length);
 }
 
 // What a TLS client showed: see tw_mhd_client_certificate.

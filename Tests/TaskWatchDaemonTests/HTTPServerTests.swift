@@ -267,7 +267,7 @@ import Testing
         let error = #expect(throws: HTTPServer.StartError.self) {
             try HTTPServer(options: .init(listeningSockets: [fd], tls: tls)) { _ in HTTPResponse(status: 200) }
         }
-        #expect(error?.description.contains("socket \(fd)") == true)
+        #expect(error?.description.hasPrefix("libmicrohttpd could not start: ") == true)
         // libmicrohttpd's own log line explains the failure.
         #expect(error?.description.contains("no reason given") == false)
         #expect(fileIdentity(fd) != identity)
@@ -320,6 +320,26 @@ import Testing
         #expect(failed.isEmpty, "\(failed.count) requests failed: \(failed.prefix(3))")
         #expect(served > 20)
         #expect(try curl(server.base + "/metrics").body == sampleText)
+    }
+
+    @Test func reconfigureServesAConnectionThatHasNotSentItsRequestYet() throws {
+        let server = try TestServer(handler: web.handle)
+        let fd = try connectLoopback(port: server.port).get()
+        defer { close(fd) }
+        // The old daemon has the connection; no byte of a request has arrived.
+        #expect(eventually(timeout: .seconds(10)) { server.server.openConnections == 1 })
+        let started = ContinuousClock.now
+        let changeover = BackgroundCall { [server] in try server.server.reconfigure(tls: nil) }
+        #expect(eventually(timeout: .seconds(10)) { server.server.generation == 2 })
+        let request = Array("GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        #expect(request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == request.count)
+        let response = try parseResponse(readUntilClosed(fd))
+        #expect(response.status == 200)
+        #expect(response.headers["Connection"]?.lowercased() == "close", "\(response.headers)")
+        try changeover.value()
+        // The changeover ended when that connection closed, not at the 5 s grace period.
+        #expect(ContinuousClock.now - started < .seconds(4))
+        #expect(server.server.openConnections == 0)
     }
 
     @Test func reconfigureLetsARequestInFlightFinish() throws {

@@ -76,8 +76,6 @@ func connectLoopback(port: UInt16) -> Result<Int32, ConnectFailure> {
 func rawExchange(port: UInt16, _ request: [UInt8]) throws -> [UInt8] {
     let fd = try connectLoopback(port: port).get()
     defer { close(fd) }
-    var timeout = timeval(tv_sec: 20, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var sent = 0
     while sent < request.count {
         let count = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -85,6 +83,13 @@ func rawExchange(port: UInt16, _ request: [UInt8]) throws -> [UInt8] {
         if count <= 0 { break }
         sent += count
     }
+    return readUntilClosed(fd)
+}
+
+/// Reads from the connected socket `fd` until the server closes it (or 20 s pass without a byte).
+func readUntilClosed(_ fd: Int32) -> [UInt8] {
+    var timeout = timeval(tv_sec: 20, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var received: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 65_536)
     while true {

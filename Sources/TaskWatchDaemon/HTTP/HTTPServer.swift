@@ -4,15 +4,16 @@ import Synchronization
 
 /// An HTTP server over libmicrohttpd. This is the only place that touches the libmicrohttpd C API.
 ///
-/// Each listening socket gets its own libmicrohttpd daemon (a daemon takes exactly one), each with
-/// its own epoll-driven thread pool. The handler is called on those threads, concurrently.
+/// One thread (`HTTPAcceptor`) accepts on every listening socket and hands each connection to a
+/// libmicrohttpd daemon with its own epoll-driven thread pool. The handler is called on those threads,
+/// concurrently.
 public final class HTTPServer: Sendable {
     /// How the server runs.
     public struct Options: Sendable {
         /// Listening sockets, already bound and listening. The server owns them from `init` on and
         /// closes them, also when `init` throws.
         public var listeningSockets: [Int32]
-        /// Threads per listening socket that accept connections and run the handler.
+        /// Threads per listening socket that serve connections and run the handler.
         public var threadPoolSize: Int
         /// Seconds of inactivity after which a connection is closed.
         public var connectionTimeoutSeconds: Int
@@ -91,25 +92,34 @@ public final class HTTPServer: Sendable {
         public var description: String
     }
 
-    /// One set of libmicrohttpd daemons (one per listening socket) and the context their callbacks
-    /// share. A TLS change starts a new generation beside the old one and then retires the old one.
+    /// A libmicrohttpd daemon and the context its callbacks share. A TLS change starts a new
+    /// generation beside the old one, makes it the one connections are handed to, then retires the old.
     private struct Generation: @unchecked Sendable {
-        // @unchecked: the daemon handles cross threads only to be quiesced and stopped, which
-        // libmicrohttpd allows from any thread; each generation is stopped exactly once.
-        var daemons: [OpaquePointer]
+        // @unchecked: the daemon handle crosses threads only to be handed connections and stopped,
+        // which libmicrohttpd allows from any thread; each generation is stopped exactly once.
+        var daemon: OpaquePointer
         var context: ServerContext
     }
 
+    /// Shared with the acceptor's thread, which hands connections over under its lock.
+    private final class Shared: Sendable {
+        let state: Mutex<State>
+
+        init(_ state: State) { self.state = Mutex(state) }
+    }
+
     private struct State {
-        var current: Generation
+        /// The generation accepted connections go to; nil once stopped. Handing over happens under the
+        /// lock, so once a generation is replaced here, nothing more reaches it.
+        var current: Generation?
         var generationNumber = 1
         var sockets: [Int32]
-        var stopped: Bool
     }
 
     private let handler: @Sendable (HTTPRequest) -> HTTPResponse
     private let gracePeriod: Duration
-    private let state: Mutex<State>
+    private let shared: Shared
+    private let acceptor: HTTPAcceptor
     /// The options in force. Held for the whole of a `reconfigure`, so two never interleave.
     private let options: Mutex<Options>
 
@@ -117,9 +127,24 @@ public final class HTTPServer: Sendable {
     public init(options: Options, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse) throws(StartError) {
         let sockets = options.listeningSockets
         let generation: Generation
-        do {
+        let shared: Shared
+        let acceptor: HTTPAcceptor
+        do throws(StartError) {
             try Self.validate(options)
             generation = try Self.startGeneration(options: options, handler: handler)
+            shared = Shared(State(current: generation, sockets: sockets))
+            do {
+                acceptor = try HTTPAcceptor(
+                    sockets: sockets, handOver: { [shared] in Self.handOver($0, to: shared) },
+                    acceptFailed: { [errorLog = options.errorLog] in
+                        errorLog?("accepting HTTP connections paused: \(String(cString: strerror($0)))")
+                    })
+                try acceptor.start()
+            } catch {
+                // The generation's daemon has no socket of ours: stopping it is all its cleanup.
+                MHD_stop_daemon(generation.daemon)
+                throw error
+            }
         } catch {
             for fd in sockets { close(fd) }
             throw error
@@ -127,7 +152,24 @@ public final class HTTPServer: Sendable {
         self.handler = handler
         self.gracePeriod = options.shutdownGracePeriod
         self.options = Mutex(options)
-        self.state = Mutex(State(current: generation, sockets: sockets, stopped: false))
+        self.shared = shared
+        self.acceptor = acceptor
+    }
+
+    /// Gives an accepted socket to the generation in force; called on the acceptor's thread.
+    private static func handOver(_ fd: Int32, to shared: Shared) {
+        shared.state.withLock { state in
+            guard let generation = state.current else {
+                close(fd)
+                return
+            }
+            // Counted before the daemon has it, so a retiring generation never looks idle while a
+            // connection is on its way in.
+            generation.context.connectionsHandedOver.add(1, ordering: .relaxed)
+            if tw_mhd_add_connection(generation.daemon, fd) != .YES {
+                generation.context.connectionsHandedOver.subtract(1, ordering: .relaxed)
+            }
+        }
     }
 
     deinit { stop() }
@@ -136,10 +178,11 @@ public final class HTTPServer: Sendable {
     /// closes every connection and listening socket. Safe to call more than once; a second call
     /// returns at once. Never call it from the handler: it waits for the handler's own thread.
     public func stop() {
-        let stopping: (Generation, [Int32])? = state.withLock { state in
-            if state.stopped { return nil }
-            state.stopped = true
-            return (state.current, state.sockets)
+        acceptor.stop()
+        let stopping: (Generation, [Int32])? = shared.state.withLock { state in
+            guard let current = state.current else { return nil }
+            state.current = nil
+            return (current, state.sockets)
         }
         guard let (generation, sockets) = stopping else { return }
         retire(generation, waitingForConnections: false)
@@ -147,8 +190,8 @@ public final class HTTPServer: Sendable {
     }
 
     /// Serves with `tls` from now on (HTTP when nil), without a moment in which the port refuses
-    /// connections: new daemons start on the same listening sockets first, then the old ones stop
-    /// accepting, finish their requests in flight (up to the grace period) and close. A connection
+    /// connections: a new daemon starts first and new connections go to it, then the old one finishes
+    /// its requests in flight and its open connections (up to the grace period) and closes. A connection
     /// already open keeps the old certificate until that point. Throws, and keeps serving as before,
     /// when the new settings cannot be used (a key that does not match its certificate, say).
     public func reconfigure(tls: TLS?) throws(StartError) {
@@ -156,68 +199,54 @@ public final class HTTPServer: Sendable {
             var next = options
             next.tls = tls
             try Self.validate(next)
-            guard let sockets = state.withLock({ $0.stopped ? nil : $0.sockets }) else {
+            guard shared.state.withLock({ $0.current != nil }) else {
                 throw StartError(description: "the server is stopped")
             }
-            next.listeningSockets = sockets
             let generation = try Self.startGeneration(options: next, handler: handler)
-            let replaced: Generation? = state.withLock { state in
-                if state.stopped { return nil }
+            let replaced: Generation? = shared.state.withLock { state in
+                guard let current = state.current else { return nil }
                 // Before the swap, so whoever sees the new generation also sees the old one closing.
-                state.current.context.stopping.store(true, ordering: .relaxed)
-                defer {
-                    state.current = generation
-                    state.generationNumber += 1
-                }
-                return state.current
+                current.context.stopping.store(true, ordering: .relaxed)
+                state.current = generation
+                state.generationNumber += 1
+                return current
             }
             guard let replaced else {
-                // `stop()` ran meanwhile and closed the original sockets; the new daemons hold copies.
-                for daemon in generation.daemons { MHD_stop_daemon(daemon) }
+                // `stop()` ran meanwhile.
+                MHD_stop_daemon(generation.daemon)
                 throw StartError(description: "the server is stopped")
             }
             options = next
-            // Unlike at shutdown, a connection the old daemons accepted but have not read a request
+            // Unlike at shutdown, a connection the old daemon was handed but has not read a request
             // from yet is as good as in flight: waiting for every connection to close is what keeps
             // the changeover from dropping one. Idle keep-alive connections hold it to the grace period.
             retire(replaced, waitingForConnections: true)
         }
     }
 
-    /// How many sets of daemons have served so far: 1 until the first `reconfigure`.
-    var generation: Int { state.withLock { $0.generationNumber } }
+    /// How many daemons have served so far: 1 until the first `reconfigure`.
+    var generation: Int { shared.state.withLock { $0.generationNumber } }
 
-    /// Stops `generation` accepting, waits up to the grace period for its requests in flight (and,
-    /// when `waitingForConnections`, for all its connections to close), then closes its connections
-    /// and its copies of the listening sockets.
+    /// Connections the daemon in force has been handed and not closed; 0 once stopped.
+    var openConnections: Int { shared.state.withLock { $0.current?.context.openConnections ?? 0 } }
+
+    /// Waits up to the grace period for the requests in flight of `generation`, which no longer gets
+    /// connections (and, when `waitingForConnections`, for all its connections to close), then stops
+    /// it, closing what is left.
     private func retire(_ generation: Generation, waitingForConnections: Bool) {
         // Responses from now on carry `Connection: close` so keep-alive clients let go.
         generation.context.stopping.store(true, ordering: .relaxed)
-        var quiescedSockets: [Int32] = []
-        for daemon in generation.daemons {
-            let fd = MHD_quiesce_daemon(daemon)
-            if fd != MHD_INVALID_SOCKET { quiescedSockets.append(fd) }
-        }
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: gracePeriod)
-        if waitingForConnections {
-            // A worker thread that read the listening socket just before the quiesce may still be in
-            // accept(); its connection is counted only once registered. A zero count is trusted only
-            // after that thread has had time to run, else its connection would be closed unserved.
-            usleep(50_000)
-        }
         func busy() -> Bool {
             if generation.context.inFlight.load(ordering: .acquiring) > 0 { return true }
-            return waitingForConnections && generation.daemons.contains { tw_mhd_connection_count($0) > 0 }
+            return waitingForConnections && generation.context.openConnections > 0
         }
         while busy(), clock.now < deadline { usleep(2_000) }
-        for daemon in generation.daemons { MHD_stop_daemon(daemon) }
-        // A quiesced socket is ours to close, and only after its daemon's threads are gone.
-        for fd in quiescedSockets { close(fd) }
+        MHD_stop_daemon(generation.daemon)
     }
 
-    /// Starts one daemon per socket in `options`, sharing a new context; on failure stops the ones
-    /// started and leaves the sockets open.
+    /// Starts a daemon with a new context for the connections of every socket in `options`.
     private static func startGeneration(
         options: Options, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
     ) throws(StartError) -> Generation {
@@ -225,16 +254,7 @@ public final class HTTPServer: Sendable {
             handler: handler, errorLog: options.errorLog, answered: options.answered,
             clientCertificates: options.tls?.clientCertificates ?? .ignored,
             clientAllowedSANs: Set(options.tls?.clientAllowedSANs ?? []))
-        var daemons: [OpaquePointer] = []
-        do {
-            for fd in options.listeningSockets {
-                daemons.append(try startDaemon(listeningOn: fd, options: options, context: context))
-            }
-        } catch {
-            for daemon in daemons { MHD_stop_daemon(daemon) }
-            throw error
-        }
-        return Generation(daemons: daemons, context: context)
+        return Generation(daemon: try startDaemon(options: options, context: context), context: context)
     }
 
     private static func validate(_ options: Options) throws(StartError) {
@@ -256,26 +276,23 @@ public final class HTTPServer: Sendable {
         }
     }
 
-    private static func startDaemon(
-        listeningOn fd: Int32, options: Options, context: ServerContext
-    ) throws(StartError)
-        -> OpaquePointer
-    {
-        var flags = MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_ITC.rawValue | MHD_USE_ERROR_LOG.rawValue
+    private static func startDaemon(options: Options, context: ServerContext) throws(StartError) -> OpaquePointer {
+        // No listening socket: connections arrive from `HTTPAcceptor` through MHD_add_connection, which
+        // needs the inter-thread channel (ITC) to wake the pool for them.
+        var flags =
+            MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_ITC.rawValue | MHD_USE_ERROR_LOG.rawValue
+            | MHD_USE_NO_LISTEN_SOCKET.rawValue
         // Epoll scales with idle connections; AUTO picks the best poller when epoll is missing.
         flags |= MHD_is_feature_supported(.FEATURE_EPOLL) == .YES ? MHD_USE_EPOLL.rawValue : MHD_USE_AUTO.rawValue
         if options.tls != nil { flags |= MHD_USE_TLS.rawValue }
 
-        // libmicrohttpd closes the socket it was given on some failed starts and not on others, so it
-        // gets a duplicate of its own: a failed start may leak that copy but never closes a descriptor
-        // twice (which could close one another thread has just opened).
-        let handedOver = fcntl(fd, F_DUPFD_CLOEXEC, 0)
-        guard handedOver >= 0 else {
-            throw StartError(description: "cannot duplicate socket \(fd): \(String(cString: strerror(errno)))")
-        }
         let contextPointer = Unmanaged.passUnretained(context).toOpaque()
+        let sockets = options.listeningSockets.count
         var items: [MHD_OptionItem] = [
-            MHD_OptionItem(option: MHD_OPTION.LISTEN_SOCKET, value: Int(handedOver), ptr_value: nil),
+            MHD_OptionItem(
+                option: MHD_OPTION.NOTIFY_CONNECTION,
+                value: Int(bitPattern: unsafeBitCast(connectionNotified, to: UnsafeRawPointer.self)),
+                ptr_value: contextPointer),
             MHD_OptionItem(
                 option: MHD_OPTION.CONNECTION_TIMEOUT, value: options.connectionTimeoutSeconds, ptr_value: nil),
             MHD_OptionItem(
@@ -288,12 +305,13 @@ public final class HTTPServer: Sendable {
                 ptr_value: contextPointer),
         ]
         // A pool of one means no pool: libmicrohttpd then serves from its single polling thread.
-        if options.threadPoolSize > 1 {
+        if options.threadPoolSize * sockets > 1 {
             items.append(
-                MHD_OptionItem(option: MHD_OPTION.THREAD_POOL_SIZE, value: options.threadPoolSize, ptr_value: nil))
+                MHD_OptionItem(
+                    option: MHD_OPTION.THREAD_POOL_SIZE, value: options.threadPoolSize * sockets, ptr_value: nil))
         }
         if let limit = options.connectionLimit {
-            items.append(MHD_OptionItem(option: MHD_OPTION.CONNECTION_LIMIT, value: limit, ptr_value: nil))
+            items.append(MHD_OptionItem(option: MHD_OPTION.CONNECTION_LIMIT, value: limit * sockets, ptr_value: nil))
         }
         // The TLS strings are read while the daemon starts (certificates loaded, priorities compiled),
         // so they need to live only for the duration of the start call.
@@ -309,10 +327,7 @@ public final class HTTPServer: Sendable {
                 texts.append((MHD_OPTION.HTTPS_MEM_TRUST, authorities))
             }
             for (option, text) in texts {
-                guard let copy = strdup(text) else {
-                    close(handedOver)
-                    throw StartError(description: "out of memory")
-                }
+                guard let copy = strdup(text) else { throw StartError(description: "out of memory") }
                 cStrings.append(copy)
                 items.append(MHD_OptionItem(option: option, value: 0, ptr_value: UnsafeMutableRawPointer(copy)))
             }
@@ -327,7 +342,7 @@ public final class HTTPServer: Sendable {
         }
         guard let daemon else {
             let reason = context.lastError.withLock { $0 } ?? "no reason given"
-            throw StartError(description: "libmicrohttpd could not serve on socket \(fd): \(reason)")
+            throw StartError(description: "libmicrohttpd could not start: \(reason)")
         }
         return daemon
     }
@@ -342,6 +357,10 @@ private final class ServerContext: Sendable {
     let clientAllowedSANs: Set<String>
     /// Requests whose handler has been called and whose response is not yet fully sent.
     let inFlight = Atomic<Int>(0)
+    /// Connections given to the daemon, and those it has closed since: libmicrohttpd's own count
+    /// misses a connection until a pool thread has taken it in.
+    let connectionsHandedOver = Atomic<Int>(0)
+    let connectionsClosed = Atomic<Int>(0)
     let stopping = Atomic<Bool>(false)
     /// The latest libmicrohttpd message, so a failed start can say why.
     let lastError = Mutex<String?>(nil)
@@ -376,6 +395,11 @@ private final class ServerContext: Sendable {
         case TW_CLIENT_CERTIFICATE_REFUSED: return "client certificate not trusted"
         default: return "not a TLS connection"
         }
+    }
+
+    /// Connections handed over and not yet closed.
+    var openConnections: Int {
+        connectionsHandedOver.load(ordering: .acquiring) - connectionsClosed.load(ordering: .acquiring)
     }
 
     func log(_ message: String) {
@@ -423,6 +447,11 @@ private let requestCompleted: MHD_RequestCompletedCallback = { contextPointer, _
     guard let contextPointer, let requestState, requestState.pointee != nil else { return }
     requestState.pointee = nil
     context(contextPointer).inFlight.subtract(1, ordering: .releasing)
+}
+
+private let connectionNotified: MHD_NotifyConnectionCallback = { contextPointer, _, _, code in
+    guard let contextPointer, code == .CONNECTION_NOTIFY_CLOSED else { return }
+    context(contextPointer).connectionsClosed.add(1, ordering: .releasing)
 }
 
 private let logMessage: MHD_LogCallback = { contextPointer, format, arguments in
