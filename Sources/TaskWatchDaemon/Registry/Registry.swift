@@ -315,6 +315,11 @@ public final class Registry: IngestSink, Sendable {
     /// Reads the `(id, value)` entries of a values or peaks frame and checks every one before any is
     /// applied, so a frame is taken whole or not at all: unknown ids and NaN are refused, ids refused at
     /// declaration are skipped, and `check` judges the rest by series index.
+    ///
+    /// Always inlined: this is the ingest hot path, and as a call of its own (with `check` as a closure
+    /// and `client` passed by value) it cost 5–10 % of batched ingest throughput in retains, releases
+    /// and the call itself (`perf record` of 100-update frames).
+    @inline(__always)
     private func checkedEntries(
         _ reader: FrameReader,
         in client: ClientState,
