@@ -133,7 +133,12 @@ final class HTTPAcceptor: Sendable {
             }
             if let pausedUntil = resumeAt, clock.now >= pausedUntil {
                 resumeAt = nil
-                _ = watchSockets()
+                if !watchSockets() {
+                    // Out of kernel memory for epoll: try again after another pause rather than stop
+                    // accepting for good.
+                    acceptFailed(errno)
+                    resumeAt = clock.now.advanced(by: Self.pauseAfterFailure)
+                }
             }
         }
     }
@@ -157,8 +162,10 @@ final class HTTPAcceptor: Sendable {
         return nil
     }
 
+    /// Adds every listening socket to the epoll set; one already there (a retry after a partial
+    /// failure) counts as added.
     private func watchSockets() -> Bool {
-        sockets.indices.allSatisfy { tw_epoll_add(epollFD, sockets[$0], UInt64($0)) == 0 }
+        sockets.indices.allSatisfy { tw_epoll_add(epollFD, sockets[$0], UInt64($0)) == 0 || errno == EEXIST }
     }
 
     private static func error(_ what: String) -> HTTPServer.StartError {
