@@ -143,14 +143,11 @@ enum ExpositionRenderer {
     private static func writeHTTPRequestSeries(
         _ counts: [(key: HTTPRequestCounts.Key, count: UInt64)], into writer: inout ExpositionWriter
     ) {
-        writer.family(
-            "taskwatch_http_requests_total", type: .counter,
-            help: "HTTP requests answered, by handler (a served path or other) and status code.")
-        let name = String(decoding: writer.sampleName("taskwatch_http_requests_total", type: .counter), as: UTF8.self)
-        for (key, count) in counts {
-            writer.sample(
-                name, labels: [Label("handler", key.handler), Label("code", String(key.code))], Double(count))
-        }
+        writeCounters(
+            "taskwatch_http_requests_total",
+            help: "HTTP requests answered, by handler (a served path or other) and status code.",
+            counts.map { ([Label("handler", $0.key.handler), Label("code", String($0.key.code))], $0.count) },
+            into: &writer)
     }
 
     private static func writeWebConfigSeries(_ status: WebConfigStatus, into writer: inout ExpositionWriter) {
@@ -371,8 +368,18 @@ enum ExpositionRenderer {
         _ counts: [(String, UInt64)],
         into writer: inout ExpositionWriter
     ) {
+        writeCounters(name, help: help, counts.map { ([Label("reason", $0.0)], $0.1) }, into: &writer)
+    }
+
+    /// One counter family with a sample per label set.
+    private static func writeCounters(
+        _ name: String,
+        help: String,
+        _ samples: [(labels: [Label], count: UInt64)],
+        into writer: inout ExpositionWriter
+    ) {
         writer.family(name, type: .counter, help: help)
         let sampleName = String(decoding: writer.sampleName(name, type: .counter), as: UTF8.self)
-        for (reason, count) in counts { writer.sample(sampleName, labels: [Label("reason", reason)], Double(count)) }
+        for (labels, count) in samples { writer.sample(sampleName, labels: labels, Double(count)) }
     }
 }
