@@ -67,6 +67,9 @@ CONTRACT_METRICS = CONTRACT_HISTOGRAMS | {
     "taskwatch_clients_rejected_total",
     # An addition to the contract's list: every HTTP answer, by handler and code, as Prometheus counts its own.
     "taskwatch_http_requests_total",
+    # Also an addition: connections accepted and closed, as Prometheus counts its own listener's.
+    "taskwatch_http_connections_accepted_total",
+    "taskwatch_http_connections_closed_total",
     # Only with --web.config.file: an addition to the contract's list, named as Prometheus names its own.
     "taskwatch_web_config_last_reload_successful",
     "taskwatch_web_config_last_reload_success_timestamp_seconds",
@@ -83,7 +86,8 @@ CONTRACT_METRICS = CONTRACT_HISTOGRAMS | {
 PROMETHEUS_METRICS = {"up", "ALERTS", "ALERTS_FOR_STATE"}
 # Label names that may appear in by/without/on/ignoring/group_* clauses.
 KNOWN_LABELS = {"job", "instance", "process", "pid", "task", "outcome", "le", "reason", "quantile",
-                "version", "revision", "swift_version", "alertname", "alertstate", "severity", "handler", "code"}
+                "version", "revision", "swift_version", "alertname", "alertstate", "severity", "handler", "code",
+                "answered"}
 METRIC_PREFIXES = ("swift_", "taskwatch_", "process_")
 GRID_COLUMNS = 24
 

@@ -28,6 +28,12 @@ static inline enum MHD_Result tw_mhd_add_connection(struct MHD_Daemon *daemon, i
     return MHD_add_connection(daemon, fd, (const struct sockaddr *)&address, length);
 }
 
+// The pointer stored for `connection` through the `socket_context` of MHD_NotifyConnectionCallback.
+static inline void *tw_mhd_socket_context(struct MHD_Connection *connection) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info == NULL ? NULL : info->socket_context;
+}
+
 // What a TLS client showed: see tw_mhd_client_certificate.
 enum tw_client_certificate {
     TW_CLIENT_CERTIFICATE_NOT_TLS = 0,

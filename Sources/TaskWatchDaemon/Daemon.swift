@@ -121,9 +121,10 @@ public final class Daemon: Sendable {
         }
         let httpRequests = HTTPRequestCounts(
             telemetryPath: WebHandler.normalizedTelemetryPath(configuration.telemetryPath))
+        let httpConnections = HTTPConnectionCounts()
         exporter = Exporter(
             registry: registry, build: build, acceptFailures: acceptFailures, webConfigStatus: webConfigStatus,
-            httpRequests: httpRequests)
+            httpRequests: httpRequests, httpConnections: httpConnections)
 
         let exporter = exporter
         let ready = ready
@@ -140,7 +141,7 @@ public final class Daemon: Sendable {
                 options: HTTPServer.Options(
                     listeningSockets: httpSockets, threadPoolSize: configuration.httpThreads, tls: configuration.tls,
                     errorLog: { errorLogger.debug("web server: \($0)") },
-                    answered: { httpRequests.count(path: $0, status: $1) }),
+                    answered: { httpRequests.count(path: $0, status: $1) }, connections: httpConnections),
                 handler: { [web = configuration.web] request in
                     guard let web else { return handler.handle(request) }
                     // The rate limit comes first, so a flood of wrong passwords never reaches bcrypt.

@@ -6,20 +6,24 @@ public final class Exporter: Sendable {
     private let acceptFailures: @Sendable () -> UInt64
     private let webConfigStatus: (@Sendable () -> WebConfigStatus)?
     private let httpRequests: HTTPRequestCounts?
+    private let httpConnections: HTTPConnectionCounts?
 
     /// - Parameters:
     ///   - acceptFailures: connections the listener could not accept for lack of descriptors.
     ///   - webConfigStatus: the latest load of `--web.config.file`; nil when there is none.
     ///   - httpRequests: the HTTP server's answers; nil leaves `taskwatch_http_requests_total` out.
+    ///   - httpConnections: the HTTP server's connections; nil leaves `taskwatch_http_connections_*` out.
     public init(
         registry: Registry, build: BuildInfo, acceptFailures: @escaping @Sendable () -> UInt64 = { 0 },
-        webConfigStatus: (@Sendable () -> WebConfigStatus)? = nil, httpRequests: HTTPRequestCounts? = nil
+        webConfigStatus: (@Sendable () -> WebConfigStatus)? = nil, httpRequests: HTTPRequestCounts? = nil,
+        httpConnections: HTTPConnectionCounts? = nil
     ) {
         self.registry = registry
         self.build = build
         self.acceptFailures = acceptFailures
         self.webConfigStatus = webConfigStatus
         self.httpRequests = httpRequests
+        self.httpConnections = httpConnections
     }
 
     /// Renders the whole exposition in `format` as an array. Safe to call from many threads at once.
@@ -41,6 +45,7 @@ public final class Exporter: Sendable {
         }
         return ExpositionRenderer.render(
             snapshot, format: format, build: build, kernel: kernel, daemon: ProcessReader.stats(pid: "self"),
-            webConfig: webConfigStatus?(), httpRequests: httpRequests?.snapshot())
+            webConfig: webConfigStatus?(), httpRequests: httpRequests?.snapshot(),
+            httpConnections: httpConnections?.snapshot())
     }
 }

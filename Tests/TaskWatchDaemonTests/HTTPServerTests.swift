@@ -275,12 +275,7 @@ import Testing
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))
     func servesHTTPS() throws {
-        let directory = ScratchDirectory()
-        try TestCertificates.selfSigned("server", in: directory, subjectAltName: "IP:127.0.0.1")
-        let tls = HTTPServer.TLS(
-            certificatePEM: try String(contentsOfFile: directory.file("server.crt"), encoding: .utf8),
-            keyPEM: try String(contentsOfFile: directory.file("server.key"), encoding: .utf8))
-        let server = try TestServer(tls: tls, handler: web.handle)
+        let server = try TestServer(tls: try selfSignedTLS(in: ScratchDirectory()), handler: web.handle)
         let response = try curl("https://127.0.0.1:\(server.port)/metrics", ["-k", "--tlsv1.2"])
         #expect(response.status == 200)
         #expect(response.body == sampleText)
@@ -367,14 +362,8 @@ import Testing
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))
     func reconfigureSwapsTheCertificateAndKeepsItWhenTheNewOneIsBad() throws {
         let directory = ScratchDirectory()
-        func certificate(_ name: String) throws -> HTTPServer.TLS {
-            try TestCertificates.selfSigned(name, in: directory, subjectAltName: "IP:127.0.0.1")
-            return HTTPServer.TLS(
-                certificatePEM: try String(contentsOfFile: directory.file("\(name).crt"), encoding: .utf8),
-                keyPEM: try String(contentsOfFile: directory.file("\(name).key"), encoding: .utf8))
-        }
-        let first = try certificate("first")
-        let second = try certificate("second")
+        let first = try selfSignedTLS("first", in: directory)
+        let second = try selfSignedTLS("second", in: directory)
         let server = try TestServer(tls: first, handler: web.handle)
         let url = "https://127.0.0.1:\(server.port)/metrics"
         func verifies(with name: String) throws -> Bool {

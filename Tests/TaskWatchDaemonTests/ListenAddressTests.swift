@@ -1,4 +1,5 @@
 import Glibc
+import TaskWatchTestSupport
 import Testing
 
 @testable import TaskWatchDaemon

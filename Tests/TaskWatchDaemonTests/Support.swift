@@ -49,72 +49,33 @@ func parseResponse(_ bytes: [UInt8]) throws -> CurlResponse {
     }
 }
 
-/// Connects to 127.0.0.1:`port`; returns the socket or the errno of a failed connect.
-struct ConnectFailure: Error {
-    var code: Int32
-}
-
-func connectLoopback(port: UInt16) -> Result<Int32, ConnectFailure> {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    precondition(fd >= 0)
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = port.bigEndian
-    address.sin_addr = in_addr(s_addr: inet_addr("127.0.0.1"))
-    let status = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
-    }
-    if status == 0 { return .success(fd) }
-    let code = errno
-    close(fd)
-    return .failure(ConnectFailure(code: code))
-}
-
-/// Sends `request` verbatim and reads until the server closes the connection.
-func rawExchange(port: UInt16, _ request: [UInt8]) throws -> [UInt8] {
-    let fd = try connectLoopback(port: port).get()
-    defer { close(fd) }
-    var sent = 0
-    while sent < request.count {
-        let count = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        // The server may answer and close before reading everything; what it sent back still counts.
-        if count <= 0 { break }
-        sent += count
-    }
-    return readUntilClosed(fd)
-}
-
-/// Reads from the connected socket `fd` until the server closes it (or 20 s pass without a byte).
-func readUntilClosed(_ fd: Int32) -> [UInt8] {
-    var timeout = timeval(tv_sec: 20, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var received: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65_536)
-    while true {
-        let count = recv(fd, &buffer, buffer.count, 0)
-        if count <= 0 { break }
-        received += buffer[..<count]
-    }
-    return received
+/// Server TLS settings with a certificate for 127.0.0.1 signed by itself, its files `name`.crt and
+/// `name`.key written to `directory`.
+func selfSignedTLS(_ name: String = "server", in directory: ScratchDirectory) throws -> HTTPServer.TLS {
+    try TestCertificates.selfSigned(name, in: directory, subjectAltName: "IP:127.0.0.1")
+    return HTTPServer.TLS(
+        certificatePEM: try String(contentsOfFile: directory.file("\(name).crt"), encoding: .utf8),
+        keyPEM: try String(contentsOfFile: directory.file("\(name).key"), encoding: .utf8))
 }
 
 /// A server on an ephemeral loopback port, stopped when the test ends.
 final class TestServer: Sendable {
     let server: HTTPServer
     let port: UInt16
+    let connections = HTTPConnectionCounts()
 
     var base: String { "http://127.0.0.1:\(port)" }
 
     init(
-        threadPoolSize: Int = 2, tls: HTTPServer.TLS? = nil,
+        threadPoolSize: Int = 2, connectionLimit: Int? = nil, tls: HTTPServer.TLS? = nil,
         handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
     ) throws {
         let fd = try ListenAddress(parsing: "127.0.0.1:0").openListeningSocket()
         port = try #require(ListenAddress.boundPort(of: fd))
         server = try HTTPServer(
-            options: HTTPServer.Options(listeningSockets: [fd], threadPoolSize: threadPoolSize, tls: tls),
+            options: HTTPServer.Options(
+                listeningSockets: [fd], threadPoolSize: threadPoolSize, connectionLimit: connectionLimit, tls: tls,
+                connections: connections),
             handler: handler)
     }
 

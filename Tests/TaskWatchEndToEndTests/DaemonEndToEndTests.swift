@@ -263,6 +263,24 @@ import Testing
         // DaemonProcess itself polls readiness and scrapes, so these are at least the test's own.
         #expect(try daemon.value(#"taskwatch_http_requests_total{handler="/-/ready",code="200"}"#) ?? 0 >= 1)
         #expect(try daemon.value(#"taskwatch_http_requests_total{handler="/metrics",code="200"}"#) ?? 0 >= 3)
+
+        // A request libmicrohttpd refuses on its own never reaches the request counter; its connection
+        // shows as closed unanswered.
+        let malformed = try rawExchange(port: daemon.port, Array("NOT HTTP\r\n\r\n".utf8))
+        #expect(String(decoding: malformed.prefix(12), as: UTF8.self) == "HTTP/1.1 400")
+        #expect(
+            eventually { (try? daemon.value(#"taskwatch_http_connections_closed_total{answered="false"}"#)) == 1 })
+        // One scrape, so the counters agree: every connection so far is closed except the scrape's own,
+        // and each fetch above was a connection of its own, answered once or more.
+        let samples = daemon.samples()
+        func value(_ name: String, _ labels: [String: String] = [:]) -> Double {
+            samples.first { $0.matches(name, labels) }?.value ?? -1
+        }
+        let accepted = value("taskwatch_http_connections_accepted_total")
+        let answered = value("taskwatch_http_connections_closed_total", ["answered": "true"])
+        let requests = samples.filter { $0.matches("taskwatch_http_requests_total", [:]) }.reduce(0) { $0 + $1.value }
+        #expect(answered >= 10 && answered <= requests, "\(answered) of \(requests)")
+        #expect(accepted == answered + 1 + 1, "\(accepted) accepted, \(answered) answered")
     }
 
     @Test func headOnMetricsAnswersWithTheGetHeadersAndNoBody() throws {

@@ -128,7 +128,8 @@ enum ExpositionRenderer {
         kernel: [Int: ProcessStats],
         daemon: ProcessStats?,
         webConfig: WebConfigStatus? = nil,
-        httpRequests: [(key: HTTPRequestCounts.Key, count: UInt64)]? = nil
+        httpRequests: [(key: HTTPRequestCounts.Key, count: UInt64)]? = nil,
+        httpConnections: HTTPConnectionCounts.Snapshot? = nil
     ) -> ResponseBody {
         var writer = ExpositionWriter(format: format, capacity: 256 + snapshot.seriesTotal * 96)
         writeClientSeries(snapshot, into: &writer)
@@ -137,6 +138,7 @@ enum ExpositionRenderer {
         writeDaemonSeries(snapshot, build: build, daemon: daemon, into: &writer)
         if let webConfig { writeWebConfigSeries(webConfig, into: &writer) }
         if let httpRequests { writeHTTPRequestSeries(httpRequests, into: &writer) }
+        if let httpConnections { writeHTTPConnectionSeries(httpConnections, into: &writer) }
         return writer.finish()
     }
 
@@ -147,6 +149,25 @@ enum ExpositionRenderer {
             "taskwatch_http_requests_total",
             help: "HTTP requests answered, by handler (a served path or other) and status code.",
             counts.map { ([Label("handler", $0.key.handler), Label("code", String($0.key.code))], $0.count) },
+            into: &writer)
+    }
+
+    private static func writeHTTPConnectionSeries(
+        _ counts: HTTPConnectionCounts.Snapshot, into writer: inout ExpositionWriter
+    ) {
+        writeCounters(
+            "taskwatch_http_connections_accepted_total", help: "HTTP connections accepted.",
+            [([], counts.accepted)], into: &writer)
+        writeCounters(
+            "taskwatch_http_connections_closed_total",
+            help:
+                "HTTP connections closed, by whether any request on them was answered (false: a failed TLS "
+                + "handshake, a request refused as malformed or too large, nothing sent before the timeout, "
+                + "or the connection limit).",
+            [
+                ([Label("answered", "false")], counts.closedUnanswered),
+                ([Label("answered", "true")], counts.closedAnswered),
+            ],
             into: &writer)
     }
 

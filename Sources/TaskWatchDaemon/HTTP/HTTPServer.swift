@@ -30,12 +30,15 @@ public final class HTTPServer: Sendable {
         /// certificate included; not for the errors libmicrohttpd answers on its own (a malformed
         /// request, headers too large).
         public var answered: (@Sendable (_ path: String, _ status: Int) -> Void)?
+        /// Counts every connection accepted and closed, including those closed before any answer.
+        public var connections: HTTPConnectionCounts
 
         public init(
             listeningSockets: [Int32], threadPoolSize: Int = 2, connectionTimeoutSeconds: Int = 10,
             connectionLimit: Int? = nil, tls: TLS? = nil, shutdownGracePeriod: Duration = .seconds(5),
             errorLog: (@Sendable (String) -> Void)? = nil,
-            answered: (@Sendable (_ path: String, _ status: Int) -> Void)? = nil
+            answered: (@Sendable (_ path: String, _ status: Int) -> Void)? = nil,
+            connections: HTTPConnectionCounts = HTTPConnectionCounts()
         ) {
             self.listeningSockets = listeningSockets
             self.threadPoolSize = threadPoolSize
@@ -45,6 +48,7 @@ public final class HTTPServer: Sendable {
             self.shutdownGracePeriod = shutdownGracePeriod
             self.errorLog = errorLog
             self.answered = answered
+            self.connections = connections
         }
     }
 
@@ -104,8 +108,12 @@ public final class HTTPServer: Sendable {
     /// Shared with the acceptor's thread, which hands connections over under its lock.
     private final class Shared: Sendable {
         let state: Mutex<State>
+        let connections: HTTPConnectionCounts
 
-        init(_ state: State) { self.state = Mutex(state) }
+        init(_ state: State, connections: HTTPConnectionCounts) {
+            self.state = Mutex(state)
+            self.connections = connections
+        }
     }
 
     private struct State {
@@ -132,7 +140,7 @@ public final class HTTPServer: Sendable {
         do throws(StartError) {
             try Self.validate(options)
             generation = try Self.startGeneration(options: options, handler: handler)
-            shared = Shared(State(current: generation, sockets: sockets))
+            shared = Shared(State(current: generation, sockets: sockets), connections: options.connections)
             do {
                 acceptor = try HTTPAcceptor(
                     sockets: sockets, handOver: { [shared] in Self.handOver($0, to: shared) },
@@ -158,18 +166,24 @@ public final class HTTPServer: Sendable {
 
     /// Gives an accepted socket to the generation in force; called on the acceptor's thread.
     private static func handOver(_ fd: Int32, to shared: Shared) {
-        shared.state.withLock { state in
+        shared.connections.accepted()
+        let added = shared.state.withLock { state in
             guard let generation = state.current else {
                 close(fd)
-                return
+                return false
             }
             // Counted before the daemon has it, so a retiring generation never looks idle while a
             // connection is on its way in.
             generation.context.connectionsHandedOver.add(1, ordering: .relaxed)
             if tw_mhd_add_connection(generation.daemon, fd) != .YES {
                 generation.context.connectionsHandedOver.subtract(1, ordering: .relaxed)
+                return false
             }
+            return true
         }
+        // Refused before libmicrohttpd took it in (the connection limit, a peer already gone), so no
+        // close notification will count it.
+        if !added { shared.connections.closed(answered: false) }
     }
 
     deinit { stop() }
@@ -252,6 +266,7 @@ public final class HTTPServer: Sendable {
     ) throws(StartError) -> Generation {
         let context = ServerContext(
             handler: handler, errorLog: options.errorLog, answered: options.answered,
+            connections: options.connections,
             clientCertificates: options.tls?.clientCertificates ?? .ignored,
             clientAllowedSANs: Set(options.tls?.clientAllowedSANs ?? []))
         return Generation(daemon: try startDaemon(options: options, context: context), context: context)
@@ -353,6 +368,7 @@ private final class ServerContext: Sendable {
     let handler: @Sendable (HTTPRequest) -> HTTPResponse
     let errorLog: (@Sendable (String) -> Void)?
     let answered: (@Sendable (_ path: String, _ status: Int) -> Void)?
+    let connections: HTTPConnectionCounts
     let clientCertificates: HTTPServer.ClientCertificates
     let clientAllowedSANs: Set<String>
     /// Requests whose handler has been called and whose response is not yet fully sent.
@@ -367,12 +383,13 @@ private final class ServerContext: Sendable {
 
     init(
         handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse, errorLog: (@Sendable (String) -> Void)?,
-        answered: (@Sendable (_ path: String, _ status: Int) -> Void)?,
+        answered: (@Sendable (_ path: String, _ status: Int) -> Void)?, connections: HTTPConnectionCounts,
         clientCertificates: HTTPServer.ClientCertificates, clientAllowedSANs: Set<String>
     ) {
         self.handler = handler
         self.errorLog = errorLog
         self.answered = answered
+        self.connections = connections
         self.clientCertificates = clientCertificates
         self.clientAllowedSANs = clientAllowedSANs
     }
@@ -449,9 +466,25 @@ private let requestCompleted: MHD_RequestCompletedCallback = { contextPointer, _
     context(contextPointer).inFlight.subtract(1, ordering: .releasing)
 }
 
-private let connectionNotified: MHD_NotifyConnectionCallback = { contextPointer, _, _, code in
-    guard let contextPointer, code == .CONNECTION_NOTIFY_CLOSED else { return }
-    context(contextPointer).connectionsClosed.add(1, ordering: .releasing)
+/// Gives each connection a flag, set once the server has answered a request on it, so its close can be
+/// counted as answered or not. The flag is only touched by the pool thread that serves the connection.
+private let connectionNotified: MHD_NotifyConnectionCallback = { contextPointer, _, socketContext, code in
+    guard let contextPointer, let socketContext else { return }
+    let context = context(contextPointer)
+    switch code {
+    case .CONNECTION_NOTIFY_STARTED:
+        let answered = UnsafeMutablePointer<Bool>.allocate(capacity: 1)
+        answered.initialize(to: false)
+        socketContext.pointee = UnsafeMutableRawPointer(answered)
+    case .CONNECTION_NOTIFY_CLOSED:
+        let answered = socketContext.pointee?.assumingMemoryBound(to: Bool.self)
+        context.connections.closed(answered: answered?.pointee ?? false)
+        answered?.deallocate()
+        socketContext.pointee = nil
+        context.connectionsClosed.add(1, ordering: .releasing)
+    default:
+        break
+    }
 }
 
 private let logMessage: MHD_LogCallback = { contextPointer, format, arguments in
@@ -526,7 +559,10 @@ private func respond(
         _ = MHD_add_response_header(response, "Connection", "close")
     }
     let queued = MHD_queue_response(connection, UInt32(clamping: reply.status), response)
-    if queued == .YES { context.answered?(request.path, reply.status) }
+    if queued == .YES {
+        tw_mhd_socket_context(connection)?.assumingMemoryBound(to: Bool.self).pointee = true
+        context.answered?(request.path, reply.status)
+    }
     return queued
 }
 
