@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Side by side batched ingest of two taskwatchd binaries (say, two revisions), in one run:
-#   scripts/bench-ingest-ab.sh A_BINARY B_BINARY [ROUNDS] [SECONDS]
+#   [PER_FRAME=4] scripts/bench-ingest-ab.sh A_BINARY B_BINARY [ROUNDS] [SECONDS]
 # Each round starts a fresh daemon of each side in turn (the order alternating), blasts it with
-# bench/seqpacket_blast.c (4 senders x 1000 series, 100 updates per frame, as `make bench` feeds its
-# batched scenario) and reads the daemon's CPU time from /proc. Prints updates per daemon CPU-second
+# bench/seqpacket_blast.c (4 senders x 1000 series, PER_FRAME updates per frame: 100 by default, as
+# `make bench` feeds its batched scenario; 4 as in its small-frame one) and reads the daemon's CPU time from /proc. Prints updates per daemon CPU-second
 # for A and B and their ratio B/A per round, then the median ratio. Runs of one binary apart differ by
 # up to ±20 % on a shared 2-core VM, which is why only the per-round ratio is worth reading.
 set -euo pipefail
@@ -12,6 +12,7 @@ A=${1:?usage: bench-ingest-ab.sh A_BINARY B_BINARY [ROUNDS] [SECONDS]}
 B=${2:?usage: bench-ingest-ab.sh A_BINARY B_BINARY [ROUNDS] [SECONDS]}
 ROUNDS=${3:-12}
 SECONDS_PER_SIDE=${4:-3}
+PER_FRAME=${PER_FRAME:-100}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 WORK=$(mktemp -d /tmp/taskwatch-ingest-ab.XXXXXX)
@@ -27,7 +28,7 @@ updates_per_cpu_second() {
     pid=$!
     for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.05; done
     cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-    updates=$("$WORK/blast" --path "$socket" --senders 4 --series 1000 --per-frame 100 \
+    updates=$("$WORK/blast" --path "$socket" --senders 4 --series 1000 --per-frame "$PER_FRAME" \
         --duration "$SECONDS_PER_SIDE" | grep -v '^ready' | sed 's/.*"updates":\([0-9]*\).*/\1/')
     cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     kill "$pid"

@@ -32,6 +32,25 @@ ssize_t tw_recv_message(int fd, void *buffer, size_t capacity, int *truncated) {
     return n;
 }
 
+int tw_recv_messages(int fd, void *buffers, size_t capacity, unsigned int count, size_t *lengths, int *truncated) {
+    if (count > TW_RECV_BATCH_MAX) count = TW_RECV_BATCH_MAX;
+    struct iovec iov[TW_RECV_BATCH_MAX];
+    struct mmsghdr messages[TW_RECV_BATCH_MAX];
+    memset(messages, 0, sizeof(messages[0]) * count);
+    for (unsigned int i = 0; i < count; i++) {
+        iov[i].iov_base = (char *)buffers + i * capacity;
+        iov[i].iov_len = capacity;
+        messages[i].msg_hdr.msg_iov = &iov[i];
+        messages[i].msg_hdr.msg_iovlen = 1;
+    }
+    int received = recvmmsg(fd, messages, count, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, NULL);
+    for (int i = 0; i < received; i++) {
+        lengths[i] = messages[i].msg_len;
+        truncated[i] = (messages[i].msg_hdr.msg_flags & MSG_TRUNC) ? 1 : 0;
+    }
+    return received;
+}
+
 ssize_t tw_send_message(int fd, const void *buffer, size_t length) {
     return send(fd, buffer, length, MSG_DONTWAIT | MSG_NOSIGNAL);
 }

@@ -84,6 +84,51 @@ import Testing
         #expect(running.sink.closed.count == 1)
     }
 
+    @Test func aQueuedBacklogArrivesInOrderAcrossBatchesThenTheClose() throws {
+        // Queued before the listener starts, so the frames come many to a `recvmmsg` call, with an
+        // oversize message among them and the end of the stream right behind the last one.
+        let running = try RunningListener(start: false)
+        var client: Client? = try Client(path: running.path)
+        var sent: [[UInt8]] = []
+        for index in 0..<200 {
+            let bytes =
+                index == 40
+                ? [UInt8](repeating: 0xAB, count: 70_000)
+                : Frame.values([ValueUpdate(id: 1, value: Double(index))]).bytes
+            guard client!.trySend(bytes) else { break }
+            sent.append(bytes)
+        }
+        try #require(sent.count > 40, "only \(sent.count) messages fit in the socket buffer")
+        client = nil
+        try running.listener.start()
+        #expect(eventually { running.sink.closed.count == 1 })
+
+        let frames = running.sink.frames
+        try #require(frames.count == sent.count)
+        for (index, frame) in frames.enumerated() {
+            if index == 40 {
+                #expect(frame.truncated && frame.bytes.count == IngestListener.receiveCapacity)
+            } else {
+                #expect(!frame.truncated && frame.bytes == sent[index], "frame \(index)")
+            }
+        }
+    }
+
+    @Test func aDisconnectVerdictMidBatchDropsWhatFollowsIt() throws {
+        let running = try RunningListener(sink: RecordingSink(disconnectMarker: 0xFF), start: false)
+        let client = try Client(path: running.path)
+        for index in 0..<10 {
+            let bytes = index == 5 ? [0xFF, 1, 2, 3] : Frame.values([ValueUpdate(id: 1, value: Double(index))]).bytes
+            #expect(client.send(bytes) == 0)
+        }
+        try running.listener.start()
+        #expect(client.waitForEndOfStream())
+        #expect(eventually { running.sink.closed.count == 1 })
+        // The five before it and the marker itself; the four after it are never read.
+        #expect(running.sink.frameCount == 6)
+        #expect(running.sink.frames.last?.bytes == [0xFF, 1, 2, 3])
+    }
+
     @Test func refusedConnectionIsClosedWithoutConnectionClosed() throws {
         let running = try RunningListener(sink: RecordingSink(acceptsConnections: false))
         let client = try Client(path: running.path)

@@ -19,6 +19,15 @@ int tw_peer_credentials_get(int fd, tw_peer_credentials *out);
 /// or -1 with errno set. `*truncated` is set when the message was longer than `capacity`.
 ssize_t tw_recv_message(int fd, void *buffer, size_t capacity, int *truncated);
 
+/// The most messages one `tw_recv_messages` call takes.
+#define TW_RECV_BATCH_MAX 32
+
+/// Receives up to `count` (at most TW_RECV_BATCH_MAX) SEQPACKET messages in one system call
+/// (recvmmsg), without blocking: message `i` goes to `buffers + i * capacity`, its length to
+/// `lengths[i]` and whether it was longer than `capacity` to `truncated[i]`. Returns how many were
+/// received, or -1 with errno set when none was. A length of 0 is the end of the stream.
+int tw_recv_messages(int fd, void *buffers, size_t capacity, unsigned int count, size_t *lengths, int *truncated);
+
 /// Sends one message without blocking and without raising SIGPIPE. Returns bytes sent or -1.
 ssize_t tw_send_message(int fd, const void *buffer, size_t length);
 

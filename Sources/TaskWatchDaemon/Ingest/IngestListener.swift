@@ -169,13 +169,21 @@ private final class EventLoop {
     private static let wakeToken: UInt64 = 0
     private static let listenerToken: UInt64 = .max
     private static let maxEvents: Int32 = 256
+    /// Messages taken per system call. One `recv` per frame was most of what a small frame cost the
+    /// daemon; `recvmmsg` pays the call once for up to this many. The buffers it needs are virtual
+    /// memory until a message fills them: small frames touch one page each.
+    private static let batchSize = Int(TW_RECV_BATCH_MAX)
 
     private let listener: Int32
     private let epollFD: Int32
     private let wakeFD: Int32
     private let sink: any IngestSink
     private let options: Options
-    private let buffer: UnsafeMutableRawPointer
+    /// `batchSize` receive buffers of `IngestListener.receiveCapacity` bytes each, back to back, and
+    /// each one's length and truncation as `tw_recv_messages` reports them.
+    private let buffers: UnsafeMutableRawPointer
+    private let lengths: UnsafeMutablePointer<Int>
+    private let truncated: UnsafeMutablePointer<Int32>
     /// Keyed by connection id rather than fd, so a stale event for a closed fd whose number was
     /// reused within the same batch finds nothing instead of the new connection.
     private var connections: [UInt64: Int32] = [:]
@@ -190,10 +198,16 @@ private final class EventLoop {
         self.wakeFD = wakeFD
         self.sink = sink
         self.options = options
-        self.buffer = .allocate(byteCount: IngestListener.receiveCapacity, alignment: 16)
+        self.buffers = .allocate(byteCount: Self.batchSize * IngestListener.receiveCapacity, alignment: 16)
+        self.lengths = .allocate(capacity: Self.batchSize)
+        self.truncated = .allocate(capacity: Self.batchSize)
     }
 
-    deinit { buffer.deallocate() }
+    deinit {
+        buffers.deallocate()
+        lengths.deallocate()
+        truncated.deallocate()
+    }
 
     func run(stopRequested: () -> Bool, acceptFailed: () -> Void) {
         register(wakeFD, token: Self.wakeToken)
@@ -286,32 +300,39 @@ private final class EventLoop {
     private func serve(_ token: UInt64, hangup: Bool) {
         guard let fd = connections[token] else { return }
         let id = ConnectionID(token)
+        let capacity = IngestListener.receiveCapacity
         var budget = options.messagesPerWakeup
         while budget > 0 {
-            var truncated: Int32 = 0
-            let received = tw_recv_message(fd, buffer, IngestListener.receiveCapacity, &truncated)
-            if received > 0 {
-                budget -= 1
-                let bytes = UnsafeRawBufferPointer(
-                    start: buffer, count: min(received, IngestListener.receiveCapacity))
-                if sink.frameReceived(id, bytes: bytes, truncated: truncated != 0) == .disconnect {
-                    closeConnection(token)
-                    return
-                }
-            } else if received == 0 {
-                // End of stream. (A zero-length message reads the same; the protocol forbids them.)
-                closeConnection(token)
-                return
-            } else if errno == EINTR {
-                continue
-            } else if errno == EAGAIN || errno == EWOULDBLOCK {
+            let asked = min(budget, Self.batchSize)
+            let received = Int(tw_recv_messages(fd, buffers, capacity, UInt32(asked), lengths, truncated))
+            if received < 0 {
+                if errno == EINTR { continue }
                 // Nothing left to read; a hang-up or error with nothing left means the peer is gone.
-                if hangup { closeConnection(token) }
-                return
-            } else {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) && !hangup { return }
                 closeConnection(token)
                 return
             }
+            for index in 0..<received {
+                // End of stream. (A zero-length message reads the same; the protocol forbids them.)
+                guard lengths[index] > 0 else {
+                    closeConnection(token)
+                    return
+                }
+                let bytes = UnsafeRawBufferPointer(
+                    start: buffers + index * capacity, count: min(lengths[index], capacity))
+                if sink.frameReceived(id, bytes: bytes, truncated: truncated[index] != 0) == .disconnect {
+                    closeConnection(token)
+                    return
+                }
+            }
+            if received == 0 {
+                closeConnection(token)
+                return
+            }
+            budget -= received
+            // Fewer than asked for: the queue is empty for now, and epoll (level-triggered) reports the
+            // next message. After a hang-up, read on to the end of the stream instead.
+            if received < asked && !hangup { return }
         }
     }
 
