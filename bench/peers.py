@@ -215,19 +215,22 @@ def report(directory):
                          "pushgateway %s ms (ratio %s); collectd %s ms (%s series)" % (
                              num(push.get("median_ms"), 2), ratio(ours["median_ms"], push.get("median_ms")),
                              num(coll.get("median_ms"), 2), num(get("scrape_collectd_%s" % n, "series_held")))))
-        busy = get("scrape_taskwatchd_%s" % n, "plain_under_ingest")
-        if busy:
-            idle = get("scrape_taskwatchd_%s" % n, "plain", "median_ms")
-            rows.append(("scrape %s plain during full ingest: taskwatchd ms median/p99" % n,
-                         "%.2f / %.2f" % (busy["median_ms"], busy["p99_ms"]), "÷ idle = %s" % ratio(
-                             busy["median_ms"], idle)))
-            goals["scrape_%s_under_ingest_vs_idle_le_2" % n] = round(busy["median_ms"] / idle, 2)
-        busy_gzip = get("scrape_taskwatchd_%s" % n, "gzip_under_ingest")
-        if busy_gzip:
-            idle = get("scrape_taskwatchd_%s" % n, "gzip", "median_ms")
-            rows.append(("scrape %s gzip during full ingest: taskwatchd ms median/p99" % n,
-                         "%.2f / %.2f" % (busy_gzip["median_ms"], busy_gzip["p99_ms"]), "÷ idle = %s" % ratio(
-                             busy_gzip["median_ms"], idle)))
+        # The goal is judged by the alternating blocks when the run has them (bench.sh,
+        # interleaved_ratios); the ratio of the two separate series of scrapes is shown beside it.
+        for encoding in ("plain", "gzip"):
+            busy = get("scrape_taskwatchd_%s" % n, "%s_under_ingest" % encoding)
+            if not busy:
+                continue
+            idle = get("scrape_taskwatchd_%s" % n, encoding, "median_ms")
+            blocks = get("scrape_taskwatchd_%s" % n, "under_ingest_blocks_%s" % encoding)
+            shown = "÷ idle = %s" % ratio(busy["median_ms"], idle)
+            if blocks:
+                shown += "; alternating blocks ÷ idle = %.2f" % blocks["median_ratio"]
+            rows.append(("scrape %s %s during full ingest: taskwatchd ms median/p99" % (n, encoding),
+                         "%.2f / %.2f" % (busy["median_ms"], busy["p99_ms"]), shown))
+            if encoding == "plain":
+                goals["scrape_%s_under_ingest_vs_idle_le_2" % n] = round(
+                    blocks["median_ratio"] if blocks else busy["median_ms"] / idle, 2)
     plain100 = get("scrape_taskwatchd_100k", "plain", "median_ms")
     if plain100:
         goals["scrape_100k_plain_ms_le_10"] = plain100

@@ -105,6 +105,31 @@ scrape_stats() {
               printf "{\"median_ms\": %.3f, \"p99_ms\": %.3f, \"mean_ms\": %.3f, \"bytes\": %d, \"n\": %d}", \
                   (NR % 2 ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2), t[p], s / NR, b, NR }'
 }
+# interleaved_ratios URL COUNT plain|gzip BLASTER_PID -> {"ratios": [...], "median_ratio": R}
+# Scrape time under ingest ÷ idle, measured in 8 pairs of blocks of COUNT/8 scrapes: the blaster's
+# senders stopped (SIGSTOP) for the idle block and running for the busy one, the order alternating, so
+# both sides of each ratio share the machine's phase. Measuring all idle scrapes and then all busy ones
+# let a slow phase of this shared VM decide the figure (2.7 in one run, 0.8 in the next).
+interleaved_ratios() {
+    local url=$1 count=$(($2 / 8 > 4 ? $2 / 8 : 4)) encoding=$3 blaster=$4 block idle busy ratios=()
+    measure_block() { # STOP|CONT -> median ms of one block
+        pkill "-$1" -P "$blaster" || true
+        sleep 0.2
+        scrape_stats "$url" "$count" "$encoding" | sed 's/.*"median_ms": \([0-9.]*\).*/\1/'
+    }
+    for block in 1 2 3 4 5 6 7 8; do
+        if [ $((block % 2)) = 1 ]; then
+            idle=$(measure_block STOP); busy=$(measure_block CONT)
+        else
+            busy=$(measure_block CONT); idle=$(measure_block STOP)
+        fi
+        ratios+=("$(awk -v a="$idle" -v b="$busy" 'BEGIN {printf "%.3f", b / a}')")
+    done
+    pkill -CONT -P "$blaster" || true
+    printf '{"ratios": [%s], "median_ratio": %s}' "$(IFS=,; echo "${ratios[*]}")" \
+        "$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{v[NR] = $1} END {print (v[NR / 2] + v[NR / 2 + 1]) / 2}')"
+}
+
 reps_for() { # series -> repetitions
     local n=$1 r
     if [ "$n" -le 10000 ]; then r=200; elif [ "$n" -le 100000 ]; then r=60; else r=10; fi
@@ -231,7 +256,7 @@ for n in "${SIZES[@]}"; do
     plain=$(scrape_stats "http://127.0.0.1:$TW_PORT/metrics" "$reps" plain)
     gzip=$(scrape_stats "http://127.0.0.1:$TW_PORT/metrics" "$reps" gzip)
     rss2=$(rss_kb "$DAEMON")
-    busy=null busy_gzip=null ingest=null
+    busy=null busy_gzip=null ingest=null blocks_plain=null blocks_gzip=null
     if [ "$n" -le 100000 ]; then
         # Full ingest: 4 more clients blasting values frames while the scrapes run.
         log "scrape: taskwatchd $name series during full ingest"
@@ -245,10 +270,17 @@ for n in "${SIZES[@]}"; do
         stop_pid "$busy_blast"
         ingest=$(grep -v '^ready' "$WORK/busy.out" || echo null)
         [ -n "$ingest" ] || ingest=null
+        log "scrape: taskwatchd $name series, idle and under ingest in alternating blocks"
+        start_blast "$WORK/blocks.out" --path "$SOCK" --senders 4 --series 64 --per-frame 4 --duration 600
+        blocks_blast=$BLAST
+        blocks_plain=$(interleaved_ratios "http://127.0.0.1:$TW_PORT/metrics" "$reps" plain "$blocks_blast")
+        blocks_gzip=$(interleaved_ratios "http://127.0.0.1:$TW_PORT/metrics" "$reps" gzip "$blocks_blast")
+        stop_pid "$blocks_blast"
     fi
     cat >"$OUT/scrape_taskwatchd_$name.json" <<EOF
 {"series": $held, "plain": $plain, "gzip": $gzip, "plain_under_ingest": $busy, "gzip_under_ingest": $busy_gzip,
  "ingest_during_scrapes": $ingest,
+ "under_ingest_blocks_plain": $blocks_plain, "under_ingest_blocks_gzip": $blocks_gzip,
  "rss_kb_empty": $rss0, "rss_kb_populated": $rss1, "rss_kb_after_scrapes": $rss2,
  "rss_bytes_per_series": $(((rss1 - rss0) * 1024 / n)), "rss_bytes_per_series_after_scrapes": $(((rss2 - rss0) * 1024 / n))}
 EOF
