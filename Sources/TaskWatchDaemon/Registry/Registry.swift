@@ -86,12 +86,12 @@ public final class Registry: IngestSink, Sendable {
         return state.withLock { state in
             state.stats.messagesReceived += 1
             // The hot path: a values frame from a live client touches only that client, in place.
-            if !truncated, let slot = state.clients.index(forKey: id), state.clients.values[slot].connected,
-                !state.clients.values[slot].superseded, state.clients.values[slot].hello != nil,
-                let reader = try? FrameDecoder.open(bytes), reader.kind == .values
+            if !truncated, let slot = state.clients.index(forKey: id), let reader = try? FrameDecoder.open(bytes),
+                reader.kind == .values,
+                let verdict = applyValuesInPlace(
+                    reader, to: &state.clients.values[slot], stats: &state.stats, wall: wall)
             {
-                let outcome = applyValues(reader, to: &state.clients.values[slot]).map { true }
-                return settle(outcome, client: &state.clients.values[slot], stats: &state.stats, wall: wall)
+                return verdict
             }
             guard var client = state.clients.removeValue(forKey: id), client.connected else { return .disconnect }
             if client.superseded {
@@ -104,6 +104,20 @@ public final class Registry: IngestSink, Sendable {
             state.clients[id] = client
             return verdict
         }
+    }
+
+    /// Applies a values frame to a live client that has said hello, or returns nil and touches nothing.
+    ///
+    /// The client's flags are checked here, through one in-place access, because reading each through
+    /// the dictionary's subscript copied the whole `ClientState`, retaining and releasing every one of
+    /// its references: a quarter of the ingest thread's time with 4-update frames (`perf record`).
+    @inline(__always)
+    private func applyValuesInPlace(
+        _ reader: FrameReader, to client: inout ClientState, stats: inout Stats, wall: Double
+    ) -> IngestVerdict? {
+        guard client.connected, !client.superseded, client.hello != nil else { return nil }
+        let outcome = applyValues(reader, to: &client).map { true }
+        return settle(outcome, client: &client, stats: &stats, wall: wall)
     }
 
     /// Counts a frame's outcome and decides whether the connection stays.
