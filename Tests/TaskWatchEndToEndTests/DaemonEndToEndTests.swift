@@ -200,6 +200,31 @@ import Testing
         #expect(try fetch(daemon.url("/-/healthy")).status == 200)
     }
 
+    @Test func descriptorsPassedWithFramesAreNeverKept() throws {
+        let daemon = try DaemonProcess()
+        func openDescriptors() -> Int {
+            (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemon.pid)/fd").count) ?? -1
+        }
+        let before = openDescriptors()
+        let passed = (0..<16).map { _ in open("/dev/null", O_RDONLY | O_CLOEXEC) }
+        defer { for fd in passed { close(fd) } }
+        let client = try RawClient(path: daemon.socketPath)
+        #expect(client.send(hello, passing: passed))
+        let gauge = SeriesDeclaration(id: 1, type: .gauge, name: "passed_gauge", help: "A gauge.", labels: [])
+        #expect(client.send(.declare([gauge]), passing: passed))
+        // Many frames at once, so they are read many to a call, each with its descriptors.
+        for value in 0..<200 {
+            #expect(client.send(.values([ValueUpdate(id: 1, value: Double(value))]), passing: passed))
+        }
+        let series = "passed_gauge{process=\"victim\",pid=\"\(getpid())\"}"
+        #expect(try eventually { try daemon.value(series) == 199 })
+        // The frames were read as frames; the descriptors never became the daemon's. One more is open:
+        // the connection.
+        #expect(openDescriptors() == before + 1, "\(before) descriptors before, \(openDescriptors()) after")
+        #expect(try daemon.value("taskwatch_messages_received_total") == 202)
+        #expect(try daemon.value("taskwatch_clients_rejected_total{reason=\"bad_frames\"}") == 0)
+    }
+
     @Test func clientsBeyondTheLimitAreRefused() throws {
         let daemon = try DaemonProcess(arguments: ["--ingest.max-clients", "2"])
         // Two connections of one process, under different names, are two clients.

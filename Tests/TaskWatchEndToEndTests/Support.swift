@@ -34,6 +34,44 @@ final class RawClient {
         for bytes in FrameEncoder.encode(frame) { send(bytes) }
     }
 
+    /// Sends `frame` (one message) with `descriptors` attached as `SCM_RIGHTS`, as a hostile client
+    /// could. The control message is laid out by hand: Swift does not import the `CMSG_*` macros.
+    @discardableResult
+    func send(_ frame: Frame, passing descriptors: [Int32]) -> Bool {
+        let bytes = FrameEncoder.encode(frame)[0]
+        let header = MemoryLayout<cmsghdr>.size  // CMSG_LEN(0): 16 on 64-bit Linux
+        let payload = descriptors.count * MemoryLayout<Int32>.size
+        var control = [UInt8](repeating: 0, count: header + (payload + 7) / 8 * 8)  // CMSG_SPACE
+        control.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: header + payload, toByteOffset: 0, as: Int.self)  // cmsg_len
+            raw.storeBytes(of: SOL_SOCKET, toByteOffset: 8, as: Int32.self)  // cmsg_level
+            raw.storeBytes(of: Int32(SCM_RIGHTS), toByteOffset: 12, as: Int32.self)  // cmsg_type
+            for (index, fd) in descriptors.enumerated() {
+                raw.storeBytes(of: fd, toByteOffset: header + index * 4, as: Int32.self)
+            }
+        }
+        return bytes.withUnsafeBytes { body in
+            control.withUnsafeMutableBytes { controlBytes in
+                var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress), iov_len: body.count)
+                return withUnsafeMutablePointer(to: &vector) { vectorPointer in
+                    var message = msghdr()
+                    message.msg_iov = vectorPointer
+                    message.msg_iovlen = 1
+                    message.msg_control = controlBytes.baseAddress
+                    message.msg_controllen = controlBytes.count
+                    // The socket is non-blocking, and the kernel caps descriptors in flight per user
+                    // (ETOOMANYREFS): wait for the daemon to read, up to 5 s.
+                    for _ in 0..<5_000 {
+                        if sendmsg(fd, &message, Int32(MSG_NOSIGNAL)) == body.count { return true }
+                        guard errno == EAGAIN || errno == ETOOMANYREFS || errno == EINTR else { return false }
+                        usleep(1_000)
+                    }
+                    return false
+                }
+            }
+        }
+    }
+
     /// Whether the daemon closed this connection.
     var isClosedByPeer: Bool {
         var buffer = [UInt8](repeating: 0, count: 16)
