@@ -165,7 +165,7 @@ public enum SpawnPairs {
         Task { await operation() }
     }
 
-    static func now() -> UInt64 {
+    public static func now() -> UInt64 {
         var spec = timespec()
         clock_gettime(CLOCK_MONOTONIC, &spec)
         return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
