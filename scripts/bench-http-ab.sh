@@ -13,6 +13,7 @@ A=${1:?usage: bench-http-ab.sh A_BINARY B_BINARY [ROUNDS] [SECONDS]}
 B=${2:?usage: bench-http-ab.sh A_BINARY B_BINARY [ROUNDS] [SECONDS]}
 ROUNDS=${3:-6}
 SECONDS_PER_ROUND=${4:-2}
+. "$(cd "$(dirname "$0")" && pwd)/ab-rounds.sh"
 command -v wrk >/dev/null || { echo "bench-http-ab: wrk is needed (apt-get install -y wrk)" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/taskwatch-http-ab.XXXXXX)
@@ -34,19 +35,12 @@ rate() {
         awk '/Requests\/sec/ {print $2}'
 }
 
-median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-
 # shape NAME CONNECTIONS [wrk options...]: the median over rounds of B's rate over A's.
 shape() {
-    local name=$1 connections=$2 round a b ratios=()
+    local name=$1 connections=$2 round ratios=()
     shift 2
     for round in $(seq "$ROUNDS"); do
-        if [ $((round % 2)) = 1 ]; then
-            a=$(rate $PORT_A "$connections" "$@"); b=$(rate $PORT_B "$connections" "$@")
-        else
-            b=$(rate $PORT_B "$connections" "$@"); a=$(rate $PORT_A "$connections" "$@")
-        fi
-        ratios+=("$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", b / a}')")
+        ratios+=("$(ab_pair "$round" rate $PORT_A $PORT_B "$connections" "$@" | awk '{print $3}')")
     done
     printf '%-44s B/A = %s  (rounds: %s)\n' "$name" "$(printf '%s\n' "${ratios[@]}" | median)" "${ratios[*]}"
 }

@@ -19,6 +19,7 @@ SECONDS_PER_SIDE=${4:-3}
 PER_FRAME=${PER_FRAME:-100}
 MEASURE=${MEASURE:-cpu}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/scripts/ab-rounds.sh"
 
 WORK=$(mktemp -d /tmp/taskwatch-ingest-ab.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait; rm -rf "$WORK"' EXIT INT TERM
@@ -73,13 +74,8 @@ measure=updates_per_cpu_second unit="updates per CPU-second"
 [ "$MEASURE" = scrape ] && measure=scrape_ms_under_ingest unit="ms median scrape under ingest"
 ratios=()
 for round in $(seq "$ROUNDS"); do
-    if [ $((round % 2)) = 1 ]; then
-        a=$($measure "$A"); b=$($measure "$B")
-    else
-        b=$($measure "$B"); a=$($measure "$A")
-    fi
-    ratio=$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", b / a}')
+    read -r a b ratio < <(ab_pair "$round" "$measure" "$A" "$B")
     ratios+=("$ratio")
     echo "round $round: A $a, B $b $unit, B/A $ratio"
 done
-printf 'median B/A: %s\n' "$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')"
+printf 'median B/A: %s\n' "$(printf '%s\n' "${ratios[@]}" | median)"
