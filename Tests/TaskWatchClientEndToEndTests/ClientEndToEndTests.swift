@@ -57,6 +57,25 @@ import Testing
         #expect(probe.finish() == 0)
     }
 
+    /// `TASKWATCH_DISABLED=1`: every spawn API still runs its tasks, counts nothing, and the process
+    /// never reports.
+    @Test(arguments: ["exact", "tickets"])
+    func disabledInstrumentationRunsEveryTaskAndCountsNothing(workload: String) throws {
+        let daemon = try DaemonProcess.forProbe()
+        let probe = try ProbeProcess(
+            socket: daemon.socketPath, arguments: [workload, "50"], environment: ["TASKWATCH_DISABLED": "1"])
+        // The probe prints only after every task of every kind has ended (each one awaited).
+        let local = try probe.json(with: "created")
+        #expect(local["created"] == 0)
+        #expect(local["live"] == 0)
+        #expect(local["finished_success"] == 0 && local["finished_error"] == 0 && local["finished_cancelled"] == 0)
+        // A reporting probe shows within a report interval (10 ms); give a disabled one 50 of them.
+        Thread.sleep(forTimeInterval: 0.5)
+        let pid = "\(probe.pid)"
+        #expect(!daemon.samples().contains { $0.labels["pid"] == pid }, "a disabled process reported")
+        #expect(probe.finish() == 0)
+    }
+
     @Test func eightConcurrentSpawnersOfAMillionTasksLoseNoCount() throws {
         let daemon = try DaemonProcess.forProbe()
         let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["spawners", "8", "125000"])

@@ -20,7 +20,7 @@ final class ProbeProcess {
     let outputFile: URL
     private let directory = ScratchDirectory()
 
-    init(socket: String, arguments: [String]) throws {
+    init(socket: String, arguments: [String], environment extra: [String: String] = [:]) throws {
         outputFile = URL(fileURLWithPath: directory.file("probe.out"))
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: builtExecutable("TaskWatchProbe"))
@@ -30,6 +30,7 @@ final class ProbeProcess {
         environment["TASKWATCH_PROCESS"] = "probe"
         environment.removeValue(forKey: "TASKWATCH_DISABLED")
         environment.removeValue(forKey: "TASKWATCH_INTERVAL")
+        environment.merge(extra) { $1 }
         process.environment = environment
         // Close-on-exec, so that a daemon started later does not inherit it: the probe must see its
         // standard input end when `finish()` closes this end.

@@ -1,3 +1,4 @@
+import CTaskWatchRuntime
 import SpawnPairs
 import Synchronization
 import TaskWatch
@@ -18,7 +19,9 @@ import TaskWatch
 /// - `uncapturedCounting`: the ticket's counting (a sharded relaxed add at the spawn site; at the end
 ///   `Task.isCancelled` and a sharded releasing add) with nothing captured, as a ticket whose monitor is
 ///   known statically and whose lifetime is not timed would do;
-/// - `uncapturedNoCancel`: the same without `Task.isCancelled`.
+/// - `uncapturedRuntimeCancel`: the same reading cancellation as the library does, through the
+///   runtime's entry points without `Task.isCancelled`'s retain and release of the task;
+/// - `uncapturedNoCancel`: the same without any cancellation read.
 enum CaptureCost {
     /// Stand-in counters: 16 shards of 32 slots, as the library's `CounterShards`.
     nonisolated(unsafe) private static let shards: UnsafeMutablePointer<Atomic<UInt64>> = {
@@ -35,7 +38,7 @@ enum CaptureCost {
     }
 
     enum Side: String, CaseIterable {
-        case plain, ticket, captured16, uncapturedCounting, uncapturedNoCancel
+        case plain, ticket, captured16, uncapturedCounting, uncapturedRuntimeCancel, uncapturedNoCancel
     }
 
     static func batch(_ side: Side, _ count: Int, into tasks: inout [Task<Int, Never>]) async -> UInt64 {
@@ -44,7 +47,7 @@ enum CaptureCost {
         case .plain: return await SpawnPairs.batch(.plainTask, count, into: &tasks)
         case .ticket: return await SpawnPairs.batch(.ticketTask, count, into: &tasks)
         case .captured16: return await SpawnPairs.batch(.ticketSized, count, into: &tasks)
-        case .uncapturedCounting, .uncapturedNoCancel: break
+        case .uncapturedCounting, .uncapturedRuntimeCancel, .uncapturedNoCancel: break
         }
         let start = SpawnPairs.now()
         switch side {
@@ -54,6 +57,16 @@ enum CaptureCost {
                 tasks.append(
                     Task {
                         let slot = Task.isCancelled ? 2 : 1
+                        (shards + shard() + slot).pointee.add(1, ordering: .releasing)
+                        return index
+                    })
+            }
+        case .uncapturedRuntimeCancel:
+            for index in 0..<count {
+                (shards + shard()).pointee.add(1, ordering: .relaxed)
+                tasks.append(
+                    Task {
+                        let slot = tw_current_task_is_cancelled() != 0 ? 2 : 1
                         (shards + shard() + slot).pointee.add(1, ordering: .releasing)
                         return index
                     })
@@ -109,5 +122,30 @@ enum CaptureCost {
                     + "\"p75_ratio\":\(ratios[rounds * 3 / 4])}")
         }
         return "{\"rounds\":\(rounds),\"batch\":\(batchSize)," + fields.joined(separator: ",") + "}"
+    }
+
+    /// Nanoseconds per cancellation read in the current task, `Task.isCancelled` against the library's
+    /// `tw_current_task_is_cancelled`, in `rounds` interleaved rounds of a million reads each: medians.
+    static func cancelRead(rounds: Int, reads: Int = 1_000_000) -> String {
+        var viaTask: [Double] = []
+        var viaRuntime: [Double] = []
+        var seen = 0
+        for round in 0..<rounds {
+            for side in round % 2 == 0 ? [false, true] : [true, false] {
+                let start = SpawnPairs.now()
+                if side {
+                    for _ in 0..<reads where tw_current_task_is_cancelled() != 0 { seen &+= 1 }
+                    viaRuntime.append(Double(SpawnPairs.now() - start) / Double(reads))
+                } else {
+                    for _ in 0..<reads where Task.isCancelled { seen &+= 1 }
+                    viaTask.append(Double(SpawnPairs.now() - start) / Double(reads))
+                }
+            }
+        }
+        precondition(seen == 0, "the measuring task was cancelled")
+        viaTask.sort()
+        viaRuntime.sort()
+        return "{\"rounds\":\(rounds),\"task_is_cancelled_ns\":\(viaTask[rounds / 2]),"
+            + "\"runtime_entry_points_ns\":\(viaRuntime[rounds / 2])}"
     }
 }

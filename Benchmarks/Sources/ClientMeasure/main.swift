@@ -18,6 +18,8 @@ import TaskWatch
 //                                   starts DAEMON itself, and a bystander one (NeverBlocks)
 //   spawn-ab ROUNDS BATCH [--high]  plain against monitored spawns, interleaved rounds (SpawnPairs)
 //   capture-ab ROUNDS               captured bytes against counting, interleaved rounds (CaptureCost)
+//   cancel-read ROUNDS              ns per cancellation read: `Task.isCancelled` against the runtime
+//                                   entry points the library calls, interleaved rounds (CaptureCost)
 //   burst N HOLD_MS PORT            N tasks alive together for HOLD_MS while a thread polls the daemon's
 //                                   /metrics on 127.0.0.1:PORT: when the burst shows, and its peak
 //
@@ -44,6 +46,9 @@ case "capture-ab":
     guard let rounds = argument(1), rounds >= 4 else { usage() }
     TaskWatch.start()
     print(await Task.detached { await CaptureCost.run(rounds: rounds) }.value)
+case "cancel-read":
+    guard let rounds = argument(1), rounds >= 4 else { usage() }
+    print(await Task.detached { CaptureCost.cancelRead(rounds: rounds) }.value)
 case "never-blocks":
     guard arguments.count > 1, let cycles = argument(2), let tasks = argument(3), cycles > 0, tasks > 0 else { usage() }
     let daemon = arguments[1]
@@ -59,7 +64,7 @@ exit(0)
 
 func usage() -> Never {
     let bytes = Array(
-        "usage: ClientMeasure idle-cpu SECONDS [--baseline] | wake-floor PERIOD_US SECONDS | spawn-ab ROUNDS BATCH [--high] | capture-ab ROUNDS | never-blocks DAEMON CYCLES N | burst N HOLD_MS PORT\n"
+        "usage: ClientMeasure idle-cpu SECONDS [--baseline] | wake-floor PERIOD_US SECONDS | spawn-ab ROUNDS BATCH [--high] | capture-ab ROUNDS | cancel-read ROUNDS | never-blocks DAEMON CYCLES N | burst N HOLD_MS PORT\n"
             .utf8)
     _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     exit(2)

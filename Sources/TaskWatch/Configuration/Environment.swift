@@ -57,5 +57,4 @@ extension String {
 }
 
 /// Whether instrumentation is off at runtime (`TASKWATCH_DISABLED=1`), read once on first use.
-@usableFromInline
 let instrumentationDisabled: Bool = Environment.isDisabled(Environment.current())

@@ -11,6 +11,9 @@ public final class TaskMonitor: Sendable {
     @usableFromInline let counters: CounterShards
     /// The same counters as a plain pointer, which is what spawned tasks capture.
     @usableFromInline let counts: TaskCounts
+    /// `counts` for spawns to count in, nil when instrumentation is off (`TASKWATCH_DISABLED=1`): the
+    /// spawn paths' one check, a field of an object they already hold instead of a lazy global.
+    @usableFromInline let spawnCounts: TaskCounts?
 
     /// The monitor everything spawned through `TaskWatch.task` counts in; its name is `default`.
     public static let `default` = TaskMonitor("default")
@@ -20,6 +23,7 @@ public final class TaskMonitor: Sendable {
         self.name = name
         counters = MonitorRegistry.shared.counters(for: name)
         counts = TaskCounts(counters)
+        spawnCounts = instrumentationDisabled ? nil : counts
     }
 
     /// Counter values at one moment.

@@ -1,3 +1,5 @@
+import CTaskWatchRuntime
+
 /// How an instrumented task ended.
 public enum TaskOutcome: Int, Sendable, CaseIterable {
     /// The operation returned and the task was not cancelled.
@@ -19,12 +21,12 @@ public enum TaskOutcome: Int, Sendable, CaseIterable {
     /// The outcome of an operation that returned normally.
     @inlinable
     static func returned() -> TaskOutcome {
-        Task.isCancelled ? .cancelled : .success
+        tw_current_task_is_cancelled() != 0 ? .cancelled : .success
     }
 
     /// The outcome of an operation that threw `error`.
     @inlinable
     static func threw(_ error: any Error) -> TaskOutcome {
-        error is CancellationError || Task.isCancelled ? .cancelled : .error
+        error is CancellationError || tw_current_task_is_cancelled() != 0 ? .cancelled : .error
     }
 }

@@ -13,12 +13,12 @@ extension TaskGroup {
         #if TASKWATCH_SILENT
             addTask(name: name, priority: priority, operation: operation)
         #else
-            if instrumentationDisabled {
+            guard let counts = monitor.spawnCounts else {
                 addTask(name: name, priority: priority, operation: operation)
                 return
             }
-            let start = monitor.counts.created()
-            addTask(name: name, priority: priority, operation: monitor.counts.wrap(start, operation))
+            let start = counts.created()
+            addTask(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif
     }
 
@@ -52,12 +52,12 @@ extension ThrowingTaskGroup {
         #if TASKWATCH_SILENT
             addTask(name: name, priority: priority, operation: operation)
         #else
-            if instrumentationDisabled {
+            guard let counts = monitor.spawnCounts else {
                 addTask(name: name, priority: priority, operation: operation)
                 return
             }
-            let start = monitor.counts.created()
-            addTask(name: name, priority: priority, operation: monitor.counts.wrap(start, operation))
+            let start = counts.created()
+            addTask(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif
     }
 
@@ -91,12 +91,12 @@ extension DiscardingTaskGroup {
         #if TASKWATCH_SILENT
             addTask(name: name, priority: priority, operation: operation)
         #else
-            if instrumentationDisabled {
+            guard let counts = monitor.spawnCounts else {
                 addTask(name: name, priority: priority, operation: operation)
                 return
             }
-            let start = monitor.counts.created()
-            addTask(name: name, priority: priority, operation: monitor.counts.wrap(start, operation))
+            let start = counts.created()
+            addTask(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif
     }
 
@@ -130,12 +130,12 @@ extension ThrowingDiscardingTaskGroup {
         #if TASKWATCH_SILENT
             addTask(name: name, priority: priority, operation: operation)
         #else
-            if instrumentationDisabled {
+            guard let counts = monitor.spawnCounts else {
                 addTask(name: name, priority: priority, operation: operation)
                 return
             }
-            let start = monitor.counts.created()
-            addTask(name: name, priority: priority, operation: monitor.counts.wrap(start, operation))
+            let start = counts.created()
+            addTask(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif
     }
 

@@ -12,8 +12,7 @@ extension TaskMonitor {
         #if TASKWATCH_SILENT
             return Task(name: name, priority: priority, operation: operation)
         #else
-            if instrumentationDisabled { return Task(name: name, priority: priority, operation: operation) }
-            let counts = self.counts
+            guard let counts = spawnCounts else { return Task(name: name, priority: priority, operation: operation) }
             let start = counts.created()
             if _sharesIsolation(operation, isolation) {
                 return Task(name: name, priority: priority) {
@@ -42,8 +41,7 @@ extension TaskMonitor {
         #if TASKWATCH_SILENT
             return Task(name: name, priority: priority, operation: operation)
         #else
-            if instrumentationDisabled { return Task(name: name, priority: priority, operation: operation) }
-            let counts = self.counts
+            guard let counts = spawnCounts else { return Task(name: name, priority: priority, operation: operation) }
             let start = counts.created()
             if _sharesIsolation(operation, isolation) {
                 return Task(name: name, priority: priority) {
@@ -74,7 +72,9 @@ extension TaskMonitor {
         #if TASKWATCH_SILENT
             return Task.detached(name: name, priority: priority, operation: operation)
         #else
-            if instrumentationDisabled { return Task.detached(name: name, priority: priority, operation: operation) }
+            guard let counts = spawnCounts else {
+                return Task.detached(name: name, priority: priority, operation: operation)
+            }
             let start = counts.created()
             return Task.detached(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif
@@ -91,7 +91,9 @@ extension TaskMonitor {
         #if TASKWATCH_SILENT
             return Task.detached(name: name, priority: priority, operation: operation)
         #else
-            if instrumentationDisabled { return Task.detached(name: name, priority: priority, operation: operation) }
+            guard let counts = spawnCounts else {
+                return Task.detached(name: name, priority: priority, operation: operation)
+            }
             let start = counts.created()
             return Task.detached(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif

@@ -51,7 +51,7 @@ extension TaskMonitor {
         #if TASKWATCH_SILENT
             TaskTicket(counts: nil)
         #else
-            TaskTicket(counts: instrumentationDisabled ? nil : counts)
+            TaskTicket(counts: spawnCounts)
         #endif
     }
 }
