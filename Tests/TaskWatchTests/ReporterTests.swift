@@ -90,12 +90,13 @@ func makeReporter(
         let clock = ContinuousClock()
         let startTime = clock.measure { reporter.start() }
         defer { reporter.stop() }
-        #expect(startTime < .milliseconds(100))
+        // Loose: start() never waits on the socket, so only a starved machine takes more than a moment.
+        #expect(startTime < .seconds(1))
         let monitor = uniqueMonitor("absent")
         for _ in 0..<100 { monitor.task {} }
-        try await Task.sleep(for: .milliseconds(100))
+        // Polled, not slept: a loaded machine can starve the reporter thread for a while.
+        #expect(try await waitUntil { reporter.reportsDropped.load(ordering: .relaxed) >= 5 })
         let dropped = reporter.reportsDropped.load(ordering: .relaxed)
-        #expect(dropped >= 5)
         #expect(reporter.connections.load(ordering: .relaxed) == 0)
 
         daemon.listen()
