@@ -108,7 +108,7 @@ func benchmark(count: Int) async {
         }
     }
     let overhead = (bestMonitored / bestPlain - 1) * 100
-    print(
+    say(
         "best of 6 rounds of \(count): Task \(Int(bestPlain)) ns, monitored \(Int(bestMonitored)) ns per task "
             + "(\(overhead >= 0 ? "+" : "")\(Int(overhead.rounded()))%)")
 }

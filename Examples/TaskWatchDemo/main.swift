@@ -21,7 +21,7 @@ if let count = options.benchmark {
 TaskWatchMetrics.bootstrap()
 let configuration = Configuration()
 TaskWatch.start(configuration)
-print(
+say(
     "TaskWatchDemo: \(options.rate) requests/s, leak every \(options.leakEvery), profile \(Profile.name), "
         + "reporting to \(configuration.socketPath) as \(configuration.processName)")
 
@@ -29,5 +29,5 @@ let workload = Workload(options: options)
 await Task.detached { await workload.run() }.value
 for monitor in [workload.requests, workload.backends, workload.heartbeat] {
     let snapshot = monitor.snapshot()
-    print("\(monitor.name): created \(snapshot.created), live \(snapshot.live)")
+    say("\(monitor.name): created \(snapshot.created), live \(snapshot.live)")
 }

@@ -183,7 +183,12 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         #expect(byLive.status == 0, "\(byLive.errorOutput)")
         let lines = byLive.outputText.split(separator: "\n")
         #expect(lines.count == 4, "\(lines)")
-        #expect(lines[0].contains("2 clients") && lines[1].hasPrefix("PROCESS"))
+        #expect(lines[0].contains("2 clients") && lines[1].hasPrefix("PROCESS") && lines[1].hasSuffix("  AGE"))
+        // Both report every 50 or 100 ms: their last report is well under a second old.
+        for line in lines[2...] {
+            let age = line.split(separator: " ").last.map(String.init) ?? ""
+            #expect(age.hasSuffix("s") && (Double(age.dropLast()) ?? 99) < 1, "\(line)")
+        }
         #expect(lines[2].hasPrefix("busy") && lines[2].contains(" \(busy.pid) ") && lines[3].hasPrefix("quiet"))
         // busy's created counter grows 10 per 50 ms: about 200/s.
         let columns = lines[2].split(separator: " ")
@@ -198,7 +203,7 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         #expect(pids == [busy.pid, quiet.pid].sorted())
 
         let down = try runProcess(taskwatchBinary, ["top", "--address", "127.0.0.1:\(freePort())", "--once"])
-        #expect(down.status == 2 && down.errorOutput.contains("cannot connect"), "\(down.errorOutput)")
+        #expect(down.status == 1 && down.errorOutput.contains("cannot connect"), "\(down.errorOutput)")
     }
 
     @Test func checkPassesOnAHealthyHostAndNamesEachFailure() throws {
@@ -251,12 +256,16 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
             ], errors: directory.file("daemon.log"))
         #expect(eventually { daemon.log.contains("Listening") }, "\(daemon.log)")
 
+        let advice = "the endpoint speaks TLS; the taskwatch CLI needs a plain-HTTP listener"
         let check = try runProcess(taskwatchBinary, ["check", "--socket", socket, "--address", "127.0.0.1:\(port)"])
         #expect(check.status == 2, "\(check.outputText)")
-        #expect(check.outputText.contains("If taskwatchd serves TLS"), "\(check.outputText)")
+        #expect(check.outputText.contains("FAIL  daemon HTTP: 127.0.0.1:\(port): \(advice)"), "\(check.outputText)")
+        let plain = try runProcess(taskwatchBinary, ["top", "--address", "127.0.0.1:\(port)", "--once"])
+        #expect(plain.status == 1)
+        #expect(plain.errorOutput.hasPrefix("taskwatch top: 127.0.0.1:\(port): \(advice)"), "\(plain.errorOutput)")
         let top = try runProcess(taskwatchBinary, ["top", "--address", "https://127.0.0.1:\(port)", "--once"])
-        #expect(top.status == 2)
-        #expect(top.errorOutput.contains("plain HTTP only"), "\(top.errorOutput)")
+        #expect(top.status == 1)
+        #expect(top.errorOutput.hasPrefix("taskwatch top: https://127.0.0.1:\(port): \(advice)"), "\(top.errorOutput)")
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit() == 0)
     }

@@ -1,4 +1,3 @@
-import CTaskWatchSocket
 import Glibc
 
 /// One finding of `taskwatch check`.
@@ -9,8 +8,9 @@ struct CheckFinding: Sendable, Equatable {
 
 /// The checks of `taskwatch check`, in order. Each failure has its own exit status:
 /// 1 the ingest socket is missing, not a socket or refuses connections; 2 the daemon's HTTP
-/// endpoint does not answer or is not ready; 3 `/metrics` is unusable (not 200, or no
-/// `taskwatch_build_info`). The lowest failing status wins; 0 means every check passed.
+/// endpoint does not answer or is not ready; 3 the metrics path (`/metrics` unless `--path` says
+/// otherwise) is unusable (not 200, or no `taskwatch_build_info`). The lowest failing status wins;
+/// 0 means every check passed.
 struct HostCheck {
     static let socketFailure: Int32 = 1
     static let httpFailure: Int32 = 2
@@ -18,13 +18,16 @@ struct HostCheck {
 
     var socketPath: String
     var client: HTTPClient
+    /// Where the daemon serves its metrics (`--web.telemetry-path`).
+    var metricsPath: String
 
     private(set) var findings: [CheckFinding] = []
     private(set) var status: Int32 = 0
 
-    init(socketPath: String, client: HTTPClient) {
+    init(socketPath: String, client: HTTPClient, metricsPath: String = "/metrics") {
         self.socketPath = socketPath
         self.client = client
+        self.metricsPath = metricsPath
     }
 
     private mutating func pass(_ message: String) { findings.append(CheckFinding(ok: true, message: message)) }
@@ -54,14 +57,8 @@ struct HostCheck {
             fail("ingest socket \(socketPath) exists but is not a socket", Self.socketFailure)
             return
         }
-        let fd = tw_seqpacket_socket()
-        guard fd >= 0 else {
-            fail("cannot create a SOCK_SEQPACKET socket: \(String(cString: strerror(errno)))", Self.socketFailure)
-            return
-        }
-        defer { close(fd) }
-        guard tw_unix_connect(fd, socketPath) == 0 else {
-            let reason = String(cString: strerror(errno))
+        if let error = IngestSocket.connectError(socketPath) {
+            let reason = String(cString: strerror(error))
             fail("ingest socket \(socketPath) refuses connections: \(reason) (stale socket file?)", Self.socketFailure)
             return
         }
@@ -72,7 +69,9 @@ struct HostCheck {
         do {
             let ready = try client.get("/-/ready")
             guard ready.status == 200 else {
-                fail("daemon at \(client.address) is not ready: /-/ready answered \(ready.status)", Self.httpFailure)
+                fail(
+                    "daemon at \(client.address) is not ready: /-/ready answered \(ready.status)"
+                        + HTTPClient.hint(status: ready.status), Self.httpFailure)
                 return
             }
             pass("daemon at \(client.address) is ready")
@@ -85,18 +84,22 @@ struct HostCheck {
         }
         let metrics: HTTPResponse
         do {
-            metrics = try client.get("/metrics")
+            metrics = try client.get(metricsPath)
         } catch {
-            fail("GET /metrics on \(client.address): \(error)", Self.metricsFailure)
+            fail("GET \(metricsPath) on \(client.address): \(error)", Self.metricsFailure)
             return
         }
         guard metrics.status == 200 else {
-            fail("GET /metrics on \(client.address) answered \(metrics.status)", Self.metricsFailure)
+            fail(
+                "GET \(metricsPath) on \(client.address) answered \(metrics.status)"
+                    + HTTPClient.hint(status: metrics.status), Self.metricsFailure)
             return
         }
         let samples = PrometheusText.parse(metrics.text)
         guard let build = samples.first(where: { $0.name == "taskwatch_build_info" }) else {
-            fail("/metrics on \(client.address) has no taskwatch_build_info: is this taskwatchd?", Self.metricsFailure)
+            fail(
+                "\(metricsPath) on \(client.address) has no taskwatch_build_info: is this taskwatchd?",
+                Self.metricsFailure)
             return
         }
         pass(

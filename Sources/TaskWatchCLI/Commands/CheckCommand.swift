@@ -9,23 +9,29 @@ struct CheckCommand: ParsableCommand {
         abstract: "Check that taskwatchd runs here: socket, HTTP, version and connected processes.",
         discussion: """
             Exit status: 0 all checks passed; 1 the ingest socket is missing, not a socket or refuses \
-            connections; 2 the HTTP endpoint does not answer or is not ready; 3 /metrics is unusable. \
-            When several fail, the lowest status is returned.
+            connections; 2 the HTTP endpoint does not answer or is not ready; 3 the metrics path \
+            (--path) is unusable; 64 bad arguments. When several checks fail, the lowest status is \
+            returned.
             """
     )
 
-    @Option(help: "Ingest socket path (default: TASKWATCH_SOCKET, else the daemon's default).")
+    @Option(help: socketHelp)
     var socket: String?
 
-    @Option(help: "The daemon's HTTP address.")
-    var address = "localhost:10101"
+    @OptionGroup var endpoint: EndpointOptions
 
-    @Option(help: "HTTP timeout in milliseconds.")
+    // Unconditional, so `--timeout -1` reaches validate() instead of reading as an unknown option.
+    @Option(parsing: .unconditional, help: "HTTP timeout in milliseconds.")
     var timeout: Int32 = 3_000
+
+    func validate() throws {
+        if timeout < 1 { throw ValidationError("--timeout must be at least 1 (milliseconds)") }
+    }
 
     func run() throws {
         let path = socket ?? SocketLocation.clientPath(environment: Environment.variables(), uid: getuid())
-        var check = HostCheck(socketPath: path, client: HTTPClient(address: address, timeoutMilliseconds: timeout))
+        var check = HostCheck(
+            socketPath: path, client: endpoint.client(timeoutMilliseconds: timeout), metricsPath: endpoint.path)
         check.run()
         for finding in check.findings {
             Terminal.line((finding.ok ? "ok    " : "FAIL  ") + finding.message)

@@ -16,22 +16,23 @@ struct LeakCommand: AsyncParsableCommand {
             """
     )
 
-    @Argument(help: "stream, request, heartbeat, continuation, retry or group.")
+    @Argument(help: "The leak to reproduce (see the list above).")
     var scenario: LeakScenario
 
     @Flag(help: "Run the same workload with the leak fixed: live tasks stay flat.")
     var fixed = false
 
-    @Option(help: "Requests (or sessions) per second.")
+    // Unconditional, so `--rate -1` reaches validate() instead of reading as an unknown option.
+    @Option(parsing: .unconditional, help: "Requests (or sessions) per second.")
     var rate: Double = 10
 
     @Option(help: "Stop after this long, e.g. 30s (default: run until stopped).")
-    var duration: String?
+    var duration: DurationArgument?
 
-    @Option(help: "The process label (default: TASKWATCH_PROCESS, else taskwatch-leak).")
+    @Option(help: "The process label (default: $TASKWATCH_PROCESS, else taskwatch-leak).")
     var process: String?
 
-    @Option(help: "Ingest socket path (default: TASKWATCH_SOCKET, else the daemon's default).")
+    @Option(help: socketHelp)
     var socket: String?
 
     func validate() throws {
@@ -39,25 +40,22 @@ struct LeakCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let durationNanoseconds: UInt64?
-        do {
-            durationNanoseconds = try duration.map { try parseDuration($0, flag: "duration") }
-        } catch let error as CLIError {
-            Terminal.line("taskwatch leak: \(error.description)", to: STDERR_FILENO)
-            throw ExitCode(error.status)
-        }
         StopSignal.install()
         var configuration = Configuration()
         if let socket { configuration.socketPath = socket }
         configuration.processName =
             process ?? Environment.variables()["TASKWATCH_PROCESS"].flatMap { $0.isEmpty ? nil : $0 }
             ?? "taskwatch-leak"
+        if !configuration.isDisabled, let warning = IngestSocket.warning(configuration.socketPath) {
+            Terminal.line(warning, to: STDERR_FILENO)
+        }
         TaskWatch.start(configuration)
         Terminal.line(
             "taskwatch leak \(scenario.rawValue)\(fixed ? " --fixed" : ""): \(scenario.summary); "
                 + "\(Format.count(rate)) requests/s, reporting to \(configuration.socketPath) as "
                 + "\(configuration.processName), series swift_tasks{task=\"\(scenario.rawValue)\"}")
-        let runner = LeakRunner(scenario: scenario, fixed: fixed, rate: rate, durationNanoseconds: durationNanoseconds)
+        let runner = LeakRunner(
+            scenario: scenario, fixed: fixed, rate: rate, durationNanoseconds: duration?.nanoseconds)
         await Task.detached { await runner.run() }.value
         try? await Task.sleep(for: Profile.reportInterval * 3)
     }

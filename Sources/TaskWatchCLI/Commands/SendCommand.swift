@@ -11,7 +11,7 @@ struct SendCommand: ParsableCommand {
         abstract: "Send task series to taskwatchd over the raw wire protocol."
     )
 
-    @Option(help: "Ingest socket path (default: TASKWATCH_SOCKET, else the daemon's default).")
+    @Option(help: socketHelp)
     var socket: String?
 
     @Option(help: "The process label.")
@@ -23,29 +23,37 @@ struct SendCommand: ParsableCommand {
     @Option(name: .customLong("task"), help: "A task monitor and its live count, as NAME=LIVE. Repeatable.")
     var tasks: [String] = ["default=1"]
 
-    @Option(help: "Initial value of swift_tasks_created_total for each task.")
+    // Unconditional, here and below, so a negative number is read as a value, not as an option.
+    @Option(parsing: .unconditional, help: "Initial value of swift_tasks_created_total for each task.")
     var created: Double = 0
 
-    @Option(help: "Added to every live count and created counter on each report.")
+    @Option(parsing: .unconditional, help: "Added to every live count and created counter on each report.")
     var grow: Double = 0
 
     @Option(help: "How long to keep reporting before saying goodbye, e.g. 10s (0 sends once).")
-    var hold = "0s"
+    var hold = DurationArgument.literal("0s")
 
     @Option(help: "Report interval, e.g. 100ms.")
-    var interval = "100ms"
+    var interval = DurationArgument.literal("100ms")
+
+    func validate() throws {
+        for spec in tasks where Self.monitor(spec) == nil {
+            throw ValidationError("bad --task: \(spec) (expected NAME=LIVE, e.g. requests=3)")
+        }
+        if interval.nanoseconds == 0 { throw ValidationError("--interval must be above 0") }
+    }
+
+    /// `NAME=LIVE` as a name and a live count, or nil.
+    static func monitor(_ spec: String) -> (name: String, live: Double)? {
+        let parts = spec.split(separator: "=", maxSplits: 1)
+        guard parts.count == 2, let live = Double(parts[1]) else { return nil }
+        return (String(parts[0]), live)
+    }
 
     mutating func run() throws {
-        guard let holdNanos = DurationText.nanoseconds(hold) else { throw ValidationError("bad --hold: \(hold)") }
-        guard let intervalNanos = DurationText.nanoseconds(interval), intervalNanos > 0 else {
-            throw ValidationError("bad --interval: \(interval)")
-        }
-        var monitors: [(name: String, live: Double)] = []
-        for spec in tasks {
-            let parts = spec.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, let live = Double(parts[1]) else { throw ValidationError("bad --task: \(spec)") }
-            monitors.append((String(parts[0]), live))
-        }
+        let holdNanos = hold.nanoseconds
+        let intervalNanos = interval.nanoseconds
+        var monitors = tasks.compactMap(Self.monitor)
         let path =
             socket
             ?? SocketLocation.clientPath(environment: Environment.variables(), uid: getuid())
@@ -80,7 +88,11 @@ struct SendCommand: ParsableCommand {
             for index in monitors.indices { monitors[index].live += grow }
         }
         connection.send(greeting: [], report: [FrameEncoder.goodbye()])
-        if !connection.everConnected { throw ExitCode(2) }
+        if !connection.everConnected {
+            let reason = String(cString: strerror(connection.lastError))
+            Terminal.line("taskwatch send: cannot connect to \(path): \(reason)", to: STDERR_FILENO)
+            throw ExitCode.failure
+        }
     }
 }
 
@@ -89,6 +101,8 @@ struct RawConnection {
     let path: String
     private var fd: Int32 = -1
     private(set) var everConnected = false
+    /// The errno of the last failed connect, for the error message when none succeeded.
+    private(set) var lastError: Int32 = 0
 
     init(path: String) { self.path = path }
 
@@ -102,9 +116,13 @@ struct RawConnection {
 
     private mutating func connect() -> Bool {
         fd = tw_seqpacket_socket()
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else {
+            lastError = errno
+            return false
+        }
         // The socket is non-blocking; a local connect either succeeds or fails at once.
         guard tw_unix_connect(fd, path) == 0 else {
+            lastError = errno
             reset()
             return false
         }

@@ -19,29 +19,35 @@ struct StressCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Jobs to run (default 10000, or unbounded when --duration is given).")
+    // The numeric options parse unconditionally, so `--tasks -1` reaches validate() and its message
+    // instead of reading as an unknown option `-1`.
+    @Option(parsing: .unconditional, help: "Jobs to run (default: 10000, or unbounded when --duration is given).")
     var tasks: Int?
 
-    @Option(help: "Pool: workers. Spawn and group: the most jobs in flight (default: no cap).")
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "Pool: workers (default: 64; tasks/10 with --compare). Spawn and group: the most jobs in flight "
+                + "(default: no cap)."))
     var concurrency: Int?
 
-    @Option(help: "spawn, pool or group.")
+    @Option(help: "How jobs run: a task each (spawn), on a worker pool (pool) or in a task group (group).")
     var mode: StressMode = .spawn
 
     @Option(help: "How long each job stays suspended, e.g. 1s.")
-    var hold = "1s"
+    var hold = DurationArgument.literal("1s")
 
-    @Option(help: "Stop submitting after this long, e.g. 10s.")
-    var duration: String?
+    @Option(help: "Stop submitting after this long, e.g. 10s (default: when --tasks jobs are submitted).")
+    var duration: DurationArgument?
 
-    @Option(help: "Jobs per second (0: as fast as possible).")
+    @Option(parsing: .unconditional, help: "Jobs per second (0: as fast as possible; with --limit, 0 means 20000).")
     var rate: Double = 0
 
-    @Option(help: "Keep live tasks near this number with a feedback loop.")
+    @Option(parsing: .unconditional, help: "Keep live tasks near this number with a feedback loop (default: no limit).")
     var limit: UInt64?
 
-    @Option(help: "The feedback loop's step, e.g. 1ms.")
-    var step = "1ms"
+    @Option(help: "The feedback loop's step, e.g. 1ms (at least 100us).")
+    var step = DurationArgument.literal("1ms")
 
     @Flag(help: "Run spawn, then pool, each in a fresh process, and print them side by side.")
     var compare = false
@@ -52,11 +58,15 @@ struct StressCommand: AsyncParsableCommand {
     @Flag(help: "No progress on stderr.")
     var quiet = false
 
-    @Option(help: "The process label (default: TASKWATCH_PROCESS, else taskwatch-stress).")
+    @Option(help: "The process label (default: $TASKWATCH_PROCESS, else taskwatch-stress).")
     var process: String?
 
-    @Option(help: "Ingest socket path (default: TASKWATCH_SOCKET, else the daemon's default).")
+    @Option(help: socketHelp)
     var socket: String?
+
+    /// Set on the children of `--compare`: the parent has already warned about the socket.
+    @Flag(help: .private)
+    var socketChecked = false
 
     func validate() throws {
         if let tasks, tasks < 0 { throw ValidationError("--tasks must not be negative") }
@@ -65,20 +75,30 @@ struct StressCommand: AsyncParsableCommand {
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
     }
 
-    func options() throws -> StressOptions {
+    func options() -> StressOptions {
         var options = StressOptions()
         options.mode = mode
-        options.holdNanoseconds = try parseDuration(hold, flag: "hold")
-        options.durationNanoseconds = try duration.map { try parseDuration($0, flag: "duration") }
+        options.holdNanoseconds = hold.nanoseconds
+        options.durationNanoseconds = duration?.nanoseconds
         options.tasks = tasks ?? (options.durationNanoseconds == nil ? 10_000 : nil)
         options.concurrency = concurrency
         options.rate = rate
         options.limit = limit
-        options.stepNanoseconds = max(100_000, try parseDuration(step, flag: "step"))
+        options.stepNanoseconds = max(100_000, step.nanoseconds)
         if !quiet {
             options.progress = Terminal.isTerminal(STDERR_FILENO) ? .terminal : .plain
         }
         return options
+    }
+
+    /// The reporter's configuration: the environment's, with `--socket` and `--process` over it.
+    var configuration: Configuration {
+        var configuration = Configuration()
+        if let socket { configuration.socketPath = socket }
+        configuration.processName =
+            process ?? Environment.variables()["TASKWATCH_PROCESS"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? "taskwatch-stress"
+        return configuration
     }
 
     func run() async throws {
@@ -94,14 +114,17 @@ struct StressCommand: AsyncParsableCommand {
         }
     }
 
+    private func warnIfNobodyListens() {
+        let configuration = self.configuration
+        if !socketChecked, !configuration.isDisabled, let warning = IngestSocket.warning(configuration.socketPath) {
+            Terminal.line(warning, to: STDERR_FILENO)
+        }
+    }
+
     private func runOne() async throws {
-        let options = try self.options()
+        let options = self.options()
         StopSignal.install()
-        var configuration = Configuration()
-        if let socket { configuration.socketPath = socket }
-        configuration.processName =
-            process ?? Environment.variables()["TASKWATCH_PROCESS"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? "taskwatch-stress"
+        warnIfNobodyListens()
         TaskWatch.start(configuration)
         let runner = StressRunner(options: options)
         let report = await Task.detached { await runner.run() }.value
@@ -122,9 +145,12 @@ struct StressCommand: AsyncParsableCommand {
 
     /// Arguments for one child run of `--compare`.
     func childArguments(mode: StressMode) -> [String] {
-        var arguments = ["stress", "--mode", mode.rawValue, "--json", "--quiet", "--hold", hold, "--step", step]
+        var arguments = [
+            "stress", "--mode", mode.rawValue, "--json", "--quiet", "--socket-checked", "--hold", hold.text, "--step",
+            step.text,
+        ]
         arguments += ["--tasks", String(tasks ?? 10_000)]
-        if let duration { arguments += ["--duration", duration] }
+        if let duration { arguments += ["--duration", duration.text] }
         if rate > 0 { arguments += ["--rate", String(rate)] }
         if let limit { arguments += ["--limit", String(limit)] }
         if mode == .pool {
@@ -138,7 +164,7 @@ struct StressCommand: AsyncParsableCommand {
     }
 
     private func runCompare() async throws {
-        _ = try options()
+        warnIfNobodyListens()
         var reports: [StressReport] = []
         for mode in [StressMode.spawn, .pool] {
             if !quiet { Terminal.line("running \(mode.rawValue)...", to: STDERR_FILENO) }

@@ -7,53 +7,53 @@ extension TopSort: ExpressibleByArgument {}
 struct TopCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "top",
-        abstract: "Show the daemon's clients live: tasks, rates, memory and executor lag.",
+        abstract: "Show the daemon's clients live: tasks, rates, memory, executor lag and report age.",
         discussion: """
-            Rates come from two scrapes --interval apart. On a terminal the view redraws in place \
+            Rates come from two scrapes --interval apart. AGE is the time since the daemon accepted the \
+            process's last report, against this host's clock. On a terminal the view redraws in place \
             until interrupted; otherwise a plain table is printed every interval. --once prints one \
-            table (after one interval, for the rates) and exits.
+            table (after one interval, for the rates) and exits. Exit status: 0 done; 1 the metrics \
+            could not be read; 64 bad arguments.
             """
     )
 
-    @Option(help: "The daemon's HTTP address.")
-    var address = "localhost:10101"
+    @OptionGroup var endpoint: EndpointOptions
 
-    @Option(help: "Refresh interval, e.g. 2s.")
-    var interval = "2s"
+    @Option(help: "Refresh interval, e.g. 500ms or 2s.")
+    var interval = DurationArgument.literal("2s")
 
-    @Option(help: "Sort by \(TopSort.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "The column to sort by; age puts the longest-silent processes first.")
     var sort: TopSort = .live
 
     @Flag(help: "Print one table and exit.")
     var once = false
 
-    @Option(help: "Show at most this many rows (0: all).")
+    // Unconditional, so `--limit -1` reaches validate() instead of reading as an unknown option.
+    @Option(parsing: .unconditional, help: "Show at most this many rows (0: all).")
     var limit = 0
 
+    func validate() throws {
+        if interval.nanoseconds == 0 { throw ValidationError("--interval must be above 0") }
+        if limit < 0 { throw ValidationError("--limit must not be negative") }
+    }
+
     func run() async throws {
-        let client = HTTPClient(address: address)
-        let step: UInt64
-        do {
-            step = try parseDuration(interval, flag: "interval")
-        } catch let error as CLIError {
-            Terminal.line("taskwatch top: \(error.description)", to: STDERR_FILENO)
-            throw ExitCode(error.status)
-        }
+        let client = endpoint.client()
         StopSignal.install()
         let terminal = !once && Terminal.isTerminal(STDOUT_FILENO)
         var previous: MetricsSnapshot?
         do {
-            previous = try Self.scrape(client)
+            previous = try scrape(client)
             while !StopSignal.isRequested {
-                await Self.sleep(step)
+                await Self.sleep(interval.nanoseconds)
                 if StopSignal.isRequested { break }
-                let current = try Self.scrape(client)
+                let current = try scrape(client)
                 var rows = ClientTable.sorted(ClientTable.rows(previous: previous, current: current), by: sort)
                 if limit > 0 { rows = Array(rows.prefix(limit)) }
                 let clients = current.value("taskwatch_clients").map { Format.count($0) } ?? "?"
                 let header =
-                    "taskwatchd \(address): \(clients) clients, \(rows.count) rows, sorted by \(sort.rawValue), "
-                    + "every \(interval)"
+                    "taskwatchd \(endpoint.address): \(clients) clients, \(rows.count) rows, sorted by "
+                    + "\(sort.rawValue), every \(interval.text)"
                 let frame = header + "\n" + ClientTable.render(rows)
                 if terminal {
                     Terminal.write(Terminal.clearScreen + frame + "\n")
@@ -65,16 +65,26 @@ struct TopCommand: AsyncParsableCommand {
             }
         } catch let error as HTTPError {
             Terminal.line("taskwatch top: \(error.description)", to: STDERR_FILENO)
-            throw ExitCode(2)
+            throw ExitCode.failure
         }
     }
 
-    static func scrape(_ client: HTTPClient) throws -> MetricsSnapshot {
-        let response = try client.get("/metrics")
+    func scrape(_ client: HTTPClient) throws -> MetricsSnapshot {
+        let path = endpoint.path
+        let response = try client.get(path)
         guard response.status == 200 else {
-            throw HTTPError(description: "GET /metrics on \(client.address) answered \(response.status)")
+            throw HTTPError(
+                description: "GET \(path) on \(client.address) answered \(response.status)"
+                    + HTTPClient.hint(status: response.status))
         }
-        return MetricsSnapshot(nanoseconds: monotonicNanoseconds(), samples: PrometheusText.parse(response.text))
+        // Ages are measured against this host's clock, read when the answer arrived: no series the
+        // daemon exposes carries its current time (its HTTP Date header has whole seconds only). On
+        // the host the daemon runs on, which is where its socket is, the two clocks are one.
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return MetricsSnapshot(
+            nanoseconds: monotonicNanoseconds(), unixSeconds: Double(now.tv_sec) + Double(now.tv_nsec) / 1e9,
+            samples: PrometheusText.parse(response.text))
     }
 
     /// Sleeps `nanoseconds`, waking early when a stop is requested.

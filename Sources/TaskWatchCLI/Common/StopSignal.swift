@@ -1,6 +1,5 @@
 import Glibc
 import Synchronization
-import TaskWatchWire
 
 /// Set by SIGINT or SIGTERM, so long-running subcommands end their loops and report.
 enum StopSignal {
@@ -15,20 +14,12 @@ enum StopSignal {
     }
 }
 
-/// Parses a duration flag (`2s`, `500ms`, `1m`), or throws a message naming the flag.
-func parseDuration(_ text: String, flag: String) throws -> UInt64 {
-    guard let nanoseconds = DurationText.nanoseconds(text) else {
-        throw CLIError("bad --\(flag): \(text) (expected e.g. 500ms, 2s, 1m)")
-    }
-    return nanoseconds
-}
-
 /// A failure reported as one line on stderr with a chosen exit status.
 struct CLIError: Error, CustomStringConvertible {
     var description: String
     var status: Int32
 
-    init(_ description: String, status: Int32 = 2) {
+    init(_ description: String, status: Int32 = 1) {
         self.description = description
         self.status = status
     }

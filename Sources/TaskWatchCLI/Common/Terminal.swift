@@ -68,6 +68,17 @@ enum Format {
         return fixed(value, 2) + "s"
     }
 
+    /// An age: tenths of a second below 10 s, then whole seconds, minutes, hours, days (each rounded
+    /// down, so a report is never shown younger than it is), e.g. `0.4s`, `12s`, `3m`.
+    static func age(_ seconds: Double) -> String {
+        guard seconds.isFinite, seconds < 1e15 else { return "?" }
+        if seconds < 10 { return fixed((max(0, seconds) * 10).rounded(.down) / 10, 1) + "s" }
+        for (unit, size) in [("d", 86_400.0), ("h", 3_600.0), ("m", 60.0)] where seconds >= size {
+            return "\(Int(seconds / size))\(unit)"
+        }
+        return "\(Int(seconds))s"
+    }
+
     static func pad(_ text: String, _ width: Int, right: Bool = false) -> String {
         let count = text.count
         guard count < width else { return text }

@@ -19,10 +19,33 @@ struct HTTPClient: Sendable {
     /// `host:port`, `:port`, `[v6]:port` or a bare host (port 10101).
     var address: String
     var timeoutMilliseconds: Int32 = 5_000
+    /// The `Authorization` header's value sent with every request, if any.
+    var authorization: String?
 
     init(address: String, timeoutMilliseconds: Int32 = 5_000) {
         self.address = address
         self.timeoutMilliseconds = timeoutMilliseconds
+    }
+
+    /// The `Authorization` value for basic auth (RFC 7617: base64 of `user:password` in UTF-8).
+    static func basicAuthorization(user: String, password: String) -> String {
+        "Basic " + base64(Array("\(user):\(password)".utf8))
+    }
+
+    /// Standard base64 with padding; here so the client needs no Foundation.
+    static func base64(_ bytes: [UInt8]) -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        var output: [UInt8] = []
+        output.reserveCapacity((bytes.count + 2) / 3 * 4)
+        for start in stride(from: 0, to: bytes.count, by: 3) {
+            let chunk = bytes[start..<min(start + 3, bytes.count)]
+            var group = 0
+            for (offset, byte) in chunk.enumerated() { group |= Int(byte) << (16 - 8 * offset) }
+            for index in 0..<4 {
+                output.append(index <= chunk.count ? alphabet[(group >> (18 - 6 * index)) & 63] : UInt8(ascii: "="))
+            }
+        }
+        return String(decoding: output, as: UTF8.self)
     }
 
     /// Splits `address` into host and port.
@@ -43,20 +66,32 @@ struct HTTPClient: Sendable {
     }
 
     func get(_ path: String) throws -> HTTPResponse {
-        if address.hasPrefix("https://") {
-            throw HTTPError(
-                description: "\(address): taskwatch reads taskwatchd over plain HTTP only. \(Self.tlsAdvice)")
-        }
+        if address.hasPrefix("https://") { throw HTTPError(description: "\(address): \(Self.needsPlainHTTP)") }
         let (host, port) = Self.split(address)
-        let fd = try connect(host: host, port: port)
-        defer { close(fd) }
         let request =
             "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUser-Agent: taskwatch\r\n"
-            + "Accept: text/plain;version=0.0.4\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
-        var bytes = Array(request.utf8)
+            + "Accept: text/plain;version=0.0.4\r\nAccept-Encoding: identity\r\nConnection: close\r\n"
+            + (authorization.map { "Authorization: \($0)\r\n" } ?? "") + "\r\n"
+        let received = try exchange(Array(request.utf8), host: host, port: port, untilClosed: true)
+        // A TLS server may close on a plain request without a word (libmicrohttpd does): ask it in TLS,
+        // and a TLS record in reply settles what it speaks.
+        if received.isEmpty,
+            let reply = try? exchange(Self.clientHello, host: host, port: port, untilClosed: false),
+            Self.isTLSRecord(reply)
+        {
+            throw HTTPError(description: "\(address): \(Self.needsPlainHTTP)")
+        }
+        return try Self.parse(received, from: address)
+    }
+
+    /// Sends `request` on a new connection and reads the answer: all of it until the server closes,
+    /// or (`untilClosed` false) the first bytes that arrive.
+    private func exchange(_ request: [UInt8], host: String, port: String, untilClosed: Bool) throws -> [UInt8] {
+        let fd = try connect(host: host, port: port)
+        defer { close(fd) }
         var offset = 0
-        while offset < bytes.count {
-            let sent = bytes.withUnsafeMutableBytes { send(fd, $0.baseAddress! + offset, $0.count - offset, 0) }
+        while offset < request.count {
+            let sent = request.withUnsafeBytes { send(fd, $0.baseAddress! + offset, $0.count - offset, 0) }
             if sent < 0 {
                 if errno == EINTR { continue }
                 throw HTTPError(description: "sending to \(address): \(String(cString: strerror(errno)))")
@@ -76,26 +111,52 @@ struct HTTPClient: Sendable {
                 throw HTTPError(description: "reading from \(address): \(String(cString: strerror(errno)))")
             }
             received += buffer[0..<count]
+            if !untilClosed { break }
             if received.count > 256 << 20 { throw HTTPError(description: "response from \(address) over 256 MiB") }
         }
-        return try Self.parse(received, from: address)
+        return received
     }
 
-    /// What to do instead against a daemon that serves HTTPS.
-    static let tlsAdvice =
-        "If taskwatchd serves TLS (tls_server_config in --web.config.file), read it with curl, e.g. "
-        + "curl --cacert CA.crt https://HOST:PORT/metrics, or run taskwatch against a plain-HTTP listener."
+    /// A minimal TLS ClientHello: a TLS 1.0 record holding a TLS 1.2 hello with four common AES-GCM
+    /// suites and no extensions. Any TLS server answers it with a handshake or an alert record.
+    static let clientHello: [UInt8] = {
+        let suites: [UInt8] = [0x13, 0x01, 0xC0, 0x2F, 0xC0, 0x2B, 0x00, 0x9C]
+        // Version, a zero random (this is a probe, not a session), no session id, suites, null compression.
+        let body: [UInt8] =
+            [3, 3] + [UInt8](repeating: 0, count: 32) + [0] + [0, UInt8(suites.count)] + suites + [1, 0]
+        let handshake: [UInt8] = [1, 0, UInt8(body.count >> 8), UInt8(body.count & 0xFF)] + body
+        return [22, 3, 1, UInt8(handshake.count >> 8), UInt8(handshake.count & 0xFF)] + handshake
+    }()
+
+    /// Whether `bytes` begin a TLS alert (content type 21) or handshake (22) record of version 3.x.
+    static func isTLSRecord(_ bytes: [UInt8]) -> Bool {
+        bytes.count >= 2 && (bytes[0] == 21 || bytes[0] == 22) && bytes[1] == 3
+    }
+
+    /// Why a TLS listener cannot be read, and what to use instead.
+    static let needsPlainHTTP =
+        "the endpoint speaks TLS; the taskwatch CLI needs a plain-HTTP listener "
+        + "(read a TLS one with e.g. curl --cacert CA.crt https://HOST:PORT/metrics)"
+
+    /// A hint for a status that usually means a flag is missing or wrong; empty for the others.
+    static func hint(status: Int) -> String {
+        switch status {
+        case 401: " (give --basic-auth-user, with the password in $\(basicAuthPasswordVariable))"
+        case 404: " (is --path the daemon's --web.telemetry-path?)"
+        default: ""
+        }
+    }
 
     /// Parses a complete response read until the server closed the connection.
     static func parse(_ bytes: [UInt8], from address: String) throws -> HTTPResponse {
-        // A TLS server meets a plain request by closing at once or with a TLS alert record
-        // (content type 21, then the 3.x version): neither is a broken daemon, so say what it is.
+        // A TLS server meets a plain request with a TLS alert record, or by closing at once (which
+        // get() looks into further): neither is a broken daemon, so say what it is.
         if bytes.isEmpty {
-            throw HTTPError(description: "\(address) closed the connection without an answer. \(tlsAdvice)")
+            throw HTTPError(
+                description: "\(address) closed the connection without an answer (if the endpoint speaks TLS: "
+                    + "the taskwatch CLI needs a plain-HTTP listener)")
         }
-        if bytes.count >= 2, bytes[0] == 21 || bytes[0] == 22, bytes[1] == 3 {
-            throw HTTPError(description: "\(address) answered in TLS, not plain HTTP. \(tlsAdvice)")
-        }
+        if isTLSRecord(bytes) { throw HTTPError(description: "\(address): \(needsPlainHTTP)") }
         let separator: [UInt8] = [13, 10, 13, 10]
         guard let end = bytes.firstRange(of: separator) else {
             throw HTTPError(description: "\(address) sent no complete HTTP header")

@@ -1,15 +1,22 @@
-/// One scrape of the daemon's `/metrics`, with the monotonic time it was taken.
+/// One scrape of the daemon's metrics, with the monotonic time it was taken (for rates) and the Unix
+/// time it was taken (for report ages), when known.
 struct MetricsSnapshot: Sendable {
     var nanoseconds: UInt64
+    var unixSeconds: Double? = nil
     var samples: [PrometheusSample]
 
     /// Sums of `name` by (process, pid) or by (process, pid, task).
     func values(_ name: String, byTask: Bool = false) -> [ClientKey: Double] {
+        values(name, byTask: byTask, combining: +)
+    }
+
+    /// The samples of `name` by (process, pid) or by (process, pid, task), several of a key combined.
+    func values(_ name: String, byTask: Bool = false, combining: (Double, Double) -> Double) -> [ClientKey: Double] {
         var result: [ClientKey: Double] = [:]
         for sample in samples where sample.name == name {
             let key = ClientKey(
                 process: sample.label("process"), pid: sample.label("pid"), task: byTask ? sample.label("task") : "")
-            result[key, default: 0] += sample.value
+            result[key] = result[key].map { combining($0, sample.value) } ?? sample.value
         }
         return result
     }
@@ -39,11 +46,13 @@ struct ClientRow: Sendable, Equatable {
     var heap: Double?
     /// Mean executor lag over the interval (since start when there is no earlier sample).
     var lag: Double?
+    /// Seconds from the process's last accepted report to the scrape.
+    var age: Double? = nil
 }
 
 /// The columns `taskwatch top` sorts by.
 enum TopSort: String, CaseIterable, Sendable {
-    case live, peak, created, finished, rss, heap, lag, pid, process, task
+    case live, peak, created, finished, rss, heap, lag, age, pid, process, task
 }
 
 /// Builds, sorts and renders the table of clients from two scrapes.
@@ -58,6 +67,8 @@ enum ClientTable {
         let heap = current.values("swift_process_heap_allocated_bytes")
         let lagSum = current.values("swift_executor_lag_seconds_sum")
         let lagCount = current.values("swift_executor_lag_seconds_count")
+        // One sample per connection; should two share a process and pid, the newer report counts.
+        let lastReport = current.values("taskwatch_client_last_report_timestamp_seconds", combining: max)
         let seconds = previous.map { Double(current.nanoseconds &- $0.nanoseconds) / 1e9 } ?? 0
         let before = previous.map {
             (
@@ -94,7 +105,9 @@ enum ClientTable {
                 live: live[key], peak: peak[key],
                 createdPerSecond: rate(created, before?.created, key),
                 finishedPerSecond: rate(finished, before?.finished, key),
-                rss: rss[process], heap: heap[process], lag: lag)
+                rss: rss[process], heap: heap[process], lag: lag,
+                // Clamped: a report stamped a moment after the scrape's clock reading is not from the future.
+                age: current.unixSeconds.flatMap { now in lastReport[process].map { max(0, now - $0) } })
         }
     }
 
@@ -109,6 +122,7 @@ enum ClientTable {
                 case .rss: row.rss
                 case .heap: row.heap
                 case .lag: row.lag
+                case .age: row.age
                 case .pid: Double(row.pid)
                 case .process, .task: nil
                 }
@@ -125,24 +139,49 @@ enum ClientTable {
         }
     }
 
-    static let headers = ["PROCESS", "PID", "TASK", "LIVE", "PEAK", "CREATED/s", "FINISHED/s", "RSS", "HEAP", "LAG"]
+    /// A column of the table: its header, whether it aligns right (figures do), and its cell.
+    struct Column: Sendable {
+        var header: String
+        var alignsRight: Bool
+        var cell: @Sendable (ClientRow) -> String
+
+        init(_ header: String, right: Bool = true, _ cell: @escaping @Sendable (ClientRow) -> String) {
+            self.header = header
+            self.alignsRight = right
+            self.cell = cell
+        }
+
+        /// A figure column: `-` when the value is unknown.
+        init(
+            _ header: String, _ value: @escaping @Sendable (ClientRow) -> Double?,
+            _ format: @escaping @Sendable (Double) -> String
+        ) {
+            self.init(header) { row in value(row).map(format) ?? "-" }
+        }
+    }
+
+    static let columns: [Column] = [
+        Column("PROCESS", right: false) { $0.process + ($0.up ? "" : " (gone)") },
+        Column("PID", right: false) { $0.pid },
+        Column("TASK", right: false) { $0.task },
+        Column("LIVE", \.live, Format.count),
+        Column("PEAK", \.peak, Format.count),
+        Column("CREATED/s", \.createdPerSecond) { Format.fixed($0, 1) },
+        Column("FINISHED/s", \.finishedPerSecond) { Format.fixed($0, 1) },
+        Column("RSS", \.rss, Format.bytes),
+        Column("HEAP", \.heap, Format.bytes),
+        Column("LAG", \.lag, Format.seconds),
+        Column("AGE", \.age, Format.age),
+    ]
+
+    static var headers: [String] { columns.map(\.header) }
 
     static func render(_ rows: [ClientRow]) -> String {
-        func optional(_ value: Double?, _ format: (Double) -> String) -> String { value.map(format) ?? "-" }
-        let cells: [[String]] = rows.map { row in
-            [
-                row.process + (row.up ? "" : " (gone)"), row.pid, row.task,
-                optional(row.live, Format.count), optional(row.peak, Format.count),
-                optional(row.createdPerSecond) { Format.fixed($0, 1) },
-                optional(row.finishedPerSecond) { Format.fixed($0, 1) },
-                optional(row.rss, Format.bytes), optional(row.heap, Format.bytes),
-                optional(row.lag, Format.seconds),
-            ]
-        }
+        let cells = rows.map { row in columns.map { $0.cell(row) } }
         var widths = headers.map(\.count)
         for line in cells { for (index, cell) in line.enumerated() { widths[index] = max(widths[index], cell.count) } }
         func format(_ line: [String]) -> String {
-            line.enumerated().map { index, cell in Format.pad(cell, widths[index], right: index >= 3) }
+            line.enumerated().map { index, cell in Format.pad(cell, widths[index], right: columns[index].alignsRight) }
                 .joined(separator: "  ")
         }
         return ([format(headers)] + cells.map(format)).joined(separator: "\n")
