@@ -3,26 +3,37 @@ SWIFT ?= swift
 PREFIX ?= /usr/local
 DESTDIR ?=
 PORT ?= 10101
+SOCKET ?=
 BINDIR = $(DESTDIR)$(PREFIX)/bin
 SHAREDIR = $(DESTDIR)$(PREFIX)/share/taskwatch
 SWIFT_FILES = Sources Tests Package.swift $(wildcard Examples) $(wildcard Benchmarks/Package.swift Benchmarks/Benchmarks Benchmarks/Sources)
 
-.PHONY: all build debug run test test-swift test-traits test-ops test-prometheus lint format deps bench \
-	install clean prometheusrule fuzz fuzz-short attack soak image
+.PHONY: all build debug run test test-swift test-traits test-ops test-prometheus lint format deps deps-build \
+	deps-test bench install clean prometheusrule fuzz fuzz-short attack soak image
 
 all: build
 
-deps:
-	@scripts/install-deps.sh
+# Only what is missing is installed (apt-get as root or through sudo). Building and running need the C
+# libraries and curl; the tests also need Prometheus, jq, openssl and Python's prometheus_client and PyYAML.
+deps-build:
+	@scripts/install-deps.sh build
 
-build: deps
+# After the build set, so that under `make -j` two apt-get runs never race for the dpkg lock.
+deps-test: deps-build
+	@scripts/install-deps.sh test
+
+deps: deps-test
+
+build: deps-build
 	$(SWIFT) build -c release
 
-debug: deps
+debug: deps-build
 	$(SWIFT) build
 
+# SOCKET empty: the daemon's default ingest socket for this user. Set both to run beside another
+# checkout's `make run`: make run PORT=10102 SOCKET=/tmp/tw2.sock
 run: build
-	@scripts/run-demo.sh "$$($(SWIFT) build -c release --show-bin-path)" $(PORT)
+	@scripts/run-demo.sh "$$($(SWIFT) build -c release --show-bin-path)" "$(PORT)" "$(SOCKET)"
 
 lint:
 	$(SWIFT) format lint --strict --recursive $(SWIFT_FILES)
@@ -30,30 +41,30 @@ lint:
 format:
 	$(SWIFT) format --in-place --recursive $(SWIFT_FILES)
 
-test: deps lint test-swift test-traits test-ops test-prometheus
+test: deps-test lint test-swift test-traits test-ops test-prometheus
 	@echo "make test: all suites passed"
 
 # The end-to-end suites start the built binaries, so build every product before testing. Serial:
 # suites that start daemons and suites that share the process-wide reporter must not overlap.
-test-swift:
+test-swift: deps-test
 	$(SWIFT) build
 	TASKWATCH_BIN_DIR="$$($(SWIFT) build --show-bin-path)" $(SWIFT) test --no-parallel
 
 # Each build profile of the client compiles and passes its tests.
-test-traits:
+test-traits: deps-build
 	$(SWIFT) build --traits Stress --scratch-path .build-stress
 	$(SWIFT) test --no-parallel --traits Stress --scratch-path .build-stress \
 		--filter 'TaskWatchTests|TaskWatchMetricsTests|TaskWatchClientEndToEndTests'
 	$(SWIFT) build --traits Silent --scratch-path .build-silent
 	$(SWIFT) test --no-parallel --traits Silent --scratch-path .build-silent --filter 'TaskWatchTests|TaskWatchMetricsTests'
 
-test-ops:
+test-ops: deps-test
 	prometheus/test.sh
 	python3 grafana/test_dashboard.py
 	python3 deploy/kubernetes/test_manifests.py
 	deploy/test-units.sh "$$($(SWIFT) build --show-bin-path)/taskwatchd"
 
-test-prometheus:
+test-prometheus: deps-test
 	$(SWIFT) build
 	scripts/test-prometheus-e2e.sh "$$($(SWIFT) build --show-bin-path)"
 

@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# `make run`: starts taskwatchd with its defaults (socket and port chosen for the current user) and the
-# demo workload reporting to it, until Ctrl-C.
+# `make run`: starts taskwatchd with its defaults (socket chosen for the current user) on PORT, and the
+# demo workload reporting to it, until Ctrl-C. A non-empty SOCKET replaces the default ingest socket for
+# both, so a second checkout can run beside the first (`make run PORT=10102 SOCKET=/tmp/tw2.sock`).
 set -euo pipefail
-bin=${1:?usage: run-demo.sh BIN_DIR [PORT]}
+bin=${1:?usage: run-demo.sh BIN_DIR [PORT [SOCKET]]}
 port=${2:-10101}
+socket=${3:-}
+
+daemon_args=(--web.listen-address ":$port")
+# TASKWATCH_PROCESS names the demo's series; TASKWATCH_SOCKET is set only when SOCKET is, so that
+# without it the demo finds the daemon's default socket exactly as any client would.
+demo_env=(TASKWATCH_PROCESS=demo)
+if [ -n "$socket" ]; then
+    daemon_args+=(--ingest.socket "$socket")
+    demo_env+=(TASKWATCH_SOCKET="$socket")
+fi
 
 pids=()
 cleanup() {
@@ -12,7 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$bin/taskwatchd" --web.listen-address ":$port" &
+"$bin/taskwatchd" "${daemon_args[@]}" &
 pids+=($!)
 for _ in $(seq 1 100); do
     curl -fs "http://localhost:$port/-/ready" >/dev/null 2>&1 && break
@@ -21,7 +32,7 @@ for _ in $(seq 1 100); do
 done
 
 # A small server-like workload that leaks one request task in 50, so the growth is visible.
-TASKWATCH_PROCESS=demo "$bin/TaskWatchDemo" --rate 200 --leak 50 &
+env "${demo_env[@]}" "$bin/TaskWatchDemo" --rate 200 --leak 50 &
 pids+=($!)
 
 cat <<MSG

@@ -101,12 +101,15 @@ public final class Daemon: Sendable {
         }
         httpPorts = httpSockets.compactMap { ListenAddress.boundPort(of: $0) }
 
-        registry = Registry(limits: configuration.limits)
+        // One log for every refusal, so each reason is rate-limited once whichever part refuses.
+        let refusals = RefusalLog(logger: logger)
+        registry = Registry(limits: configuration.limits, log: refusals)
         let build = BuildInfo(
             version: TaskWatchDaemonInfo.version, revision: TaskWatchDaemonInfo.revision,
             swiftVersion: TaskWatchDaemonInfo.swiftVersion)
         do {
-            listener = try IngestListener(socket: ingestSocket, sink: registry)
+            listener = try IngestListener(
+                socket: ingestSocket, sink: registry, acceptFailed: { refusals.acceptFailed(errno: $0) })
         } catch {
             ingestSocket.close()
             for fd in httpSockets { close(fd) }

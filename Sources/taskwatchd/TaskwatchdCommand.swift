@@ -13,7 +13,11 @@ struct TaskwatchdCommand: ParsableCommand {
         version: "taskwatchd \(TaskWatchDaemonInfo.version) (swift \(TaskWatchDaemonInfo.swiftVersion))"
     )
 
-    @Option(name: .customLong("web.listen-address"), help: "Address to serve /metrics on. Repeatable.")
+    // The default is spelled out in the help rather than given as the array's default value, which
+    // ArgumentParser would not show for an array; it comes from the configuration, so the two agree.
+    @Option(
+        name: .customLong("web.listen-address"),
+        help: "Address to serve /metrics on, [host]:port. Repeatable. (default: \(defaultListenAddresses))")
     var listenAddresses: [String] = []
 
     @Option(name: .customLong("web.telemetry-path"), help: "Path under which to expose metrics.")
@@ -32,7 +36,12 @@ struct TaskwatchdCommand: ParsableCommand {
     @Flag(name: .customLong("web.systemd-socket"), help: "Use the HTTP socket(s) passed by systemd socket activation.")
     var systemdSocket = false
 
-    @Option(name: .customLong("ingest.socket"), help: "Ingest socket path (default depends on the user).")
+    @Option(
+        name: .customLong("ingest.socket"),
+        help: ArgumentHelp(
+            "Ingest socket path. (default: /run/taskwatch/ingest.sock for root; for other users "
+                + "$XDG_RUNTIME_DIR/taskwatch/ingest.sock, or /tmp/taskwatch-$UID/ingest.sock when "
+                + "XDG_RUNTIME_DIR is unset; currently \(DaemonConfiguration().resolvedIngestSocketPath))"))
     var ingestSocket: String?
 
     @Option(name: .customLong("ingest.socket-mode"), help: "File mode of the ingest socket, in octal.")
@@ -68,6 +77,8 @@ struct TaskwatchdCommand: ParsableCommand {
 
     @Option(name: .customLong("log.format"), help: "logfmt or json.")
     var logFormat = "logfmt"
+
+    private static let defaultListenAddresses = DaemonConfiguration().listenAddresses.joined(separator: ", ")
 
     func validatedConfiguration() throws -> (DaemonConfiguration, Logger) {
         guard let format = LogFormat(rawValue: logFormat) else {

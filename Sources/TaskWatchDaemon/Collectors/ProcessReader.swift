@@ -34,6 +34,13 @@ enum ProcessReader {
         return fields.count > 19 ? UInt64(fields[19]) : nil
     }
 
+    /// The command name the kernel keeps for `pid` (`/proc/<pid>/comm`, at most 15 bytes), or nil if the
+    /// process is gone.
+    static func command(pid: Int32) -> String? {
+        guard let text = readFile("/proc/\(pid)/comm") else { return nil }
+        return text.last == "\n" ? String(text.dropLast()) : text
+    }
+
     /// Reads stat, statm-equivalent fields and the fd count of `pid` ("self" for this process).
     static func stats(pid: String) -> ProcessStats? {
         guard let fields = statFields(pid: pid), fields.count > 21 else { return nil }

@@ -304,6 +304,12 @@ public final class HTTPServer: Sendable {
         let contextPointer = Unmanaged.passUnretained(context).toOpaque()
         let sockets = options.listeningSockets.count
         var items: [MHD_OptionItem] = [
+            // First: libmicrohttpd logs through its own stderr logger until it meets this option, and
+            // warns at every start when any option precedes it.
+            MHD_OptionItem(
+                option: MHD_OPTION.EXTERNAL_LOGGER,
+                value: Int(bitPattern: unsafeBitCast(logMessage, to: UnsafeRawPointer.self)),
+                ptr_value: contextPointer),
             MHD_OptionItem(
                 option: MHD_OPTION.NOTIFY_CONNECTION,
                 value: Int(bitPattern: unsafeBitCast(connectionNotified, to: UnsafeRawPointer.self)),
@@ -313,10 +319,6 @@ public final class HTTPServer: Sendable {
             MHD_OptionItem(
                 option: MHD_OPTION.NOTIFY_COMPLETED,
                 value: Int(bitPattern: unsafeBitCast(requestCompleted, to: UnsafeRawPointer.self)),
-                ptr_value: contextPointer),
-            MHD_OptionItem(
-                option: MHD_OPTION.EXTERNAL_LOGGER,
-                value: Int(bitPattern: unsafeBitCast(logMessage, to: UnsafeRawPointer.self)),
                 ptr_value: contextPointer),
         ]
         // A pool of one means no pool: libmicrohttpd then serves from its single polling thread.

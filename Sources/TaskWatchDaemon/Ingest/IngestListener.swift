@@ -62,6 +62,7 @@ public final class IngestListener: @unchecked Sendable {
     private let state = Mutex(State.idle)
     private let stopRequested = Atomic(false)
     private let acceptFailureCount = Atomic<UInt64>(0)
+    private let acceptFailed: (@Sendable (_ errno: Int32) -> Void)?
 
     /// Accept calls that failed for a reason other than a client giving up; readable from any thread.
     public var acceptFailures: UInt64 { acceptFailureCount.load(ordering: .relaxed) }
@@ -70,8 +71,13 @@ public final class IngestListener: @unchecked Sendable {
     public var listeningSocket: IngestSocket { socket }
 
     /// Prepares a listener for `socket`; nothing is accepted until `start()`. From here on the listener
-    /// owns the socket and closes it in `stop()`.
-    public init(socket: IngestSocket, sink: any IngestSink, options: Options = Options()) throws(IngestSocketError) {
+    /// owns the socket and closes it in `stop()`. `acceptFailed` hears, on the listener thread, of each
+    /// failure counted in `acceptFailures`, with its errno: the sink never sees those clients, so this
+    /// is how the daemon can log them.
+    public init(
+        socket: IngestSocket, sink: any IngestSink, options: Options = Options(),
+        acceptFailed: (@Sendable (_ errno: Int32) -> Void)? = nil
+    ) throws(IngestSocketError) {
         let epollFD = tw_epoll_create()
         guard epollFD >= 0 else { throw IngestSocketError("cannot create an epoll instance", errno: errno) }
         let wakeFD = tw_eventfd_create()
@@ -83,6 +89,7 @@ public final class IngestListener: @unchecked Sendable {
         self.socket = socket
         self.sink = sink
         self.options = options
+        self.acceptFailed = acceptFailed
         self.epollFD = epollFD
         self.wakeFD = wakeFD
     }
@@ -155,7 +162,10 @@ public final class IngestListener: @unchecked Sendable {
         )
         loop.run(
             stopRequested: { self.stopRequested.load(ordering: .acquiring) },
-            acceptFailed: { self.acceptFailureCount.add(1, ordering: .relaxed) }
+            acceptFailed: { code in
+                self.acceptFailureCount.add(1, ordering: .relaxed)
+                self.acceptFailed?(code)
+            }
         )
         // Listener first, so no client queues up in the backlog while the others are closed.
         _ = tw_epoll_remove(epollFD, socket.fd)
@@ -209,7 +219,7 @@ private final class EventLoop {
         truncated.deallocate()
     }
 
-    func run(stopRequested: () -> Bool, acceptFailed: () -> Void) {
+    func run(stopRequested: () -> Bool, acceptFailed: (_ errno: Int32) -> Void) {
         register(wakeFD, token: Self.wakeToken)
         register(listener, token: Self.listenerToken)
         let tickNanoseconds = max(1_000_000, nanoseconds(options.tickInterval))
@@ -254,7 +264,7 @@ private final class EventLoop {
         for token in connections.keys.sorted() { closeConnection(token) }
     }
 
-    private func acceptConnections(acceptFailed: () -> Void) {
+    private func acceptConnections(acceptFailed: (_ errno: Int32) -> Void) {
         for _ in 0..<options.acceptsPerWakeup {
             let fd = tw_accept(listener)
             if fd < 0 {
@@ -264,17 +274,17 @@ private final class EventLoop {
                 case EINTR, ECONNABORTED:
                     // The client gave up before we got to it, or a signal interrupted: nothing is wrong.
                     continue
-                default:
+                case let code:
                     // Out of descriptors or memory, most likely; retrying at once would spin, since
                     // the listener stays readable.
-                    acceptFailed()
+                    acceptFailed(code)
                     pauseAccepting()
                     return
                 }
             }
             var raw = tw_peer_credentials()
             guard tw_peer_credentials_get(fd, &raw) == 0 else {
-                acceptFailed()
+                acceptFailed(errno)
                 _ = close(fd)
                 continue
             }

@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 import TaskWatchWire
 
@@ -28,6 +29,8 @@ public final class Registry: IngestSink, Sendable {
     private let state: Mutex<State>
     private let limits: RegistryLimits
     private let clock: any DaemonClock
+    /// Where refused clients and dropped series are reported, rate-limited; nil logs nothing.
+    private let log: RefusalLog?
 
     /// Counters about the registry's own work.
     struct Stats {
@@ -45,9 +48,10 @@ public final class Registry: IngestSink, Sendable {
         var stats = Stats()
     }
 
-    public init(limits: RegistryLimits, clock: any DaemonClock = SystemClock()) {
+    public init(limits: RegistryLimits, clock: any DaemonClock = SystemClock(), log: RefusalLog? = nil) {
         self.limits = limits
         self.clock = clock
+        self.log = log
         state = Mutex(State())
     }
 
@@ -55,21 +59,26 @@ public final class Registry: IngestSink, Sendable {
 
     public func connectionOpened(_ id: ConnectionID, peer: PeerCredentials) -> Bool {
         let startTicks = ProcessReader.startTicks(pid: peer.pid)
-        return state.withLock { state in
+        let refused: ClientRejection? = state.withLock { state in
             if !limits.allowedUIDs.isEmpty || !limits.allowedGIDs.isEmpty,
                 !limits.allowedUIDs.contains(peer.uid), !limits.allowedGIDs.contains(peer.gid)
             {
                 state.stats.rejectedClients[.notAllowed, default: 0] += 1
-                return false
+                return .notAllowed
             }
             if state.connectedCount >= limits.maxClients {
                 state.stats.rejectedClients[.maxClients, default: 0] += 1
-                return false
+                return .maxClients
             }
             state.clients[id] = ClientState(connection: id, peer: peer, processStartTicks: startTicks)
             state.connectedCount += 1
-            return true
+            return nil
         }
+        guard let refused else { return true }
+        // Outside the lock: the line may wait on a slow log, and scrapes must not wait with it.
+        let details: Logger.Metadata = refused == .maxClients ? ["limit": "\(limits.maxClients)"] : [:]
+        if let log, let line = log.clientRejected(refused, peer: peer, details: details) { log.write([line]) }
+        return false
     }
 
     public func frameReceived(_ id: ConnectionID, bytes: UnsafeRawBufferPointer, truncated: Bool) -> IngestVerdict {
@@ -83,13 +92,15 @@ public final class Registry: IngestSink, Sendable {
         {
             decoded = Result { () throws(WireError) in try FrameDecoder.decode(bytes) }
         }
-        return state.withLock { state in
+        // Warnings admitted under the lock, written after it: empty, and never allocated, unless refused.
+        var warnings: [RefusalLine] = []
+        let verdict = state.withLock { state in
             state.stats.messagesReceived += 1
             // The hot path: a values frame from a live client touches only that client, in place.
             if !truncated, let slot = state.clients.index(forKey: id), let reader = try? FrameDecoder.open(bytes),
                 reader.kind == .values,
                 let verdict = applyValuesInPlace(
-                    reader, to: &state.clients.values[slot], stats: &state.stats, wall: wall)
+                    reader, to: &state.clients.values[slot], stats: &state.stats, wall: wall, warnings: &warnings)
             {
                 return verdict
             }
@@ -99,11 +110,15 @@ public final class Registry: IngestSink, Sendable {
                 return .disconnect
             }
             let outcome =
-                truncated ? .failure(.oversize) : apply(bytes, decoded: decoded, to: &client, state: &state, now: now)
-            let verdict = settle(outcome, client: &client, stats: &state.stats, wall: wall)
+                truncated
+                ? .failure(.oversize)
+                : apply(bytes, decoded: decoded, to: &client, state: &state, now: now, warnings: &warnings)
+            let verdict = settle(outcome, client: &client, stats: &state.stats, wall: wall, warnings: &warnings)
             state.clients[id] = client
             return verdict
         }
+        if !warnings.isEmpty { log?.write(warnings) }
+        return verdict
     }
 
     /// Applies a values frame to a live client that has said hello, or returns nil and touches nothing.
@@ -113,11 +128,12 @@ public final class Registry: IngestSink, Sendable {
     /// its references: a quarter of the ingest thread's time with 4-update frames (`perf record`).
     @inline(__always)
     private func applyValuesInPlace(
-        _ reader: FrameReader, to client: inout ClientState, stats: inout Stats, wall: Double
+        _ reader: FrameReader, to client: inout ClientState, stats: inout Stats, wall: Double,
+        warnings: inout [RefusalLine]
     ) -> IngestVerdict? {
         guard client.connected, !client.superseded, client.hello != nil else { return nil }
         let outcome = applyValues(reader, to: &client).map { true }
-        return settle(outcome, client: &client, stats: &stats, wall: wall)
+        return settle(outcome, client: &client, stats: &stats, wall: wall, warnings: &warnings)
     }
 
     /// Counts a frame's outcome and decides whether the connection stays.
@@ -126,7 +142,8 @@ public final class Registry: IngestSink, Sendable {
         _ outcome: Result<Bool, FrameRejection>,
         client: inout ClientState,
         stats: inout Stats,
-        wall: Double
+        wall: Double,
+        warnings: inout [RefusalLine]
     ) -> IngestVerdict {
         switch outcome {
         case .success(let isReport):
@@ -138,10 +155,23 @@ public final class Registry: IngestSink, Sendable {
             client.consecutiveRejections += 1
             if client.consecutiveRejections >= limits.maxConsecutiveRejections {
                 stats.rejectedClients[.badFrames, default: 0] += 1
+                if let log { noteBadFrames(client, lastReason: reason, log: log, warnings: &warnings) }
                 return .disconnect
             }
             return .keep
         }
+    }
+
+    /// Out of line, so the hot path that inlines `settle` carries only a call to it.
+    @inline(never)
+    private func noteBadFrames(
+        _ client: ClientState, lastReason: FrameRejection, log: RefusalLog, warnings: inout [RefusalLine]
+    ) {
+        var details: Logger.Metadata = [
+            "frame_reason": "\(lastReason.rawValue)", "frames": "\(client.consecutiveRejections)",
+        ]
+        if client.hello != nil { details["process"] = "\(client.processName)" }
+        if let line = log.clientRejected(.badFrames, peer: client.peer, details: details) { warnings.append(line) }
     }
 
     public func connectionClosed(_ id: ConnectionID) {
@@ -182,7 +212,8 @@ public final class Registry: IngestSink, Sendable {
         decoded: Result<Frame, WireError>?,
         to client: inout ClientState,
         state: inout State,
-        now: UInt64
+        now: UInt64,
+        warnings: inout [RefusalLine]
     ) -> Result<Bool, FrameRejection> {
         let reader: FrameReader
         do { reader = try FrameDecoder.open(bytes) } catch { return .failure(FrameRejection(error)) }
@@ -191,7 +222,7 @@ public final class Registry: IngestSink, Sendable {
         case .values:
             return applyValues(reader, to: &client).map { true }
         case .peaks:
-            return applyPeaks(reader, to: &client, state: &state, now: now).map { true }
+            return applyPeaks(reader, to: &client, state: &state, now: now, warnings: &warnings).map { true }
         case .goodbye:
             return (try? FrameDecoder.decode(bytes)) != nil ? .success(false) : .failure(.trailingBytes)
         case .hello, .declare, .histograms:
@@ -205,7 +236,9 @@ public final class Registry: IngestSink, Sendable {
             case .hello(let hello):
                 return applyHello(hello, to: &client, state: &state).map { false }
             case .declare(let declarations):
-                for declaration in declarations { declare(declaration, in: &client, state: &state) }
+                for declaration in declarations {
+                    declare(declaration, in: &client, state: &state, warnings: &warnings)
+                }
                 return .success(false)
             case .histograms(let updates):
                 return applyHistograms(updates, to: &client).map { true }
@@ -250,10 +283,21 @@ public final class Registry: IngestSink, Sendable {
         return .success(())
     }
 
-    private func declare(_ declaration: SeriesDeclaration, in client: inout ClientState, state: inout State) {
+    private func declare(
+        _ declaration: SeriesDeclaration, in client: inout ClientState, state: inout State,
+        warnings: inout [RefusalLine]
+    ) {
         let result = admit(declaration, in: &client, state: &state)
         guard case .failure(let reason) = result else { return }
         state.stats.droppedSeries[reason, default: 0] += 1
+        // Named as it would be exposed, with `_total`, since that is the name that conflicts.
+        let line = log?.seriesDropped(
+            reason,
+            name: declaration.type == .counter && !declaration.name.hasSuffix("_total")
+                ? declaration.name + "_total" : declaration.name,
+            type: declaration.type, labelNames: declaration.labels.map(\.name), client: client,
+            limit: limit(of: reason))
+        if let line { warnings.append(line) }
         // Remember refused ids (boundedly) so their updates are ignored rather than refused as unknown.
         if client.indexByID[declaration.id] == nil, client.droppedIDs < limits.maxSeriesPerClient {
             client.indexByID[declaration.id] = ClientState.droppedID
@@ -318,6 +362,15 @@ public final class Registry: IngestSink, Sendable {
         state.families.retain(familyIndex)
         state.seriesTotal += 1
         return .success(())
+    }
+
+    /// The limit a `client_limit` or `global_limit` drop ran into, for its log line.
+    private func limit(of reason: SeriesRejection) -> Int? {
+        switch reason {
+        case .clientLimit: limits.maxSeriesPerClient
+        case .globalLimit: limits.maxSeries
+        default: nil
+        }
     }
 
     /// Resolves an id to a series index: nil for an id refused at declaration, failure when unknown.
@@ -394,7 +447,8 @@ public final class Registry: IngestSink, Sendable {
         _ reader: FrameReader,
         to client: inout ClientState,
         state: inout State,
-        now: UInt64
+        now: UInt64,
+        warnings: inout [RefusalLine]
     ) -> Result<Void, FrameRejection> {
         let entries: ValueEntries
         switch checkedEntries(
@@ -409,7 +463,8 @@ public final class Registry: IngestSink, Sendable {
         for (id, value) in entries {
             guard let index = client.indexByID[id], index >= 0 else { continue }
             if client.peaks[index] == nil {
-                guard let derived = declarePeak(of: Int(index), in: &client, state: &state) else { continue }
+                guard let derived = declarePeak(of: Int(index), in: &client, state: &state, warnings: &warnings)
+                else { continue }
                 client.peaks[index] = PeakState(derivedIndex: derived)
             }
             client.peaks[index]?.window.add(value, at: now)
@@ -419,7 +474,9 @@ public final class Registry: IngestSink, Sendable {
     }
 
     /// Creates `<gauge>_peak` with the gauge's labels, under the same limits as a declaration.
-    private func declarePeak(of index: Int, in client: inout ClientState, state: inout State) -> Int32? {
+    private func declarePeak(
+        of index: Int, in client: inout ClientState, state: inout State, warnings: inout [RefusalLine]
+    ) -> Int32? {
         guard let gauge = state.families.families[Int(client.table.family[index])] else { return nil }
         let name = gauge.name + "_peak"
         let labels = Array(client.table.labelArena[client.table.labels(of: index)])
@@ -442,6 +499,10 @@ public final class Registry: IngestSink, Sendable {
         switch result {
         case .failure(let reason):
             state.stats.droppedSeries[reason, default: 0] += 1
+            let line = log?.seriesDropped(
+                reason, name: name, type: .gauge, labelNames: gauge.labelNames, client: client,
+                limit: limit(of: reason))
+            if let line { warnings.append(line) }
             return nil
         case .success(let familyIndex):
             let derived = client.table.append(family: familyIndex, type: .gauge, labelText: labels, bounds: nil)

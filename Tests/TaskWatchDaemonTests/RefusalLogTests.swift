@@ -1,0 +1,220 @@
+import CTaskWatchSocket
+import Foundation
+import Glibc
+import Logging
+import Synchronization
+import TaskWatchTestSupport
+import TaskWatchWire
+import Testing
+
+@testable import TaskWatchDaemon
+
+/// The rate limit of `RefusalLog` on a clock the test moves by hand.
+@Suite struct RefusalLogTests {
+    final class Captured: Sendable {
+        let messages = Mutex<[String]>([])
+        let time = Mutex<UInt64>(5_000_000_000)
+
+        func advance(milliseconds: UInt64) { time.withLock { $0 += milliseconds * 1_000_000 } }
+    }
+
+    struct CapturingHandler: LogHandler {
+        let captured: Captured
+        var logLevel: Logger.Level = .info
+        var metadata: Logger.Metadata = [:]
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) { captured.messages.withLock { $0.append(event.message.description) } }
+    }
+
+    func refusalLog(level: Logger.Level = .info) -> (RefusalLog, Captured) {
+        let captured = Captured()
+        var handler = CapturingHandler(captured: captured)
+        handler.logLevel = level
+        let logger = Logger(label: "test") { _ in handler }
+        return (RefusalLog(logger: logger, now: { captured.time.withLock { $0 } }), captured)
+    }
+
+    @Test func oneLineASecondPerReasonAndTheNextSaysHowManyWereHeldBack() {
+        let (log, captured) = refusalLog()
+        #expect(log.admit(counter: "c", reason: "a") == 0)
+        for _ in 0..<17 { #expect(log.admit(counter: "c", reason: "a") == nil) }
+        // Another reason, or the same reason of another counter, has a limit of its own.
+        #expect(log.admit(counter: "c", reason: "b") == 0)
+        #expect(log.admit(counter: "d", reason: "a") == 0)
+        captured.advance(milliseconds: 999)
+        #expect(log.admit(counter: "c", reason: "a") == nil)
+        captured.advance(milliseconds: 1)
+        #expect(log.admit(counter: "c", reason: "a") == 18)
+        #expect(log.admit(counter: "c", reason: "a") == nil)
+        captured.advance(milliseconds: 5_000)
+        #expect(log.admit(counter: "c", reason: "a") == 1)
+        #expect(log.admit(counter: "c", reason: "b") == 0)
+
+        log.warning("Refused", suppressed: 0, metadata: [:])
+        log.warning("Refused", suppressed: 17, metadata: [:])
+        #expect(captured.messages.withLock { $0 } == ["Refused", "Refused (17 more since the last line)"])
+    }
+
+    @Test func nothingIsCountedWhenWarningsAreNotShown() {
+        let (log, _) = refusalLog(level: .error)
+        for _ in 0..<3 { #expect(log.admit(counter: "c", reason: "a") == nil) }
+    }
+}
+
+/// The warnings a real daemon writes about refused clients and dropped series.
+@Suite(.serialized) struct DaemonRefusalLogTests {
+    let hello = Frame.hello(
+        Hello(claimedPID: 0, intervalNanoseconds: 10_000_000, process: "victim", clientVersion: "t"))
+
+    /// The daemon's log lines whose `msg` starts with `message`, as logfmt fields.
+    func lines(_ daemon: DaemonProcess, _ message: String) -> [[String: String]] {
+        daemon.log.split(separator: "\n").map { logfmtFields(String($0)) }.filter {
+            $0["msg"]?.hasPrefix(message) == true
+        }
+    }
+
+    @Test func aConflictingSeriesIsLoggedWithItsNameAndClient() throws {
+        let daemon = try DaemonProcess()
+        let client = try SeqpacketClient(path: daemon.socketPath)
+        client.send(hello)
+        client.send(
+            .declare([
+                SeriesDeclaration(id: 1, type: .gauge, name: "app_jobs", help: "", labels: [Label("queue", "a")]),
+                SeriesDeclaration(id: 2, type: .gauge, name: "app_jobs", help: "", labels: [Label("shard", "b")]),
+            ]))
+        #expect(
+            try eventually { try daemon.value("taskwatch_series_dropped_total{reason=\"conflict\"}") == 1 })
+        var found: [[String: String]] = []
+        #expect(
+            eventually {
+                found = lines(daemon, "Series dropped")
+                return !found.isEmpty
+            }, "\(daemon.log)")
+        let line = try #require(found.first)
+        #expect(line["level"] == "warning")
+        #expect(line["reason"] == "conflict")
+        #expect(line["metric"] == "app_jobs")
+        #expect(line["type"] == "gauge")
+        #expect(line["labels"] == "shard")
+        #expect(line["process"] == "victim")
+        #expect(line["pid"] == "\(getpid())")
+    }
+
+    @Test func aClientSendingOnlyGarbageIsLoggedWhenDisconnected() throws {
+        let daemon = try DaemonProcess()
+        let client = try SeqpacketClient(path: daemon.socketPath)
+        client.send(hello)
+        for _ in 0..<40 { client.send([0xDE, 0xAD, 0xBE, 0xEF]) }
+        var found: [[String: String]] = []
+        #expect(
+            eventually {
+                found = lines(daemon, "Ingest client rejected")
+                return !found.isEmpty
+            }, "\(daemon.log)")
+        let line = try #require(found.first)
+        #expect(line["reason"] == "bad_frames")
+        // Four bytes are shorter than a frame header.
+        #expect(line["frame_reason"] == "truncated")
+        #expect(line["frames"] == "32")
+        #expect(line["process"] == "victim")
+        #expect(line["pid"] == "\(getpid())")
+        #expect(line["uid"] == "\(getuid())")
+        #expect(line["command"]?.isEmpty == false)
+    }
+
+    @Test func aFloodOfRejectedClientsLogsAFewLinesAndCountsTheRest() throws {
+        let daemon = try DaemonProcess(arguments: ["--ingest.max-clients", "1"])
+        let holder = try SeqpacketClient(path: daemon.socketPath)
+        holder.send(hello)
+        #expect(try eventually { try daemon.value("taskwatch_clients") == 1 })
+
+        let flood = 200
+        let started = ContinuousClock.now
+        // Kept open until counted, so every one reaches the daemon's accept whatever the kernel does
+        // with a connection closed while still in the backlog.
+        let refused = try (0..<flood).map { _ in try SeqpacketClient(path: daemon.socketPath) }
+        let rejected = "taskwatch_clients_rejected_total{reason=\"max_clients\"}"
+        #expect(try eventually { try daemon.value(rejected) == Double(flood) })
+        let elapsed = ContinuousClock.now - started
+        withExtendedLifetime(refused) {}
+        // One line per second started, whatever a loaded machine did to the timing.
+        let allowed = Int(elapsed / .seconds(1)) + 1
+        let logged = lines(daemon, "Ingest client rejected")
+        #expect(!logged.isEmpty && logged.count <= allowed, "\(logged.count) lines in \(elapsed)")
+        for line in logged {
+            #expect(line["reason"] == "max_clients")
+            #expect(line["limit"] == "1")
+            #expect(line["pid"] == "\(getpid())")
+            #expect(line["uid"] == "\(getuid())")
+            #expect(line["gid"] == "\(getgid())")
+        }
+
+        // The next refusal after the second is up says how many were held back: every refusal is
+        // either a line or counted in one.
+        usleep(1_100_000)
+        let last = try SeqpacketClient(path: daemon.socketPath)
+        var all: [[String: String]] = []
+        #expect(
+            eventually {
+                all = lines(daemon, "Ingest client rejected")
+                return all.count > logged.count
+            }, "\(daemon.log)")
+        withExtendedLifetime(last) {}
+        let heldBack = all.compactMap { heldBackCount($0["msg"] ?? "") }.reduce(0, +)
+        #expect(all.count + heldBack == flood + 1, "\(all)")
+        #expect(heldBack >= flood - allowed)
+    }
+}
+
+/// N of a message ending "(N more since the last line)", or 0.
+func heldBackCount(_ message: String) -> Int {
+    guard let match = message.firstMatch(of: /\((\d+) more since the last line\)$/) else { return 0 }
+    return Int(match.1) ?? 0
+}
+
+/// The fields of one logfmt line, quoted values unescaped.
+func logfmtFields(_ line: String) -> [String: String] {
+    var fields: [String: String] = [:]
+    for match in line.matches(of: /(\w+)=("(?:[^"\\]|\\.)*"|\S*)/) {
+        var value = String(match.2)
+        if value.hasPrefix("\"") {
+            value = String(value.dropFirst().dropLast())
+                .replacingOccurrences(of: "\\\"", with: "\"").replacingOccurrences(of: "\\\\", with: "\\")
+        }
+        fields[String(match.1)] = value
+    }
+    return fields
+}
+
+/// A connection to an ingest socket from the test process, closed when released.
+final class SeqpacketClient {
+    let fd: Int32
+
+    init(path: String) throws {
+        fd = tw_seqpacket_socket()
+        guard fd >= 0 else { throw POSIXError(.EMFILE) }
+        // Non-blocking: a full backlog says EAGAIN until the daemon's next accept round.
+        for _ in 0..<5_000 {
+            if tw_unix_connect(fd, path) == 0 { return }
+            guard errno == EAGAIN else { break }
+            usleep(1_000)
+        }
+        close(fd)
+        throw POSIXError(.ECONNREFUSED)
+    }
+
+    func send(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { tw_send_message(fd, $0.baseAddress, $0.count) }
+    }
+
+    func send(_ frame: Frame) {
+        for bytes in FrameEncoder.encode(frame) { send(bytes) }
+    }
+
+    deinit { close(fd) }
+}
