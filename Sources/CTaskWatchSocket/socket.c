@@ -21,6 +21,18 @@ int tw_peer_credentials_get(int fd, tw_peer_credentials *out) {
     return 0;
 }
 
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59
+#endif
+
+int tw_peer_groups_get(int fd, uint32_t *groups, int capacity) {
+    socklen_t length = (socklen_t)(capacity * sizeof(gid_t));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &length) == 0 || errno == ERANGE) {
+        return (int)(length / sizeof(gid_t));
+    }
+    return -1;
+}
+
 ssize_t tw_recv_message(int fd, void *buffer, size_t capacity, int *truncated) {
     struct iovec iov = {.iov_base = buffer, .iov_len = capacity};
     struct msghdr msg;

@@ -63,7 +63,9 @@ struct TaskwatchdCommand: ParsableCommand {
 
     @Option(
         name: .customLong("ingest.allowed-gids"), parsing: .upToNextOption,
-        help: "Only peers with one of these gids (or an allowed uid) may connect. Comma-separated.")
+        help:
+            "Only peers with one of these gids, primary or supplementary (or an allowed uid), may connect. Comma-separated."
+    )
     var allowedGIDs: [String] = []
 
     @Option(name: .customLong("client.grace"), help: "How long a gone process's last values stay visible.")

@@ -3,46 +3,77 @@ import Glibc
 import TaskWatchTestSupport
 import Testing
 
-/// `--ingest.allowed-uids`: a real connection from a process running as another user is refused and
-/// counted, while an allowed process's data flows.
+/// `--ingest.allowed-uids` and `--ingest.allowed-gids`: a real connection from a process running as
+/// another user is refused and counted, while an allowed process's data flows.
 @Suite struct IngestAccessTests {
+    /// A daemon whose socket anyone may reach (mode 0666), so only its own check can refuse. (A socket
+    /// directly in a world-writable directory's child would be made 0700 by the daemon; one level
+    /// deeper it creates the directory 0755.)
+    struct OpenDaemon {
+        let directory = ScratchDirectory(mode: 0o755)
+        let socket: String
+        let daemon: ChildProcess
+        let port: UInt16
+
+        init(allowing access: [String]) throws {
+            socket = directory.file("run/ingest.sock")
+            daemon = try ChildProcess(
+                builtExecutable("taskwatchd"),
+                ["--web.listen-address", "127.0.0.1:0", "--ingest.socket", socket, "--ingest.socket-mode", "0666"]
+                    + access, log: directory.file("daemon.log"))
+            port = try #require(loggedPort(daemon), "\(daemon.log)")
+        }
+
+        /// Runs `taskwatch send` as `nobody` with `groups` (setpriv options) to completion.
+        func sendAsNobody(_ process: String, groups: [String], hold: String = "300ms") throws -> ProcessResult {
+            try runProcess(
+                "/usr/bin/setpriv",
+                ["--reuid=65534", "--regid=65534"] + groups + [
+                    builtExecutable("taskwatch"), "send", "--socket", socket, "--process", process, "--hold", hold,
+                ])
+        }
+
+        /// Polls `/metrics` until a `not_allowed` rejection and `condition` both show; the last body.
+        func metricsOnceRefused(_ condition: @escaping (String) -> Bool = { _ in true }) -> (Bool, String) {
+            var body = ""
+            let seen = eventually(timeout: .seconds(15)) {
+                body = (try? curl("http://127.0.0.1:\(port)/metrics").body) ?? ""
+                return (sample(body, "taskwatch_clients_rejected_total{", containing: ["not_allowed"]) ?? 0) >= 1
+                    && condition(body)
+            }
+            return (seen, body)
+        }
+    }
+
     @Test func peerWhoseUIDIsNotAllowedIsRefusedAndCounted() throws {
         try #require(getuid() == 0, "needs root to run a sender as nobody")
-        // Everyone may reach the socket file, so only the daemon's own check can refuse. (A socket
-        // directly in a world-writable directory's child would be made 0700 by the daemon; one level
-        // deeper it creates the directory 0755.)
-        let directory = ScratchDirectory(mode: 0o755)
-        let socket = directory.file("run/ingest.sock")
-        let daemon = try ChildProcess(
-            builtExecutable("taskwatchd"),
-            [
-                "--web.listen-address", "127.0.0.1:0", "--ingest.socket", socket, "--ingest.socket-mode", "0666",
-                "--ingest.allowed-uids", "0",
-            ], log: directory.file("daemon.log"))
-        let port = try #require(loggedPort(daemon), "\(daemon.log)")
+        let fixture = try OpenDaemon(allowing: ["--ingest.allowed-uids", "0"])
         var status = stat()
-        #expect(stat(socket, &status) == 0 && status.st_mode & 0o777 == 0o666)
+        #expect(stat(fixture.socket, &status) == 0 && status.st_mode & 0o777 == 0o666)
 
-        let intruder = try runProcess(
-            "/usr/bin/setpriv",
-            [
-                "--reuid=65534", "--regid=65534", "--clear-groups", builtExecutable("taskwatch"), "send", "--socket",
-                socket,
-                "--process", "intruder", "--hold", "0s",
-            ])
+        let intruder = try fixture.sendAsNobody("intruder", groups: ["--clear-groups"], hold: "0s")
         // The kernel let it connect (the file mode allows it), so the refusal is the daemon's.
         #expect(intruder.status == 0, "\(intruder.errorOutput)")
         let allowed = try runProcess(
-            builtExecutable("taskwatch"), ["send", "--socket", socket, "--process", "insider", "--hold", "300ms"])
+            builtExecutable("taskwatch"),
+            ["send", "--socket", fixture.socket, "--process", "insider", "--hold", "300ms"])
         #expect(allowed.status == 0)
 
-        var body = ""
-        #expect(
-            eventually(timeout: .seconds(15)) {
-                body = (try? curl("http://127.0.0.1:\(port)/metrics").body) ?? ""
-                return (sample(body, "taskwatch_clients_rejected_total{", containing: ["not_allowed"]) ?? 0) >= 1
-            }, "\(body)")
+        let (refused, body) = fixture.metricsOnceRefused { $0.contains("process=\"insider\"") }
+        #expect(refused, "\(body)")
         #expect(!body.contains("process=\"intruder\""))
-        #expect(body.contains("process=\"insider\""))
+    }
+
+    /// A service that joined the allowed group as a supplementary one (systemd's
+    /// `SupplementaryGroups=`, `usermod -aG`) is let in; the same user without the group is not.
+    @Test func supplementaryGroupMembershipCountsForAllowedGIDs() throws {
+        try #require(getuid() == 0, "needs root to run senders as nobody with chosen groups")
+        let fixture = try OpenDaemon(allowing: ["--ingest.allowed-gids", "4242"])
+        #expect(try fixture.sendAsNobody("member", groups: ["--groups=4242"]).status == 0)
+        #expect(try fixture.sendAsNobody("outsider", groups: ["--clear-groups"]).status == 0)
+
+        let (refused, body) = fixture.metricsOnceRefused { $0.contains("process=\"member\"") }
+        #expect(refused, "\(body)")
+        #expect(!body.contains("process=\"outsider\""))
     }
 }

@@ -15,6 +15,11 @@ typedef struct {
 /// Reads `SO_PEERCRED` of a connected Unix socket. Returns 0 or -1 with errno set.
 int tw_peer_credentials_get(int fd, tw_peer_credentials *out);
 
+/// Reads the peer's supplementary groups as of its `connect` (`SO_PEERGROUPS`, Linux 4.13): writes up
+/// to `capacity` gids to `groups` and returns how many the peer has, which may exceed `capacity` (call
+/// again with room for them); -1 with errno set when the kernel cannot tell.
+int tw_peer_groups_get(int fd, uint32_t *groups, int capacity);
+
 /// Receives one SEQPACKET message without blocking. Returns the byte count, 0 at end of stream,
 /// or -1 with errno set. `*truncated` is set when the message was longer than `capacity`.
 ssize_t tw_recv_message(int fd, void *buffer, size_t capacity, int *truncated);

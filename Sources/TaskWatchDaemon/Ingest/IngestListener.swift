@@ -290,7 +290,7 @@ private final class EventLoop {
             }
             let token = nextID
             nextID += 1
-            let peer = PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid)
+            let peer = PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid, groups: Self.peerGroups(fd))
             guard sink.connectionOpened(ConnectionID(token), peer: peer) else {
                 _ = close(fd)
                 continue
@@ -299,6 +299,21 @@ private final class EventLoop {
             if !register(fd, token: token) {
                 closeConnection(token)
             }
+        }
+    }
+
+    /// The peer's supplementary groups, or none when the kernel cannot tell (before Linux 4.13).
+    private static func peerGroups(_ fd: Int32) -> [UInt32] {
+        var capacity = 32
+        while true {
+            var groups = [UInt32](repeating: 0, count: capacity)
+            let count = groups.withUnsafeMutableBufferPointer {
+                tw_peer_groups_get(fd, $0.baseAddress, Int32(capacity))
+            }
+            if count < 0 { return [] }
+            // NGROUPS_MAX is 65536, so this asks at most twice.
+            if Int(count) <= capacity { return Array(groups.prefix(Int(count))) }
+            capacity = Int(count)
         }
     }
 

@@ -7,17 +7,26 @@ public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "#\(rawValue)" }
 }
 
-/// Who is on the other end of a connection, as the kernel recorded it (`SO_PEERCRED`), never as the
-/// peer claims.
+/// Who is on the other end of a connection, as the kernel recorded it (`SO_PEERCRED`,
+/// `SO_PEERGROUPS`), never as the peer claims.
 public struct PeerCredentials: Sendable, Equatable {
     public var pid: Int32
     public var uid: UInt32
     public var gid: UInt32
+    /// Supplementary groups. `SO_PEERCRED` gives only the primary gid, while a service that joined the
+    /// socket's group with `SupplementaryGroups=` has it here; `--ingest.allowed-gids` checks both.
+    public var groups: [UInt32]
 
-    public init(pid: Int32, uid: UInt32, gid: UInt32) {
+    public init(pid: Int32, uid: UInt32, gid: UInt32, groups: [UInt32] = []) {
         self.pid = pid
         self.uid = uid
         self.gid = gid
+        self.groups = groups
+    }
+
+    /// Whether the peer's primary or a supplementary group is in `allowed`.
+    func isMember(ofAny allowed: Set<UInt32>) -> Bool {
+        allowed.contains(gid) || groups.contains { allowed.contains($0) }
     }
 }
 

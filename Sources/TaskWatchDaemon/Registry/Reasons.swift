@@ -17,7 +17,8 @@ public enum FrameRejection: String, Error, Sendable, CaseIterable {
     case noHello = "no_hello"
     /// A second hello on the same connection.
     case duplicateHello = "duplicate_hello"
-    /// A hello whose process name or labels are unusable.
+    /// A hello whose labels are unusable: an invalid or repeated name, or `process` or `pid`, which the
+    /// daemon sets itself.
     case invalidHello = "invalid_hello"
     /// An update for an id that was never declared on this connection.
     case unknownSeries = "unknown_series"
@@ -25,7 +26,8 @@ public enum FrameRejection: String, Error, Sendable, CaseIterable {
     case typeMismatch = "type_mismatch"
     /// A histogram update whose bucket count does not match the declared bounds.
     case bucketMismatch = "bucket_mismatch"
-    /// NaN anywhere; a negative or infinite counter or histogram sum.
+    /// NaN anywhere; a negative or infinite counter. (A histogram sum may be negative or infinite, as
+    /// the observations may be.)
     case invalidValue = "invalid_value"
     /// A counter or histogram bucket lower than the value it had on this connection.
     case counterDecrease = "counter_decrease"

@@ -61,7 +61,7 @@ public final class Registry: IngestSink, Sendable {
         let startTicks = ProcessReader.startTicks(pid: peer.pid)
         let refused: ClientRejection? = state.withLock { state in
             if !limits.allowedUIDs.isEmpty || !limits.allowedGIDs.isEmpty,
-                !limits.allowedUIDs.contains(peer.uid), !limits.allowedGIDs.contains(peer.gid)
+                !limits.allowedUIDs.contains(peer.uid), !peer.isMember(ofAny: limits.allowedGIDs)
             {
                 state.stats.rejectedClients[.notAllowed, default: 0] += 1
                 return .notAllowed
