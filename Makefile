@@ -104,14 +104,20 @@ image:
 	$(CONTAINER_TOOL) build -f deploy/container/Dockerfile -t $(IMAGE) \
 		--build-arg REVISION="$$(git rev-parse --short HEAD 2>/dev/null || echo dev)" .
 
-prometheusrule:
+prometheusrule: deps-test
 	python3 deploy/kubernetes/generate-prometheusrule.py -o deploy/kubernetes/prometheusrule.yaml
 
-install: build
+# Copies only: build first as yourself (`make build`), then `sudo make install`, which needs no Swift
+# toolchain on root's PATH and leaves no root-owned files in .build. (.build/release is SwiftPM's link to
+# the release products.)
+RELEASE_BIN = .build/release
+install:
+	@test -x $(RELEASE_BIN)/taskwatchd -a -x $(RELEASE_BIN)/taskwatch || \
+		{ echo "make install: no release build in $(RELEASE_BIN); run 'make build' first" >&2; exit 1; }
 	install -d $(BINDIR) $(SHAREDIR)/prometheus $(SHAREDIR)/grafana $(DESTDIR)/lib/systemd/system \
 		$(DESTDIR)/usr/lib/sysusers.d
-	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/taskwatchd" $(BINDIR)/taskwatchd
-	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/taskwatch" $(BINDIR)/taskwatch
+	install -m 0755 $(RELEASE_BIN)/taskwatchd $(BINDIR)/taskwatchd
+	install -m 0755 $(RELEASE_BIN)/taskwatch $(BINDIR)/taskwatch
 	sed 's|/usr/local/bin|$(PREFIX)/bin|g' deploy/systemd/taskwatchd.service > $(DESTDIR)/lib/systemd/system/taskwatchd.service
 	install -m 0644 deploy/systemd/taskwatchd.socket deploy/systemd/taskwatchd-http.socket \
 		$(DESTDIR)/lib/systemd/system/
