@@ -184,10 +184,11 @@ func samples(_ text: String, _ name: String, _ labels: [String: String]) -> [Dou
         let lines = byLive.outputText.split(separator: "\n")
         #expect(lines.count == 4, "\(lines)")
         #expect(lines[0].contains("2 clients") && lines[1].hasPrefix("PROCESS") && lines[1].hasSuffix("  AGE"))
-        // Both report every 50 or 100 ms: their last report is well under a second old.
+        // Both report every 50 or 100 ms: their last report is seconds old at most, even on a loaded
+        // machine (the bound is loose; it tells an age from a raw timestamp).
         for line in lines[2...] {
             let age = line.split(separator: " ").last.map(String.init) ?? ""
-            #expect(age.hasSuffix("s") && (Double(age.dropLast()) ?? 99) < 1, "\(line)")
+            #expect(age.hasSuffix("s") && (Double(age.dropLast()) ?? 99) < 5, "\(line)")
         }
         #expect(lines[2].hasPrefix("busy") && lines[2].contains(" \(busy.pid) ") && lines[3].hasPrefix("quiet"))
         // busy's created counter grows 10 per 50 ms: about 200/s.
