@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import TaskWatch
@@ -322,5 +323,49 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         #expect(snapshot.buckets == [2, 1, 1, 1])
         #expect(snapshot.sum == 15)
         #expect(histogram.count == 5)
+    }
+}
+
+/// Forwards every job to the global concurrent executor and counts them: evidence that a task ran
+/// under the executor preference it was given.
+final class CountingTaskExecutor: TaskExecutor {
+    let jobs = Atomic<Int>(0)
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        jobs.add(1, ordering: .relaxed)
+        globalConcurrentExecutor.enqueue(job)
+    }
+}
+
+@Suite struct ExecutorPreferenceTests {
+    @Test func spawnsWithAnExecutorPreferenceRunThereAndAreCounted() async throws {
+        let executor = CountingTaskExecutor()
+        let monitor = uniqueMonitor("preference")
+        let n = 20
+        for _ in 0..<n {
+            _ = await monitor.task(executorPreference: executor) { 1 }.value
+            _ = await monitor.task(executorPreference: executor) { () async throws -> Int in throw Failure() }.result
+            _ = await monitor.detached(executorPreference: executor) { 1 }.value
+            let cancelled = monitor.detached(executorPreference: executor) { () async throws -> Int in
+                try await Task.sleep(for: .seconds(30))
+                return 1
+            }
+            cancelled.cancel()
+            _ = await cancelled.result
+        }
+        await withTaskGroup(of: Int.self) { group in
+            for index in 0..<n { group.addTask(monitor: monitor, executorPreference: executor) { index } }
+            for await _ in group {}
+        }
+        // Every one of the 5 n tasks started through the executor at least once.
+        #expect(executor.jobs.load(ordering: .relaxed) >= 5 * n)
+        let snapshot = try await settle(monitor)
+        #if !TASKWATCH_SILENT
+            #expect(snapshot.created == UInt64(5 * n))
+            #expect(snapshot.finished(.success) == UInt64(3 * n))
+            #expect(snapshot.finished(.error) == UInt64(n))
+            #expect(snapshot.finished(.cancelled) == UInt64(n))
+            #expect(snapshot.live == 0)
+        #endif
     }
 }

@@ -1,5 +1,6 @@
 // Children of task groups counted by a monitor. A child lives from `addTask` to the end of its
-// operation, whether or not anyone collects its result.
+// operation, whether or not anyone collects its result. Each helper takes the same optional task
+// executor preference as the group's own `addTask`.
 
 extension TaskGroup {
     /// `addTask`, with the child counted by `monitor`.
@@ -7,18 +8,21 @@ extension TaskGroup {
     public mutating func addTask(
         monitor: TaskMonitor,
         name: String? = nil,
+        executorPreference taskExecutor: (any TaskExecutor)? = nil,
         priority: TaskPriority? = nil,
         operation: sending @escaping @isolated(any) () async -> ChildTaskResult
     ) {
         #if TASKWATCH_SILENT
-            addTask(name: name, priority: priority, operation: operation)
+            addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
         #else
             guard let counts = monitor.spawnCounts else {
-                addTask(name: name, priority: priority, operation: operation)
+                addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
                 return
             }
             let start = counts.created()
-            addTask(name: name, priority: priority, operation: counts.wrap(start, operation))
+            addTask(
+                name: name, executorPreference: taskExecutor, priority: priority,
+                operation: counts.wrap(start, operation))
         #endif
     }
 
@@ -31,11 +35,13 @@ extension TaskGroup {
     public mutating func addTaskUnlessCancelled(
         monitor: TaskMonitor,
         name: String? = nil,
+        executorPreference taskExecutor: (any TaskExecutor)? = nil,
         priority: TaskPriority? = nil,
         operation: sending @escaping @isolated(any) () async -> ChildTaskResult
     ) -> Bool {
         guard !isCancelled else { return false }
-        addTask(monitor: monitor, name: name, priority: priority, operation: operation)
+        addTask(
+            monitor: monitor, name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
         return true
     }
 }
@@ -46,18 +52,21 @@ extension ThrowingTaskGroup {
     public mutating func addTask(
         monitor: TaskMonitor,
         name: String? = nil,
+        executorPreference taskExecutor: (any TaskExecutor)? = nil,
         priority: TaskPriority? = nil,
         operation: sending @escaping @isolated(any) () async throws -> ChildTaskResult
     ) {
         #if TASKWATCH_SILENT
-            addTask(name: name, priority: priority, operation: operation)
+            addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
         #else
             guard let counts = monitor.spawnCounts else {
-                addTask(name: name, priority: priority, operation: operation)
+                addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
                 return
             }
             let start = counts.created()
-            addTask(name: name, priority: priority, operation: counts.wrap(start, operation))
+            addTask(
+                name: name, executorPreference: taskExecutor, priority: priority,
+                operation: counts.wrap(start, operation))
         #endif
     }
 
@@ -70,11 +79,13 @@ extension ThrowingTaskGroup {
     public mutating func addTaskUnlessCancelled(
         monitor: TaskMonitor,
         name: String? = nil,
+        executorPreference taskExecutor: (any TaskExecutor)? = nil,
         priority: TaskPriority? = nil,
         operation: sending @escaping @isolated(any) () async throws -> ChildTaskResult
     ) -> Bool {
         guard !isCancelled else { return false }
-        addTask(monitor: monitor, name: name, priority: priority, operation: operation)
+        addTask(
+            monitor: monitor, name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
         return true
     }
 }
@@ -85,18 +96,21 @@ extension DiscardingTaskGroup {
     public mutating func addTask(
         monitor: TaskMonitor,
         name: String? = nil,
+        executorPreference taskExecutor: (any TaskExecutor)? = nil,
         priority: TaskPriority? = nil,
         operation: sending @escaping @isolated(any) () async -> Void
     ) {
         #if TASKWATCH_SILENT
-            addTask(name: name, priority: priority, operation: operation)
+            addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
         #else
             guard let counts = monitor.spawnCounts else {
-                addTask(name: name, priority: priority, operation: operation)
+                addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
                 return
             }
             let start = counts.created()
-            addTask(name: name, priority: priority, operation: counts.wrap(start, operation))
+            addTask(
+                name: name, executorPreference: taskExecutor, priority: priority,
+                operation: counts.wrap(start, operation))
         #endif
     }
 
@@ -109,11 +123,13 @@ extension DiscardingTaskGroup {
     public mutating func addTaskUnlessCancelled(
         monitor: TaskMonitor,
         name: String? = nil,
+        executorPreference taskExecutor: (any TaskExecutor)? = nil,
         priority: TaskPriority? = nil,
         operation: sending @escaping @isolated(any) () async -> Void
     ) -> Bool {
         guard !isCancelled else { return false }
-        addTask(monitor: monitor, name: name, priority: priority, operation: operation)
+        addTask(
+            monitor: monitor, name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
         return true
     }
 }
@@ -124,18 +140,21 @@ extension ThrowingDiscardingTaskGroup {
     public mutating func addTask(
         monitor: TaskMonitor,
         name: String? = nil,
+        executorPreference taskExecutor: (any TaskExecutor)? = nil,
         priority: TaskPriority? = nil,
         operation: sending @escaping @isolated(any) () async throws -> Void
     ) {
         #if TASKWATCH_SILENT
-            addTask(name: name, priority: priority, operation: operation)
+            addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
         #else
             guard let counts = monitor.spawnCounts else {
-                addTask(name: name, priority: priority, operation: operation)
+                addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
                 return
             }
             let start = counts.created()
-            addTask(name: name, priority: priority, operation: counts.wrap(start, operation))
+            addTask(
+                name: name, executorPreference: taskExecutor, priority: priority,
+                operation: counts.wrap(start, operation))
         #endif
     }
 
@@ -148,11 +167,13 @@ extension ThrowingDiscardingTaskGroup {
     public mutating func addTaskUnlessCancelled(
         monitor: TaskMonitor,
         name: String? = nil,
+        executorPreference taskExecutor: (any TaskExecutor)? = nil,
         priority: TaskPriority? = nil,
         operation: sending @escaping @isolated(any) () async throws -> Void
     ) -> Bool {
         guard !isCancelled else { return false }
-        addTask(monitor: monitor, name: name, priority: priority, operation: operation)
+        addTask(
+            monitor: monitor, name: name, executorPreference: taskExecutor, priority: priority, operation: operation)
         return true
     }
 }

@@ -42,6 +42,39 @@ extension TaskCounts {
     }
 }
 
+extension TaskCounts {
+    /// `wrap` for operations without `@isolated(any)` (the executor-preference spawns): converting
+    /// one to `@isolated(any)` and back would add a thunk, a heap allocation, per spawn.
+    @inlinable
+    func wrapNonisolated<Success: Sendable>(
+        _ start: UInt64,
+        _ operation: sending @escaping () async -> Success
+    ) -> sending () async -> Success {
+        {
+            let result = await operation()
+            self.finished(start, .returned())
+            return result
+        }
+    }
+
+    @inlinable
+    func wrapNonisolated<Success: Sendable>(
+        _ start: UInt64,
+        _ operation: sending @escaping () async throws -> Success
+    ) -> sending () async throws -> Success {
+        {
+            do {
+                let result = try await operation()
+                self.finished(start, .returned())
+                return result
+            } catch {
+                self.finished(start, .threw(error))
+                throw error
+            }
+        }
+    }
+}
+
 /// Whether `operation` is isolated to exactly `actor` (both nil counts). A separate function because
 /// reading `.isolation` of an `@_inheritActorContext` parameter in place crashes the 6.3 compiler.
 ///
