@@ -82,7 +82,8 @@ public final class Registry: IngestSink, Sendable {
     }
 
     public func frameReceived(_ id: ConnectionID, bytes: UnsafeRawBufferPointer, truncated: Bool) -> IngestVerdict {
-        let now = clock.monotonicNanoseconds()
+        // The wall clock stamps every report; the monotonic one only the frames of the slow path (peaks
+        // windows), where it is read: one clock read less per values frame.
         let wall = clock.wallSeconds()
         // Hello, declare and histograms frames are decoded before taking the lock: decoding hundreds of
         // declarations allocates strings, and a client flooding them must not keep scrapes waiting.
@@ -112,7 +113,9 @@ public final class Registry: IngestSink, Sendable {
             let outcome =
                 truncated
                 ? .failure(.oversize)
-                : apply(bytes, decoded: decoded, to: &client, state: &state, now: now, warnings: &warnings)
+                : apply(
+                    bytes, decoded: decoded, to: &client, state: &state, now: clock.monotonicNanoseconds(),
+                    warnings: &warnings)
             let verdict = settle(outcome, client: &client, stats: &state.stats, wall: wall, warnings: &warnings)
             state.clients[id] = client
             return verdict
