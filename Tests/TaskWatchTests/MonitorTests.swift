@@ -369,3 +369,63 @@ final class CountingTaskExecutor: TaskExecutor {
         #endif
     }
 }
+
+extension Counter {
+    /// `monitor.immediate` from inside the actor: the operation runs at once, isolated to it, before
+    /// the call returns. Returns the value seen right after each call.
+    func incrementImmediately(_ monitor: TaskMonitor, count: Int) async -> [Int] {
+        var seen: [Int] = []
+        for _ in 0..<count {
+            let task = monitor.immediate {
+                self.assertIsolated()
+                self.value += 1
+            }
+            seen.append(value)
+            await task.value
+        }
+        return seen
+    }
+}
+
+/// A flag that tasks may raise and tests read.
+final class Flag: Sendable {
+    private let raised = Atomic<Bool>(false)
+
+    func raise() { raised.store(true, ordering: .relaxed) }
+    var isRaised: Bool { raised.load(ordering: .relaxed) }
+}
+
+@Suite struct ImmediateTests {
+    @Test func immediateTasksStartSynchronouslyAndAreCounted() async throws {
+        let monitor = uniqueMonitor("immediate")
+        let n = 20
+        for _ in 0..<n {
+            let started = Flag()
+            let task = monitor.immediate {
+                started.raise()
+                return 1
+            }
+            // No suspension in the operation: it ran to its end before `immediate` returned.
+            #expect(started.isRaised)
+            _ = await task.value
+            _ = await monitor.immediate { () async throws -> Int in throw Failure() }.result
+            let cancelled = monitor.immediate { () async throws -> Int in
+                try await Task.sleep(for: .seconds(30))
+                return 1
+            }
+            cancelled.cancel()
+            _ = await cancelled.result
+        }
+        let counter = Counter()
+        let seen = await counter.incrementImmediately(monitor, count: n)
+        #expect(seen == Array(1...n), "each increment ran before immediate returned, on the actor")
+        let snapshot = try await settle(monitor)
+        #if !TASKWATCH_SILENT
+            #expect(snapshot.created == UInt64(4 * n))
+            #expect(snapshot.finished(.success) == UInt64(2 * n))
+            #expect(snapshot.finished(.error) == UInt64(n))
+            #expect(snapshot.finished(.cancelled) == UInt64(n))
+            #expect(snapshot.live == 0)
+        #endif
+    }
+}
