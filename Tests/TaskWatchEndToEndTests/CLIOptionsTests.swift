@@ -165,6 +165,18 @@ import Testing
         #expect(result.output.isEmpty)
     }
 
+    @Test func sendWithAHoldSaysAtOnceThatItCannotConnectAndKeepsTrying() throws {
+        let directory = ScratchDirectory()
+        let path = directory.file("absent.sock")
+        let result = try runProcess(
+            taskwatchBinary, ["send", "--socket", path, "--hold", "500ms", "--interval", "100ms"])
+        #expect(result.status == 1)
+        #expect(
+            result.errorOutput
+                == "taskwatch send: cannot connect to \(path): No such file or directory; retrying until --hold ends\n"
+                + "taskwatch send: cannot connect to \(path): No such file or directory\n")
+    }
+
     @Test(arguments: [
         (["send", "--task", "foo"], "bad --task: foo (expected NAME=LIVE, e.g. requests=3)"),
         (["send", "--hold", "soon"], "The value 'soon' is invalid for '--hold <hold>'"),

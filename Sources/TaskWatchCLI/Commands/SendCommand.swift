@@ -74,6 +74,7 @@ struct SendCommand: ParsableCommand {
         var connection = RawConnection(path: path)
         var created = self.created
         let deadline = monotonicNanoseconds() + holdNanos
+        var warned = false
         while true {
             var updates: [ValueUpdate] = []
             for (index, monitor) in monitors.enumerated() {
@@ -83,14 +84,21 @@ struct SendCommand: ParsableCommand {
             let frames = [FrameEncoder.hello(hello)] + FrameEncoder.declare(declarations)
             connection.send(greeting: frames, report: FrameEncoder.values(updates))
             if monotonicNanoseconds() >= deadline { break }
+            if !connection.everConnected && !warned {
+                // Say so now rather than only when --hold runs out: a long hold would otherwise look
+                // like a working send.
+                warned = true
+                Terminal.line(
+                    "taskwatch send: cannot connect to \(path): \(connection.lastErrorText); retrying until --hold ends",
+                    to: STDERR_FILENO)
+            }
             usleep(useconds_t(min(intervalNanos / 1_000, 10_000_000)))
             created += grow
             for index in monitors.indices { monitors[index].live += grow }
         }
         connection.send(greeting: [], report: [FrameEncoder.goodbye()])
         if !connection.everConnected {
-            let reason = String(cString: strerror(connection.lastError))
-            Terminal.line("taskwatch send: cannot connect to \(path): \(reason)", to: STDERR_FILENO)
+            Terminal.line("taskwatch send: cannot connect to \(path): \(connection.lastErrorText)", to: STDERR_FILENO)
             throw ExitCode.failure
         }
     }
@@ -103,6 +111,8 @@ struct RawConnection {
     private(set) var everConnected = false
     /// The errno of the last failed connect, for the error message when none succeeded.
     private(set) var lastError: Int32 = 0
+    /// `lastError` in words.
+    var lastErrorText: String { String(cString: strerror(lastError)) }
 
     init(path: String) { self.path = path }
 
