@@ -32,9 +32,10 @@ static tw_enqueue_hook previous_hook;
 static atomic_flag installed = ATOMIC_FLAG_INIT;
 
 static void __attribute__((swiftcall)) counting_hook(void *job, tw_enqueue_original original) {
-    atomic_fetch_add_explicit(&enqueue_count, 1, memory_order_relaxed);
+    // Sequentially consistent, before the flag's load: see `tw_reporter_is_idle`.
+    atomic_fetch_add_explicit(&enqueue_count, 1, memory_order_seq_cst);
     // Executor work while the reporter is quiet (a blocked pool, a timer firing) brings it back to
-    // its normal cadence, probe included; one relaxed load when it is not quiet.
+    // its normal cadence, probe included; one load when it is not quiet.
     if (tw_reporter_is_idle()) tw_reporter_wake();
     if (previous_hook) {
         previous_hook(job, original);
@@ -49,7 +50,7 @@ void tw_enqueue_hook_install(void) {
     swift_task_enqueueGlobal_hook = counting_hook;
 }
 
-uint64_t tw_enqueue_count(void) { return atomic_load_explicit(&enqueue_count, memory_order_relaxed); }
+uint64_t tw_enqueue_count(void) { return atomic_load_explicit(&enqueue_count, memory_order_seq_cst); }
 
 // The quiet reporter's wake-up. Why a futex on a sequence and not a condition variable: the waker is a
 // spawning thread, which must never block on a lock the reporter holds, and a sequence number makes a

@@ -29,12 +29,15 @@ public enum TaskWatch {
     }
 
     /// Declares series for a `ReportSource`. Returns their ids, or nil when the per-process cap on
-    /// series would be passed, in which case none is declared and all are counted in `seriesDropped`.
+    /// series would be passed or one of them breaks the protocol's limits (names, label counts and
+    /// lengths, histogram bounds: see `docs/protocol.md`), in which case none is declared and all are
+    /// counted in `seriesDropped`.
     public static func declare(_ descriptors: [SeriesDescriptor]) -> [SeriesID]? {
         SeriesTable.shared.declare(all: descriptors)
     }
 
-    /// Stops reporting a series and frees its place under the cap. Its id is not reused.
+    /// Stops reporting a series and frees its place under the cap. The daemon keeps showing its last
+    /// value until the process reconnects or ends; declaring the same series again gives back its id.
     public static func retire(_ id: SeriesID) {
         SeriesTable.shared.retire(id)
     }
@@ -49,7 +52,7 @@ public enum TaskWatch {
         SeriesTable.shared.remove(source: source)
     }
 
-    /// Series refused because the per-process cap was reached.
+    /// Series refused because the per-process cap was reached or the protocol's limits were broken.
     public static var seriesDropped: UInt64 { SeriesTable.shared.dropped }
 
     /// The most series this process declares.

@@ -19,6 +19,17 @@ public enum Wire {
     public static let maxLabels = 32
     /// The most explicit bucket bounds a histogram may declare.
     public static let maxBounds = 256
+
+    /// `text` cut to at most `limit` bytes of UTF-8, never inside a character, so the result is still
+    /// valid UTF-8 (a receiver refuses a frame with a broken string whole).
+    public static func prefix(_ text: String, utf8Limit limit: Int) -> String {
+        let utf8 = text.utf8
+        guard utf8.count > limit else { return text }
+        var end = utf8.index(utf8.startIndex, offsetBy: limit)
+        // Back off continuation bytes (10xxxxxx) to the start of the character that does not fit.
+        while end > utf8.startIndex, utf8[end] & 0xC0 == 0x80 { end = utf8.index(before: end) }
+        return String(decoding: utf8[utf8.startIndex..<end], as: UTF8.self)
+    }
 }
 
 /// What a frame says; the byte after the version in the header.
@@ -87,7 +98,7 @@ public struct Hello: Sendable, Equatable {
 }
 
 /// A series the sender will update by `id`.
-public struct SeriesDeclaration: Sendable, Equatable {
+public struct SeriesDeclaration: Sendable, Hashable {
     public var id: UInt32
     public var type: SeriesType
     public var name: String

@@ -68,7 +68,8 @@ public enum FrameEncoder {
         }
     }
 
-    static func encodedSize(of declaration: SeriesDeclaration) -> Int {
+    /// The bytes `declaration` takes in a declare frame, header and entry count not included.
+    public static func encodedSize(of declaration: SeriesDeclaration) -> Int {
         let labels = declaration.labels.reduce(2) { $0 + 4 + $1.name.utf8.count + $1.value.utf8.count }
         return 4 + 1 + 2 + declaration.name.utf8.count + 2 + declaration.help.utf8.count + labels + 2
             + 8 * declaration.bounds.count
@@ -123,10 +124,9 @@ public struct FrameWriter {
 
     /// Appends a 16-bit length and the UTF-8 bytes, cut at 65,535 bytes.
     public mutating func append(string: String) {
-        let utf8 = string.utf8
-        let length = min(utf8.count, Int(UInt16.max))
-        append(UInt16(length))
-        bytes.append(contentsOf: utf8.prefix(length))
+        let utf8 = Wire.prefix(string, utf8Limit: Int(UInt16.max)).utf8
+        append(UInt16(utf8.count))
+        bytes.append(contentsOf: utf8)
     }
 
     /// Appends a label count followed by name and value strings.

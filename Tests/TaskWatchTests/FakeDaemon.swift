@@ -53,6 +53,19 @@ final class FakeDaemon: @unchecked Sendable {
         return true
     }
 
+    /// Accepts every pending connection and closes it at once, as a daemon refusing its clients does.
+    /// Returns how many it refused.
+    func refusePending() -> Int {
+        guard listener >= 0 else { return 0 }
+        var refused = 0
+        while true {
+            let fd = Glibc.accept(listener, nil, nil)
+            guard fd >= 0 else { return refused }
+            close(fd)
+            refused += 1
+        }
+    }
+
     /// Reads every queued frame without blocking; accepts new connections first.
     func drain() throws {
         while accept() {}

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TaskWatchWire
 import Testing
 
 @testable import TaskWatch
@@ -308,12 +309,107 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         #expect(table.declare(all: [one, one]) == nil)
         #expect(table.dropped == 2)
         table.retire(first![0])
-        #expect(table.declare(all: [one, one])?.map(\.rawValue) == [3, 4])
+        // The retired series declared again gets its id back, queued again at the end; the second,
+        // a new id.
+        #expect(table.declare(all: [one, one])?.map(\.rawValue) == [1, 4])
         #expect(table.liveCount == 3)
         let (declarations, cursor) = table.declarations(from: 0)
-        #expect(declarations.map(\.id) == [2, 3, 4])
+        #expect(declarations.map(\.id) == [2, 1, 4])
         #expect(cursor == 4)
         #expect(table.declarations(from: cursor).declarations.isEmpty)
+    }
+
+    @Test func aSeriesDeclaredAgainAfterRetiringKeepsItsIdAndIsQueuedAgain() throws {
+        let table = SeriesTable(limit: 10)
+        let jobs = SeriesDescriptor(name: "jobs", help: "Jobs.", type: .gauge, labels: [Label("queue", "a")])
+        let other = SeriesDescriptor(name: "jobs", help: "Jobs.", type: .gauge, labels: [Label("queue", "b")])
+        let id = try #require(table.declare(all: [jobs])?.first)
+        let (_, cursor) = table.declarations(from: 0)
+        table.retire(id)
+        // A different series gets a new id; the same one its old id, after the cursor, so a connection
+        // that never saw it (or saw it retired) declares it, and one that did gets the same id again.
+        #expect(table.declare(all: [other])?.first != id)
+        #expect(table.declare(all: [jobs])?.first == id)
+        #expect(table.declarations(from: cursor).declarations.map(\.id).last == id.rawValue)
+        #expect(table.liveCount == 2)
+    }
+
+    @Test func reservedRoomStaysFreeForTheBuiltins() {
+        let table = SeriesTable(limit: 4, reserved: 2)
+        let one = SeriesDescriptor(name: "a", help: "", type: .gauge)
+        #expect(table.declare(all: [one, one])?.count == 2)
+        #expect(table.declare(all: [one]) == nil, "the last two places are kept")
+        #expect(table.declare(all: [one, one], reserved: true)?.count == 2)
+        #expect(table.liveCount == 4)
+        #expect(table.dropped == 1)
+        // The process-wide table keeps room for every built-in.
+        #expect(BuiltinSeries.count == 5)
+    }
+
+    @Test func declarationsTheDaemonWouldRefuseAreDroppedAndCounted() {
+        let table = SeriesTable(limit: 100)
+        let tooManyLabels = (0...Wire.maxLabels).map { Label("l\($0)", "v") }
+        let refused: [SeriesDescriptor] = [
+            SeriesDescriptor(name: String(repeating: "a", count: Wire.maxNameLength + 1), help: "", type: .gauge),
+            SeriesDescriptor(name: "9lives", help: "", type: .gauge),
+            SeriesDescriptor(name: "a", help: "", type: .gauge, labels: tooManyLabels),
+            SeriesDescriptor(
+                name: "a", help: "", type: .gauge,
+                labels: [Label("k", String(repeating: "v", count: Wire.maxTextLength + 1))]),
+            SeriesDescriptor(name: "a", help: "", type: .gauge, labels: [Label("bad-name", "v")]),
+            SeriesDescriptor(name: "a", help: "", type: .gauge, labels: [Label("pid", "1")]),
+            SeriesDescriptor(name: "a", help: "", type: .gauge, labels: [Label("k", "1"), Label("k", "2")]),
+            SeriesDescriptor(name: "a", help: "", type: .histogram, labels: [Label("le", "1")], bounds: [1]),
+            SeriesDescriptor(name: "a", help: "", type: .histogram, bounds: [2, 1]),
+            SeriesDescriptor(name: "a", help: "", type: .histogram, bounds: [1, .infinity]),
+            SeriesDescriptor(
+                name: "a", help: "", type: .histogram, bounds: (0...Wire.maxBounds).map(Double.init)),
+            // Every string within its limit, all of them past one frame.
+            SeriesDescriptor(
+                name: "a", help: "", type: .gauge,
+                labels: (0..<Wire.maxLabels).map { Label("l\($0)", String(repeating: "v", count: Wire.maxTextLength)) }),
+        ]
+        for descriptor in refused {
+            #expect(table.declare(all: [descriptor]) == nil, "\(descriptor.name) \(descriptor.labels)")
+        }
+        #expect(table.dropped == UInt64(refused.count))
+        // One bad descriptor refuses its whole batch.
+        let good = SeriesDescriptor(name: "fine", help: "", type: .gauge)
+        #expect(table.declare(all: [good, refused[0]]) == nil)
+        #expect(table.liveCount == 0)
+        // Over-long help is cut at a character boundary instead: a 3-byte character straddles the limit.
+        let help = String(repeating: "a", count: Wire.maxTextLength - 1) + "€"
+        let id = table.declare(all: [SeriesDescriptor(name: "fine", help: help, type: .counter)])
+        #expect(id != nil)
+        let declared = table.declarations(from: 0).declarations.first
+        #expect(declared?.help == String(repeating: "a", count: Wire.maxTextLength - 1))
+        // Every declaration the table lets through decodes.
+        for frame in FrameEncoder.declare(table.declarations(from: 0).declarations) {
+            #expect(throws: Never.self) { try FrameDecoder.decode(frame) }
+        }
+    }
+
+    @Test func reportsLeaveOutWhatTheDaemonWouldRefuseAFrameFor() {
+        var builder = ReportBuilder()
+        builder.value(SeriesID(rawValue: 1), 1)
+        builder.value(SeriesID(rawValue: 2), .nan)
+        builder.value(SeriesID(rawValue: 3), .infinity)
+        builder.histogram(SeriesID(rawValue: 4), buckets: [1], sum: .nan)
+        builder.histogram(SeriesID(rawValue: 5), buckets: [1], sum: 2)
+        #expect(builder.values.map(\.id) == [1, 3])
+        #expect(builder.histograms.map(\.id) == [5])
+        let histogram = AtomicHistogram(bounds: [1])
+        for value in [0.5, .infinity, -.infinity, .nan, 2] { histogram.record(value) }
+        #expect(histogram.snapshot().buckets == [1, 1])
+        #expect(histogram.snapshot().sum == 2.5)
+    }
+
+    @Test func stringsAreCutAtCharacterBoundaries() {
+        #expect(Wire.prefix("abc", utf8Limit: 5) == "abc")
+        #expect(Wire.prefix("ab€", utf8Limit: 4) == "ab")
+        #expect(Wire.prefix("ab€", utf8Limit: 5) == "ab€")
+        #expect(Wire.prefix("€€", utf8Limit: 2) == "")
+        #expect(Wire.prefix("a😀", utf8Limit: 4) == "a")
     }
 
     @Test func histogramsBucketByUpperBound() {

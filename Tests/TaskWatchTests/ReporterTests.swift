@@ -132,6 +132,67 @@ func makeReporter(
         #expect(declaredBefore.isSubset(of: Set(daemon.declarations.map(\.id))))
     }
 
+    @Test func aDaemonThatRefusesEveryConnectionIsRetriedWithABackoff() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon, interval: .milliseconds(1))
+        reporter.start()
+        defer { reporter.stop() }
+        // Declarations keep coming, so reconnections have hello and declarations to send when the
+        // connection breaks under them (which used to trap in the reporter thread).
+        var refused = 0
+        var declared: SeriesID?
+        let probe = SeriesDescriptor(name: "refused_probe", help: "", type: .gauge)
+        let clock = ContinuousClock()
+        let deadline = clock.now + .milliseconds(1_500)
+        while clock.now < deadline {
+            refused += daemon.refusePending()
+            // Retired and declared again: the same id, queued again at the end of the table.
+            if let declared { TaskWatch.retire(declared) }
+            declared = TaskWatch.declare([probe])?.first
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        refused += daemon.refusePending()
+        if let declared { TaskWatch.retire(declared) }
+        // Closed at once every time: the backoff doubles from 10 ms (10 + 20 + ... + 640 ms is 1.27 s),
+        // where reconnecting at every 1 ms report would give hundreds.
+        print("refused \(refused) connections in 1.5 s")
+        #expect(refused >= 2)
+        #expect(refused <= 12)
+        #expect(reporter.connections.load(ordering: .relaxed) <= 12)
+        // The reporter thread is alive: it keeps counting reports it cannot send.
+        let dropped = reporter.reportsDropped.load(ordering: .relaxed)
+        #expect(try await waitUntil { reporter.reportsDropped.load(ordering: .relaxed) > dropped })
+    }
+
+    @Test func anOversizedProcessNameAndLabelsStillMakeAValidHello() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        var configuration = Configuration(environment: [:])
+        configuration.socketPath = daemon.path
+        configuration.interval = .milliseconds(5)
+        configuration.processName = String(repeating: "é", count: Wire.maxTextLength)
+        configuration.labels = Dictionary(
+            uniqueKeysWithValues: (0..<40).map { ("label\($0)", String(repeating: "v", count: 5_000)) })
+        configuration.labels[String(repeating: "n", count: Wire.maxNameLength + 1)] = "x"
+        let reporter = Reporter(configuration: configuration)
+        reporter.start()
+        defer { reporter.stop() }
+        // `drain` decodes every frame and throws on one the daemon would refuse.
+        let reported = try await daemon.waitFor { daemon in
+            !daemon.hellos.isEmpty && daemon.frames.contains { if case .values = $0 { true } else { false } }
+        }
+        #expect(reported)
+        let hello = try #require(daemon.hellos.first)
+        #expect(hello.process.utf8.count <= Wire.maxTextLength)
+        #expect(hello.process.allSatisfy { $0 == "é" })
+        // As many 4 KiB labels as fit in one frame with the 4 KiB name: 14 of 4,107 bytes each.
+        #expect(hello.labels.count == 14)
+        #expect(FrameEncoder.hello(hello).count <= Wire.maxFrameSize)
+        #expect(hello.labels.allSatisfy { $0.name.utf8.count <= Wire.maxNameLength })
+        #expect(hello.labels.allSatisfy { $0.value.utf8.count == Wire.maxTextLength })
+    }
+
     @Test func aDaemonThatNeverReadsNeverBlocksSpawning() async throws {
         let daemon = FakeDaemon()
         daemon.listen()

@@ -27,12 +27,18 @@ void tw_enqueue_hook_install(void);
 uint64_t tw_enqueue_count(void);
 
 /// Nonzero while some reporter is quiet and wants to hear of the next spawn or enqueued job. Written
-/// only on quiet/active transitions and read (relaxed) on every instrumented spawn and global enqueue,
-/// so it sits on a cache line of its own: no hot counter shares it.
+/// only on quiet/active transitions and read on every instrumented spawn and global enqueue, so it sits
+/// on a cache line of its own: no hot counter shares it.
 extern uint32_t tw_reporter_idle_flag;
 
-/// Whether a reporter waits to be woken: one relaxed load, inlined into the spawn path.
-static inline int tw_reporter_is_idle(void) { return __atomic_load_n(&tw_reporter_idle_flag, __ATOMIC_RELAXED) != 0; }
+/// Whether a reporter waits to be woken: one load, inlined into the spawn path.
+///
+/// Sequentially consistent, as are the counter adds before it and, on the reporter's side, the flag's
+/// store and the counter loads after it. The two sides are a store-then-load handshake (the spawner
+/// counts then reads the flag; the reporter sets the flag then reads the counts), which only rules
+/// out both reading the old value when all four are: with weaker orders an ARM core may miss the wake
+/// and the report waits up to a second. On x86 these are the same instructions as relaxed ones.
+static inline int tw_reporter_is_idle(void) { return __atomic_load_n(&tw_reporter_idle_flag, __ATOMIC_SEQ_CST) != 0; }
 
 /// The slow path after `tw_reporter_is_idle()` returned true: clears the flag and wakes every quiet
 /// reporter. Of the many threads that may race here, only the one that clears the flag makes the

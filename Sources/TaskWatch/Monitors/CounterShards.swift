@@ -50,7 +50,9 @@ final class CounterShards: @unchecked Sendable {
     func sum(slot: Int) -> UInt64 {
         var total: UInt64 = 0
         for shard in 0..<Self.shardCount {
-            total &+= (base + shard * Self.slotsPerShard + slot).pointee.load(ordering: .acquiring)
+            // Sequentially consistent (a plain load on x86): the quiet reporter's check for spawns
+            // after it set its flag relies on it; see `tw_reporter_is_idle`.
+            total &+= (base + shard * Self.slotsPerShard + slot).pointee.load(ordering: .sequentiallyConsistent)
         }
         return total
     }

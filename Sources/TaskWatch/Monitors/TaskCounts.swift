@@ -29,7 +29,10 @@ struct TaskCounts: @unchecked Sendable {
     /// one relaxed load of a flag that only changes when the reporter goes quiet or wakes.
     @inlinable
     func created() -> UInt64 {
-        let created = add(1, slot: TaskMonitor.Slot.created, shard: CounterShards.currentShard())
+        // Sequentially consistent, before the flag's load: see `tw_reporter_is_idle`. The same locked
+        // add as a relaxed one on x86.
+        let slot = CounterShards.currentShard() &* CounterShards.slotsPerShard &+ TaskMonitor.Slot.created
+        let created = (base + slot).pointee.wrappingAdd(1, ordering: .sequentiallyConsistent).newValue
         if tw_reporter_is_idle() != 0 { tw_reporter_wake() }
         return created & Profile.timingMask == 0 ? MonotonicClock.now() : 0
     }

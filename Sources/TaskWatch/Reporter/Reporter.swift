@@ -73,6 +73,8 @@ final class Reporter: @unchecked Sendable {
     private var declarationCursor = 0
     private var backoff: UInt64 = Reporter.minimumBackoff
     private var nextConnect: UInt64 = 0
+    /// Reports sent in full on the current connection, counted up to `stableReports`.
+    private var reportsOnConnection = 0
     private var monitors: [MonitorRegistry.Entry] = []
     private var peaks: [UInt64] = []
     private var heap = HeapProbe()
@@ -91,6 +93,11 @@ final class Reporter: @unchecked Sendable {
 
     static let minimumBackoff: UInt64 = 10_000_000
     static let maximumBackoff: UInt64 = 1_000_000_000
+    /// Reports a connection must carry before its loss counts as a daemon restart (reconnect at once)
+    /// rather than a refusal (reconnect after the backoff). A daemon that refuses a client (not allowed,
+    /// too many clients, bad frames) accepts the connection, reads the hello and closes it: the next
+    /// send fails. Without this, every refused client would reconnect every report interval.
+    static let stableReports = 3
     /// The longest report period of a process in which nothing changes.
     static let idleCeiling: UInt64 = 1_000_000_000
 
@@ -280,6 +287,10 @@ final class Reporter: @unchecked Sendable {
         if !peakSamples.isEmpty { frames += FrameEncoder.peaks(peakSamples) }
         if flushControl(), send(frames) {
             reportsSent.add(1, ordering: .relaxed)
+            if reportsOnConnection < Self.stableReports {
+                reportsOnConnection += 1
+                if reportsOnConnection == Self.stableReports { backoff = Self.minimumBackoff }
+            }
         } else {
             reportsDropped.add(1, ordering: .relaxed)
             activity.any = true
@@ -362,7 +373,7 @@ final class Reporter: @unchecked Sendable {
         }
         connection = fresh
         connections.add(1, ordering: .relaxed)
-        backoff = Self.minimumBackoff
+        reportsOnConnection = 0
         // A new connection knows nothing: hello, then every live declaration; values follow every report.
         let (declarations, cursor) = table.declarations(from: 0)
         declarationCursor = cursor
@@ -371,26 +382,35 @@ final class Reporter: @unchecked Sendable {
         return true
     }
 
+    /// The hello of every connection, within the protocol's limits: the daemon refuses a hello with an
+    /// over-long string, too many labels or more bytes than a frame holds, and then every frame after
+    /// it. So labels past the limit, with over-long names or past the frame's size are left out, and
+    /// long values and process names are cut.
     private func hello() -> Hello {
         var labels: [Label] = []
-        for (name, value) in configuration.labels.sorted(by: { $0.key < $1.key }) {
+        for (name, value) in configuration.labels.sorted(by: { $0.key < $1.key }) where labels.count < Wire.maxLabels {
             let sanitized = Names.sanitizeLabelName(name)
             // `process` and `pid` are the daemon's to set.
-            if sanitized == "process" || sanitized == "pid" || labels.contains(where: { $0.name == sanitized }) {
+            if sanitized == "process" || sanitized == "pid" || sanitized.utf8.count > Wire.maxNameLength
+                || labels.contains(where: { $0.name == sanitized })
+            {
                 continue
             }
-            labels.append(Label(sanitized, value))
+            labels.append(Label(sanitized, Wire.prefix(value, utf8Limit: Wire.maxTextLength)))
         }
-        return Hello(
+        var hello = Hello(
             claimedPID: UInt32(truncatingIfNeeded: getpid()),
             intervalNanoseconds: interval,
-            process: configuration.processName,
+            process: Wire.prefix(configuration.processName, utf8Limit: Wire.maxTextLength),
             clientVersion: "TaskWatch/\(TaskWatch.version)",
             labels: labels
         )
+        while FrameEncoder.hello(hello).count > Wire.maxFrameSize { hello.labels.removeLast() }
+        return hello
     }
 
     /// Sends queued hello and declarations; false when the socket is full or the connection broke.
+    /// What was sent leaves the queue; after a break the next connection rebuilds it from scratch.
     private func flushControl() -> Bool {
         var sent = 0
         defer { pendingControl.removeFirst(sent) }
@@ -414,9 +434,18 @@ final class Reporter: @unchecked Sendable {
         case .wouldBlock:
             return false
         case .broken:
+            // `pendingControl` stays as it is: `flushControl` may be iterating it, and `connected`
+            // replaces it on the next connection anyway.
             self.connection = nil
-            pendingControl = []
-            nextConnect = 0
+            if reportsOnConnection >= Self.stableReports {
+                // A connection that carried reports: the daemon went away (a restart). Back at once.
+                backoff = Self.minimumBackoff
+                nextConnect = 0
+            } else {
+                // Closed right after connecting: refused. Wait, and wait longer each time.
+                nextConnect = MonotonicClock.now() + backoff
+                backoff = min(backoff * 2, Self.maximumBackoff)
+            }
             return false
         }
     }

@@ -13,9 +13,10 @@ public final class AtomicHistogram: Sendable {
         counts = (0...bounds.count).map { _ in AtomicCell() }
     }
 
-    /// Records one observation.
+    /// Records one observation. Infinite and NaN observations are ignored: one would make the sum
+    /// infinite for good, and an infinity of each sign would make it NaN.
     public func record(_ value: Double) {
-        guard !value.isNaN else { return }
+        guard value.isFinite else { return }
         counts[HistogramBounds.bucket(of: value, in: bounds)].value.wrappingAdd(1, ordering: .relaxed)
         var current = sumBits.load(ordering: .relaxed)
         while true {

@@ -16,13 +16,18 @@ public struct ReportBuilder {
     var values: [ValueUpdate] = []
     var histograms: [HistogramUpdate] = []
 
-    /// Reports the absolute value of a counter or gauge.
+    /// Reports the absolute value of a counter or gauge. NaN is left out of the report (the daemon
+    /// keeps the series' previous value): the daemon refuses a frame with a NaN in it whole, which
+    /// would hold back every other value of the report with it.
     public mutating func value(_ id: SeriesID, _ value: Double) {
+        guard !value.isNaN else { return }
         values.append(ValueUpdate(id: id.rawValue, value: value))
     }
 
-    /// Reports a histogram: per-bucket counts (one more than the declared bounds) and the sum.
+    /// Reports a histogram: per-bucket counts (one more than the declared bounds) and the sum. Left out
+    /// when the sum is NaN, for the same reason as a NaN value.
     public mutating func histogram(_ id: SeriesID, buckets: [UInt64], sum: Double) {
+        guard !sum.isNaN else { return }
         histograms.append(HistogramUpdate(id: id.rawValue, buckets: buckets, sum: sum))
     }
 }

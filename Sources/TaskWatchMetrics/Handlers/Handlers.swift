@@ -19,6 +19,9 @@ func atomicAdd(_ bits: borrowing Atomic<UInt64>, _ amount: Double) {
     }
 }
 
+/// A counter. `reset()` does not lower what is reported: a Prometheus counter only goes up while its
+/// process lives (the daemon refuses a lower value, and with it the whole report), and `rate()` reads
+/// the increments either way. So the reported total keeps counting across resets.
 final class CounterBox: CounterHandler, ReportingHandler {
     let id: SeriesID
     private let value = Atomic<Int64>(0)
@@ -31,13 +34,14 @@ final class CounterBox: CounterHandler, ReportingHandler {
         value.wrappingAdd(amount, ordering: .relaxed)
     }
 
-    func reset() { value.store(0, ordering: .relaxed) }
+    func reset() {}
 
     func report(into report: inout ReportBuilder) {
         report.value(id, Double(value.load(ordering: .relaxed)))
     }
 }
 
+/// A floating-point counter; `reset()` does not lower what is reported, as for `CounterBox`.
 final class FloatingPointCounterBox: FloatingPointCounterHandler, ReportingHandler {
     let id: SeriesID
     private let bits = Atomic<UInt64>(0)
@@ -49,7 +53,7 @@ final class FloatingPointCounterBox: FloatingPointCounterHandler, ReportingHandl
         atomicAdd(bits, amount)
     }
 
-    func reset() { bits.store(0, ordering: .relaxed) }
+    func reset() {}
 
     func report(into report: inout ReportBuilder) {
         report.value(id, Double(bitPattern: bits.load(ordering: .relaxed)))
