@@ -14,7 +14,7 @@ func makeReporter(
     configuration.processName = "reporter-test"
     configuration.interval = interval
     configuration.probeInterval = probe
-    configuration.labels = ["region": "test", "pid": "forbidden", "process": "forbidden"]
+    configuration.labels = ["region": "test", "pid": "forbidden", "process": "forbidden", "le": "forbidden"]
     return Reporter(configuration: configuration)
 }
 

@@ -390,8 +390,9 @@ final class Reporter: @unchecked Sendable {
         var labels: [Label] = []
         for (name, value) in configuration.labels.sorted(by: { $0.key < $1.key }) where labels.count < Wire.maxLabels {
             let sanitized = Names.sanitizeLabelName(name)
-            // `process` and `pid` are the daemon's to set.
-            if sanitized == "process" || sanitized == "pid" || sanitized.utf8.count > Wire.maxNameLength
+            // `process` and `pid` are the daemon's to set, and `le` is every histogram bucket's own.
+            if sanitized == "process" || sanitized == "pid" || sanitized == "le"
+                || sanitized.utf8.count > Wire.maxNameLength
                 || labels.contains(where: { $0.name == sanitized })
             {
                 continue
