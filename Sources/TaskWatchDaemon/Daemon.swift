@@ -18,6 +18,10 @@ public struct DaemonConfiguration: Sendable {
     public var limits = RegistryLimits()
     /// Threads serving HTTP per listener.
     public var httpThreads = 2
+    /// `--web.max-connections`: HTTP connections open at once, all listeners together; more are closed
+    /// on arrival and counted in `taskwatch_http_connections_refused_total`. See
+    /// `HTTPServer.defaultConnectionLimit` for the default.
+    public var httpMaxConnections = HTTPServer.defaultConnectionLimit
     /// `--web.config.file` in force: who may scrape, how often, the headers every response carries
     /// and how its latest load went; nil serves everyone. Read per request, so a reload applies.
     public var web: WebConfigState?
@@ -142,7 +146,8 @@ public final class Daemon: Sendable {
         do {
             server = try HTTPServer(
                 options: HTTPServer.Options(
-                    listeningSockets: httpSockets, threadPoolSize: configuration.httpThreads, tls: configuration.tls,
+                    listeningSockets: httpSockets, threadPoolSize: configuration.httpThreads,
+                    connectionLimit: configuration.httpMaxConnections, tls: configuration.tls,
                     errorLog: { errorLogger.debug("web server: \($0)") },
                     answered: { httpRequests.count(path: $0, status: $1) }, connections: httpConnections),
                 handler: { [web = configuration.web] request in

@@ -33,6 +33,13 @@ struct TaskwatchdCommand: ParsableCommand {
     )
     var webConfigCheckInterval = "30s"
 
+    // 512 by default: well under the limit at which libmicrohttpd 0.9.75 deadlocks (see
+    // HTTPServer.defaultConnectionLimit), and far more than the few Prometheus servers scraping a host need.
+    @Option(
+        name: .customLong("web.max-connections"),
+        help: "Most HTTP connections open at once; more are closed unanswered and counted.")
+    var webMaxConnections = DaemonConfiguration().httpMaxConnections
+
     @Flag(name: .customLong("web.systemd-socket"), help: "Use the HTTP socket(s) passed by systemd socket activation.")
     var systemdSocket = false
 
@@ -106,6 +113,10 @@ struct TaskwatchdCommand: ParsableCommand {
         guard maxClients > 0, maxSeries > 0, maxSeriesPerClient > 0 else {
             throw ValidationError("--ingest.max-* limits must be positive")
         }
+        guard webMaxConnections > 0, webMaxConnections <= 1_000_000 else {
+            throw ValidationError("--web.max-connections must be 1...1000000, not \(webMaxConnections)")
+        }
+        configuration.httpMaxConnections = webMaxConnections
         configuration.limits.maxClients = maxClients
         configuration.limits.maxSeries = maxSeries
         configuration.limits.maxSeriesPerClient = maxSeriesPerClient

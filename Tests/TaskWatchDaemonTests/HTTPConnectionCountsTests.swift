@@ -47,7 +47,7 @@ import Testing
         let held = try connectLoopback(port: server.port).get()
         defer { close(held) }
         #expect(eventually { server.connections.snapshot().accepted == 1 })
-        // Over the limit: libmicrohttpd refuses it at hand-over and the peer sees the close.
+        // Over the limit: the server closes it on arrival, unread, and the peer sees the close.
         let refused = try connectLoopback(port: server.port).get()
         #expect(readUntilClosed(refused).isEmpty)
         close(refused)
@@ -62,6 +62,7 @@ import Testing
         let counts = try settled(server, accepted: 2)
         #expect(counts.closedAnswered == 1)
         #expect(counts.closedUnanswered == 1)
+        #expect(counts.refused == 1)
     }
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))

@@ -67,7 +67,7 @@ final class TestServer: Sendable {
     var base: String { "http://127.0.0.1:\(port)" }
 
     init(
-        threadPoolSize: Int = 2, connectionLimit: Int? = nil, tls: HTTPServer.TLS? = nil,
+        threadPoolSize: Int = 2, connectionLimit: Int = HTTPServer.defaultConnectionLimit, tls: HTTPServer.TLS? = nil,
         handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
     ) throws {
         let fd = try ListenAddress(parsing: "127.0.0.1:0").openListeningSocket()

@@ -169,6 +169,12 @@ enum ExpositionRenderer {
                 ([Label("answered", "true")], counts.closedAnswered),
             ],
             into: &writer)
+        writeCounters(
+            "taskwatch_http_connections_refused_total",
+            help:
+                "HTTP connections closed on arrival, unread, because --web.max-connections were open (also "
+                + "counted in taskwatch_http_connections_closed_total{answered=\"false\"}).",
+            [([], counts.refused)], into: &writer)
     }
 
     private static func writeWebConfigSeries(_ status: WebConfigStatus, into writer: inout ExpositionWriter) {

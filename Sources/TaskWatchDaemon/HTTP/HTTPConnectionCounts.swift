@@ -1,7 +1,7 @@
 import Synchronization
 
-/// HTTP connections accepted and closed: `taskwatch_http_connections_accepted_total` and
-/// `taskwatch_http_connections_closed_total{answered}`.
+/// HTTP connections accepted, closed and refused: `taskwatch_http_connections_accepted_total`,
+/// `taskwatch_http_connections_closed_total{answered}` and `taskwatch_http_connections_refused_total`.
 ///
 /// A connection closed before any request on it was answered never shows in
 /// `taskwatch_http_requests_total`: a failed TLS handshake, a request libmicrohttpd refused on its own
@@ -9,6 +9,9 @@ import Synchronization
 /// one turned away at the connection limit. These counters make them visible; accepted minus closed is
 /// the connections open now. The names follow Prometheus's own listener counters
 /// (`net_conntrack_listener_conn_accepted_total`, `..._closed_total`).
+///
+/// The server's connection limit (`--web.max-connections`) counts the open connections here, so one
+/// instance belongs to one server.
 public final class HTTPConnectionCounts: Sendable {
     /// The counters at one moment.
     public struct Snapshot: Sendable, Equatable {
@@ -17,6 +20,9 @@ public final class HTTPConnectionCounts: Sendable {
         public var closedAnswered: UInt64
         /// Closed before any answer from the server.
         public var closedUnanswered: UInt64
+        /// Closed on arrival, unread, because the connection limit was reached; also counted in
+        /// `accepted` and `closedUnanswered`.
+        public var refused: UInt64 = 0
 
         /// Connections accepted and not yet closed.
         public var open: UInt64 { accepted &- closedAnswered &- closedUnanswered }
@@ -25,6 +31,7 @@ public final class HTTPConnectionCounts: Sendable {
     private let acceptedCount = Atomic<UInt64>(0)
     private let closedAnsweredCount = Atomic<UInt64>(0)
     private let closedUnansweredCount = Atomic<UInt64>(0)
+    private let refusedCount = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -38,6 +45,13 @@ public final class HTTPConnectionCounts: Sendable {
         }
     }
 
+    /// A connection closed on arrival at the connection limit; it is counted as accepted and closed too.
+    func refused() { refusedCount.add(1, ordering: .relaxed) }
+
+    /// Connections accepted and not yet closed. May be more than the true figure while a close is being
+    /// counted, never less.
+    var open: UInt64 { snapshot().open }
+
     /// Reads the closed counts before the accepted one: a connection is accepted before it closes, so
     /// `open` never goes below zero.
     public func snapshot() -> Snapshot {
@@ -45,6 +59,6 @@ public final class HTTPConnectionCounts: Sendable {
         let closedUnanswered = closedUnansweredCount.load(ordering: .acquiring)
         return Snapshot(
             accepted: acceptedCount.load(ordering: .acquiring), closedAnswered: closedAnswered,
-            closedUnanswered: closedUnanswered)
+            closedUnanswered: closedUnanswered, refused: refusedCount.load(ordering: .relaxed))
     }
 }

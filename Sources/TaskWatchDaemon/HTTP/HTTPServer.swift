@@ -17,8 +17,10 @@ public final class HTTPServer: Sendable {
         public var threadPoolSize: Int
         /// Seconds of inactivity after which a connection is closed.
         public var connectionTimeoutSeconds: Int
-        /// Most concurrent connections per listening socket; nil leaves libmicrohttpd's default.
-        public var connectionLimit: Int?
+        /// Most connections open at once, all listening sockets together. The acceptor closes a
+        /// connection past it on arrival, unread, and counts it in `connections` (refused, and closed
+        /// unanswered). See `defaultConnectionLimit` for why libmicrohttpd's own limit is never reached.
+        public var connectionLimit: Int
         /// Serve HTTPS instead of HTTP when set.
         public var tls: TLS?
         /// How long `stop()` waits for requests in flight before closing their connections.
@@ -30,12 +32,14 @@ public final class HTTPServer: Sendable {
         /// certificate included; not for the errors libmicrohttpd answers on its own (a malformed
         /// request, headers too large).
         public var answered: (@Sendable (_ path: String, _ status: Int) -> Void)?
-        /// Counts every connection accepted and closed, including those closed before any answer.
+        /// Counts every connection accepted and closed, including those closed before any answer. The
+        /// connection limit is checked against its open connections, so it belongs to this server alone.
         public var connections: HTTPConnectionCounts
 
         public init(
             listeningSockets: [Int32], threadPoolSize: Int = 2, connectionTimeoutSeconds: Int = 10,
-            connectionLimit: Int? = nil, tls: TLS? = nil, shutdownGracePeriod: Duration = .seconds(5),
+            connectionLimit: Int = HTTPServer.defaultConnectionLimit, tls: TLS? = nil,
+            shutdownGracePeriod: Duration = .seconds(5),
             errorLog: (@Sendable (String) -> Void)? = nil,
             answered: (@Sendable (_ path: String, _ status: Int) -> Void)? = nil,
             connections: HTTPConnectionCounts = HTTPConnectionCounts()
@@ -51,6 +55,16 @@ public final class HTTPServer: Sendable {
             self.connections = connections
         }
     }
+
+    /// `--web.max-connections` by default. libmicrohttpd 0.9.75 deadlocks when its own connection limit
+    /// is reached by connections handed to it with `MHD_add_connection`, as all of ours are: each pool
+    /// thread blocks on a mutex it already holds ("Server reached connection limit"), serving stops for
+    /// good and `MHD_stop_daemon` hangs joining them. Its default limit (FD_SETSIZE - 4, shared among the
+    /// pool threads) was reached by about 1,100 idle connections. So the server enforces this limit
+    /// itself, before handing over, and gives libmicrohttpd a limit it cannot reach
+    /// (`libmicrohttpdConnectionLimit`). 512 is far more than the few Prometheus servers that scrape a
+    /// host need, and well under the usual 1024 descriptors of a service.
+    public static let defaultConnectionLimit = 512
 
     /// Certificate and key in PEM, the GnuTLS priority string that picks protocol versions and
     /// ciphers (for example `NORMAL:-VERS-TLS1.0:-VERS-TLS1.1`), and what clients must show.
@@ -109,10 +123,17 @@ public final class HTTPServer: Sendable {
     private final class Shared: Sendable {
         let state: Mutex<State>
         let connections: HTTPConnectionCounts
+        let connectionLimit: UInt64
+        let errorLog: (@Sendable (String) -> Void)?
+        /// Whether the latest connection was refused at the limit: only the first of a run is logged.
+        /// Touched only by the acceptor's thread.
+        let atLimit = Atomic(false)
 
-        init(_ state: State, connections: HTTPConnectionCounts) {
+        init(_ state: State, options: Options) {
             self.state = Mutex(state)
-            self.connections = connections
+            self.connections = options.connections
+            self.connectionLimit = UInt64(options.connectionLimit)
+            self.errorLog = options.errorLog
         }
     }
 
@@ -140,7 +161,7 @@ public final class HTTPServer: Sendable {
         do throws(StartError) {
             try Self.validate(options)
             generation = try Self.startGeneration(options: options, handler: handler)
-            shared = Shared(State(current: generation, sockets: sockets), connections: options.connections)
+            shared = Shared(State(current: generation, sockets: sockets), options: options)
             do {
                 acceptor = try HTTPAcceptor(
                     sockets: sockets, handOver: { [shared] in Self.handOver($0, to: shared) },
@@ -166,7 +187,23 @@ public final class HTTPServer: Sendable {
 
     /// Gives an accepted socket to the generation in force; called on the acceptor's thread.
     private static func handOver(_ fd: Int32, to shared: Shared) {
+        // The limit comes before libmicrohttpd's (see `defaultConnectionLimit`). Only this thread adds
+        // connections, so the count cannot rise between the check and the hand-over; closes only lower
+        // it. Every generation's connections count, a retiring one's included.
+        let full = shared.connections.open >= shared.connectionLimit
         shared.connections.accepted()
+        if full {
+            // Nothing is read or answered: a client over the limit costs one accept and one close.
+            close(fd)
+            shared.connections.refused()
+            shared.connections.closed(answered: false)
+            if !shared.atLimit.exchange(true, ordering: .relaxed) {
+                shared.errorLog?(
+                    "\(shared.connectionLimit) HTTP connections open (the limit): closing new ones until some close")
+            }
+            return
+        }
+        shared.atLimit.store(false, ordering: .relaxed)
         let added = shared.state.withLock { state in
             guard let generation = state.current else {
                 close(fd)
@@ -280,8 +317,8 @@ public final class HTTPServer: Sendable {
         if !(0...86_400).contains(options.connectionTimeoutSeconds) {
             throw StartError(description: "connection timeout must be 0...86400 seconds")
         }
-        if let limit = options.connectionLimit, !(1...1_000_000).contains(limit) {
-            throw StartError(description: "connection limit must be 1...1000000, not \(limit)")
+        if !(1...1_000_000).contains(options.connectionLimit) {
+            throw StartError(description: "connection limit must be 1...1000000, not \(options.connectionLimit)")
         }
         if options.tls != nil, MHD_is_feature_supported(.FEATURE_TLS) != .YES {
             throw StartError(description: "this libmicrohttpd was built without TLS support")
@@ -289,6 +326,16 @@ public final class HTTPServer: Sendable {
         if let tls = options.tls, tls.clientCertificates != .ignored, tls.clientCAPEM == nil {
             throw StartError(description: "client certificates cannot be checked without the CAs to check them against")
         }
+    }
+
+    /// libmicrohttpd's own connection limit: one it cannot reach while the server keeps to
+    /// `connectionLimit`. libmicrohttpd splits it evenly among its pool threads, and each thread checks
+    /// its share alone, so every share must hold all the server's connections (they could all land on
+    /// one thread). Twice over, because a thread still counts a connection after the close callback that
+    /// took it off the server's count, until the thread next cleans up.
+    static func libmicrohttpdConnectionLimit(_ connectionLimit: Int, threads: Int) -> Int {
+        // Capped at what the C option (an unsigned int) holds; reached only by limits far past any use.
+        min(max(threads, 1) * (2 * connectionLimit + 64), Int(Int32.max))
     }
 
     private static func startDaemon(options: Options, context: ServerContext) throws(StartError) -> OpaquePointer {
@@ -327,9 +374,11 @@ public final class HTTPServer: Sendable {
                 MHD_OptionItem(
                     option: MHD_OPTION.THREAD_POOL_SIZE, value: options.threadPoolSize * sockets, ptr_value: nil))
         }
-        if let limit = options.connectionLimit {
-            items.append(MHD_OptionItem(option: MHD_OPTION.CONNECTION_LIMIT, value: limit * sockets, ptr_value: nil))
-        }
+        items.append(
+            MHD_OptionItem(
+                option: MHD_OPTION.CONNECTION_LIMIT,
+                value: libmicrohttpdConnectionLimit(options.connectionLimit, threads: options.threadPoolSize * sockets),
+                ptr_value: nil))
         // The TLS strings are read while the daemon starts (certificates loaded, priorities compiled),
         // so they need to live only for the duration of the start call.
         var cStrings: [UnsafeMutablePointer<CChar>] = []
