@@ -78,4 +78,136 @@ import Testing
         let typeLines = text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }
         #expect(Set(typeLines).count == typeLines.count)
     }
+
+    /// The `# TYPE` lines' family names, which must be unique in either format.
+    func familyNames(_ text: String) -> [Substring] {
+        text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }
+    }
+
+    @Test func helloLabelNamedLeIsRefused() throws {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1, labels: [Label("le", "x")])
+        h.send(
+            1, .declare([SeriesDeclaration(id: 1, type: .histogram, name: "x", help: "", bounds: [0.5])]))
+        h.send(1, .histograms([HistogramUpdate(id: 1, buckets: [1, 2], sum: 1)]))
+        #expect(h.rejected(.invalidHello) == "1")
+        let text = h.text()
+        #expect(!text.contains("le=\"x\""))
+        try expectValidExposition(Data(text.utf8))
+    }
+
+    @Test func derivedPeakNeverDuplicatesADeclaredPeakSeries() throws {
+        let gauge = SeriesDeclaration(id: 1, type: .gauge, name: "t3_g", help: "", labels: [Label("a", "1")])
+        let declaredPeak = SeriesDeclaration(
+            id: 2, type: .gauge, name: "t3_g_peak", help: "", labels: [Label("a", "1")])
+        // Declared `_peak` first: the derived one is refused (once, however many samples follow).
+        let first = Harness()
+        first.open(1, pid: 10)
+        first.hello(1)
+        first.send(1, .declare([gauge, declaredPeak]))
+        first.send(1, .values([ValueUpdate(id: 1, value: 1), ValueUpdate(id: 2, value: 5)]))
+        first.send(1, .peaks([PeakSample(id: 1, value: 9), PeakSample(id: 1, value: 8)]))
+        first.send(1, .peaks([PeakSample(id: 1, value: 7)]))
+        #expect(first.dropped(.duplicateSeries) == "1")
+        #expect(first.rejected(.unknownSeries) == "0")
+        // Derived `_peak` first: the later declaration is refused.
+        let second = Harness()
+        second.open(1, pid: 10)
+        second.hello(1)
+        second.send(1, .declare([gauge]))
+        second.send(1, .values([ValueUpdate(id: 1, value: 1)]))
+        second.send(1, .peaks([PeakSample(id: 1, value: 9)]))
+        second.send(1, .declare([declaredPeak]))
+        second.send(1, .values([ValueUpdate(id: 2, value: 5)]))
+        #expect(second.dropped(.duplicateSeries) == "1")
+        for (h, shown) in [(first, "5"), (second, "9")] {
+            let text = h.text()
+            let lines = text.split(separator: "\n").filter { $0.hasPrefix("t3_g_peak{") }
+            #expect(lines == ["t3_g_peak{process=\"app\",pid=\"10\",a=\"1\"} \(shown)"])
+            try expectValidExposition(Data(text.utf8))
+        }
+    }
+
+    @Test func peakIdentityMatchesDeclarationsWithEscapedAndReorderedLabels() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        let labels = [Label("b", "q\"u\\o,t=e\nü"), Label("a", "")]
+        h.send(1, .declare([SeriesDeclaration(id: 1, type: .gauge, name: "g", help: "", labels: labels)]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 1)]))
+        h.send(1, .peaks([PeakSample(id: 1, value: 2)]))
+        h.send(
+            1,
+            .declare([
+                SeriesDeclaration(id: 2, type: .gauge, name: "g_peak", help: "", labels: labels.reversed())
+            ]))
+        #expect(h.dropped(.duplicateSeries) == "1")
+    }
+
+    @Test func counterAndOtherFamilyNeverShareAnOpenMetricsName() throws {
+        // Each pair, in both orders and from two clients: the second is a conflict.
+        let pairs: [(SeriesDeclaration, SeriesDeclaration)] = [
+            (
+                SeriesDeclaration(id: 1, type: .counter, name: "t2_thing", help: ""),
+                SeriesDeclaration(id: 1, type: .gauge, name: "t2_thing", help: "")
+            ),
+            (
+                SeriesDeclaration(id: 1, type: .counter, name: "x_total", help: ""),
+                SeriesDeclaration(id: 1, type: .histogram, name: "x", help: "", bounds: [1])
+            ),
+            (
+                SeriesDeclaration(id: 1, type: .counter, name: "y_bucket", help: ""),
+                SeriesDeclaration(id: 1, type: .histogram, name: "y", help: "", bounds: [1])
+            ),
+        ]
+        for (a, b) in pairs {
+            for (first, second) in [(a, b), (b, a)] {
+                let h = Harness()
+                for (connection, declaration) in [(UInt64(1), first), (2, second)] {
+                    h.open(connection, pid: Int32(connection))
+                    h.hello(connection)
+                    h.send(connection, .declare([declaration]))
+                    if declaration.type == .histogram {
+                        h.send(connection, .histograms([HistogramUpdate(id: 1, buckets: [1, 1], sum: 1)]))
+                    } else {
+                        h.send(connection, .values([ValueUpdate(id: 1, value: 1)]))
+                    }
+                }
+                #expect(h.dropped(.conflict) == "1", "\(first.name) then \(second.name)")
+                let names = familyNames(h.text(.openMetrics))
+                #expect(Set(names).count == names.count, "\(first.name) then \(second.name): \(names)")
+                try expectValidExposition(Data(h.exporter.render(.openMetrics)), openMetrics: true)
+                try expectValidExposition(Data(h.exporter.render(.text)))
+            }
+        }
+    }
+
+    @Test func counterNamedLikeAKernelSeriesWithoutTotalIsReserved() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(
+            1,
+            .declare([
+                SeriesDeclaration(id: 1, type: .counter, name: "swift_process_threads", help: ""),
+                SeriesDeclaration(id: 2, type: .gauge, name: "swift_process_cpu_seconds", help: ""),
+            ]))
+        #expect(h.dropped(.reservedName) == "2")
+    }
+
+    @Test func histogramBucketsThatOverflowAreRefused() throws {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(1, .declare([SeriesDeclaration(id: 1, type: .histogram, name: "h", help: "", bounds: [1, 2])]))
+        h.send(1, .histograms([HistogramUpdate(id: 1, buckets: [1, 2, 3], sum: 1)]))
+        h.send(1, .histograms([HistogramUpdate(id: 1, buckets: [1 << 63, 1 << 63, 3], sum: 1)]))
+        #expect(h.rejected(.invalidValue) == "1")
+        #expect(h.value("h_count{process=\"app\",pid=\"10\"}") == "6")
+        // The largest total that fits is still taken.
+        h.send(1, .histograms([HistogramUpdate(id: 1, buckets: [1 << 63, (1 << 63) - 4, 3], sum: 1)]))
+        #expect(h.rejected(.invalidValue) == "1")
+        try expectValidExposition(Data(h.exporter.render(.text)))
+    }
 }

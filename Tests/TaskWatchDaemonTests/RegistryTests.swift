@@ -167,6 +167,48 @@ let createdCounter = SeriesDeclaration(
         #expect(h.value(peak) == "7")
     }
 
+    @Test func peakWindowHoldsABoundedNumberOfEntries() {
+        let window: UInt64 = 15_000_000_000
+        var peaks = PeakWindow(window: window)
+        // One frame repeating a gauge with falling values: all at one instant, so one entry.
+        for sample in 0..<5_460 { peaks.add(Double(10_000 - sample), at: 1_000) }
+        #expect(peaks.count == 1)
+        #expect(peaks.maximum(at: 1_000) == 10_000)
+        // Strictly falling samples every millisecond for twice the window: one entry per slot at most.
+        var windowMax = PeakWindow(window: window)
+        let start: UInt64 = 1_000_000_000
+        var largest = 0
+        for step in 0..<30_000 {
+            windowMax.add(Double(1_000_000 - step), at: start + UInt64(step) * 1_000_000)
+            largest = max(largest, windowMax.count)
+        }
+        #expect(largest <= Int(PeakWindow.slotsPerWindow) + 2)
+    }
+
+    @Test func peakWindowIsExactToWithinOneSlot() {
+        let window: UInt64 = 15_000_000_000
+        let slot = window / PeakWindow.slotsPerWindow
+        var peaks = PeakWindow(window: window)
+        let start: UInt64 = 1_000_000_000
+        peaks.add(900, at: start)
+        peaks.add(40, at: start + 10_000_000_000)
+        // Within the window, and on its inclusive edge, the sample counts.
+        #expect(peaks.maximum(at: start + window) == 900)
+        // Past the window by more than one slot, it no longer does.
+        #expect(peaks.maximum(at: start + window + slot + 1) == 40)
+        #expect(peaks.maximum(at: start + 10_000_000_000 + window + slot + 1) == nil)
+    }
+
+    @Test func repeatedPeakSamplesInOneFrameShowTheirMaximum() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(1, .declare([tasksGauge]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 3)]))
+        h.send(1, .peaks((0..<5_460).map { PeakSample(id: 1, value: Double(($0 * 7_919) % 5_000)) }))
+        #expect(h.value("swift_tasks_peak{process=\"app\",pid=\"10\",task=\"default\"}") == "4999")
+    }
+
     @Test func histogramsAreCumulativeWithSumAndCount() {
         let h = Harness()
         h.open(1, pid: 10)

@@ -204,6 +204,35 @@ enum Escaping {
         return out
     }
 
+    /// Reads back the labels `labelText` rendered: the series table keeps only the rendered bytes, and
+    /// the rare caller that needs the labels themselves (a derived `_peak` series, to hash its identity
+    /// exactly as a declaration's) recovers them here rather than have every series store them twice.
+    /// Only for bytes `labelText` produced: names hold no `=`, values are quoted and escaped.
+    static func labels(fromText text: ArraySlice<UInt8>) -> [Label] {
+        var labels: [Label] = []
+        var position = text.startIndex
+        while position < text.endIndex {
+            if text[position] == UInt8(ascii: ",") { position += 1 }
+            guard let equals = text[position...].firstIndex(of: UInt8(ascii: "=")) else { break }
+            let name = String(decoding: text[position..<equals], as: UTF8.self)
+            // Skip `="`, then read to the closing quote, undoing the escapes.
+            position = equals + 2
+            var value: [UInt8] = []
+            while position < text.endIndex, text[position] != UInt8(ascii: "\"") {
+                if text[position] == UInt8(ascii: "\\"), position + 1 < text.endIndex {
+                    position += 1
+                    value.append(text[position] == UInt8(ascii: "n") ? UInt8(ascii: "\n") : text[position])
+                } else {
+                    value.append(text[position])
+                }
+                position += 1
+            }
+            position += 1
+            labels.append(Label(name, String(decoding: value, as: UTF8.self)))
+        }
+        return labels
+    }
+
     /// Renders `name="value",...` for a list of labels, escaped, without braces.
     static func labelText(_ labels: [Label]) -> [UInt8] {
         var out: [UInt8] = []

@@ -28,6 +28,10 @@ struct ClientState {
     var familyCounts: [Int: Int] = [:]
     /// For gauges that receive peak samples: the derived `_peak` series and its window.
     var peaks: [Int32: PeakState] = [:]
+    /// Gauges whose `_peak` name and labels the client declared itself: their peak samples are ignored,
+    /// as that series cannot go away while the connection lives, and retrying (and counting a dropped
+    /// series) at every peaks entry would only repeat the refusal.
+    var declaredPeaks: Set<Int32> = []
 
     static let droppedID: Int32 = -1
 
@@ -83,7 +87,7 @@ struct SeriesIndex {
 /// The derived `<gauge>_peak` series of one gauge.
 struct PeakState {
     let derivedIndex: Int32
-    var window = PeakWindow()
+    var window: PeakWindow
 }
 
 /// Hashes of series identity, stable within one daemon run.

@@ -13,17 +13,40 @@ struct Family {
 }
 
 /// Every family by name, with the guarantees that keep the exposition valid: one type and one label
-/// set per name, and no name that collides with a histogram's `_bucket`, `_sum` or `_count` lines.
+/// set per name, and no name that collides with a histogram's `_bucket`, `_sum` or `_count` lines or
+/// with a counter's OpenMetrics family name.
 struct FamilyTable {
     private(set) var families: [Family?] = []
     private var freeIndices: [Int] = []
     private var indexByName: [String: Int] = [:]
-    /// Names a family produces besides its own (`x_bucket`, `x_sum`, `x_count` of a histogram `x`).
+    /// Names a family produces besides its own (`x_bucket`, `x_sum`, `x_count` of a histogram `x`;
+    /// `x` of a counter `x_total`).
     private var derivedNames: [String: Int] = [:]
 
-    /// Names the daemon itself exposes, which clients may not declare.
-    static func isReserved(_ name: String) -> Bool {
+    /// Names the daemon itself exposes, which clients may not declare. A counter is checked under its
+    /// OpenMetrics family name too (`swift_process_threads_total` would be family
+    /// `swift_process_threads` there, beside the daemon's gauge of that name).
+    static func isReserved(_ name: String, type: SeriesType) -> Bool {
+        if isReserved(name) { return true }
+        return type == .counter && name.hasSuffix("_total") && isReserved(String(name.dropLast(6)))
+    }
+
+    private static func isReserved(_ name: String) -> Bool {
         name.hasPrefix("taskwatch_") || name.hasPrefix("process_") || KernelSeries.names.contains(name)
+            || KernelSeries.openMetricsFamilyNames.contains(name)
+    }
+
+    /// The names a family of this name and type puts on `/metrics` besides its own, in either format.
+    /// A histogram writes `_bucket`, `_sum` and `_count` samples. A counter (always named `…_total`
+    /// here) is family `…` without `_total` in OpenMetrics, which writes counter families that way: a
+    /// gauge or histogram of that name would be a second family of the same name there, and parsers
+    /// refuse the whole exposition.
+    private static func derivedNames(of name: String, type: SeriesType) -> [String] {
+        switch type {
+        case .histogram: [name + "_bucket", name + "_sum", name + "_count"]
+        case .counter: name.hasSuffix("_total") ? [String(name.dropLast(6))] : []
+        case .gauge: []
+        }
     }
 
     /// Finds or creates the family for a declaration, or says why it cannot be admitted.
@@ -39,7 +62,7 @@ struct FamilyTable {
             }
             return .success(index)
         }
-        let derived = type == .histogram ? [name + "_bucket", name + "_sum", name + "_count"] : []
+        let derived = Self.derivedNames(of: name, type: type)
         if derivedNames[name] != nil || derived.contains(where: { indexByName[$0] != nil || derivedNames[$0] != nil }) {
             return .failure(.conflict)
         }
@@ -72,9 +95,7 @@ struct FamilyTable {
         families[index] = nil
         freeIndices.append(index)
         indexByName[family.name] = nil
-        if family.type == .histogram {
-            for suffix in ["_bucket", "_sum", "_count"] { derivedNames[family.name + suffix] = nil }
-        }
+        for derivedName in Self.derivedNames(of: family.name, type: family.type) { derivedNames[derivedName] = nil }
     }
 }
 
@@ -85,4 +106,6 @@ enum KernelSeries {
         "swift_process_cpu_seconds_total", "swift_process_threads", "swift_process_open_fds",
         "swift_process_start_time_seconds",
     ]
+    /// The counters' family names in OpenMetrics, which drops `_total` from them.
+    static let openMetricsFamilyNames: Set<String> = ["swift_process_cpu_seconds"]
 }

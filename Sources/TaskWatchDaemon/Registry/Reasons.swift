@@ -17,8 +17,8 @@ public enum FrameRejection: String, Error, Sendable, CaseIterable {
     case noHello = "no_hello"
     /// A second hello on the same connection.
     case duplicateHello = "duplicate_hello"
-    /// A hello whose labels are unusable: an invalid or repeated name, or `process` or `pid`, which the
-    /// daemon sets itself.
+    /// A hello whose labels are unusable: an invalid or repeated name, `process` or `pid`, which the
+    /// daemon sets itself, or `le`, which histogram buckets set.
     case invalidHello = "invalid_hello"
     /// An update for an id that was never declared on this connection.
     case unknownSeries = "unknown_series"
@@ -26,8 +26,9 @@ public enum FrameRejection: String, Error, Sendable, CaseIterable {
     case typeMismatch = "type_mismatch"
     /// A histogram update whose bucket count does not match the declared bounds.
     case bucketMismatch = "bucket_mismatch"
-    /// NaN anywhere; a negative or infinite counter. (A histogram sum may be negative or infinite, as
-    /// the observations may be.)
+    /// NaN anywhere; a negative or infinite counter; histogram buckets whose total exceeds
+    /// `UInt64.max`, which the cumulative buckets could not show. (A histogram sum may be negative or
+    /// infinite, as the observations may be.)
     case invalidValue = "invalid_value"
     /// A counter or histogram bucket lower than the value it had on this connection.
     case counterDecrease = "counter_decrease"

@@ -258,9 +258,13 @@ public final class Registry: IngestSink, Sendable {
     ) -> Result<Void, FrameRejection> {
         if client.hello != nil { return .failure(.duplicateHello) }
         var names = Set<String>()
+        // `le` is reserved with `process` and `pid`: a hello label is added to every series of the
+        // connection, so on a histogram it would sit beside the bucket's own `le`, a line that neither
+        // format allows (promtool refuses it). A declaration's `le` is refused only on histograms, but a
+        // hello comes before the declarations, so its `le` is refused whatever they turn out to be.
         for label in hello.labels {
             guard Names.isValidLabelName(label.name), label.name != "process", label.name != "pid",
-                names.insert(label.name).inserted
+                label.name != "le", names.insert(label.name).inserted
             else { return .failure(.invalidHello) }
         }
         // The same process saying hello again under the same name (a reconnect) takes over from its
@@ -329,7 +333,7 @@ public final class Registry: IngestSink, Sendable {
         // promtool's linter asks for it in text 0.0.4).
         if declaration.type == .counter && !declaration.name.hasSuffix("_total") { declaration.name += "_total" }
         guard Names.isValidMetricName(declaration.name) else { return .failure(.invalidName) }
-        if FamilyTable.isReserved(declaration.name) { return .failure(.reservedName) }
+        if FamilyTable.isReserved(declaration.name, type: declaration.type) { return .failure(.reservedName) }
         var labelNames: [String] = []
         for label in declaration.labels {
             guard Names.isValidLabelName(label.name) else { return .failure(.invalidName) }
@@ -463,12 +467,16 @@ public final class Registry: IngestSink, Sendable {
         case .failure(let reason): return .failure(reason)
         case .success(let checked): entries = checked
         }
+        // No separate pass folds a frame's samples to one per gauge: they all carry this frame's `now`,
+        // so they fall in one slot of the gauge's window, which keeps only their maximum (PeakWindow).
         for (id, value) in entries {
             guard let index = client.indexByID[id], index >= 0 else { continue }
             if client.peaks[index] == nil {
+                if client.declaredPeaks.contains(index) { continue }
                 guard let derived = declarePeak(of: Int(index), in: &client, state: &state, warnings: &warnings)
                 else { continue }
-                client.peaks[index] = PeakState(derivedIndex: derived)
+                client.peaks[index] = PeakState(
+                    derivedIndex: derived, window: PeakWindow(window: limits.peakWindowNanoseconds))
             }
             client.peaks[index]?.window.add(value, at: now)
         }
@@ -483,10 +491,10 @@ public final class Registry: IngestSink, Sendable {
         guard let gauge = state.families.families[Int(client.table.family[index])] else { return nil }
         let name = gauge.name + "_peak"
         let labels = Array(client.table.labelArena[client.table.labels(of: index)])
-        var hasher = Hasher()
-        hasher.combine(name)
-        hasher.combine(labels)
-        let identity = UInt64(bitPattern: Int64(hasher.finalize()))
+        // The same identity a declaration of `<gauge>_peak` with these labels gets, so that either one
+        // coming second is refused as `duplicate_series`, whichever order they arrive in: a hash of
+        // the rendered bytes never matched a declaration's, and both series were exposed.
+        let identity = SeriesIdentity.hash(name: name, labels: Escaping.labels(fromText: labels[...]))
         let result: Result<Int, SeriesRejection>
         if client.identities[identity] != nil {
             result = .failure(.duplicateSeries)
@@ -502,6 +510,7 @@ public final class Registry: IngestSink, Sendable {
         switch result {
         case .failure(let reason):
             state.stats.droppedSeries[reason, default: 0] += 1
+            if reason == .duplicateSeries { client.declaredPeaks.insert(Int32(index)) }
             let line = log?.seriesDropped(
                 reason, name: name, type: .gauge, labelNames: gauge.labelNames, client: client,
                 limit: limit(of: reason))
@@ -522,7 +531,7 @@ public final class Registry: IngestSink, Sendable {
     private func refreshPeaks(of client: inout ClientState, now: UInt64) {
         for (gauge, var peak) in client.peaks {
             var shown = client.table.values[Int(gauge)]
-            if let windowMax = peak.window.maximum(at: now, window: limits.peakWindowNanoseconds) {
+            if let windowMax = peak.window.maximum(at: now) {
                 shown = shown.bitPattern == SeriesTable.unset.bitPattern ? windowMax : max(shown, windowMax)
             }
             client.table.values[Int(peak.derivedIndex)] = shown
@@ -544,6 +553,14 @@ public final class Registry: IngestSink, Sendable {
                 let bounds = client.table.boundSets[slot.boundSet].bounds
                 if update.buckets.count != bounds.count + 1 { return .failure(.bucketMismatch) }
                 if update.sum.isNaN { return .failure(.invalidValue) }
+                // The exposition adds the buckets up into the cumulative `le` lines and `_count`: a
+                // total past UInt64.max would wrap there, giving falling buckets and a wrong count.
+                var total: UInt64 = 0
+                for count in update.buckets {
+                    let (next, overflow) = total.addingReportingOverflow(count)
+                    if overflow { return .failure(.invalidValue) }
+                    total = next
+                }
                 for (offset, count) in update.buckets.enumerated()
                 where count < client.table.bucketCounts[slot.offset + offset] {
                     return .failure(.counterDecrease)
