@@ -78,6 +78,23 @@ let createdCounter = SeriesDeclaration(
 )
 
 @Suite struct RegistryTests {
+    @Test func aConnectionWithoutAHelloByItsDeadlineIsClosedAndCounted() {
+        var limits = RegistryLimits()
+        limits.maxClients = 2
+        let h = Harness(limits: limits)
+        h.open(1, pid: 100)
+        h.open(2, pid: 200)
+        h.hello(2)
+        #expect(!h.open(3, pid: 300), "two connections hold both places")
+        #expect(h.registry.helloDeadlinePassed(ConnectionID(1)))
+        #expect(!h.registry.helloDeadlinePassed(ConnectionID(2)), "it said hello")
+        #expect(!h.registry.helloDeadlinePassed(ConnectionID(9)), "no such connection")
+        #expect(h.value("taskwatch_clients_rejected_total{reason=\"hello_timeout\"}") == "1")
+        // The listener closes it; its place is free again.
+        h.registry.connectionClosed(ConnectionID(1))
+        #expect(h.open(3, pid: 300))
+    }
+
     @Test func valuesAppearWithProcessPidAndTaskLabels() {
         let h = Harness()
         h.open(1, pid: 4242)

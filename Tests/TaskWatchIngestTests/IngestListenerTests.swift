@@ -137,6 +137,22 @@ import Testing
         #expect(running.sink.closed.isEmpty)
     }
 
+    @Test func theSinkIsAskedAboutEachConnectionAtItsHelloDeadlineAndMayCloseIt() throws {
+        let running = try RunningListener(
+            sink: RecordingSink(closesSilentConnections: true),
+            options: .init(tickInterval: .milliseconds(10), helloTimeout: .milliseconds(200)))
+        let silent = try Client(path: running.path)
+        let talking = try Client(path: running.path)
+        #expect(talking.send(Frame.goodbye.bytes) == 0)
+        #expect(silent.waitForEndOfStream(timeout: 5_000))
+        #expect(eventually { running.sink.deadlinesPassed.count == 2 })
+        // Only the silent one is closed; the other stays open and is not asked again.
+        #expect(running.sink.closed.count == 1)
+        #expect(talking.send(Frame.goodbye.bytes) == 0)
+        #expect(eventually { running.sink.frameCount == 2 })
+        #expect(running.sink.deadlinesPassed.count == 2)
+    }
+
     @Test func tickRunsWithoutTraffic() throws {
         let running = try RunningListener(options: .init(tickInterval: .milliseconds(10)))
         #expect(eventually { running.sink.ticks >= 5 })

@@ -20,10 +20,22 @@ final class RecordingSink: IngestSink, Sendable {
     private let acceptsConnections: Bool
     /// Frames whose first byte is this get a `.disconnect` verdict.
     private let disconnectMarker: UInt8?
+    /// Whether a connection that sent no frame by its hello deadline is to be closed.
+    private let closesSilentConnections: Bool
+    private let deadlines = Mutex<[ConnectionID]>([])
 
-    init(acceptsConnections: Bool = true, disconnectMarker: UInt8? = nil) {
+    init(acceptsConnections: Bool = true, disconnectMarker: UInt8? = nil, closesSilentConnections: Bool = false) {
         self.acceptsConnections = acceptsConnections
         self.disconnectMarker = disconnectMarker
+        self.closesSilentConnections = closesSilentConnections
+    }
+
+    /// The connections the listener asked about, as their hello deadlines passed.
+    var deadlinesPassed: [ConnectionID] { deadlines.withLock { $0 } }
+
+    func helloDeadlinePassed(_ id: ConnectionID) -> Bool {
+        deadlines.withLock { $0.append(id) }
+        return closesSilentConnections && !frames.contains { $0.id == id }
     }
 
     var snapshot: [SinkEvent] { events.withLock { $0 } }

@@ -28,17 +28,22 @@ public final class IngestListener: @unchecked Sendable {
         public var acceptsPerWakeup: Int
         /// How long to stop accepting after running out of descriptors or memory.
         public var acceptBackoff: Duration
+        /// How long a new connection has to say hello before the sink is asked whether to close it.
+        /// Checked at ticks, so it may take up to one `tickInterval` more.
+        public var helloTimeout: Duration
 
         public init(
             tickInterval: Duration = IngestListener.tickInterval,
             messagesPerWakeup: Int = 64,
             acceptsPerWakeup: Int = 256,
-            acceptBackoff: Duration = .milliseconds(100)
+            acceptBackoff: Duration = .milliseconds(100),
+            helloTimeout: Duration = .seconds(5)
         ) {
             self.tickInterval = tickInterval
             self.messagesPerWakeup = max(1, messagesPerWakeup)
             self.acceptsPerWakeup = max(1, acceptsPerWakeup)
             self.acceptBackoff = acceptBackoff
+            self.helloTimeout = helloTimeout
         }
     }
 
@@ -199,6 +204,9 @@ private final class EventLoop {
     private var connections: [UInt64: Int32] = [:]
     private var nextID: UInt64 = 1
     private var acceptResumesAt: UInt64?
+    /// Connections whose hello deadline is still to come, in accept order, which is deadline order.
+    private var helloDeadlines: [(deadline: UInt64, token: UInt64)] = []
+    private var helloDeadlinesHead = 0
 
     typealias Options = IngestListener.Options
 
@@ -254,6 +262,7 @@ private final class EventLoop {
             }
             if now >= nextTick {
                 sink.tick(nowNanoseconds: now)
+                closeSilentConnections(now: now)
                 nextTick = now + tickNanoseconds
             }
         }
@@ -298,7 +307,9 @@ private final class EventLoop {
             connections[token] = fd
             if !register(fd, token: token) {
                 closeConnection(token)
+                continue
             }
+            helloDeadlines.append((monotonicNanoseconds() + nanoseconds(options.helloTimeout), token))
         }
     }
 
@@ -314,6 +325,21 @@ private final class EventLoop {
             // NGROUPS_MAX is 65536, so this asks at most twice.
             if Int(count) <= capacity { return Array(groups.prefix(Int(count))) }
             capacity = Int(count)
+        }
+    }
+
+    /// Asks the sink about every connection whose hello deadline has passed, and closes those it says
+    /// to close. Connections already gone are skipped.
+    private func closeSilentConnections(now: UInt64) {
+        while helloDeadlinesHead < helloDeadlines.count, helloDeadlines[helloDeadlinesHead].deadline <= now {
+            let token = helloDeadlines[helloDeadlinesHead].token
+            helloDeadlinesHead += 1
+            if connections[token] != nil, sink.helloDeadlinePassed(ConnectionID(token)) { closeConnection(token) }
+        }
+        // Compacted in batches, so each entry is moved O(1) times.
+        if helloDeadlinesHead > 64, helloDeadlinesHead * 2 > helloDeadlines.count {
+            helloDeadlines.removeFirst(helloDeadlinesHead)
+            helloDeadlinesHead = 0
         }
     }
 

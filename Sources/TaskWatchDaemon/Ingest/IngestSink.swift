@@ -48,4 +48,12 @@ public protocol IngestSink: AnyObject {
     func connectionClosed(_ id: ConnectionID)
     /// Called at least every `IngestListener.tickInterval`, for time-based work such as grace expiry.
     func tick(nowNanoseconds: UInt64)
+    /// The connection has been open for `IngestListener.Options.helloTimeout`; asked once. Returning
+    /// true closes it (the sink counts why), as for a connection that has not said hello by then.
+    func helloDeadlinePassed(_ id: ConnectionID) -> Bool
+}
+
+extension IngestSink {
+    /// No deadline: every connection stays.
+    public func helloDeadlinePassed(_ id: ConnectionID) -> Bool { false }
 }

@@ -77,6 +77,9 @@ public enum ClientRejection: String, Sendable, CaseIterable {
     case notAllowed = "not_allowed"
     /// Too many consecutive refused frames.
     case badFrames = "bad_frames"
+    /// No hello within `IngestListener.Options.helloTimeout` of connecting: such a connection would
+    /// hold a place under `--ingest.max-clients` for nothing.
+    case helloTimeout = "hello_timeout"
     /// accept() failed for lack of file descriptors.
     case noFileDescriptors = "no_file_descriptors"
 }

@@ -177,6 +177,17 @@ public final class Registry: IngestSink, Sendable {
         if let line = log.clientRejected(.badFrames, peer: client.peer, details: details) { warnings.append(line) }
     }
 
+    public func helloDeadlinePassed(_ id: ConnectionID) -> Bool {
+        let silent: PeerCredentials? = state.withLock { state in
+            guard let client = state.clients[id], client.connected, client.hello == nil else { return nil }
+            state.stats.rejectedClients[.helloTimeout, default: 0] += 1
+            return client.peer
+        }
+        guard let silent else { return false }
+        if let log, let line = log.clientRejected(.helloTimeout, peer: silent) { log.write([line]) }
+        return true
+    }
+
     public func connectionClosed(_ id: ConnectionID) {
         let now = clock.monotonicNanoseconds()
         state.withLock { state in
