@@ -350,6 +350,37 @@ let createdCounter = SeriesDeclaration(
         #expect(h.value("taskwatch_series") == "8")
     }
 
+    @Test func labelBytesAreBudgetedPerClientAndGlobally() {
+        var limits = RegistryLimits()
+        // Each series below takes 5 (name) + 1 + 100 bytes.
+        limits.maxLabelBytesPerClient = 350
+        limits.maxLabelBytes = 500
+        let h = Harness(limits: limits)
+        let wide = (0..<4).map {
+            SeriesDeclaration(
+                id: UInt32(100 + $0), type: .gauge, name: "app_w", help: "",
+                labels: [Label("v", String(repeating: "\($0)", count: 100))])
+        }
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(1, .declare(wide))
+        #expect(h.dropped(.byteLimit) == "1", "the fourth would pass 350 bytes")
+        h.open(2, pid: 11)
+        h.hello(2, process: "other")
+        h.send(2, .declare(wide))
+        #expect(h.dropped(.byteLimit) == "4", "one more fits under 500 overall (424 bytes), not two")
+        #expect(h.value("taskwatch_series") == "4")
+        // A client's bytes are freed with its series.
+        h.registry.connectionClosed(ConnectionID(1))
+        h.clock.advance(seconds: 31)
+        h.registry.tick(nowNanoseconds: 0)
+        h.open(3, pid: 12)
+        h.hello(3, process: "third")
+        h.send(3, .declare(wide))
+        #expect(h.dropped(.byteLimit) == "5", "three fit again (424 bytes overall), the fourth not (per client)")
+        #expect(h.value("taskwatch_series") == "4")
+    }
+
     @Test func tooManyClientsAreRefused() {
         var limits = RegistryLimits()
         limits.maxClients = 2

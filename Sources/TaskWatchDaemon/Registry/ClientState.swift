@@ -26,6 +26,9 @@ struct ClientState {
     /// Hash of each series' full declaration, to accept an identical re-declaration of an id.
     var declarationHashes: [UInt64] = []
     var familyCounts: [Int: Int] = [:]
+    /// Label bytes of the declared series, as `RegistryLimits.maxLabelBytesPerClient` counts them (the
+    /// added `_peak` series repeat their gauge's labels and are not counted again).
+    var labelBytes = 0
     /// For gauges that receive peak samples: the derived `_peak` series and its window.
     var peaks: [Int32: PeakState] = [:]
     /// Gauges whose `_peak` name and labels the client declared itself: their peak samples are ignored,

@@ -67,6 +67,9 @@ public enum SeriesRejection: String, Error, Sendable, CaseIterable {
     case clientLimit = "client_limit"
     /// The daemon reached `--ingest.max-series`.
     case globalLimit = "global_limit"
+    /// The series' name and labels would take the connection past `RegistryLimits.maxLabelBytesPerClient`
+    /// or the daemon past `RegistryLimits.maxLabelBytes`.
+    case byteLimit = "byte_limit"
 }
 
 /// Why a connection was refused or closed: `taskwatch_clients_rejected_total{reason}`.

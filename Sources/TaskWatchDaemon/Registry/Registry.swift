@@ -16,6 +16,13 @@ public struct RegistryLimits: Sendable {
     public var allowedGIDs: Set<UInt32> = []
     /// Consecutive refused frames after which a connection is closed.
     public var maxConsecutiveRejections = 32
+    /// Bytes of metric names, label names and label values (as received) one connection's series may
+    /// hold, and all connections' together. The series caps alone do not bound memory: a series may
+    /// carry 32 labels of 4 KiB, so 10,000 of them would take about 2 GB (a review sent 300 such series,
+    /// 17 MB, and the daemon grew by 63 MB). 16 MiB is 1.6 KiB a series at the default series cap,
+    /// far more than real label sets take; 256 MiB overall.
+    public var maxLabelBytesPerClient = 16 << 20
+    public var maxLabelBytes = 256 << 20
 
     public init() {}
 }
@@ -44,6 +51,8 @@ public final class Registry: IngestSink, Sendable {
         var clients: [ConnectionID: ClientState] = [:]
         var families = FamilyTable()
         var seriesTotal = 0
+        /// Label bytes of every series held, as `RegistryLimits.maxLabelBytes` counts them.
+        var labelBytes = 0
         var connectedCount = 0
         var stats = Stats()
     }
@@ -338,6 +347,12 @@ public final class Registry: IngestSink, Sendable {
         // validation, so the lock it holds per frame stays short and scrapes are not starved.
         guard client.table.count < limits.maxSeriesPerClient else { return .failure(.clientLimit) }
         guard state.seriesTotal < limits.maxSeries else { return .failure(.globalLimit) }
+        let bytes = declaration.labels.reduce(declaration.name.utf8.count) {
+            $0 + $1.name.utf8.count + $1.value.utf8.count
+        }
+        guard client.labelBytes + bytes <= limits.maxLabelBytesPerClient,
+            state.labelBytes + bytes <= limits.maxLabelBytes
+        else { return .failure(.byteLimit) }
         let fullHash = SeriesIdentity.hash(declaration)
         var declaration = declaration
         // Counters are exposed with the `_total` suffix both formats expect (OpenMetrics requires it,
@@ -377,6 +392,8 @@ public final class Registry: IngestSink, Sendable {
         client.identities[identity] = index
         client.declarationHashes.append(fullHash)
         client.familyCounts[familyIndex, default: 0] += 1
+        client.labelBytes += bytes
+        state.labelBytes += bytes
         state.families.retain(familyIndex)
         state.seriesTotal += 1
         return .success(())
@@ -593,6 +610,7 @@ public final class Registry: IngestSink, Sendable {
     private func removeSeries(of client: ClientState, from state: inout State) {
         for (family, count) in client.familyCounts { state.families.release(family, count: count) }
         state.seriesTotal -= client.table.count
+        state.labelBytes -= client.labelBytes
     }
 }
 
