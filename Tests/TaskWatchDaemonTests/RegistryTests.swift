@@ -350,6 +350,40 @@ let createdCounter = SeriesDeclaration(
         #expect(h.value("taskwatch_series") == "8")
     }
 
+    @Test func aGoneClientsSeriesMakeRoomForALiveClientsAtTheGlobalCap() {
+        var limits = RegistryLimits()
+        limits.maxSeries = 4
+        let h = Harness(limits: limits)
+        let three = (0..<3).map {
+            SeriesDeclaration(
+                id: UInt32(100 + $0), type: .gauge, name: "app_g", help: "", labels: [Label("i", "\($0)")])
+        }
+        for (connection, name) in [(UInt64(1), "first"), (2, "second")] {
+            h.open(connection, pid: Int32(connection))
+            h.hello(connection, process: name)
+            h.send(connection, .declare(three))
+        }
+        // Both connected: the cap holds as before.
+        #expect(h.value("taskwatch_series") == "4")
+        #expect(h.dropped(.globalLimit) == "2")
+        // The first goes, and its series are held for their 30 s grace period; a live client at the cap
+        // gets their room.
+        h.registry.connectionClosed(ConnectionID(1))
+        h.open(3, pid: 3)
+        h.hello(3, process: "third")
+        h.send(3, .declare(three))
+        #expect(h.dropped(.globalLimit) == "2")
+        #expect(h.value("taskwatch_series") == "4")
+        #expect(!h.text().contains("process=\"first\""))
+        #expect(h.text().contains("process=\"second\""))
+        #expect(h.text().contains("process=\"third\""))
+        // Nobody gone any more: the cap refuses again.
+        h.open(4, pid: 4)
+        h.hello(4, process: "fourth")
+        h.send(4, .declare(three))
+        #expect(h.dropped(.globalLimit) == "5")
+    }
+
     @Test func labelBytesAreBudgetedPerClientAndGlobally() {
         var limits = RegistryLimits()
         // Each series below takes 5 (name) + 1 + 100 bytes.

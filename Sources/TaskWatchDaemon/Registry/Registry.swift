@@ -53,6 +53,8 @@ public final class Registry: IngestSink, Sendable {
         var seriesTotal = 0
         /// Label bytes of every series held, as `RegistryLimits.maxLabelBytes` counts them.
         var labelBytes = 0
+        /// Clients gone and held only for their grace period (an upper bound: see `evictGraceHeld`).
+        var graceHeld = 0
         var connectedCount = 0
         var stats = Stats()
     }
@@ -209,6 +211,7 @@ public final class Registry: IngestSink, Sendable {
                 state.clients[id] = nil
             } else {
                 state.clients[id] = client
+                state.graceHeld += 1
             }
         }
     }
@@ -220,6 +223,7 @@ public final class Registry: IngestSink, Sendable {
             where !client.connected && now &- client.disconnectedAt >= limits.graceNanoseconds {
                 removeSeries(of: client, from: &state)
                 state.clients[id] = nil
+                state.graceHeld = max(0, state.graceHeld - 1)
             }
             for id in Array(state.clients.keys) where state.clients[id]?.peaks.isEmpty == false {
                 refreshPeaks(of: &state.clients[id]!, now: now)
@@ -302,6 +306,7 @@ public final class Registry: IngestSink, Sendable {
                 state.clients[other] = retired
             } else {
                 state.clients[other] = nil
+                state.graceHeld = max(0, state.graceHeld - 1)
             }
         }
         client.hello = hello
@@ -346,13 +351,16 @@ public final class Registry: IngestSink, Sendable {
         // Limits first: a client flooding declarations past its cap is refused before any hashing or
         // validation, so the lock it holds per frame stays short and scrapes are not starved.
         guard client.table.count < limits.maxSeriesPerClient else { return .failure(.clientLimit) }
-        guard state.seriesTotal < limits.maxSeries else { return .failure(.globalLimit) }
+        while state.seriesTotal >= limits.maxSeries {
+            guard evictGraceHeld(&state) else { return .failure(.globalLimit) }
+        }
         let bytes = declaration.labels.reduce(declaration.name.utf8.count) {
             $0 + $1.name.utf8.count + $1.value.utf8.count
         }
-        guard client.labelBytes + bytes <= limits.maxLabelBytesPerClient,
-            state.labelBytes + bytes <= limits.maxLabelBytes
-        else { return .failure(.byteLimit) }
+        guard client.labelBytes + bytes <= limits.maxLabelBytesPerClient else { return .failure(.byteLimit) }
+        while state.labelBytes + bytes > limits.maxLabelBytes {
+            guard evictGraceHeld(&state) else { return .failure(.byteLimit) }
+        }
         let fullHash = SeriesIdentity.hash(declaration)
         var declaration = declaration
         // Counters are exposed with the `_total` suffix both formats expect (OpenMetrics requires it,
@@ -605,6 +613,27 @@ public final class Registry: IngestSink, Sendable {
             }
         }
         return .success(())
+    }
+
+    /// Frees the series of the client that left longest ago, held only for its grace period, to make
+    /// room under the daemon's caps for a live client's series: a process that comes and goes under
+    /// new names must not fill the caps with series nobody reports any more. False when there is none.
+    ///
+    /// Scans the clients only while `graceHeld` says some are gone; a count that ran high (a gone
+    /// client removed some other way) is corrected by the scan that finds none.
+    private func evictGraceHeld(_ state: inout State) -> Bool {
+        guard state.graceHeld > 0 else { return false }
+        var oldest: (id: ConnectionID, since: UInt64)?
+        for (id, client) in state.clients where !client.connected && !client.superseded {
+            if oldest.map({ client.disconnectedAt < $0.since }) ?? true { oldest = (id, client.disconnectedAt) }
+        }
+        guard let oldest, let client = state.clients.removeValue(forKey: oldest.id) else {
+            state.graceHeld = 0
+            return false
+        }
+        removeSeries(of: client, from: &state)
+        state.graceHeld -= 1
+        return true
     }
 
     private func removeSeries(of client: ClientState, from state: inout State) {
