@@ -6,7 +6,8 @@ and a scraper that GETs /metrics every 100 ms. Then runs four bounded attacks on
   series   one client declares up to 10 M distinct series (stops at the count or the time limit)
   connect  10 k clients connect at once (the daemon runs with --ingest.max-clients 1000)
   tiny     one client sends tiny frames as fast as it can
-  slowhttp 500 HTTP clients each send a header byte every second, holding connections
+  slowhttp 1,000 HTTP clients (past --web.max-connections) each send a header byte every second,
+           reconnecting whenever the daemon closes one
 For each: the daemon's peak RSS, whether the good client's counter kept advancing, and scrape p50/p99.
 Exits non-zero if RSS passes the bound, the good client stalls, or a scrape fails.
 """
@@ -129,25 +130,39 @@ def attack_tiny(path, deadline):
     return f"sent {sent} tiny frames"
 
 
-def attack_slowhttp(port, deadline, count=500):
-    sockets = []
-    for _ in range(count):
+def attack_slowhttp(port, deadline, count=1000):
+    """Holds `count` connections (past --web.max-connections, 512) with requests that never end, a header
+    byte a second each, and opens a new one at once for each the daemon closes: the trickle attack at its
+    strongest from one host."""
+    request = b"GET /metrics HTTP/1.1\r\n"
+
+    def open_one():
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=2)
-            s.send(b"GET /metrics HTTP/1.1\r\n")
-            sockets.append(s)
+            s.send(request)
+            return s
         except OSError:
-            pass
+            return None
+
+    sockets = [open_one() for _ in range(count)]
+    reopened = 0
     while time.monotonic() < deadline:
-        for s in sockets:
+        for index, s in enumerate(sockets):
             try:
+                if s is None:
+                    raise OSError
                 s.send(b"X")
             except OSError:
-                pass
+                if s is not None:
+                    s.close()
+                sockets[index] = open_one()
+                reopened += 1
         time.sleep(1)
+    held = sum(1 for s in sockets if s is not None)
     for s in sockets:
-        s.close()
-    return f"held {len(sockets)} slow connections"
+        if s is not None:
+            s.close()
+    return f"held {held} slow connections, reopened {reopened}"
 
 
 def main():
@@ -224,7 +239,8 @@ def main():
         body = scraper.last
         for line in body.splitlines():
             if line.startswith(("taskwatch_clients_rejected_total{", "taskwatch_series_dropped_total{",
-                                "taskwatch_messages_rejected_total{", "taskwatch_messages_received_total")):
+                                "taskwatch_messages_rejected_total{", "taskwatch_messages_received_total",
+                                "taskwatch_http_connections_evicted_total", "taskwatch_http_connections_refused_total")):
                 print("  " + line)
     finally:
         scraper.running = False

@@ -34,6 +34,12 @@ static inline void *tw_mhd_socket_context(struct MHD_Connection *connection) {
     return info == NULL ? NULL : info->socket_context;
 }
 
+// The socket of `connection`, or -1.
+static inline int tw_mhd_connection_fd(struct MHD_Connection *connection) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return info == NULL ? -1 : info->connect_fd;
+}
+
 // What a TLS client showed: see tw_mhd_client_certificate.
 enum tw_client_certificate {
     TW_CLIENT_CERTIFICATE_NOT_TLS = 0,

@@ -18,8 +18,9 @@ public struct DaemonConfiguration: Sendable {
     public var limits = RegistryLimits()
     /// Threads serving HTTP per listener.
     public var httpThreads = 2
-    /// `--web.max-connections`: HTTP connections open at once, all listeners together; more are closed
-    /// on arrival and counted in `taskwatch_http_connections_refused_total`. See
+    /// `--web.max-connections`: HTTP connections open at once, all listeners together. A new one past it
+    /// takes the place of one not serving a scrape (`taskwatch_http_connections_evicted_total`), or is
+    /// closed on arrival when there is none (`taskwatch_http_connections_refused_total`). See
     /// `HTTPServer.defaultConnectionLimit` for the default.
     public var httpMaxConnections = HTTPServer.defaultConnectionLimit
     /// `--web.config.file` in force: who may scrape, how often, the headers every response carries

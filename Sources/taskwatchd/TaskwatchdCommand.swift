@@ -37,7 +37,7 @@ struct TaskwatchdCommand: ParsableCommand {
     // HTTPServer.defaultConnectionLimit), and far more than the few Prometheus servers scraping a host need.
     @Option(
         name: .customLong("web.max-connections"),
-        help: "Most HTTP connections open at once; more are closed unanswered and counted.")
+        help: "Most HTTP connections open at once; a new one past it replaces one not serving a scrape, or is closed.")
     var webMaxConnections = DaemonConfiguration().httpMaxConnections
 
     @Flag(name: .customLong("web.systemd-socket"), help: "Use the HTTP socket(s) passed by systemd socket activation.")

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import TaskWatchTestSupport
 import Testing
 
@@ -42,11 +43,22 @@ import Testing
         #expect(counts.closedUnanswered == 3)
     }
 
+    /// At the limit, with the only connection in the middle of its request (the handler is held), a new
+    /// connection has nowhere to go.
     @Test func aConnectionTurnedAwayAtTheLimitIsCountedOnce() throws {
-        let server = try TestServer(threadPoolSize: 1, connectionLimit: 1, handler: web.handle)
+        let gate = DispatchSemaphore(value: 0)
+        let entered = Atomic(false)
+        let server = try TestServer(threadPoolSize: 1, connectionLimit: 1) { [web] request in
+            entered.store(true, ordering: .releasing)
+            gate.wait()
+            return web.handle(request)
+        }
         let held = try connectLoopback(port: server.port).get()
         defer { close(held) }
-        #expect(eventually { server.connections.snapshot().accepted == 1 })
+        let request = Array("GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
+        #expect(request.withUnsafeBytes { send(held, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == request.count)
+        #expect(eventually { entered.load(ordering: .acquiring) })
+
         // Over the limit: the server closes it on arrival, unread, and the peer sees the close.
         let refused = try connectLoopback(port: server.port).get()
         #expect(readUntilClosed(refused).isEmpty)
@@ -54,15 +66,37 @@ import Testing
         #expect(eventually { server.connections.snapshot().closedUnanswered == 1 })
         #expect(server.connections.snapshot().open == 1)
 
-        // The held connection is still served; its close counts as answered.
-        let request = Array("GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
-        #expect(request.withUnsafeBytes { send(held, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == request.count)
+        // The held request is answered; its close counts as answered.
+        gate.signal()
         let response = readUntilClosed(held)
         #expect(String(decoding: response.prefix(12), as: UTF8.self) == "HTTP/1.1 200")
         let counts = try settled(server, accepted: 2)
         #expect(counts.closedAnswered == 1)
         #expect(counts.closedUnanswered == 1)
         #expect(counts.refused == 1)
+        #expect(counts.evicted == 0)
+    }
+
+    /// At the limit, a connection still sending its request (as a client trickling a byte at a time
+    /// does) gives its place to a new one, which is served.
+    @Test func aConnectionWithoutARequestInProgressMakesRoomAtTheLimit() throws {
+        let server = try TestServer(threadPoolSize: 1, connectionLimit: 1, handler: web.handle)
+        let held = try connectLoopback(port: server.port).get()
+        defer { close(held) }
+        let partial = Array("GET /-/healthy HTTP/1.1\r\nX-a: ".utf8)
+        #expect(partial.withUnsafeBytes { send(held, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == partial.count)
+        #expect(eventually { server.connections.snapshot().accepted == 1 })
+
+        let response = try rawExchange(
+            port: server.port, Array("GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+        #expect(String(decoding: response.prefix(12), as: UTF8.self) == "HTTP/1.1 200")
+        // The held connection was closed without an answer.
+        #expect(readUntilClosed(held).isEmpty)
+        let counts = try settled(server, accepted: 2)
+        #expect(counts.evicted == 1)
+        #expect(counts.refused == 0)
+        #expect(counts.closedAnswered == 1)
+        #expect(counts.closedUnanswered == 1)
     }
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")))

@@ -170,10 +170,16 @@ enum ExpositionRenderer {
             ],
             into: &writer)
         writeCounters(
+            "taskwatch_http_connections_evicted_total",
+            help:
+                "HTTP connections shut down to make room for a new one while --web.max-connections were open: "
+                + "the oldest without a request in progress, else the oldest whose request has taken 2 s.",
+            [([], counts.evicted)], into: &writer)
+        writeCounters(
             "taskwatch_http_connections_refused_total",
             help:
-                "HTTP connections closed on arrival, unread, because --web.max-connections were open (also "
-                + "counted in taskwatch_http_connections_closed_total{answered=\"false\"}).",
+                "HTTP connections closed on arrival, unread, because --web.max-connections were open and none "
+                + "could make room (also counted in taskwatch_http_connections_closed_total{answered=\"false\"}).",
             [([], counts.refused)], into: &writer)
     }
 

@@ -1,7 +1,8 @@
 import Synchronization
 
-/// HTTP connections accepted, closed and refused: `taskwatch_http_connections_accepted_total`,
-/// `taskwatch_http_connections_closed_total{answered}` and `taskwatch_http_connections_refused_total`.
+/// HTTP connections accepted, closed, evicted and refused: `taskwatch_http_connections_accepted_total`,
+/// `taskwatch_http_connections_closed_total{answered}`, `taskwatch_http_connections_evicted_total` and
+/// `taskwatch_http_connections_refused_total`.
 ///
 /// A connection closed before any request on it was answered never shows in
 /// `taskwatch_http_requests_total`: a failed TLS handshake, a request libmicrohttpd refused on its own
@@ -23,6 +24,9 @@ public final class HTTPConnectionCounts: Sendable {
         /// Closed on arrival, unread, because the connection limit was reached; also counted in
         /// `accepted` and `closedUnanswered`.
         public var refused: UInt64 = 0
+        /// Closed by the server at the connection limit to make room for a new one (see
+        /// `HTTPConnectionTable`); also counted in the closed counts once libmicrohttpd has closed them.
+        public var evicted: UInt64 = 0
 
         /// Connections accepted and not yet closed.
         public var open: UInt64 { accepted &- closedAnswered &- closedUnanswered }
@@ -32,6 +36,7 @@ public final class HTTPConnectionCounts: Sendable {
     private let closedAnsweredCount = Atomic<UInt64>(0)
     private let closedUnansweredCount = Atomic<UInt64>(0)
     private let refusedCount = Atomic<UInt64>(0)
+    private let evictedCount = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -48,6 +53,9 @@ public final class HTTPConnectionCounts: Sendable {
     /// A connection closed on arrival at the connection limit; it is counted as accepted and closed too.
     func refused() { refusedCount.add(1, ordering: .relaxed) }
 
+    /// An open connection shut down at the connection limit to make room for a new one.
+    func evicted() { evictedCount.add(1, ordering: .relaxed) }
+
     /// Connections accepted and not yet closed. May be more than the true figure while a close is being
     /// counted, never less.
     var open: UInt64 { snapshot().open }
@@ -59,6 +67,7 @@ public final class HTTPConnectionCounts: Sendable {
         let closedUnanswered = closedUnansweredCount.load(ordering: .acquiring)
         return Snapshot(
             accepted: acceptedCount.load(ordering: .acquiring), closedAnswered: closedAnswered,
-            closedUnanswered: closedUnanswered, refused: refusedCount.load(ordering: .relaxed))
+            closedUnanswered: closedUnanswered, refused: refusedCount.load(ordering: .relaxed),
+            evicted: evictedCount.load(ordering: .relaxed))
     }
 }

@@ -17,9 +17,11 @@ public final class HTTPServer: Sendable {
         public var threadPoolSize: Int
         /// Seconds of inactivity after which a connection is closed.
         public var connectionTimeoutSeconds: Int
-        /// Most connections open at once, all listening sockets together. The acceptor closes a
-        /// connection past it on arrival, unread, and counts it in `connections` (refused, and closed
-        /// unanswered). See `defaultConnectionLimit` for why libmicrohttpd's own limit is never reached.
+        /// Most connections open at once, all listening sockets together. A connection past it takes the
+        /// place of an open one that is not serving a scrape (see `HTTPConnectionTable`), counted in
+        /// `connections` as evicted; when there is none, it is closed on arrival, unread, and counted as
+        /// refused (and closed unanswered). See `defaultConnectionLimit` for why libmicrohttpd's own limit
+        /// is never reached.
         public var connectionLimit: Int
         /// Serve HTTPS instead of HTTP when set.
         public var tls: TLS?
@@ -123,15 +125,18 @@ public final class HTTPServer: Sendable {
     private final class Shared: Sendable {
         let state: Mutex<State>
         let connections: HTTPConnectionCounts
+        /// Every generation's open connections, so one can make room at the limit.
+        let table: HTTPConnectionTable
         let connectionLimit: UInt64
         let errorLog: (@Sendable (String) -> Void)?
-        /// Whether the latest connection was refused at the limit: only the first of a run is logged.
+        /// Whether the latest connection found the limit reached: only the first of a run is logged.
         /// Touched only by the acceptor's thread.
         let atLimit = Atomic(false)
 
-        init(_ state: State, options: Options) {
+        init(_ state: State, options: Options, table: HTTPConnectionTable) {
             self.state = Mutex(state)
             self.connections = options.connections
+            self.table = table
             self.connectionLimit = UInt64(options.connectionLimit)
             self.errorLog = options.errorLog
         }
@@ -146,6 +151,7 @@ public final class HTTPServer: Sendable {
     }
 
     private let handler: @Sendable (HTTPRequest) -> HTTPResponse
+    private let table: HTTPConnectionTable
     private let gracePeriod: Duration
     private let shared: Shared
     private let acceptor: HTTPAcceptor
@@ -155,13 +161,14 @@ public final class HTTPServer: Sendable {
     /// Starts serving on every socket in `options.listeningSockets`. Returns once all are accepting.
     public init(options: Options, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse) throws(StartError) {
         let sockets = options.listeningSockets
+        let table = HTTPConnectionTable()
         let generation: Generation
         let shared: Shared
         let acceptor: HTTPAcceptor
         do throws(StartError) {
             try Self.validate(options)
-            generation = try Self.startGeneration(options: options, handler: handler)
-            shared = Shared(State(current: generation, sockets: sockets), options: options)
+            generation = try Self.startGeneration(options: options, table: table, handler: handler)
+            shared = Shared(State(current: generation, sockets: sockets), options: options, table: table)
             do {
                 acceptor = try HTTPAcceptor(
                     sockets: sockets, handOver: { [shared] in Self.handOver($0, to: shared) },
@@ -179,6 +186,7 @@ public final class HTTPServer: Sendable {
             throw error
         }
         self.handler = handler
+        self.table = table
         self.gracePeriod = options.shutdownGracePeriod
         self.options = Mutex(options)
         self.shared = shared
@@ -189,21 +197,32 @@ public final class HTTPServer: Sendable {
     private static func handOver(_ fd: Int32, to shared: Shared) {
         // The limit comes before libmicrohttpd's (see `defaultConnectionLimit`). Only this thread adds
         // connections, so the count cannot rise between the check and the hand-over; closes only lower
-        // it. Every generation's connections count, a retiring one's included.
+        // it. Every generation's connections count, a retiring one's included. An evicted connection
+        // counts until libmicrohttpd has closed it, so the count can pass the limit by at most
+        // `HTTPConnectionTable.maxPendingEvictions`.
         let full = shared.connections.open >= shared.connectionLimit
         shared.connections.accepted()
         if full {
-            // Nothing is read or answered: a client over the limit costs one accept and one close.
-            close(fd)
-            shared.connections.refused()
-            shared.connections.closed(answered: false)
+            let evicted = shared.table.evictOne(at: .now)
             if !shared.atLimit.exchange(true, ordering: .relaxed) {
                 shared.errorLog?(
-                    "\(shared.connectionLimit) HTTP connections open (the limit): closing new ones until some close")
+                    "\(shared.connectionLimit) HTTP connections open (the limit): each new one takes the place of "
+                        + "one without a request in progress, or is closed when there is none")
             }
-            return
+            if evicted {
+                shared.connections.evicted()
+            } else {
+                // Nothing is read or answered: a client over the limit costs one accept and one close.
+                close(fd)
+                shared.connections.refused()
+                shared.connections.closed(answered: false)
+                return
+            }
+        } else {
+            shared.atLimit.store(false, ordering: .relaxed)
         }
-        shared.atLimit.store(false, ordering: .relaxed)
+        // Recorded before libmicrohttpd has it, so its close notification always finds the entry.
+        shared.table.opened(fd)
         let added = shared.state.withLock { state in
             guard let generation = state.current else {
                 close(fd)
@@ -220,7 +239,10 @@ public final class HTTPServer: Sendable {
         }
         // Refused before libmicrohttpd took it in (the connection limit, a peer already gone), so no
         // close notification will count it.
-        if !added { shared.connections.closed(answered: false) }
+        if !added {
+            shared.table.closed(fd)
+            shared.connections.closed(answered: false)
+        }
     }
 
     deinit { stop() }
@@ -253,7 +275,7 @@ public final class HTTPServer: Sendable {
             guard shared.state.withLock({ $0.current != nil }) else {
                 throw StartError(description: "the server is stopped")
             }
-            let generation = try Self.startGeneration(options: next, handler: handler)
+            let generation = try Self.startGeneration(options: next, table: table, handler: handler)
             let replaced: Generation? = shared.state.withLock { state in
                 guard let current = state.current else { return nil }
                 // Before the swap, so whoever sees the new generation also sees the old one closing.
@@ -299,11 +321,11 @@ public final class HTTPServer: Sendable {
 
     /// Starts a daemon with a new context for the connections of every socket in `options`.
     private static func startGeneration(
-        options: Options, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
+        options: Options, table: HTTPConnectionTable, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
     ) throws(StartError) -> Generation {
         let context = ServerContext(
             handler: handler, errorLog: options.errorLog, answered: options.answered,
-            connections: options.connections,
+            connections: options.connections, table: table,
             clientCertificates: options.tls?.clientCertificates ?? .ignored,
             clientAllowedSANs: Set(options.tls?.clientAllowedSANs ?? []))
         return Generation(daemon: try startDaemon(options: options, context: context), context: context)
@@ -331,11 +353,13 @@ public final class HTTPServer: Sendable {
     /// libmicrohttpd's own connection limit: one it cannot reach while the server keeps to
     /// `connectionLimit`. libmicrohttpd splits it evenly among its pool threads, and each thread checks
     /// its share alone, so every share must hold all the server's connections (they could all land on
-    /// one thread). Twice over, because a thread still counts a connection after the close callback that
-    /// took it off the server's count, until the thread next cleans up.
+    /// one thread), evicted ones still closing included. Twice over, because a thread still counts a
+    /// connection after the close callback that took it off the server's count, until the thread next
+    /// cleans up.
     static func libmicrohttpdConnectionLimit(_ connectionLimit: Int, threads: Int) -> Int {
         // Capped at what the C option (an unsigned int) holds; reached only by limits far past any use.
-        min(max(threads, 1) * (2 * connectionLimit + 64), Int(Int32.max))
+        let open = connectionLimit + HTTPConnectionTable.maxPendingEvictions
+        return min(max(threads, 1) * (2 * open + 64), Int(Int32.max))
     }
 
     private static func startDaemon(options: Options, context: ServerContext) throws(StartError) -> OpaquePointer {
@@ -420,6 +444,7 @@ private final class ServerContext: Sendable {
     let errorLog: (@Sendable (String) -> Void)?
     let answered: (@Sendable (_ path: String, _ status: Int) -> Void)?
     let connections: HTTPConnectionCounts
+    let table: HTTPConnectionTable
     let clientCertificates: HTTPServer.ClientCertificates
     let clientAllowedSANs: Set<String>
     /// Requests whose handler has been called and whose response is not yet fully sent.
@@ -435,12 +460,13 @@ private final class ServerContext: Sendable {
     init(
         handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse, errorLog: (@Sendable (String) -> Void)?,
         answered: (@Sendable (_ path: String, _ status: Int) -> Void)?, connections: HTTPConnectionCounts,
-        clientCertificates: HTTPServer.ClientCertificates, clientAllowedSANs: Set<String>
+        table: HTTPConnectionTable, clientCertificates: HTTPServer.ClientCertificates, clientAllowedSANs: Set<String>
     ) {
         self.handler = handler
         self.errorLog = errorLog
         self.answered = answered
         self.connections = connections
+        self.table = table
         self.clientCertificates = clientCertificates
         self.clientAllowedSANs = clientAllowedSANs
     }
@@ -494,6 +520,7 @@ private let accessHandler: MHD_AccessHandlerCallback = {
     if requestState.pointee == nil {
         requestState.pointee = requestSeen
         context.inFlight.add(1, ordering: .relaxed)
+        context.table.requestStarted(tw_mhd_connection_fd(connection), at: .now)
         // Answering before the body is read makes libmicrohttpd skip `100 Continue` and close the
         // connection after the response, so a body we would refuse is never transferred.
         if announcesBody(connection) {
@@ -511,15 +538,18 @@ private let accessHandler: MHD_AccessHandlerCallback = {
     return respond(context, connection, method: method, url: url, hasBody: requestState.pointee == requestSentBody)
 }
 
-private let requestCompleted: MHD_RequestCompletedCallback = { contextPointer, _, requestState, _ in
+private let requestCompleted: MHD_RequestCompletedCallback = { contextPointer, connection, requestState, _ in
     guard let contextPointer, let requestState, requestState.pointee != nil else { return }
     requestState.pointee = nil
-    context(contextPointer).inFlight.subtract(1, ordering: .releasing)
+    let context = context(contextPointer)
+    if let connection { context.table.requestEnded(tw_mhd_connection_fd(connection)) }
+    context.inFlight.subtract(1, ordering: .releasing)
 }
 
 /// Gives each connection a flag, set once the server has answered a request on it, so its close can be
 /// counted as answered or not. The flag is only touched by the pool thread that serves the connection.
-private let connectionNotified: MHD_NotifyConnectionCallback = { contextPointer, _, socketContext, code in
+/// libmicrohttpd notifies a close before it closes the descriptor, which `HTTPConnectionTable` relies on.
+private let connectionNotified: MHD_NotifyConnectionCallback = { contextPointer, connection, socketContext, code in
     guard let contextPointer, let socketContext else { return }
     let context = context(contextPointer)
     switch code {
@@ -528,6 +558,7 @@ private let connectionNotified: MHD_NotifyConnectionCallback = { contextPointer,
         answered.initialize(to: false)
         socketContext.pointee = UnsafeMutableRawPointer(answered)
     case .CONNECTION_NOTIFY_CLOSED:
+        if let connection { context.table.closed(tw_mhd_connection_fd(connection)) }
         let answered = socketContext.pointee?.assumingMemoryBound(to: Bool.self)
         context.connections.closed(answered: answered?.pointee ?? false)
         answered?.deallocate()

@@ -1,0 +1,120 @@
+import Glibc
+import Synchronization
+
+/// The HTTP connections the server has open, so that at `--web.max-connections` a new connection can
+/// take the place of the one least likely to be a scrape, instead of being turned away.
+///
+/// Why: refusing at the limit let one client that holds every place (opening connections and
+/// trickling a header byte within each idle timeout) keep Prometheus out for as long as it went on.
+/// A scrape sends its whole request at once and is answered within milliseconds, so the connections
+/// worth keeping are those with a request in progress. The place goes to the newcomer from, in order:
+/// 1. the oldest connection without a request in progress (a request still arriving, a TLS handshake,
+///    an idle keep-alive connection; Prometheus opens a new one at its next scrape);
+/// 2. the oldest whose request has been in progress for `busyGrace` or longer (a client reading its
+///    answer a byte at a time).
+///
+/// A connection is closed with `shutdown(2)`: libmicrohttpd keeps its descriptor and reads the end of
+/// the stream, so its own close path runs and nothing is closed twice. Entries are keyed by
+/// descriptor. libmicrohttpd reports a close (`closed`) before it closes the descriptor, and the
+/// shutdown happens under the same lock, so the descriptor still names the same connection; the socket's
+/// inode, recorded when it was opened, is checked as well, so an entry whose close was never reported
+/// can never shut down a socket that has since reused its number.
+final class HTTPConnectionTable: Sendable {
+    /// How many evicted connections may be waiting for libmicrohttpd to close them. Past it, a new
+    /// connection is refused: a flood of new connections cannot push the descriptors open further past
+    /// the limit than this.
+    static let maxPendingEvictions = 64
+    /// How long a request must have been in progress before its connection may make room: a scrape of a
+    /// million series is answered in well under this, a client reading a byte at a time is not.
+    static let busyGrace: Duration = .seconds(2)
+
+    private struct Entry {
+        var inode: ino_t
+        var device: dev_t
+        /// When the connection was opened, as a sequence number: smaller is older.
+        var order: UInt64
+        /// When the request in progress started; nil between requests.
+        var busySince: ContinuousClock.Instant?
+        var evicting = false
+    }
+
+    private struct State {
+        var entries: [Int32: Entry] = [:]
+        var nextOrder: UInt64 = 0
+        var evicting = 0
+    }
+
+    private let state = Mutex(State())
+
+    init() {}
+
+    /// Records a connection about to be handed to libmicrohttpd.
+    func opened(_ fd: Int32) {
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { return }
+        state.withLock { state in
+            if let replaced = state.entries[fd], replaced.evicting { state.evicting -= 1 }
+            state.entries[fd] = Entry(inode: status.st_ino, device: status.st_dev, order: state.nextOrder)
+            state.nextOrder += 1
+        }
+    }
+
+    /// Forgets a connection. Called before its descriptor is closed: by libmicrohttpd's close
+    /// notification, or by the server when handing it over failed.
+    func closed(_ fd: Int32) {
+        state.withLock { state in
+            if let entry = state.entries.removeValue(forKey: fd), entry.evicting { state.evicting -= 1 }
+        }
+    }
+
+    /// A request on the connection has its headers in; `now` is when.
+    func requestStarted(_ fd: Int32, at now: ContinuousClock.Instant) {
+        state.withLock { $0.entries[fd]?.busySince = now }
+    }
+
+    /// The request on the connection has been answered in full, or abandoned.
+    func requestEnded(_ fd: Int32) {
+        state.withLock { $0.entries[fd]?.busySince = nil }
+    }
+
+    /// Connections recorded and not closed, evicted ones included.
+    var count: Int { state.withLock { $0.entries.count } }
+
+    /// Shuts down the connection that should give its place to a new one (see the type's comment) and
+    /// returns true, or returns false when none may: every connection has a request in progress for less
+    /// than `busyGrace`, or `maxPendingEvictions` are still closing.
+    func evictOne(at now: ContinuousClock.Instant) -> Bool {
+        state.withLock { state in
+            guard state.evicting < Self.maxPendingEvictions else { return false }
+            while let fd = Self.candidate(in: state.entries, at: now) {
+                guard let entry = state.entries[fd] else { return false }
+                var status = stat()
+                guard fstat(fd, &status) == 0, status.st_ino == entry.inode, status.st_dev == entry.device else {
+                    // Its close was never reported: the number is free or belongs to another socket now.
+                    state.entries[fd] = nil
+                    continue
+                }
+                _ = shutdown(fd, Int32(SHUT_RDWR))
+                state.entries[fd]?.evicting = true
+                state.evicting += 1
+                return true
+            }
+            return false
+        }
+    }
+
+    private static func candidate(in entries: [Int32: Entry], at now: ContinuousClock.Instant) -> Int32? {
+        var oldestIdle: (fd: Int32, order: UInt64)?
+        var oldestBusy: (fd: Int32, order: UInt64)?
+        for (fd, entry) in entries where !entry.evicting {
+            if let busySince = entry.busySince {
+                if busySince.duration(to: now) >= busyGrace, entry.order < oldestBusy?.order ?? .max {
+                    oldestBusy = (fd, entry.order)
+                }
+            } else if entry.order < oldestIdle?.order ?? .max {
+                oldestIdle = (fd, entry.order)
+            }
+        }
+        return (oldestIdle ?? oldestBusy)?.fd
+    }
+}
