@@ -64,6 +64,16 @@ struct TaskwatchdCommand: ParsableCommand {
     var maxSeriesPerClient = 10_000
 
     @Option(
+        name: .customLong("ingest.max-clients-per-uid"),
+        help: "Most clients of one uid connected at once; 0 (the default) sets no cap.")
+    var maxClientsPerUID = 0
+
+    @Option(
+        name: .customLong("ingest.max-series-per-uid"),
+        help: "Most series held for the clients of one uid together; 0 (the default) sets no cap.")
+    var maxSeriesPerUID = 0
+
+    @Option(
         name: .customLong("ingest.allowed-uids"), parsing: .upToNextOption,
         help: "Only peers with one of these uids (or an allowed gid) may connect. Comma-separated.")
     var allowedUIDs: [String] = []
@@ -113,6 +123,9 @@ struct TaskwatchdCommand: ParsableCommand {
         guard maxClients > 0, maxSeries > 0, maxSeriesPerClient > 0 else {
             throw ValidationError("--ingest.max-* limits must be positive")
         }
+        guard maxClientsPerUID >= 0, maxSeriesPerUID >= 0 else {
+            throw ValidationError("--ingest.max-*-per-uid limits must be 0 (no cap) or positive")
+        }
         guard webMaxConnections > 0, webMaxConnections <= 1_000_000 else {
             throw ValidationError("--web.max-connections must be 1...1000000, not \(webMaxConnections)")
         }
@@ -120,6 +133,8 @@ struct TaskwatchdCommand: ParsableCommand {
         configuration.limits.maxClients = maxClients
         configuration.limits.maxSeries = maxSeries
         configuration.limits.maxSeriesPerClient = maxSeriesPerClient
+        configuration.limits.maxClientsPerUID = maxClientsPerUID
+        configuration.limits.maxSeriesPerUID = maxSeriesPerUID
         configuration.limits.allowedUIDs = try ids(allowedUIDs, flag: "--ingest.allowed-uids")
         configuration.limits.allowedGIDs = try ids(allowedGIDs, flag: "--ingest.allowed-gids")
         guard let grace = DurationText.nanoseconds(clientGrace) else {

@@ -26,8 +26,8 @@ struct Harness {
     }
 
     @discardableResult
-    func open(_ connection: UInt64, pid: Int32) -> Bool {
-        registry.connectionOpened(ConnectionID(connection), peer: PeerCredentials(pid: pid, uid: 1000, gid: 1000))
+    func open(_ connection: UInt64, pid: Int32, uid: UInt32 = 1000) -> Bool {
+        registry.connectionOpened(ConnectionID(connection), peer: PeerCredentials(pid: pid, uid: uid, gid: uid))
     }
 
     @discardableResult
@@ -48,6 +48,13 @@ struct Harness {
                 Hello(
                     claimedPID: claimedPID, intervalNanoseconds: 10_000_000, process: process,
                     clientVersion: "test", labels: labels)))
+    }
+
+    /// Opens a connection from pid `connection`, says hello and declares `series`.
+    func connect(_ connection: UInt64, uid: UInt32 = 1000, process: String, declaring series: [SeriesDeclaration]) {
+        open(connection, pid: Int32(connection), uid: uid)
+        hello(connection, process: process)
+        send(connection, .declare(series))
     }
 
     func text(_ format: ExpositionFormat = .text) -> String {
@@ -76,6 +83,11 @@ let tasksGauge = SeriesDeclaration(
 let createdCounter = SeriesDeclaration(
     id: 2, type: .counter, name: "swift_tasks_created_total", help: "Tasks started.", labels: [Label("task", "default")]
 )
+
+/// Three gauges of one family, `app_g{i="0"}` to `app_g{i="2"}`.
+let threeGauges = (0..<3).map {
+    SeriesDeclaration(id: UInt32(100 + $0), type: .gauge, name: "app_g", help: "", labels: [Label("i", "\($0)")])
+}
 
 @Suite struct RegistryTests {
     @Test func aConnectionWithoutAHelloByItsDeadlineIsClosedAndCounted() {
@@ -354,14 +366,8 @@ let createdCounter = SeriesDeclaration(
         var limits = RegistryLimits()
         limits.maxSeries = 4
         let h = Harness(limits: limits)
-        let three = (0..<3).map {
-            SeriesDeclaration(
-                id: UInt32(100 + $0), type: .gauge, name: "app_g", help: "", labels: [Label("i", "\($0)")])
-        }
         for (connection, name) in [(UInt64(1), "first"), (2, "second")] {
-            h.open(connection, pid: Int32(connection))
-            h.hello(connection, process: name)
-            h.send(connection, .declare(three))
+            h.connect(connection, process: name, declaring: threeGauges)
         }
         // Both connected: the cap holds as before.
         #expect(h.value("taskwatch_series") == "4")
@@ -369,19 +375,56 @@ let createdCounter = SeriesDeclaration(
         // The first goes, and its series are held for their 30 s grace period; a live client at the cap
         // gets their room.
         h.registry.connectionClosed(ConnectionID(1))
-        h.open(3, pid: 3)
-        h.hello(3, process: "third")
-        h.send(3, .declare(three))
+        h.connect(3, process: "third", declaring: threeGauges)
         #expect(h.dropped(.globalLimit) == "2")
         #expect(h.value("taskwatch_series") == "4")
         #expect(!h.text().contains("process=\"first\""))
         #expect(h.text().contains("process=\"second\""))
         #expect(h.text().contains("process=\"third\""))
         // Nobody gone any more: the cap refuses again.
-        h.open(4, pid: 4)
-        h.hello(4, process: "fourth")
-        h.send(4, .declare(three))
+        h.connect(4, process: "fourth", declaring: threeGauges)
         #expect(h.dropped(.globalLimit) == "5")
+    }
+
+    @Test func connectionsPerUIDAreCapped() {
+        var limits = RegistryLimits()
+        limits.maxClientsPerUID = 2
+        let h = Harness(limits: limits)
+        #expect(h.open(1, pid: 1, uid: 1000))
+        #expect(h.open(2, pid: 2, uid: 1000))
+        #expect(!h.open(3, pid: 3, uid: 1000))
+        #expect(h.open(4, pid: 4, uid: 2000), "another uid has its own places")
+        #expect(h.value("taskwatch_clients_rejected_total{reason=\"uid_limit\"}") == "1")
+        // A connection of the uid closes: its place is free again.
+        h.registry.connectionClosed(ConnectionID(1))
+        #expect(h.open(5, pid: 5, uid: 1000))
+        #expect(!h.open(6, pid: 6, uid: 1000))
+        #expect(h.value("taskwatch_clients_rejected_total{reason=\"uid_limit\"}") == "2")
+    }
+
+    @Test func seriesPerUIDAreCappedAcrossConnections() {
+        var limits = RegistryLimits()
+        limits.maxSeriesPerUID = 4
+        let h = Harness(limits: limits)
+        for (connection, uid, name) in [(UInt64(1), UInt32(1000), "first"), (2, 1000, "second"), (3, 2000, "other")] {
+            h.connect(connection, uid: uid, process: name, declaring: threeGauges)
+        }
+        // The two connections of uid 1000 share 4 series; uid 2000 has its own.
+        #expect(h.dropped(.uidLimit) == "2")
+        #expect(h.value("taskwatch_series") == "7")
+        // Gone clients held for grace: the other uid's, gone first, is not touched; the same uid's is
+        // freed for a live client of that uid.
+        h.registry.connectionClosed(ConnectionID(3))
+        h.registry.connectionClosed(ConnectionID(1))
+        h.connect(4, uid: 1000, process: "fourth", declaring: threeGauges)
+        #expect(h.dropped(.uidLimit) == "2")
+        #expect(h.value("taskwatch_series") == "7")
+        #expect(!h.text().contains("process=\"first\""))
+        #expect(h.text().contains("process=\"other\""))
+        #expect(h.text().contains("process=\"fourth\""))
+        // At the cap with nobody of the uid gone: refused again, however many series other uids hold.
+        h.connect(5, uid: 1000, process: "fifth", declaring: threeGauges)
+        #expect(h.dropped(.uidLimit) == "5")
     }
 
     @Test func labelBytesAreBudgetedPerClientAndGlobally() {

@@ -238,6 +238,18 @@ import Testing
         #expect(eventually { third.isClosedByPeer })
         #expect(try daemon.value("taskwatch_clients_rejected_total{reason=\"max_clients\"}") == 1)
     }
+
+    /// Every connection here comes from the test's own uid, as the kernel reports it.
+    @Test func clientsOfOneUIDBeyondItsCapAreRefused() throws {
+        let daemon = try DaemonProcess(arguments: ["--ingest.max-clients-per-uid", "1"])
+        let first = try RawClient(path: daemon.socketPath)
+        first.send(hello)
+        #expect(try eventually { try daemon.value("taskwatch_clients") == 1 })
+        let second = try RawClient(path: daemon.socketPath)
+        #expect(eventually { second.isClosedByPeer })
+        #expect(try daemon.value("taskwatch_clients_rejected_total{reason=\"uid_limit\"}") == 1)
+        #expect(try daemon.value("taskwatch_clients_rejected_total{reason=\"max_clients\"}") == 0)
+    }
 }
 
 /// The HTTP surface of the real daemon.

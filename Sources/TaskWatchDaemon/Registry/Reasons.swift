@@ -67,6 +67,8 @@ public enum SeriesRejection: String, Error, Sendable, CaseIterable {
     case clientLimit = "client_limit"
     /// The daemon reached `--ingest.max-series`.
     case globalLimit = "global_limit"
+    /// The connections of the sender's uid together reached `--ingest.max-series-per-uid`.
+    case uidLimit = "uid_limit"
     /// The series' name and labels would take the connection past `RegistryLimits.maxLabelBytesPerClient`
     /// or the daemon past `RegistryLimits.maxLabelBytes`.
     case byteLimit = "byte_limit"
@@ -78,6 +80,8 @@ public enum ClientRejection: String, Sendable, CaseIterable {
     case maxClients = "max_clients"
     /// The peer's uid or gid is not in the allowed lists.
     case notAllowed = "not_allowed"
+    /// `--ingest.max-clients-per-uid` connections of the peer's uid were already open.
+    case uidLimit = "uid_limit"
     /// Too many consecutive refused frames.
     case badFrames = "bad_frames"
     /// No hello within `IngestListener.Options.helloTimeout` of connecting: such a connection would

@@ -23,6 +23,12 @@ public struct RegistryLimits: Sendable {
     /// far more than real label sets take; 256 MiB overall.
     public var maxLabelBytesPerClient = 16 << 20
     public var maxLabelBytes = 256 << 20
+    /// Connections open at once, and series held, by the processes of one uid together; 0 sets no cap.
+    /// Off by default: on many hosts every service runs as one user, and a cap would count them all
+    /// as one sender. With a user per service, they keep one misbehaving service from taking every
+    /// place under `maxClients` and every series under `maxSeries`.
+    public var maxClientsPerUID = 0
+    public var maxSeriesPerUID = 0
 
     public init() {}
 }
@@ -56,7 +62,14 @@ public final class Registry: IngestSink, Sendable {
         /// Clients gone and held only for their grace period (an upper bound: see `evictGraceHeld`).
         var graceHeld = 0
         var connectedCount = 0
+        /// Open connections and series held, by the sender's uid; a uid with neither has no entry.
+        var usageByUID: [UInt32: UIDUsage] = [:]
         var stats = Stats()
+    }
+
+    struct UIDUsage {
+        var connections = 0
+        var series = 0
     }
 
     public init(limits: RegistryLimits, clock: any DaemonClock = SystemClock(), log: RefusalLog? = nil) {
@@ -81,13 +94,25 @@ public final class Registry: IngestSink, Sendable {
                 state.stats.rejectedClients[.maxClients, default: 0] += 1
                 return .maxClients
             }
+            if limits.maxClientsPerUID > 0,
+                state.usageByUID[peer.uid, default: UIDUsage()].connections >= limits.maxClientsPerUID
+            {
+                state.stats.rejectedClients[.uidLimit, default: 0] += 1
+                return .uidLimit
+            }
             state.clients[id] = ClientState(connection: id, peer: peer, processStartTicks: startTicks)
             state.connectedCount += 1
+            state.usageByUID[peer.uid, default: UIDUsage()].connections += 1
             return nil
         }
         guard let refused else { return true }
         // Outside the lock: the line may wait on a slow log, and scrapes must not wait with it.
-        let details: Logger.Metadata = refused == .maxClients ? ["limit": "\(limits.maxClients)"] : [:]
+        let details: Logger.Metadata =
+            switch refused {
+            case .maxClients: ["limit": "\(limits.maxClients)"]
+            case .uidLimit: ["limit": "\(limits.maxClientsPerUID)"]
+            default: [:]
+            }
         if let log, let line = log.clientRejected(refused, peer: peer, details: details) { log.write([line]) }
         return false
     }
@@ -206,6 +231,8 @@ public final class Registry: IngestSink, Sendable {
             client.connected = false
             client.disconnectedAt = now
             state.connectedCount -= 1
+            state.usageByUID[client.peer.uid, default: UIDUsage()].connections -= 1
+            Self.forgetIfUnused(client.peer.uid, in: &state)
             if client.superseded || client.hello == nil || limits.graceNanoseconds == 0 {
                 removeSeries(of: client, from: &state)
                 state.clients[id] = nil
@@ -351,6 +378,12 @@ public final class Registry: IngestSink, Sendable {
         // Limits first: a client flooding declarations past its cap is refused before any hashing or
         // validation, so the lock it holds per frame stays short and scrapes are not starved.
         guard client.table.count < limits.maxSeriesPerClient else { return .failure(.clientLimit) }
+        let uid = client.peer.uid
+        if limits.maxSeriesPerUID > 0 {
+            while state.usageByUID[uid, default: UIDUsage()].series >= limits.maxSeriesPerUID {
+                guard evictGraceHeld(&state, uid: uid) else { return .failure(.uidLimit) }
+            }
+        }
         while state.seriesTotal >= limits.maxSeries {
             guard evictGraceHeld(&state) else { return .failure(.globalLimit) }
         }
@@ -404,6 +437,7 @@ public final class Registry: IngestSink, Sendable {
         state.labelBytes += bytes
         state.families.retain(familyIndex)
         state.seriesTotal += 1
+        state.usageByUID[uid, default: UIDUsage()].series += 1
         return .success(())
     }
 
@@ -412,6 +446,7 @@ public final class Registry: IngestSink, Sendable {
         switch reason {
         case .clientLimit: limits.maxSeriesPerClient
         case .globalLimit: limits.maxSeries
+        case .uidLimit: limits.maxSeriesPerUID
         default: nil
         }
     }
@@ -538,6 +573,10 @@ public final class Registry: IngestSink, Sendable {
             result = .failure(.clientLimit)
         } else if state.seriesTotal >= limits.maxSeries {
             result = .failure(.globalLimit)
+        } else if limits.maxSeriesPerUID > 0,
+            state.usageByUID[client.peer.uid, default: UIDUsage()].series >= limits.maxSeriesPerUID
+        {
+            result = .failure(.uidLimit)
         } else {
             result = state.families.admit(
                 name: name, type: .gauge, labelNames: gauge.labelNames,
@@ -559,6 +598,7 @@ public final class Registry: IngestSink, Sendable {
             client.familyCounts[familyIndex, default: 0] += 1
             state.families.retain(familyIndex)
             state.seriesTotal += 1
+            state.usageByUID[client.peer.uid, default: UIDUsage()].series += 1
             return derived
         }
     }
@@ -621,14 +661,18 @@ public final class Registry: IngestSink, Sendable {
     ///
     /// Scans the clients only while `graceHeld` says some are gone; a count that ran high (a gone
     /// client removed some other way) is corrected by the scan that finds none.
-    private func evictGraceHeld(_ state: inout State) -> Bool {
+    ///
+    /// - Parameter uid: only a client of this uid, to make room under `maxSeriesPerUID`.
+    private func evictGraceHeld(_ state: inout State, uid: UInt32? = nil) -> Bool {
         guard state.graceHeld > 0 else { return false }
         var oldest: (id: ConnectionID, since: UInt64)?
-        for (id, client) in state.clients where !client.connected && !client.superseded {
+        for (id, client) in state.clients
+        where !client.connected && !client.superseded && (uid == nil || client.peer.uid == uid) {
             if oldest.map({ client.disconnectedAt < $0.since }) ?? true { oldest = (id, client.disconnectedAt) }
         }
         guard let oldest, let client = state.clients.removeValue(forKey: oldest.id) else {
-            state.graceHeld = 0
+            // Only a scan of every uid proves that no client is held.
+            if uid == nil { state.graceHeld = 0 }
             return false
         }
         removeSeries(of: client, from: &state)
@@ -640,6 +684,16 @@ public final class Registry: IngestSink, Sendable {
         for (family, count) in client.familyCounts { state.families.release(family, count: count) }
         state.seriesTotal -= client.table.count
         state.labelBytes -= client.labelBytes
+        state.usageByUID[client.peer.uid, default: UIDUsage()].series -= client.table.count
+        Self.forgetIfUnused(client.peer.uid, in: &state)
+    }
+
+    /// Drops a uid's entry once it has no connection and no series, so uids that come and go leave
+    /// nothing behind.
+    private static func forgetIfUnused(_ uid: UInt32, in state: inout State) {
+        if let usage = state.usageByUID[uid], usage.connections <= 0, usage.series <= 0 {
+            state.usageByUID[uid] = nil
+        }
     }
 }
 
