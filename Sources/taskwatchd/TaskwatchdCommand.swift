@@ -64,6 +64,16 @@ struct TaskwatchdCommand: ParsableCommand {
     var maxSeriesPerClient = 10_000
 
     @Option(
+        name: .customLong("ingest.max-label-bytes-per-client"),
+        help: "Most bytes of metric names, label names and label values one client's series may hold.")
+    var maxLabelBytesPerClient = RegistryLimits().maxLabelBytesPerClient
+
+    @Option(
+        name: .customLong("ingest.max-label-bytes"),
+        help: "Most bytes of metric names, label names and label values held for all clients together.")
+    var maxLabelBytes = RegistryLimits().maxLabelBytes
+
+    @Option(
         name: .customLong("ingest.max-clients-per-uid"),
         help: "Most clients of one uid connected at once; 0 (the default) sets no cap.")
     var maxClientsPerUID = 0
@@ -120,7 +130,8 @@ struct TaskwatchdCommand: ParsableCommand {
             throw ValidationError("--ingest.socket-mode must be octal like 0660, not \(ingestSocketMode)")
         }
         configuration.ingestSocketMode = mode
-        guard maxClients > 0, maxSeries > 0, maxSeriesPerClient > 0 else {
+        guard maxClients > 0, maxSeries > 0, maxSeriesPerClient > 0, maxLabelBytesPerClient > 0, maxLabelBytes > 0
+        else {
             throw ValidationError("--ingest.max-* limits must be positive")
         }
         guard maxClientsPerUID >= 0, maxSeriesPerUID >= 0 else {
@@ -133,6 +144,8 @@ struct TaskwatchdCommand: ParsableCommand {
         configuration.limits.maxClients = maxClients
         configuration.limits.maxSeries = maxSeries
         configuration.limits.maxSeriesPerClient = maxSeriesPerClient
+        configuration.limits.maxLabelBytesPerClient = maxLabelBytesPerClient
+        configuration.limits.maxLabelBytes = maxLabelBytes
         configuration.limits.maxClientsPerUID = maxClientsPerUID
         configuration.limits.maxSeriesPerUID = maxSeriesPerUID
         configuration.limits.allowedUIDs = try ids(allowedUIDs, flag: "--ingest.allowed-uids")

@@ -106,6 +106,14 @@ import Testing
             builtExecutable("taskwatchd"), ["--client.grace", "soon"])
         #expect(badFlag.status != 0)
         #expect(badFlag.errorOutput.contains("--client.grace"))
+        for (flag, message) in [
+            ("--ingest.max-label-bytes=0", "--ingest.max-* limits must be positive"),
+            ("--ingest.max-series-per-uid=-1", "--ingest.max-*-per-uid limits must be 0 (no cap) or positive"),
+        ] {
+            let refused = try runProcess(builtExecutable("taskwatchd"), [flag])
+            #expect(refused.status != 0)
+            #expect(refused.errorOutput.contains(message), "\(refused.errorOutput)")
+        }
         #expect(try daemon.value("taskwatch_clients") == 0)
     }
 }

@@ -20,7 +20,8 @@ public struct RegistryLimits: Sendable {
     /// hold, and all connections' together. The series caps alone do not bound memory: a series may
     /// carry 32 labels of 4 KiB, so 10,000 of them would take about 2 GB (a review sent 300 such series,
     /// 17 MB, and the daemon grew by 63 MB). 16 MiB is 1.6 KiB a series at the default series cap,
-    /// far more than real label sets take; 256 MiB overall.
+    /// far more than real label sets take; 256 MiB overall. `--ingest.max-label-bytes-per-client` and
+    /// `--ingest.max-label-bytes`.
     public var maxLabelBytesPerClient = 16 << 20
     public var maxLabelBytes = 256 << 20
     /// Connections open at once, and series held, by the processes of one uid together; 0 sets no cap.
