@@ -111,7 +111,7 @@ let package = Package(
         // The child process the client end-to-end tests start: not a product.
         .executableTarget(
             name: "TaskWatchProbe",
-            dependencies: ["TaskWatch"],
+            dependencies: ["TaskWatch", "TaskWatchWire"],
             path: "Tests/Fixtures/TaskWatchProbe"
         ),
 

@@ -44,6 +44,16 @@ frame_seeds = {
     "session": messages(hello, wire.declare_frame([tasks, created]), wire.values_frame([(1, 3.0), (2, 10.0)])),
     "histogram": messages(hello, wire.declare_frame([duration]), histogram),
     "peaks-goodbye": messages(hello, wire.declare_frame([tasks]), peaks, wire.goodbye_frame()),
+    "retire": messages(
+        hello,
+        wire.declare_frame([tasks, created, duration]),
+        wire.values_frame([(1, 3.0), (2, 10.0)]),
+        peaks,
+        wire.retire_frame([1, 3]),
+        wire.values_frame([(1, 4.0), (2, 11.0)]),
+        wire.declare_frame([tasks]),
+        wire.retire_frame([2, 9]),
+    ),
     "values-before-hello": messages(wire.values_frame([(1, 1.0)]), hello),
     "bad-magic": messages(b"\x00" * 8),
     "conflict": messages(

@@ -22,7 +22,7 @@ MAGIC = 0x48435754
 VERSION = 1
 MAX_FRAME = 65_536
 
-HELLO, DECLARE, VALUES, HISTOGRAMS, PEAKS, GOODBYE = 1, 2, 3, 4, 5, 6
+HELLO, DECLARE, VALUES, HISTOGRAMS, PEAKS, GOODBYE, RETIRE = 1, 2, 3, 4, 5, 6, 7
 COUNTER, GAUGE, HISTOGRAM = 1, 2, 3
 
 TASKS_ID = 1
@@ -80,6 +80,11 @@ def values_frame(entries):
         + struct.pack("<H", len(entries))
         + b"".join(struct.pack("<Id", series_id, value) for series_id, value in entries)
     )
+
+
+def retire_frame(ids):
+    """Series ids no longer reported: the daemon hides them and forgets their ids."""
+    return header(RETIRE) + struct.pack("<H", len(ids)) + b"".join(struct.pack("<I", i) for i in ids)
 
 
 def goodbye_frame():

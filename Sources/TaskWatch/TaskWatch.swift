@@ -36,8 +36,10 @@ public enum TaskWatch {
         SeriesTable.shared.declare(all: descriptors)
     }
 
-    /// Stops reporting a series and frees its place under the cap. The daemon keeps showing its last
-    /// value until the process reconnects or ends; declaring the same series again gives back its id.
+    /// Stops reporting a series and frees its place under the cap. The next report tells the daemon,
+    /// which stops showing it and frees its place there too (a daemon from before the `retire` frame
+    /// keeps showing its last value until the process reconnects). Declaring the same series again
+    /// gives back its id.
     public static func retire(_ id: SeriesID) {
         SeriesTable.shared.retire(id)
     }

@@ -7,7 +7,8 @@ import TaskWatchWire
 ///
 /// Names are sanitized to the Prometheus rules and dimensions become labels. Counters and meters are
 /// gauges or counters updated with atomics, so the hot path takes no lock; `make*` and `destroy*`
-/// (rare) take one. Handlers for the same name, type and dimensions are shared. Past the per-process
+/// (rare) take one. Handlers for the same name, type and dimensions are shared; once every holder
+/// has destroyed one, its series is retired and leaves the daemon's `/metrics`. Past the per-process
 /// series cap, `make*` returns a handler that drops everything, counted in `seriesDropped`.
 public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
     /// Bucket bounds for recorders created with `aggregate: true`.

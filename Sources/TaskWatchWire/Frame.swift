@@ -40,6 +40,7 @@ public enum FrameKind: UInt8, Sendable, CaseIterable {
     case histograms = 4
     case peaks = 5
     case goodbye = 6
+    case retire = 7
 }
 
 /// The type of a declared series, as Prometheus knows it.
@@ -170,6 +171,9 @@ public enum Frame: Sendable, Equatable {
     case histograms([HistogramUpdate])
     case peaks([PeakSample])
     case goodbye
+    /// Series ids the sender no longer reports: the receiver stops showing them and forgets the ids,
+    /// which may then be declared again.
+    case retire([UInt32])
 
     /// The kind byte of this frame.
     public var kind: FrameKind {
@@ -180,6 +184,7 @@ public enum Frame: Sendable, Equatable {
         case .histograms: .histograms
         case .peaks: .peaks
         case .goodbye: .goodbye
+        case .retire: .retire
         }
     }
 }

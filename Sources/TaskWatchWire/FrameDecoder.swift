@@ -52,6 +52,8 @@ public enum FrameDecoder {
             frame = .peaks(try ValueEntries(from: &reader).map { PeakSample(id: $0.id, value: $0.value) })
         case .goodbye:
             frame = .goodbye
+        case .retire:
+            frame = .retire(try reader.readIDs())
         }
         try reader.finish()
         return frame
@@ -214,6 +216,16 @@ public struct FrameReader {
             bounds.append(bound)
         }
         return SeriesDeclaration(id: id, type: type, name: name, help: help, labels: labels, bounds: bounds)
+    }
+
+    /// A `u16` count (at least 1), then exactly that many `u32` ids.
+    mutating func readIDs() throws(WireError) -> [UInt32] {
+        let count = try readCount()
+        guard remaining == count * 4 else { throw remaining < count * 4 ? .truncated : .trailingBytes }
+        var ids: [UInt32] = []
+        ids.reserveCapacity(count)
+        for _ in 0..<count { ids.append(try readUInt32()) }
+        return ids
     }
 
     mutating func readHistogram() throws(WireError) -> HistogramUpdate {

@@ -56,6 +56,11 @@ public enum FrameEncoder {
         }
     }
 
+    /// Encodes series ids to retire into as few frames as fit.
+    public static func retire(_ ids: [UInt32]) -> [[UInt8]] {
+        chunked(.retire, ids, size: { _ in 4 }) { writer, id in writer.append(id) }
+    }
+
     /// Encodes any frame; lists too long for one frame yield several.
     public static func encode(_ frame: Frame) -> [[UInt8]] {
         switch frame {
@@ -65,6 +70,7 @@ public enum FrameEncoder {
         case .histograms(let list): histograms(list)
         case .peaks(let list): peaks(list)
         case .goodbye: [goodbye()]
+        case .retire(let ids): retire(ids)
         }
     }
 

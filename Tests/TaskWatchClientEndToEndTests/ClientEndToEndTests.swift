@@ -33,6 +33,27 @@ import Testing
             live: value("swift_tasks"))
     }
 
+    /// Series the process retires leave the daemon's `/metrics` while the process goes on reporting,
+    /// and give back their places under the daemon's per-connection cap.
+    @Test func retiredSeriesLeaveMetricsWhileTheProcessLives() throws {
+        let items = 40
+        let daemon = try DaemonProcess.forProbe()
+        let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["retire", "\(items)"])
+        func shown() -> Int {
+            daemon.samples().filter { $0.matches("probe_item", ["process": "probe", "pid": "\(probe.pid)"]) }.count
+        }
+        #expect(eventually { shown() == items }, "\(daemon.log)")
+        let before = try daemon.value("taskwatch_series") ?? 0
+        probe.trigger()
+        #expect(try probe.json(with: "retired")["retired"] == Double(items - 1))
+        #expect(eventually { shown() == 1 }, "\(daemon.log)")
+        #expect(daemon.value("probe_item", ["process": "probe", "pid": "\(probe.pid)", "item": "0"]) == 7)
+        #expect(try daemon.value("taskwatch_series") == before - Double(items - 1))
+        #expect(try daemon.value("taskwatch_messages_rejected_total{reason=\"unknown_series\"}") == 0)
+        #expect(try daemon.value("taskwatch_messages_rejected_total{reason=\"unknown_kind\"}") == 0)
+        #expect(probe.finish() == 0)
+    }
+
     /// `exact` counts through the drop-in spawns, `tickets` through `TaskTicket`.
     @Test(arguments: ["exact", "tickets"])
     func everyKindOfTaskIsCountedExactlyInProcessAndOnMetrics(workload: String) throws {

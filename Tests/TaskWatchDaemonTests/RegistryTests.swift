@@ -493,3 +493,118 @@ let threeGauges = (0..<3).map {
         #expect(text.hasSuffix("\n"))
     }
 }
+
+/// Series a client retires (a swift-metrics `destroy`, say): gone from `/metrics`, their places
+/// under every limit given back, and their ids free to be declared again.
+@Suite struct RegistryRetireTests {
+    func series(_ index: Int) -> String { "app_g{process=\"app\",pid=\"1\",i=\"\(index)\"}" }
+
+    @Test func aRetiredSeriesIsHiddenAndItsPlaceReturns() {
+        var limits = RegistryLimits()
+        limits.maxSeriesPerClient = 3
+        let h = Harness(limits: limits)
+        h.connect(1, process: "app", declaring: threeGauges)
+        h.send(1, .values((100..<103).map { ValueUpdate(id: UInt32($0), value: Double($0)) }))
+        #expect(h.value(series(1)) == "101")
+        #expect(h.value("taskwatch_series") == "3")
+
+        h.send(1, .retire([101]))
+        #expect(h.value(series(1)) == nil)
+        #expect(h.value(series(0)) == "100")
+        #expect(h.value("taskwatch_series") == "2")
+        // Values collected before the retire, still on their way, are skipped, not refused.
+        h.send(1, .values([ValueUpdate(id: 101, value: 7), ValueUpdate(id: 100, value: 8)]))
+        #expect(h.value(series(0)) == "8")
+        #expect(h.value(series(1)) == nil)
+        #expect(h.rejected(.unknownSeries) == "0")
+        // Its place under the per-connection cap is free again.
+        let other = SeriesDeclaration(id: 200, type: .counter, name: "app_c", help: "", labels: [])
+        h.send(1, .declare([other]))
+        h.send(1, .values([ValueUpdate(id: 200, value: 1)]))
+        #expect(h.value("app_c_total{process=\"app\",pid=\"1\"}") == "1")
+        #expect(h.dropped(.clientLimit) == "0")
+        // The same series, declared again under its old id, is shown again from its next value.
+        h.send(1, .retire([200]))
+        h.send(1, .declare([threeGauges[1]]))
+        #expect(h.value(series(1)) == nil)
+        h.send(1, .values([ValueUpdate(id: 101, value: 5)]))
+        #expect(h.value(series(1)) == "5")
+        #expect(h.value("taskwatch_series") == "3")
+        // Ids never declared, or retired twice: nothing happens and nothing is refused.
+        h.send(1, .retire([999, 200, 200]))
+        #expect(h.rejected(.unknownSeries) == "0")
+        #expect(h.value("taskwatch_series") == "3")
+        // A family whose every series is retired leaves `/metrics` with them.
+        #expect(!h.text().contains("app_c"))
+    }
+
+    @Test func retiringAGaugeRetiresItsPeak() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(1, .declare([tasksGauge]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 3)]))
+        h.send(1, .peaks([PeakSample(id: 1, value: 9)]))
+        #expect(h.value("swift_tasks_peak{process=\"app\",pid=\"10\",task=\"default\"}") == "9")
+        #expect(h.value("taskwatch_series") == "2")
+        h.send(1, .retire([1]))
+        #expect(!h.text().contains("swift_tasks{"))
+        #expect(!h.text().contains("swift_tasks_peak{"))
+        #expect(h.value("taskwatch_series") == "0")
+        // Declared again: a new peak series follows its samples.
+        h.send(1, .declare([tasksGauge]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 2)]))
+        h.send(1, .peaks([PeakSample(id: 1, value: 4)]))
+        #expect(h.value("swift_tasks_peak{process=\"app\",pid=\"10\",task=\"default\"}") == "4")
+    }
+
+    /// A client that keeps declaring and retiring series (a label value per request, say) never runs
+    /// into its cap, and the series it keeps, of every kind, stay right through the table's rebuilds.
+    @Test func declaringAndRetiringForeverStaysWithinTheCap() {
+        var limits = RegistryLimits()
+        limits.maxSeriesPerClient = 8
+        let h = Harness(limits: limits)
+        let kept = [
+            tasksGauge,
+            SeriesDeclaration(id: 3, type: .histogram, name: "app_lag_seconds", help: "", bounds: [0.1, 1]),
+            createdCounter,
+        ]
+        h.connect(1, process: "app", declaring: kept)
+        for round in 0..<2_000 {
+            let id = UInt32(1_000 + round)
+            let churned = SeriesDeclaration(
+                id: id, type: .gauge, name: "app_request_bytes", help: "", labels: [Label("request", "\(round)")])
+            h.send(1, .declare([churned]))
+            h.send(1, .values([ValueUpdate(id: id, value: 1), ValueUpdate(id: 1, value: Double(round))]))
+            h.send(1, .values([ValueUpdate(id: 2, value: Double(round))]))
+            h.send(1, .histograms([HistogramUpdate(id: 3, buckets: [UInt64(round), 1, 0], sum: 0.5)]))
+            h.send(1, .peaks([PeakSample(id: 1, value: Double(round + 1))]))
+            if round < 1_999 { h.send(1, .retire([id])) }
+        }
+        #expect(h.dropped(.clientLimit) == "0")
+        #expect(h.value("taskwatch_series") == "5", "3 kept, the peak and the last churned series")
+        let pid = "process=\"app\",pid=\"1\""
+        #expect(h.value("swift_tasks{\(pid),task=\"default\"}") == "1999")
+        #expect(h.value("swift_tasks_peak{\(pid),task=\"default\"}") == "2000")
+        #expect(h.value("swift_tasks_created_total{\(pid),task=\"default\"}") == "1999")
+        #expect(h.value("app_lag_seconds_bucket{\(pid),le=\"0.1\"}") == "1999")
+        #expect(h.value("app_lag_seconds_count{\(pid)}") == "2000")
+        #expect(h.value("app_request_bytes{\(pid),request=\"1999\"}") == "1")
+        #expect(h.value("app_request_bytes{\(pid),request=\"1998\"}") == nil)
+        #expect(h.rejected(.unknownSeries) == "0")
+    }
+
+    @Test func retiredSeriesGiveBackTheirPlacesUnderTheDaemonsCapsAndBudget() {
+        var limits = RegistryLimits()
+        limits.maxSeries = 3
+        limits.maxLabelBytes = 3 * 10
+        let h = Harness(limits: limits)
+        // Each `app_g{i="…"}` takes 5 + 1 + 1 = 7 bytes of the budget.
+        h.connect(1, process: "app", declaring: threeGauges)
+        h.send(1, .retire([100, 101]))
+        h.connect(2, process: "other", declaring: Array(threeGauges.prefix(2)))
+        #expect(h.dropped(.globalLimit) == "0")
+        #expect(h.dropped(.byteLimit) == "0")
+        #expect(h.value("taskwatch_series") == "3")
+    }
+}

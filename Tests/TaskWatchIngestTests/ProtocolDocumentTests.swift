@@ -114,6 +114,14 @@ import Testing
         }
         #expect(document.contains("`54 57 43 48 01 06 00 00`"))
         #expect(FrameEncoder.goodbye() == [0x54, 0x57, 0x43, 0x48, 0x01, 0x06, 0x00, 0x00])
+        #expect(document.contains("`54 57 43 48 01 07 00 00 02 00 02 00 00 00 03 00 00 00`"))
+        #expect(
+            FrameEncoder.retire([2, 3]) == [
+                [
+                    0x54, 0x57, 0x43, 0x48, 0x01, 0x07, 0x00, 0x00, 0x02, 0x00, 0x02, 0x00, 0x00, 0x00, 0x03, 0x00,
+                    0x00, 0x00,
+                ]
+            ])
     }
 
     @Test func everyWireErrorIsDocumented() throws {

@@ -96,7 +96,7 @@ func unique(_ name: String) -> String { "\(name)_\(UUID().uuidString.prefix(8))"
         #expect(collect(factory).value(of: id) != nil)
         factory.destroyCounter(second)
         #expect(collect(factory).value(of: id) == nil)
-        let (live, _) = SeriesTable.shared.declarations(from: 0)
+        let live = SeriesTable.shared.liveDeclarations
         #expect(!live.contains { $0.id == id.rawValue })
     }
 
@@ -108,7 +108,7 @@ func unique(_ name: String) -> String { "\(name)_\(UUID().uuidString.prefix(8))"
                 == [Label("http_method", "GET"), Label("exported_process", "x"), Label("exported_pid", "1")])
         let handler = factory.makeCounter(label: unique("9 bad.name"), dimensions: [])
         let id = seriesID(handler)!
-        let declaration = SeriesTable.shared.declarations(from: 0).declarations.first { $0.id == id.rawValue }
+        let declaration = SeriesTable.shared.liveDeclarations.first { $0.id == id.rawValue }
         #expect(declaration.map { Names.isValidMetricName($0.name) } == true)
         #expect(declaration?.name.hasPrefix("_9_bad_name_") == true)
     }

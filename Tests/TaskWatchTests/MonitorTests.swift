@@ -309,29 +309,60 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         #expect(table.declare(all: [one, one]) == nil)
         #expect(table.dropped == 2)
         table.retire(first![0])
-        // The retired series declared again gets its id back, queued again at the end; the second,
-        // a new id.
-        #expect(table.declare(all: [one, one])?.map(\.rawValue) == [1, 4])
+        // The retired series declared again gets its id back, at the end; the second, a new id.
+        #expect(table.declare(all: [one, one])?.map(\.rawValue) == [1, 3])
         #expect(table.liveCount == 3)
-        let (declarations, cursor) = table.declarations(from: 0)
-        #expect(declarations.map(\.id) == [2, 1, 4])
-        #expect(cursor == 4)
-        #expect(table.declarations(from: cursor).declarations.isEmpty)
+        #expect(table.startOver().map(\.id) == [2, 1, 3])
+        #expect(table.takeChanges().isEmpty)
     }
 
-    @Test func aSeriesDeclaredAgainAfterRetiringKeepsItsIdAndIsQueuedAgain() throws {
+    @Test func changesComeInTheOrderTheyHappened() throws {
         let table = SeriesTable(limit: 10)
         let jobs = SeriesDescriptor(name: "jobs", help: "Jobs.", type: .gauge, labels: [Label("queue", "a")])
         let other = SeriesDescriptor(name: "jobs", help: "Jobs.", type: .gauge, labels: [Label("queue", "b")])
+        // Nothing is kept for a reporter that has not started over yet.
         let id = try #require(table.declare(all: [jobs])?.first)
-        let (_, cursor) = table.declarations(from: 0)
+        #expect(table.takeChanges().isEmpty)
+        #expect(table.startOver().map(\.id) == [id.rawValue])
         table.retire(id)
-        // A different series gets a new id; the same one its old id, after the cursor, so a connection
-        // that never saw it (or saw it retired) declares it, and one that did gets the same id again.
-        #expect(table.declare(all: [other])?.first != id)
+        let otherID = try #require(table.declare(all: [other])?.first)
+        #expect(otherID != id)
         #expect(table.declare(all: [jobs])?.first == id)
-        #expect(table.declarations(from: cursor).declarations.map(\.id).last == id.rawValue)
+        let declared = table.liveDeclarations
+        #expect(
+            table.takeChanges() == [
+                .retire(id.rawValue), .declare(declared[0]), .declare(declared[1]),
+            ])
+        #expect(declared.map(\.id) == [otherID.rawValue, id.rawValue])
+        #expect(table.takeChanges().isEmpty)
         #expect(table.liveCount == 2)
+    }
+
+    @Test func retiredPlacesAreReclaimedAndTheOrderKept() throws {
+        let table = SeriesTable(limit: 1_000)
+        let descriptors = (0..<300).map {
+            SeriesDescriptor(name: "items", help: "", type: .gauge, labels: [Label("item", "\($0)")])
+        }
+        let ids = try #require(table.declare(all: descriptors))
+        // Retire all but every tenth: the holes are dropped along the way.
+        for (index, id) in ids.enumerated() where index % 10 != 0 { table.retire(id) }
+        #expect(table.liveDeclarations.map(\.id) == stride(from: 0, to: 300, by: 10).map { ids[$0].rawValue })
+        // The survivors can still be retired, and retired twice changes nothing.
+        table.retire(ids[0])
+        table.retire(ids[0])
+        #expect(table.liveCount == 29)
+        #expect(table.liveDeclarations.first?.id == ids[10].rawValue)
+    }
+
+    @Test func changesBecomeDeclareAndRetireFramesInOrder() throws {
+        let declaration = { (id: UInt32) in SeriesDeclaration(id: id, type: .gauge, name: "g", help: "") }
+        let frames = Reporter.frames(for: [
+            .declare(declaration(1)), .declare(declaration(2)), .retire(1), .retire(2), .declare(declaration(1)),
+        ])
+        #expect(
+            try frames.map { try FrameDecoder.decode($0) } == [
+                .declare([declaration(1), declaration(2)]), .retire([1, 2]), .declare([declaration(1)]),
+            ])
     }
 
     @Test func reservedRoomStaysFreeForTheBuiltins() {
@@ -381,10 +412,10 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         let help = String(repeating: "a", count: Wire.maxTextLength - 1) + "€"
         let id = table.declare(all: [SeriesDescriptor(name: "fine", help: help, type: .counter)])
         #expect(id != nil)
-        let declared = table.declarations(from: 0).declarations.first
+        let declared = table.liveDeclarations.first
         #expect(declared?.help == String(repeating: "a", count: Wire.maxTextLength - 1))
         // Every declaration the table lets through decodes.
-        for frame in FrameEncoder.declare(table.declarations(from: 0).declarations) {
+        for frame in FrameEncoder.declare(table.liveDeclarations) {
             #expect(throws: Never.self) { try FrameDecoder.decode(frame) }
         }
     }

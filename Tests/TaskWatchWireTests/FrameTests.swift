@@ -26,6 +26,7 @@ import Testing
             .histograms([HistogramUpdate(id: 3, buckets: [1, 2, 3, 4], sum: 1.5)]),
             .peaks([PeakSample(id: 1, value: 17)]),
             .goodbye,
+            .retire([2, 3, 70_000]),
         ]
         for frame in frames {
             let encoded = FrameEncoder.encode(frame)
@@ -124,6 +125,27 @@ import Testing
             SeriesDeclaration(id: 1, type: .gauge, name: "g", help: "", bounds: [1])
         ])[0]
         #expect(reason(gaugeWithBounds) == .badBounds)
+    }
+
+    @Test func retireCountMustMatchBody() throws {
+        var frame = FrameEncoder.retire([1, 2])[0]
+        #expect(frame.count == Wire.headerSize + 2 + 8)
+        frame[Wire.headerSize] = 3
+        #expect(reason(frame) == .truncated)
+        frame[Wire.headerSize] = 1
+        #expect(reason(frame) == .trailingBytes)
+        frame[Wire.headerSize] = 0
+        #expect(reason(frame) == .empty)
+        // 20,000 ids take two frames, each within the limit.
+        let ids = (0..<20_000).map { UInt32($0) }
+        let frames = FrameEncoder.retire(ids)
+        #expect(frames.count == 2)
+        #expect(frames.allSatisfy { $0.count <= Wire.maxFrameSize })
+        var decoded: [UInt32] = []
+        for bytes in frames {
+            if case .retire(let part) = try FrameDecoder.decode(bytes) { decoded += part }
+        }
+        #expect(decoded == ids)
     }
 
     @Test func valuesCountMustMatchBody() {

@@ -69,8 +69,9 @@ final class Reporter: @unchecked Sendable {
 
     // Reporter-thread state.
     private var connection: Connection?
+    /// Hello, declare and retire frames not sent yet, in order: unlike values, the next report would
+    /// not repeat them.
     private var pendingControl: [[UInt8]] = []
-    private var declarationCursor = 0
     private var backoff: UInt64 = Reporter.minimumBackoff
     private var nextConnect: UInt64 = 0
     /// Reports sent in full on the current connection, counted up to `stableReports`.
@@ -269,15 +270,17 @@ final class Reporter: @unchecked Sendable {
         previousHistograms = builder.histograms
 
         guard connected(now: now) else {
+            // The next connection starts over from every live declaration.
+            _ = table.takeChanges()
             reportsDropped.add(1, ordering: .relaxed)
             activity.any = true
             return activity
         }
-        // Declarations are fetched after the sources ran, so every id they reported is declared first.
-        let (declarations, cursor) = table.declarations(from: declarationCursor)
-        declarationCursor = cursor
-        if !declarations.isEmpty {
-            pendingControl += FrameEncoder.declare(declarations)
+        // Changes are taken after the sources ran, so every id they reported is declared first; one
+        // they reported and that was retired since reaches the daemon retired, which then skips its value.
+        let changes = table.takeChanges()
+        if !changes.isEmpty {
+            pendingControl += Self.frames(for: changes)
             activity.any = true
         }
 
@@ -375,8 +378,7 @@ final class Reporter: @unchecked Sendable {
         connections.add(1, ordering: .relaxed)
         reportsOnConnection = 0
         // A new connection knows nothing: hello, then every live declaration; values follow every report.
-        let (declarations, cursor) = table.declarations(from: 0)
-        declarationCursor = cursor
+        let declarations = table.startOver()
         pendingControl = [FrameEncoder.hello(hello())]
         if !declarations.isEmpty { pendingControl += FrameEncoder.declare(declarations) }
         return true
@@ -410,7 +412,30 @@ final class Reporter: @unchecked Sendable {
         return hello
     }
 
-    /// Sends queued hello and declarations; false when the socket is full or the connection broke.
+    /// Declare and retire frames for `changes`, in their order.
+    static func frames(for changes: [SeriesChange]) -> [[UInt8]] {
+        var frames: [[UInt8]] = []
+        var declarations: [SeriesDeclaration] = []
+        var retired: [UInt32] = []
+        for change in changes {
+            switch change {
+            case .declare(let declaration):
+                if !retired.isEmpty { frames += FrameEncoder.retire(retired) }
+                retired.removeAll()
+                declarations.append(declaration)
+            case .retire(let id):
+                if !declarations.isEmpty { frames += FrameEncoder.declare(declarations) }
+                declarations.removeAll()
+                retired.append(id)
+            }
+        }
+        if !declarations.isEmpty { frames += FrameEncoder.declare(declarations) }
+        if !retired.isEmpty { frames += FrameEncoder.retire(retired) }
+        return frames
+    }
+
+    /// Sends queued hello, declarations and retirements; false when the socket is full or the
+    /// connection broke.
     /// What was sent leaves the queue; after a break the next connection rebuilds it from scratch.
     private func flushControl() -> Bool {
         var sent = 0

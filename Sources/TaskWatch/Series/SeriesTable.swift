@@ -31,13 +31,21 @@ public struct SeriesDescriptor: Sendable, Equatable {
     }
 }
 
+/// A change to what the daemon should show, in the order it happened.
+enum SeriesChange: Equatable {
+    case declare(SeriesDeclaration)
+    case retire(UInt32)
+}
+
 /// Every series the process reports, built-in or from a source, with a per-process cap.
 ///
-/// Declarations are append-only so that each connection only needs a cursor to know what it has not
-/// declared yet. A retired entry leaves a hole, and the daemon keeps its id for as long as the
-/// connection lasts (the protocol has no way to forget one); so when the same series is declared
-/// again it gets its old id back, moved to the end so that a connection which never saw it declares it
-/// too, where a new id for the same series would be refused by the daemon as a duplicate.
+/// The reporter's connection learns the table in two ways: a new connection takes every live
+/// declaration (`startOver()`), and from then on each report takes the changes since the previous one
+/// (`takeChanges()`), declarations and retirements in the order they happened, so that a series
+/// retired and declared again reaches the daemon in that order. The daemon forgets a retired series,
+/// so the same series declared again is new to it, whatever its id; it still gets its old id back
+/// (while the table remembers it), so a daemon from before retirement, which keeps every id of a
+/// connection, takes it as the identical declaration it already holds.
 ///
 /// Every declaration is checked against the wire protocol's limits here, before it is queued: the
 /// daemon refuses a declare frame with one over-long string or bad bound list whole, and then every
@@ -48,16 +56,22 @@ final class SeriesTable: Sendable {
     static let shared = SeriesTable(limit: defaultLimit, reserved: BuiltinSeries.count)
 
     struct State {
+        /// Live declarations in the order declared; nil where one was retired, until the next rebuild.
         var declarations: [SeriesDeclaration?] = []
         var live = 0
+        var nextID: UInt32 = 1
         /// Room kept under the cap for the reserved declarations (the built-ins) not made yet.
         var reservedLeft: Int
         var dropped: UInt64 = 0
         var sources: [any ReportSource] = []
         /// Where each live id sits in `declarations`.
         var positions: [UInt32: Int] = [:]
-        /// Retired declarations (their id zeroed) and the id each had.
+        /// Retired declarations (their id zeroed) and the id each had, at most `limit` of them.
         var retired: [SeriesDeclaration: UInt32] = [:]
+        /// Changes since the reporter last took them; kept only once a reporter has started over, so a
+        /// process that never reports keeps none.
+        var changes: [SeriesChange] = []
+        var tracking = false
     }
 
     let limit: Int
@@ -82,10 +96,16 @@ final class SeriesTable: Sendable {
             if reserved { state.reservedLeft = max(0, state.reservedLeft - descriptors.count) }
             return declarations.map { declaration in
                 var declaration = declaration!
-                declaration.id = state.retired.removeValue(forKey: declaration) ?? UInt32(state.declarations.count + 1)
+                if let id = state.retired.removeValue(forKey: declaration) {
+                    declaration.id = id
+                } else {
+                    declaration.id = state.nextID
+                    state.nextID &+= 1
+                }
                 state.positions[declaration.id] = state.declarations.count
                 state.declarations.append(declaration)
                 state.live += 1
+                if state.tracking { state.changes.append(.declare(declaration)) }
                 return SeriesID(rawValue: declaration.id)
             }
         }
@@ -98,16 +118,43 @@ final class SeriesTable: Sendable {
             else { return }
             state.declarations[index] = nil
             state.live -= 1
+            if state.tracking { state.changes.append(.retire(id.rawValue)) }
+            // Bounded: a process that keeps making new series (a label per request) must not keep every
+            // one it retired. Forgetting one costs only its old id.
+            if state.retired.count >= limit, let forgotten = state.retired.keys.first {
+                state.retired[forgotten] = nil
+            }
             declaration.id = 0
             state.retired[declaration] = id.rawValue
+            // Holes are dropped once they outnumber the live declarations, so the list stays within
+            // twice what is live (and at least 64).
+            if state.declarations.count > max(64, 2 * state.live) {
+                state.declarations.removeAll { $0 == nil }
+                for (position, declaration) in state.declarations.enumerated() {
+                    state.positions[declaration!.id] = position
+                }
+            }
         }
     }
 
-    /// Live declarations from position `cursor` on, and the cursor for next time.
-    func declarations(from cursor: Int) -> (declarations: [SeriesDeclaration], cursor: Int) {
+    /// Every live declaration, in the order declared, for a new connection. Changes are tracked from
+    /// here on, for `takeChanges()`.
+    func startOver() -> [SeriesDeclaration] {
         state.withLock { state in
-            guard cursor < state.declarations.count else { return ([], cursor) }
-            return (state.declarations[cursor...].compactMap { $0 }, state.declarations.count)
+            state.tracking = true
+            state.changes.removeAll()
+            return state.declarations.compactMap { $0 }
+        }
+    }
+
+    /// Every live declaration, in the order declared.
+    var liveDeclarations: [SeriesDeclaration] { state.withLock { $0.declarations.compactMap { $0 } } }
+
+    /// Declarations and retirements since `startOver()` or the previous call, in order.
+    func takeChanges() -> [SeriesChange] {
+        state.withLock { state in
+            defer { state.changes.removeAll(keepingCapacity: true) }
+            return state.changes
         }
     }
 

@@ -18,13 +18,24 @@ struct ClientState {
     var consecutiveRejections = 0
 
     var table = SeriesTable()
-    /// Series index by the client's id; `droppedID` for ids whose declaration was refused.
+    /// Series index by the client's id; `droppedID` for ids whose declaration was refused, `retiredID`
+    /// for ids the client retired.
     var indexByID = SeriesIndex()
+    /// Ids marked `droppedID` or `retiredID`, bounded so that marking cannot grow without end.
     var droppedIDs = 0
-    /// Hashes of name and labels of every series, to refuse a second series with the same identity.
+    /// Hashes of name and labels of every live series, to refuse a second series with the same identity.
     var identities: [UInt64: Int32] = [:]
     /// Hash of each series' full declaration, to accept an identical re-declaration of an id.
     var declarationHashes: [UInt64] = []
+    /// Each series' key in `identities`.
+    var identityHashes: [UInt64] = []
+    /// Each series' label bytes as `labelBytes` counts them (0 for an added `_peak`).
+    var seriesLabelBytes: [Int] = []
+    /// Series retired by the client: hidden, no longer counted anywhere, and left in `table` until the
+    /// next `compact()`.
+    var retired: Set<Int32> = []
+    /// Label bytes of the series in `retired`.
+    var retiredLabelBytes = 0
     var familyCounts: [Int: Int] = [:]
     /// Label bytes of the declared series, as `RegistryLimits.maxLabelBytesPerClient` counts them (the
     /// added `_peak` series repeat their gauge's labels and are not counted again).
@@ -37,6 +48,7 @@ struct ClientState {
     var declaredPeaks: Set<Int32> = []
 
     static let droppedID: Int32 = -1
+    static let retiredID: Int32 = -2
 
     init(connection: ConnectionID, peer: PeerCredentials, processStartTicks: UInt64?) {
         self.connection = connection
@@ -45,6 +57,36 @@ struct ClientState {
     }
 
     var processName: String { hello?.process ?? "" }
+
+    /// Series held and counted against the limits: those declared (and added) and not retired.
+    var liveCount: Int { table.count - retired.count }
+
+    /// Whether enough of the table is retired series to rebuild it: more than half of it, or more label
+    /// bytes than the live series hold (and at least 1 MiB), so the cost of a rebuild is paid at most
+    /// once per as many retirements as the table holds, and retired labels never take more memory than
+    /// the budget allows live ones.
+    var needsCompaction: Bool {
+        !retired.isEmpty && (retired.count * 2 > table.count || retiredLabelBytes > max(1 << 20, labelBytes))
+    }
+
+    /// Removes the retired series from `table` and renumbers every index held elsewhere.
+    mutating func compact() {
+        let (compacted, newIndex) = table.compacted(dropping: retired)
+        table = compacted
+        indexByID.remap { newIndex[Int($0)] }
+        identities = identities.mapValues { newIndex[Int($0)] }
+        let kept = newIndex.indices.filter { newIndex[$0] >= 0 }
+        declarationHashes = kept.map { declarationHashes[$0] }
+        identityHashes = kept.map { identityHashes[$0] }
+        seriesLabelBytes = kept.map { seriesLabelBytes[$0] }
+        peaks = Dictionary(
+            uniqueKeysWithValues: peaks.map { gauge, peak in
+                (newIndex[Int(gauge)], PeakState(derivedIndex: newIndex[Int(peak.derivedIndex)], window: peak.window))
+            })
+        declaredPeaks = Set(declaredPeaks.map { newIndex[Int($0)] })
+        retired = []
+        retiredLabelBytes = 0
+    }
 }
 
 /// Series index by a client's id: an array for small ids, which the protocol recommends (small
@@ -55,8 +97,8 @@ struct SeriesIndex {
     /// The array covers ids below this many times the entries held (or 1,024), so sparse ids can never
     /// make it large.
     private static let densityFactor = 2
-    private var dense: [Int32] = []
-    private var sparse: [UInt32: Int32] = [:]
+    fileprivate var dense: [Int32] = []
+    fileprivate var sparse: [UInt32: Int32] = [:]
     private var entries = 0
 
     subscript(id: UInt32) -> Int32? {
@@ -84,6 +126,14 @@ struct SeriesIndex {
                 sparse[id] = newValue
             }
         }
+    }
+}
+
+extension SeriesIndex {
+    /// Replaces every series index held (the entries that are not markers) with `transform` of it.
+    mutating func remap(_ transform: (Int32) -> Int32) {
+        for position in dense.indices where dense[position] >= 0 { dense[position] = transform(dense[position]) }
+        for (id, index) in sparse where index >= 0 { sparse[id] = transform(index) }
     }
 }
 

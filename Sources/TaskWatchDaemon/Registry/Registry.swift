@@ -126,7 +126,7 @@ public final class Registry: IngestSink, Sendable {
         // declarations allocates strings, and a client flooding them must not keep scrapes waiting.
         var decoded: Result<Frame, WireError>?
         if !truncated, let kind = try? FrameDecoder.open(bytes).kind,
-            kind == .hello || kind == .declare || kind == .histograms
+            kind == .hello || kind == .declare || kind == .histograms || kind == .retire
         {
             decoded = Result { () throws(WireError) in try FrameDecoder.decode(bytes) }
         }
@@ -280,7 +280,7 @@ public final class Registry: IngestSink, Sendable {
             return applyPeaks(reader, to: &client, state: &state, now: now, warnings: &warnings).map { true }
         case .goodbye:
             return (try? FrameDecoder.decode(bytes)) != nil ? .success(false) : .failure(.trailingBytes)
-        case .hello, .declare, .histograms:
+        case .hello, .declare, .histograms, .retire:
             let frame: Frame
             do {
                 frame = try (decoded ?? Result { () throws(WireError) in try FrameDecoder.decode(bytes) }).get()
@@ -297,6 +297,10 @@ public final class Registry: IngestSink, Sendable {
                 return .success(false)
             case .histograms(let updates):
                 return applyHistograms(updates, to: &client).map { true }
+            case .retire(let ids):
+                for id in ids { retire(id, in: &client, state: &state) }
+                if client.needsCompaction { client.compact() }
+                return .success(false)
             case .values, .peaks, .goodbye:
                 return .success(false)
             }
@@ -370,7 +374,8 @@ public final class Registry: IngestSink, Sendable {
         in client: inout ClientState,
         state: inout State
     ) -> Result<Void, SeriesRejection> {
-        if let existing = client.indexByID[declaration.id] {
+        let existing = client.indexByID[declaration.id]
+        if let existing, existing != ClientState.retiredID {
             if existing >= 0 && client.declarationHashes[Int(existing)] == SeriesIdentity.hash(declaration) {
                 return .success(())
             }
@@ -378,7 +383,7 @@ public final class Registry: IngestSink, Sendable {
         }
         // Limits first: a client flooding declarations past its cap is refused before any hashing or
         // validation, so the lock it holds per frame stays short and scrapes are not starved.
-        guard client.table.count < limits.maxSeriesPerClient else { return .failure(.clientLimit) }
+        guard client.liveCount < limits.maxSeriesPerClient else { return .failure(.clientLimit) }
         let uid = client.peer.uid
         if limits.maxSeriesPerUID > 0 {
             while state.usageByUID[uid, default: UIDUsage()].series >= limits.maxSeriesPerUID {
@@ -430,9 +435,13 @@ public final class Registry: IngestSink, Sendable {
             labelText: Escaping.labelText(declaration.labels),
             bounds: declaration.type == .histogram ? declaration.bounds : nil
         )
+        // A retired id declared again is a new series; its marker no longer counts.
+        if existing == ClientState.retiredID { client.droppedIDs -= 1 }
         client.indexByID[declaration.id] = index
         client.identities[identity] = index
         client.declarationHashes.append(fullHash)
+        client.identityHashes.append(identity)
+        client.seriesLabelBytes.append(bytes)
         client.familyCounts[familyIndex, default: 0] += 1
         client.labelBytes += bytes
         state.labelBytes += bytes
@@ -440,6 +449,43 @@ public final class Registry: IngestSink, Sendable {
         state.seriesTotal += 1
         state.usageByUID[uid, default: UIDUsage()].series += 1
         return .success(())
+    }
+
+    /// Stops showing the series of `id` (and its added `_peak`), gives back its place under every limit
+    /// and forgets its identity, so it may be declared again, under this id or another. An id that is
+    /// unknown, refused or already retired changes nothing: a retire can pass a declaration the
+    /// daemon refused, and repeating one does no harm.
+    private func retire(_ id: UInt32, in client: inout ClientState, state: inout State) {
+        guard let index = client.indexByID[id], index >= 0 else { return }
+        hide(Int(index), of: &client, state: &state)
+        if let peak = client.peaks.removeValue(forKey: index) {
+            hide(Int(peak.derivedIndex), of: &client, state: &state)
+        }
+        client.declaredPeaks.remove(index)
+        // The id stays known, marked, while the bound allows: values the client collected before it
+        // retired the series may still be on their way, and an unknown id would refuse their frame.
+        if client.droppedIDs < limits.maxSeriesPerClient {
+            client.indexByID[id] = ClientState.retiredID
+            client.droppedIDs += 1
+        } else {
+            client.indexByID[id] = nil
+        }
+    }
+
+    private func hide(_ index: Int, of client: inout ClientState, state: inout State) {
+        guard client.retired.insert(Int32(index)).inserted else { return }
+        client.table.values[index] = SeriesTable.unset
+        client.identities[client.identityHashes[index]] = nil
+        let family = Int(client.table.family[index])
+        state.families.release(family, count: 1)
+        client.familyCounts[family, default: 1] -= 1
+        if client.familyCounts[family] == 0 { client.familyCounts[family] = nil }
+        let bytes = client.seriesLabelBytes[index]
+        client.labelBytes -= bytes
+        client.retiredLabelBytes += bytes
+        state.labelBytes -= bytes
+        state.seriesTotal -= 1
+        state.usageByUID[client.peer.uid, default: UIDUsage()].series -= 1
     }
 
     /// The limit a `client_limit` or `global_limit` drop ran into, for its log line.
@@ -452,10 +498,11 @@ public final class Registry: IngestSink, Sendable {
         }
     }
 
-    /// Resolves an id to a series index: nil for an id refused at declaration, failure when unknown.
+    /// Resolves an id to a series index: nil for an id refused at declaration or retired, failure when
+    /// unknown.
     private func lookup(_ id: UInt32, in client: ClientState) -> Result<Int?, FrameRejection> {
         guard let index = client.indexByID[id] else { return .failure(.unknownSeries) }
-        return .success(index == ClientState.droppedID ? nil : Int(index))
+        return .success(index < 0 ? nil : Int(index))
     }
 
     /// Reads the `(id, value)` entries of a values or peaks frame and checks every one before any is
@@ -570,7 +617,7 @@ public final class Registry: IngestSink, Sendable {
         let result: Result<Int, SeriesRejection>
         if client.identities[identity] != nil {
             result = .failure(.duplicateSeries)
-        } else if client.table.count >= limits.maxSeriesPerClient {
+        } else if client.liveCount >= limits.maxSeriesPerClient {
             result = .failure(.clientLimit)
         } else if state.seriesTotal >= limits.maxSeries {
             result = .failure(.globalLimit)
@@ -596,6 +643,8 @@ public final class Registry: IngestSink, Sendable {
             let derived = client.table.append(family: familyIndex, type: .gauge, labelText: labels, bounds: nil)
             client.identities[identity] = derived
             client.declarationHashes.append(identity)
+            client.identityHashes.append(identity)
+            client.seriesLabelBytes.append(0)
             client.familyCounts[familyIndex, default: 0] += 1
             state.families.retain(familyIndex)
             state.seriesTotal += 1
@@ -683,9 +732,9 @@ public final class Registry: IngestSink, Sendable {
 
     private func removeSeries(of client: ClientState, from state: inout State) {
         for (family, count) in client.familyCounts { state.families.release(family, count: count) }
-        state.seriesTotal -= client.table.count
+        state.seriesTotal -= client.liveCount
         state.labelBytes -= client.labelBytes
-        state.usageByUID[client.peer.uid, default: UIDUsage()].series -= client.table.count
+        state.usageByUID[client.peer.uid, default: UIDUsage()].series -= client.liveCount
         Self.forgetIfUnused(client.peer.uid, in: &state)
     }
 

@@ -54,6 +54,28 @@ struct SeriesTable {
         return index
     }
 
+    /// A table of the series not in `dropped`, in the same order, with their values, and the new index
+    /// of every old one (-1 for those dropped).
+    func compacted(dropping dropped: Set<Int32>) -> (table: SeriesTable, newIndex: [Int32]) {
+        var table = SeriesTable()
+        var newIndex = [Int32](repeating: -1, count: count)
+        for index in 0..<count where !dropped.contains(Int32(index)) {
+            let slot = histograms[Int32(index)]
+            let bounds = slot.map { boundSets[$0.boundSet].bounds }
+            let moved = table.append(
+                family: Int(family[index]), type: types[index], labelText: Array(labelArena[labels(of: index)]),
+                bounds: bounds)
+            table.values[Int(moved)] = values[index]
+            if let slot, let bounds, let movedSlot = table.histograms[moved] {
+                for bucket in 0...bounds.count {
+                    table.bucketCounts[movedSlot.offset + bucket] = bucketCounts[slot.offset + bucket]
+                }
+            }
+            newIndex[index] = moved
+        }
+        return (table, newIndex)
+    }
+
     /// The labels of series `index` as rendered bytes.
     func labels(of index: Int) -> Range<Int> {
         let start = index == 0 ? 0 : Int(labelEnds[index - 1])

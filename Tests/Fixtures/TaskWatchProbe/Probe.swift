@@ -1,5 +1,6 @@
 import Synchronization
 import TaskWatch
+import TaskWatchWire
 
 #if canImport(Glibc)
     import Glibc
@@ -225,5 +226,33 @@ final class ConcurrencyGauge: Sendable {
 
     func leave() {
         running.wrappingSubtract(1, ordering: .relaxed)
+    }
+}
+
+/// Gauges reported through the low-level series API, for the `retire` workload.
+final class ProbeItems: ReportSource {
+    private let ids: Mutex<[SeriesID]>
+
+    init(_ count: Int) {
+        let descriptors = (0..<count).map {
+            SeriesDescriptor(
+                name: "probe_item", help: "A probe's item.", type: .gauge, labels: [Label("item", "\($0)")])
+        }
+        guard let ids = TaskWatch.declare(descriptors) else { Probe.fail("TaskWatchProbe: the items were refused") }
+        self.ids = Mutex(ids)
+        TaskWatch.register(source: self)
+    }
+
+    func collect(into report: inout ReportBuilder) {
+        for id in ids.withLock({ $0 }) { report.value(id, 7) }
+    }
+
+    /// Retires every item but the first; they are reported no more.
+    func retireAllButTheFirst() {
+        let retired = ids.withLock { ids in
+            defer { ids = Array(ids.prefix(1)) }
+            return ids.dropFirst()
+        }
+        for id in retired { TaskWatch.retire(id) }
     }
 }
