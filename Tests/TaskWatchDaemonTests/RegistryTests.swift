@@ -538,6 +538,33 @@ let threeGauges = (0..<3).map {
         #expect(!h.text().contains("app_c"))
     }
 
+    /// A retired id is remembered (its late values skipped) only for the connection's next
+    /// `maxSeriesPerClient` retirements, so retiring ever new ids leaves no trail.
+    @Test func retiredIdsAreRememberedForABoundedTime() {
+        var limits = RegistryLimits()
+        limits.maxSeriesPerClient = 2
+        let h = Harness(limits: limits)
+        h.open(1, pid: 1)
+        h.hello(1)
+        for id in UInt32(1)...4 {
+            h.send(
+                1,
+                .declare([SeriesDeclaration(id: id, type: .gauge, name: "g", help: "", labels: [Label("i", "\(id)")])]))
+            h.send(1, .retire([id]))
+        }
+        // Ids 1 and 2 were pushed out by the next two retirements; 3 and 4 are still remembered.
+        h.send(1, .values([ValueUpdate(id: 3, value: 1), ValueUpdate(id: 4, value: 1)]))
+        #expect(h.rejected(.unknownSeries) == "0")
+        h.send(1, .values([ValueUpdate(id: 1, value: 1)]))
+        #expect(h.rejected(.unknownSeries) == "1")
+        // A refused declaration still gets its own marker, however much was retired.
+        h.send(1, .declare([SeriesDeclaration(id: 8, type: .gauge, name: "h", help: "")]))
+        h.send(1, .declare([SeriesDeclaration(id: 9, type: .counter, name: "h", help: "")]))
+        #expect(h.dropped(.conflict) == "1")
+        h.send(1, .values([ValueUpdate(id: 9, value: 1)]))
+        #expect(h.rejected(.unknownSeries) == "1")
+    }
+
     @Test func retiringAGaugeRetiresItsPeak() {
         let h = Harness()
         h.open(1, pid: 10)

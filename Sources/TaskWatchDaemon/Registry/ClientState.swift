@@ -19,10 +19,12 @@ struct ClientState {
 
     var table = SeriesTable()
     /// Series index by the client's id; `droppedID` for ids whose declaration was refused, `retiredID`
-    /// for ids the client retired.
+    /// for ids the client retired lately.
     var indexByID = SeriesIndex()
-    /// Ids marked `droppedID` or `retiredID`, bounded so that marking cannot grow without end.
+    /// Ids marked `droppedID`, bounded so that marking cannot grow without end.
     var droppedIDs = 0
+    /// Ids retired, oldest first, while they may still be marked `retiredID`.
+    var retiredIDs: [UInt32] = []
     /// Hashes of name and labels of every live series, to refuse a second series with the same identity.
     var identities: [UInt64: Int32] = [:]
     /// Hash of each series' full declaration, to accept an identical re-declaration of an id.

@@ -435,8 +435,6 @@ public final class Registry: IngestSink, Sendable {
             labelText: Escaping.labelText(declaration.labels),
             bounds: declaration.type == .histogram ? declaration.bounds : nil
         )
-        // A retired id declared again is a new series; its marker no longer counts.
-        if existing == ClientState.retiredID { client.droppedIDs -= 1 }
         client.indexByID[declaration.id] = index
         client.identities[identity] = index
         client.declarationHashes.append(fullHash)
@@ -462,13 +460,17 @@ public final class Registry: IngestSink, Sendable {
             hide(Int(peak.derivedIndex), of: &client, state: &state)
         }
         client.declaredPeaks.remove(index)
-        // The id stays known, marked, while the bound allows: values the client collected before it
-        // retired the series may still be on their way, and an unknown id would refuse their frame.
-        if client.droppedIDs < limits.maxSeriesPerClient {
-            client.indexByID[id] = ClientState.retiredID
-            client.droppedIDs += 1
-        } else {
-            client.indexByID[id] = nil
+        // The id stays known, marked, for the next `maxSeriesPerClient` retirements: values the client
+        // collected before it retired the series may still be on their way, and an unknown id would
+        // refuse their frame. Only that long, so a client that keeps retiring new ids leaves no trail.
+        client.indexByID[id] = ClientState.retiredID
+        client.retiredIDs.append(id)
+        if client.retiredIDs.count >= 2 * limits.maxSeriesPerClient {
+            let forgotten = client.retiredIDs.count - limits.maxSeriesPerClient
+            for old in client.retiredIDs.prefix(forgotten) where client.indexByID[old] == ClientState.retiredID {
+                client.indexByID[old] = nil
+            }
+            client.retiredIDs.removeFirst(forgotten)
         }
     }
 
