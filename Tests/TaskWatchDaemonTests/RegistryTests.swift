@@ -565,6 +565,39 @@ let threeGauges = (0..<3).map {
         #expect(h.rejected(.unknownSeries) == "1")
     }
 
+    /// What a retired series gives back is worked out again from what is stored: a counter's name gains
+    /// `_total`, label values are stored escaped. A budget of exactly one such series shows both right.
+    @Test func aRetiredCountersIdentityAndBytesComeBackExactly() {
+        let labels = [Label("path", "a\"b\\c\nd")]
+        let counter = { (id: UInt32) in
+            SeriesDeclaration(id: id, type: .counter, name: "app_c", help: "", labels: labels)
+        }
+        var limits = RegistryLimits()
+        // "app_c_total" (11) + "path" (4) + the value's 7 bytes, unescaped.
+        limits.maxLabelBytesPerClient = 22
+        let h = Harness(limits: limits)
+        h.open(1, pid: 1)
+        h.hello(1)
+        for id in UInt32(1)...5 {
+            h.send(1, .declare([counter(id)]))
+            h.send(1, .values([ValueUpdate(id: id, value: Double(id))]))
+            h.send(1, .retire([id]))
+        }
+        h.send(1, .declare([counter(6)]))
+        h.send(1, .values([ValueUpdate(id: 6, value: 6)]))
+        #expect(h.dropped(.byteLimit) == "0")
+        #expect(h.dropped(.duplicateSeries) == "0")
+        #expect(h.value("app_c_total{process=\"app\",pid=\"1\",path=\"a\\\"b\\\\c\\nd\"}") == "6")
+        // One byte less and the same series no longer fits: the budget counted what it says.
+        var tight = limits
+        tight.maxLabelBytesPerClient = 21
+        let refused = Harness(limits: tight)
+        refused.open(1, pid: 1)
+        refused.hello(1)
+        refused.send(1, .declare([counter(1)]))
+        #expect(refused.dropped(.byteLimit) == "1")
+    }
+
     @Test func retiringAGaugeRetiresItsPeak() {
         let h = Harness()
         h.open(1, pid: 10)

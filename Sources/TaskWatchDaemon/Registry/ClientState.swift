@@ -29,10 +29,6 @@ struct ClientState {
     var identities: [UInt64: Int32] = [:]
     /// Hash of each series' full declaration, to accept an identical re-declaration of an id.
     var declarationHashes: [UInt64] = []
-    /// Each series' key in `identities`.
-    var identityHashes: [UInt64] = []
-    /// Each series' label bytes as `labelBytes` counts them (0 for an added `_peak`).
-    var seriesLabelBytes: [Int] = []
     /// Series retired by the client: hidden, no longer counted anywhere, and left in `table` until the
     /// next `compact()`.
     var retired: Set<Int32> = []
@@ -79,8 +75,6 @@ struct ClientState {
         identities = identities.mapValues { newIndex[Int($0)] }
         let kept = newIndex.indices.filter { newIndex[$0] >= 0 }
         declarationHashes = kept.map { declarationHashes[$0] }
-        identityHashes = kept.map { identityHashes[$0] }
-        seriesLabelBytes = kept.map { seriesLabelBytes[$0] }
         peaks = Dictionary(
             uniqueKeysWithValues: peaks.map { gauge, peak in
                 (newIndex[Int(gauge)], PeakState(derivedIndex: newIndex[Int(peak.derivedIndex)], window: peak.window))
