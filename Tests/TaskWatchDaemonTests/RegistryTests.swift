@@ -429,7 +429,7 @@ let threeGauges = (0..<3).map {
 
     @Test func labelBytesAreBudgetedPerClientAndGlobally() {
         var limits = RegistryLimits()
-        // Each series below takes 5 (name) + 1 + 100 bytes.
+        // Each series below takes 5 (name) + 109 (`v="…"`, as stored) bytes.
         limits.maxLabelBytesPerClient = 350
         limits.maxLabelBytes = 500
         let h = Harness(limits: limits)
@@ -445,7 +445,7 @@ let threeGauges = (0..<3).map {
         h.open(2, pid: 11)
         h.hello(2, process: "other")
         h.send(2, .declare(wide))
-        #expect(h.dropped(.byteLimit) == "4", "one more fits under 500 overall (424 bytes), not two")
+        #expect(h.dropped(.byteLimit) == "4", "one more fits under 500 overall (456 bytes), not two")
         #expect(h.value("taskwatch_series") == "4")
         // A client's bytes are freed with its series.
         h.registry.connectionClosed(ConnectionID(1))
@@ -454,7 +454,7 @@ let threeGauges = (0..<3).map {
         h.open(3, pid: 12)
         h.hello(3, process: "third")
         h.send(3, .declare(wide))
-        #expect(h.dropped(.byteLimit) == "5", "three fit again (424 bytes overall), the fourth not (per client)")
+        #expect(h.dropped(.byteLimit) == "5", "three fit again (456 bytes overall), the fourth not (per client)")
         #expect(h.value("taskwatch_series") == "4")
     }
 
@@ -565,16 +565,17 @@ let threeGauges = (0..<3).map {
         #expect(h.rejected(.unknownSeries) == "1")
     }
 
-    /// What a retired series gives back is worked out again from what is stored: a counter's name gains
-    /// `_total`, label values are stored escaped. A budget of exactly one such series shows both right.
+    /// What a series takes of the byte budget is what is stored: a counter's name with `_total`, and its
+    /// labels rendered and escaped. A budget of exactly one such series shows both, and that a
+    /// retirement gives back exactly what the declaration took.
     @Test func aRetiredCountersIdentityAndBytesComeBackExactly() {
         let labels = [Label("path", "a\"b\\c\nd")]
         let counter = { (id: UInt32) in
             SeriesDeclaration(id: id, type: .counter, name: "app_c", help: "", labels: labels)
         }
         var limits = RegistryLimits()
-        // "app_c_total" (11) + "path" (4) + the value's 7 bytes, unescaped.
-        limits.maxLabelBytesPerClient = 22
+        // "app_c_total" (11) + `path="a\"b\\c\nd"` (17: the value's 7 characters take 10 escaped).
+        limits.maxLabelBytesPerClient = 28
         let h = Harness(limits: limits)
         h.open(1, pid: 1)
         h.hello(1)
@@ -590,12 +591,29 @@ let threeGauges = (0..<3).map {
         #expect(h.value("app_c_total{process=\"app\",pid=\"1\",path=\"a\\\"b\\\\c\\nd\"}") == "6")
         // One byte less and the same series no longer fits: the budget counted what it says.
         var tight = limits
-        tight.maxLabelBytesPerClient = 21
+        tight.maxLabelBytesPerClient = 27
         let refused = Harness(limits: tight)
         refused.open(1, pid: 1)
         refused.hello(1)
         refused.send(1, .declare([counter(1)]))
         #expect(refused.dropped(.byteLimit) == "1")
+    }
+
+    /// A `_peak` refused at the connection's cap is one series dropped, however many peaks entries
+    /// follow, and it is added once a series goes away.
+    @Test func aPeakRefusedAtALimitIsCountedOnceAndAddedWhenRoomFrees() {
+        var limits = RegistryLimits()
+        limits.maxSeriesPerClient = 2
+        let h = Harness(limits: limits)
+        h.connect(1, process: "app", declaring: Array(threeGauges.prefix(2)))
+        h.send(1, .values([ValueUpdate(id: 100, value: 1), ValueUpdate(id: 101, value: 1)]))
+        for value in 1...5 { h.send(1, .peaks([PeakSample(id: 100, value: Double(value))])) }
+        #expect(h.dropped(.clientLimit) == "1")
+        #expect(!h.text().contains("app_g_peak"))
+        h.send(1, .retire([101]))
+        h.send(1, .peaks([PeakSample(id: 100, value: 9)]))
+        #expect(h.value("app_g_peak{process=\"app\",pid=\"1\",i=\"0\"}") == "9")
+        #expect(h.dropped(.clientLimit) == "1")
     }
 
     @Test func retiringAGaugeRetiresItsPeak() {
@@ -659,7 +677,7 @@ let threeGauges = (0..<3).map {
         limits.maxSeries = 3
         limits.maxLabelBytes = 3 * 10
         let h = Harness(limits: limits)
-        // Each `app_g{i="…"}` takes 5 + 1 + 1 = 7 bytes of the budget.
+        // Each `app_g{i="…"}` takes 5 + 5 = 10 bytes of the budget.
         h.connect(1, process: "app", declaring: threeGauges)
         h.send(1, .retire([100, 101]))
         h.connect(2, process: "other", declaring: Array(threeGauges.prefix(2)))

@@ -44,6 +44,9 @@ struct ClientState {
     /// as that series cannot go away while the connection lives, and retrying (and counting a dropped
     /// series) at every peaks entry would only repeat the refusal.
     var declaredPeaks: Set<Int32> = []
+    /// Gauges whose `_peak` was refused at a limit, and `Registry.State.seriesFreed` when it last was:
+    /// counted once, tried again only after a series went away.
+    var refusedPeaks: [Int32: UInt64] = [:]
 
     static let droppedID: Int32 = -1
     static let retiredID: Int32 = -2
@@ -80,6 +83,7 @@ struct ClientState {
                 (newIndex[Int(gauge)], PeakState(derivedIndex: newIndex[Int(peak.derivedIndex)], window: peak.window))
             })
         declaredPeaks = Set(declaredPeaks.map { newIndex[Int($0)] })
+        refusedPeaks = Dictionary(uniqueKeysWithValues: refusedPeaks.map { (newIndex[Int($0.key)], $0.value) })
         retired = []
         retiredLabelBytes = 0
     }

@@ -16,8 +16,8 @@ public struct RegistryLimits: Sendable {
     public var allowedGIDs: Set<UInt32> = []
     /// Consecutive refused frames after which a connection is closed.
     public var maxConsecutiveRejections = 32
-    /// Bytes of metric names (a counter's with the `_total` it is shown with), label names and label
-    /// values (unescaped) one connection's series may
+    /// Bytes of metric names (a counter's with the `_total` it is shown with) and labels as stored
+    /// (rendered and escaped, `name="value"`) one connection's series may
     /// hold, and all connections' together. The series caps alone do not bound memory: a series may
     /// carry 32 labels of 4 KiB, so 10,000 of them would take about 2 GB (a review sent 300 such series,
     /// 17 MB, and the daemon grew by 63 MB). 16 MiB is 1.6 KiB a series at the default series cap,
@@ -64,6 +64,9 @@ public final class Registry: IngestSink, Sendable {
         /// Clients gone and held only for their grace period (an upper bound: see `evictGraceHeld`).
         var graceHeld = 0
         var connectedCount = 0
+        /// Counts the times series went away (retired, or their client removed): what may make room for
+        /// a derived `_peak` refused at a limit.
+        var seriesFreed: UInt64 = 0
         /// Open connections and series held, by the sender's uid; a uid with neither has no entry.
         var usageByUID: [UInt32: UIDUsage] = [:]
         var stats = Stats()
@@ -394,7 +397,10 @@ public final class Registry: IngestSink, Sendable {
         while state.seriesTotal >= limits.maxSeries {
             guard evictGraceHeld(&state) else { return .failure(.globalLimit) }
         }
-        let bytes = Self.labelBytes(name: declaration.name, type: declaration.type, labels: declaration.labels)
+        // Rendered here, before the budget is checked, so that it counts what is stored: escaping can
+        // double a label value (`"` becomes `\"`).
+        let labelText = Escaping.labelText(declaration.labels)
+        let bytes = Self.storedBytes(name: declaration.name, type: declaration.type, labelText: labelText.count)
         guard client.labelBytes + bytes <= limits.maxLabelBytesPerClient else { return .failure(.byteLimit) }
         while state.labelBytes + bytes > limits.maxLabelBytes {
             guard evictGraceHeld(&state) else { return .failure(.byteLimit) }
@@ -431,7 +437,7 @@ public final class Registry: IngestSink, Sendable {
         let index = client.table.append(
             family: familyIndex,
             type: declaration.type,
-            labelText: Escaping.labelText(declaration.labels),
+            labelText: labelText,
             bounds: declaration.type == .histogram ? declaration.bounds : nil
         )
         client.indexByID[declaration.id] = index
@@ -457,6 +463,7 @@ public final class Registry: IngestSink, Sendable {
             hide(Int(peak.derivedIndex), of: &client, state: &state, budgeted: false)
         }
         client.declaredPeaks.remove(index)
+        client.refusedPeaks[index] = nil
         // The id stays known, marked, for the next `maxSeriesPerClient` retirements: values the client
         // collected before it retired the series may still be on their way, and an unknown id would
         // refuse their frame. Only that long, so a client that keeps retiring new ids leaves no trail.
@@ -471,8 +478,8 @@ public final class Registry: IngestSink, Sendable {
         }
     }
 
-    /// Hides series `index` and gives back what it held. Its identity and label bytes are worked out
-    /// again from the stored name and labels rather than kept per series: retiring is rare, and 16
+    /// Hides series `index` and gives back what it held. Its identity and bytes are worked out again
+    /// from the stored name and labels rather than kept per series: retiring is rare, and 16
     /// bytes more a series took a million series from 81 to 103 bytes each (`make bench`).
     /// `budgeted` is false for an added `_peak`, whose labels are not counted.
     private func hide(_ index: Int, of client: inout ClientState, state: inout State, budgeted: Bool) {
@@ -480,10 +487,11 @@ public final class Registry: IngestSink, Sendable {
         let family = Int(client.table.family[index])
         // The client holds its families, so this one is still there until released below.
         let name = state.families.families[family]?.name ?? ""
-        let labels = Escaping.labels(fromText: client.table.labelArena[client.table.labels(of: index)])
+        let labelText = client.table.labels(of: index)
+        let labels = Escaping.labels(fromText: client.table.labelArena[labelText])
         client.identities[SeriesIdentity.hash(name: name, labels: labels)] = nil
         // The stored name already ends in `_total` where it should, whatever the type passed.
-        let bytes = budgeted ? Self.labelBytes(name: name, type: .gauge, labels: labels) : 0
+        let bytes = budgeted ? Self.storedBytes(name: name, type: .gauge, labelText: labelText.count) : 0
         client.table.values[index] = SeriesTable.unset
         state.families.release(family, count: 1)
         client.familyCounts[family, default: 1] -= 1
@@ -492,14 +500,15 @@ public final class Registry: IngestSink, Sendable {
         client.retiredLabelBytes += bytes
         state.labelBytes -= bytes
         state.seriesTotal -= 1
+        state.seriesFreed &+= 1
         state.usageByUID[client.peer.uid, default: UIDUsage()].series -= 1
     }
 
     /// What a series counts against the byte budget: its name as shown (a counter's with `_total`) and
-    /// its label names and values, unescaped.
-    private static func labelBytes(name: String, type: SeriesType, labels: [Label]) -> Int {
+    /// its labels as stored, rendered and escaped (`name="value"`, comma-separated).
+    private static func storedBytes(name: String, type: SeriesType, labelText: Int) -> Int {
         let suffix = type == .counter && !name.hasSuffix("_total") ? "_total".utf8.count : 0
-        return labels.reduce(name.utf8.count + suffix) { $0 + $1.name.utf8.count + $1.value.utf8.count }
+        return name.utf8.count + suffix + labelText
     }
 
     /// The limit a `client_limit` or `global_limit` drop ran into, for its log line.
@@ -606,8 +615,12 @@ public final class Registry: IngestSink, Sendable {
             guard let index = client.indexByID[id], index >= 0 else { continue }
             if client.peaks[index] == nil {
                 if client.declaredPeaks.contains(index) { continue }
+                // Refused at a limit: tried again only once a series has gone somewhere, as nothing
+                // else can make room.
+                if client.refusedPeaks[index] == state.seriesFreed { continue }
                 guard let derived = declarePeak(of: Int(index), in: &client, state: &state, warnings: &warnings)
                 else { continue }
+                client.refusedPeaks[index] = nil
                 client.peaks[index] = PeakState(
                     derivedIndex: derived, window: PeakWindow(window: limits.peakWindowNanoseconds))
             }
@@ -646,8 +659,10 @@ public final class Registry: IngestSink, Sendable {
         }
         switch result {
         case .failure(let reason):
-            state.stats.droppedSeries[reason, default: 0] += 1
             if reason == .duplicateSeries { client.declaredPeaks.insert(Int32(index)) }
+            // Counted and logged once per gauge, however often it is tried again: one series dropped.
+            guard client.refusedPeaks.updateValue(state.seriesFreed, forKey: Int32(index)) == nil else { return nil }
+            state.stats.droppedSeries[reason, default: 0] += 1
             let line = log?.seriesDropped(
                 reason, name: name, type: .gauge, labelNames: gauge.labelNames, client: client,
                 limit: limit(of: reason))
@@ -745,6 +760,7 @@ public final class Registry: IngestSink, Sendable {
     private func removeSeries(of client: ClientState, from state: inout State) {
         for (family, count) in client.familyCounts { state.families.release(family, count: count) }
         state.seriesTotal -= client.liveCount
+        if client.liveCount > 0 { state.seriesFreed &+= 1 }
         state.labelBytes -= client.labelBytes
         state.usageByUID[client.peer.uid, default: UIDUsage()].series -= client.liveCount
         Self.forgetIfUnused(client.peer.uid, in: &state)
