@@ -82,7 +82,8 @@ fuzz: deps
 fuzz-short: deps
 	FUZZ_SECONDS=20 scripts/fuzz.sh
 
-# Limits under attack against the release daemon: series flood, 10 k connects, tiny frames, slow HTTP.
+# Limits under attack against the release daemon: series flood, 10 k connects, tiny frames, series churn,
+# slow HTTP.
 ATTACK_SECONDS ?= 20
 attack: build
 	python3 scripts/attack.py "$$($(SWIFT) build -c release --show-bin-path)" --seconds $(ATTACK_SECONDS)

@@ -6,6 +6,7 @@ and a scraper that GETs /metrics every 100 ms. Then runs four bounded attacks on
   series   one client declares up to 10 M distinct series (stops at the count or the time limit)
   connect  10 k clients connect at once (the daemon runs with --ingest.max-clients 1000)
   tiny     one client sends tiny frames as fast as it can
+  churn    one client declares, reports and retires a new series as fast as it can
   slowhttp 1,000 HTTP clients (past --web.max-connections) each send a header byte every second,
            reconnecting whenever the daemon closes one
 For each: the daemon's peak RSS, whether the good client's counter kept advancing, and scrape p50/p99.
@@ -130,6 +131,26 @@ def attack_tiny(path, deadline):
     return f"sent {sent} tiny frames"
 
 
+def attack_churn(path, deadline):
+    """Declares, reports and retires a new series (a 200-byte label value each) as fast as it can: the
+    daemon must give every retired series' memory back, so its RSS stays flat."""
+    s = connect(path)
+    s.send(wire.hello_frame(os.getpid(), 10_000_000, "churner", "attack/1"))
+    rounds, series_id = 0, 1
+    while time.monotonic() < deadline:
+        label = [("request", str(series_id) + "x" * 200)]
+        try:
+            s.send(wire.declare_frame([wire.declaration(series_id, wire.GAUGE, "churned", "", label)]))
+            s.send(wire.values_frame([(series_id, 1.0)]))
+            s.send(wire.retire_frame([series_id]))
+        except OSError:
+            break
+        rounds += 1
+        series_id += 1
+    s.close()
+    return f"declared, reported and retired {rounds} series"
+
+
 def attack_slowhttp(port, deadline, count=1000):
     """Holds `count` connections (past --web.max-connections, 512) with requests that never end, a header
     byte a second each, and opens a new one at once for each the daemon closes: the trickle attack at its
@@ -169,7 +190,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("bin_dir")
     parser.add_argument("--seconds", type=float, default=20, help="time limit of each attack")
-    parser.add_argument("--only", choices=["series", "connect", "tiny", "slowhttp"], help="run one attack")
+    parser.add_argument("--only", choices=["series", "connect", "tiny", "churn", "slowhttp"], help="run one attack")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
@@ -202,6 +223,7 @@ def main():
             ("series", lambda d: attack_series(path, d)),
             ("connect", lambda d: attack_connect(path, d)),
             ("tiny", lambda d: attack_tiny(path, d)),
+            ("churn", lambda d: attack_churn(path, d)),
             ("slowhttp", lambda d: attack_slowhttp(port, d)),
         ):
             if args.only and name != args.only:
