@@ -354,6 +354,24 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         #expect(table.liveDeclarations.first?.id == ids[10].rawValue)
     }
 
+    /// A process that keeps making and retiring series (a label per request) keeps a bounded table, and
+    /// its reporter's pending changes stay what it has not taken yet.
+    @Test func seriesThatComeAndGoLeaveABoundedTable() throws {
+        let table = SeriesTable(limit: 50)
+        _ = table.startOver()
+        for round in 0..<20_000 {
+            let descriptor = SeriesDescriptor(
+                name: "request_bytes", help: "", type: .gauge, labels: [Label("request", "\(round)")])
+            let id = try #require(table.declare(all: [descriptor])?.first)
+            table.retire(id)
+            if round % 100 == 0 { _ = table.takeChanges() }
+        }
+        #expect(table.liveCount == 0)
+        #expect(table.footprint.declarations <= 64)
+        #expect(table.footprint.retired <= 50)
+        #expect(table.takeChanges().count <= 200)
+    }
+
     @Test func changesBecomeDeclareAndRetireFramesInOrder() throws {
         let declaration = { (id: UInt32) in SeriesDeclaration(id: id, type: .gauge, name: "g", help: "") }
         let frames = Reporter.frames(for: [

@@ -147,6 +147,12 @@ final class SeriesTable: Sendable {
         }
     }
 
+    /// How many declarations the table holds, holes included, and how many retired ones it remembers:
+    /// both bounded however many series come and go.
+    var footprint: (declarations: Int, retired: Int) {
+        state.withLock { ($0.declarations.count, $0.retired.count) }
+    }
+
     /// Every live declaration, in the order declared.
     var liveDeclarations: [SeriesDeclaration] { state.withLock { $0.declarations.compactMap { $0 } } }
 
