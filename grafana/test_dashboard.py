@@ -70,6 +70,9 @@ CONTRACT_METRICS = CONTRACT_HISTOGRAMS | {
     # Also an addition: connections accepted and closed, as Prometheus counts its own listener's.
     "taskwatch_http_connections_accepted_total",
     "taskwatch_http_connections_closed_total",
+    # Also additions: connections turned away at --web.max-connections, and those closed to make room.
+    "taskwatch_http_connections_refused_total",
+    "taskwatch_http_connections_evicted_total",
     # Only with --web.config.file: an addition to the contract's list, named as Prometheus names its own.
     "taskwatch_web_config_last_reload_successful",
     "taskwatch_web_config_last_reload_success_timestamp_seconds",
