@@ -312,8 +312,9 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         // The retired series declared again gets its id back, at the end; the second, a new id.
         #expect(table.declare(all: [one, one])?.map(\.rawValue) == [1, 3])
         #expect(table.liveCount == 3)
-        #expect(table.startOver().map(\.id) == [2, 1, 3])
-        #expect(table.takeChanges().isEmpty)
+        let reader = ObjectIdentifier(table)
+        #expect(table.startOver(for: reader).map(\.id) == [2, 1, 3])
+        #expect(table.takeChanges(for: reader) == [])
     }
 
     @Test func changesComeInTheOrderTheyHappened() throws {
@@ -321,20 +322,23 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         let jobs = SeriesDescriptor(name: "jobs", help: "Jobs.", type: .gauge, labels: [Label("queue", "a")])
         let other = SeriesDescriptor(name: "jobs", help: "Jobs.", type: .gauge, labels: [Label("queue", "b")])
         // Nothing is kept for a reporter that has not started over yet.
+        let reader = ObjectIdentifier(table)
         let id = try #require(table.declare(all: [jobs])?.first)
-        #expect(table.takeChanges().isEmpty)
-        #expect(table.startOver().map(\.id) == [id.rawValue])
+        #expect(table.takeChanges(for: reader) == nil)
+        #expect(table.footprint.changes == 0)
+        #expect(table.startOver(for: reader).map(\.id) == [id.rawValue])
         table.retire(id)
         let otherID = try #require(table.declare(all: [other])?.first)
         #expect(otherID != id)
         #expect(table.declare(all: [jobs])?.first == id)
         let declared = table.liveDeclarations
         #expect(
-            table.takeChanges() == [
+            table.takeChanges(for: reader) == [
                 .retire(id.rawValue), .declare(declared[0]), .declare(declared[1]),
             ])
         #expect(declared.map(\.id) == [otherID.rawValue, id.rawValue])
-        #expect(table.takeChanges().isEmpty)
+        #expect(table.takeChanges(for: reader) == [])
+        #expect(table.footprint.changes == 0)
         #expect(table.liveCount == 2)
     }
 
@@ -358,18 +362,52 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
     /// its reporter's pending changes stay what it has not taken yet.
     @Test func seriesThatComeAndGoLeaveABoundedTable() throws {
         let table = SeriesTable(limit: 50)
-        _ = table.startOver()
+        let reader = ObjectIdentifier(table)
+        _ = table.startOver(for: reader)
         for round in 0..<20_000 {
             let descriptor = SeriesDescriptor(
                 name: "request_bytes", help: "", type: .gauge, labels: [Label("request", "\(round)")])
             let id = try #require(table.declare(all: [descriptor])?.first)
             table.retire(id)
-            if round % 100 == 0 { _ = table.takeChanges() }
+            if round % 100 == 0 { _ = table.takeChanges(for: reader) }
         }
         #expect(table.liveCount == 0)
         #expect(table.footprint.declarations <= 64)
         #expect(table.footprint.retired <= 50)
-        #expect(table.takeChanges().count <= 200)
+        #expect(table.takeChanges(for: reader)?.count ?? .max <= 200)
+    }
+
+    /// Each reporter reads the changes at its own position; one that stops taking them (its daemon does
+    /// not read) costs a bounded backlog, then starts over.
+    @Test func everyReporterGetsEveryChangeAndAStalledOneStartsOver() throws {
+        let table = SeriesTable(limit: 10)
+        let first = ObjectIdentifier(table)
+        let second = ObjectIdentifier(SeriesTable.shared)
+        let descriptor = { (index: Int) in
+            SeriesDescriptor(name: "items", help: "", type: .gauge, labels: [Label("item", "\(index)")])
+        }
+        _ = table.startOver(for: first)
+        let a = try #require(table.declare(all: [descriptor(0)])?.first)
+        _ = table.startOver(for: second)
+        table.retire(a)
+        #expect(table.takeChanges(for: first)?.count == 2)
+        #expect(table.takeChanges(for: second) == [.retire(a.rawValue)])
+        #expect(table.footprint.changes == 0)
+        // The second stops taking changes; the first goes on.
+        for round in 0..<(3 * table.maxBacklog) {
+            let id = try #require(table.declare(all: [descriptor(round)])?.first)
+            table.retire(id)
+            if round % 10 == 0 { _ = table.takeChanges(for: first) }
+        }
+        #expect(table.footprint.changes <= 2 * table.maxBacklog)
+        #expect(table.takeChanges(for: first) != nil)
+        #expect(table.takeChanges(for: second) == nil, "too far behind: it must start over")
+        // Starting over from every live declaration puts it back in step.
+        #expect(table.startOver(for: second).isEmpty)
+        #expect(table.takeChanges(for: second) == [])
+        table.forget(first)
+        table.forget(second)
+        #expect(table.footprint.changes == 0)
     }
 
     @Test func changesBecomeDeclareAndRetireFramesInOrder() throws {

@@ -193,14 +193,20 @@ func makeReporter(
         #expect(hello.labels.allSatisfy { $0.value.utf8.count == Wire.maxTextLength })
     }
 
-    @Test func aDaemonThatNeverReadsNeverBlocksSpawning() async throws {
+    /// A reporter every millisecond, accepted by a daemon that then never reads: the socket buffer fills
+    /// up within a few hundred reports. The caller stops the reporter.
+    func reporterOfAStalledDaemon() async throws -> (FakeDaemon, Reporter) {
         let daemon = FakeDaemon()
         daemon.listen()
         let reporter = makeReporter(daemon, interval: .milliseconds(1))
         reporter.start()
-        defer { reporter.stop() }
-        // Accept, then never read: the socket buffer fills up within a few hundred reports.
         #expect(try await waitUntil { daemon.accept() })
+        return (daemon, reporter)
+    }
+
+    @Test func aDaemonThatNeverReadsNeverBlocksSpawning() async throws {
+        let (_, reporter) = try await reporterOfAStalledDaemon()
+        defer { reporter.stop() }
         let monitor = uniqueMonitor("stalled")
         let clock = ContinuousClock()
         var slowest = Duration.zero
@@ -218,6 +224,30 @@ func makeReporter(
         #expect(slowest < .milliseconds(500))
         // The reporter thread is alive: it keeps counting drops.
         #expect(try await waitUntil { reporter.reportsDropped.load(ordering: .relaxed) > dropped })
+    }
+
+    /// A daemon that does not read while the process keeps making and retiring series: the changes
+    /// wait in the process-wide table, whose backlog is bounded, not in the reporter's queue; once the
+    /// daemon reads again, the reporter, too far behind, starts over on a new connection.
+    @Test func aStalledDaemonAndSeriesThatComeAndGoKeepTheClientBounded() async throws {
+        let (daemon, reporter) = try await reporterOfAStalledDaemon()
+        defer { reporter.stop() }
+        #expect(try await waitUntil { reporter.reportsDropped.load(ordering: .relaxed) > 0 }, "the socket filled")
+        let table = SeriesTable.shared
+        let name = "churned_\(UUID().uuidString.prefix(8))"
+        for round in 0..<(3 * table.maxBacklog) {
+            let descriptor = SeriesDescriptor(
+                name: name, help: "", type: .gauge, labels: [Label("request", "\(round)")])
+            if let id = TaskWatch.declare([descriptor])?.first { TaskWatch.retire(id) }
+        }
+        #expect(table.footprint.changes <= 2 * table.maxBacklog)
+        #expect(table.footprint.retired <= table.limit)
+        // The daemon reads again: the reporter finds itself too far behind and starts over.
+        #expect(try await daemon.waitFor { $0.connections >= 2 })
+        #expect(
+            try await daemon.waitFor { fake in
+                fake.frames.filter { if case .hello = $0 { return true } else { return false } }.count >= 2
+            })
     }
 
     @Test func peaksCatchAShortBurst() async throws {

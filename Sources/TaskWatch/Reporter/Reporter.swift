@@ -153,6 +153,7 @@ final class Reporter: @unchecked Sendable {
             _ = connection.send(FrameEncoder.goodbye())
         }
         connection = nil
+        table.forget(ObjectIdentifier(self))
     }
 
     private func run() {
@@ -270,18 +271,26 @@ final class Reporter: @unchecked Sendable {
         previousHistograms = builder.histograms
 
         guard connected(now: now) else {
-            // The next connection starts over from every live declaration.
-            _ = table.takeChanges()
             reportsDropped.add(1, ordering: .relaxed)
             activity.any = true
             return activity
         }
         // Changes are taken after the sources ran, so every id they reported is declared first; one
         // they reported and that was retired since reaches the daemon retired, which then skips its value.
-        let changes = table.takeChanges()
-        if !changes.isEmpty {
-            pendingControl += Self.frames(for: changes)
-            activity.any = true
+        // Only once the frames queued before are sent: while the daemon does not read, changes wait in
+        // the table, whose backlog is bounded, rather than here.
+        if flushControl() {
+            guard let changes = table.takeChanges(for: ObjectIdentifier(self)) else {
+                // Too far behind to catch up: start over on a new connection at the next report.
+                disconnect(reconnectAt: 0)
+                reportsDropped.add(1, ordering: .relaxed)
+                activity.any = true
+                return activity
+            }
+            if !changes.isEmpty {
+                pendingControl += Self.frames(for: changes)
+                activity.any = true
+            }
         }
 
         var frames: [[UInt8]] = []
@@ -378,7 +387,7 @@ final class Reporter: @unchecked Sendable {
         connections.add(1, ordering: .relaxed)
         reportsOnConnection = 0
         // A new connection knows nothing: hello, then every live declaration; values follow every report.
-        let declarations = table.startOver()
+        let declarations = table.startOver(for: ObjectIdentifier(self))
         pendingControl = [FrameEncoder.hello(hello())]
         if !declarations.isEmpty { pendingControl += FrameEncoder.declare(declarations) }
         return true
@@ -460,19 +469,25 @@ final class Reporter: @unchecked Sendable {
         case .wouldBlock:
             return false
         case .broken:
-            // `pendingControl` stays as it is: `flushControl` may be iterating it, and `connected`
-            // replaces it on the next connection anyway.
-            self.connection = nil
             if reportsOnConnection >= Self.stableReports {
                 // A connection that carried reports: the daemon went away (a restart). Back at once.
                 backoff = Self.minimumBackoff
-                nextConnect = 0
+                disconnect(reconnectAt: 0)
             } else {
                 // Closed right after connecting: refused. Wait, and wait longer each time.
-                nextConnect = MonotonicClock.now() + backoff
+                disconnect(reconnectAt: MonotonicClock.now() + backoff)
                 backoff = min(backoff * 2, Self.maximumBackoff)
             }
             return false
         }
+    }
+
+    /// Drops the connection; the next one, at `reconnectAt` or later, starts over from every live
+    /// declaration. `pendingControl` stays as it is: `flushControl` may be iterating it, and
+    /// `connected` replaces it on the next connection anyway.
+    private func disconnect(reconnectAt: UInt64) {
+        connection = nil
+        table.forget(ObjectIdentifier(self))
+        nextConnect = reconnectAt
     }
 }

@@ -39,10 +39,13 @@ enum SeriesChange: Equatable {
 
 /// Every series the process reports, built-in or from a source, with a per-process cap.
 ///
-/// The reporter's connection learns the table in two ways: a new connection takes every live
-/// declaration (`startOver()`), and from then on each report takes the changes since the previous one
-/// (`takeChanges()`), declarations and retirements in the order they happened, so that a series
-/// retired and declared again reaches the daemon in that order. The daemon forgets a retired series,
+/// A reporter's connection learns the table in two ways: a new connection takes every live
+/// declaration (`startOver(for:)`), and from then on each report takes the changes since the previous
+/// one (`takeChanges(for:)`), declarations and retirements in the order they happened, so that a series
+/// retired and declared again reaches the daemon in that order. Each reporter reads the one log at its
+/// own position; what all have read is dropped, and a reporter that falls more than `maxBacklog`
+/// changes behind (its daemon stalled while the process kept making series) starts over instead, so
+/// the log's memory is bounded whatever the process does. The daemon forgets a retired series,
 /// so the same series declared again is new to it, whatever its id; it still gets its old id back
 /// (while the table remembers it), so a daemon from before retirement, which keeps every id of a
 /// connection, takes it as the identical declaration it already holds.
@@ -68,18 +71,37 @@ final class SeriesTable: Sendable {
         var positions: [UInt32: Int] = [:]
         /// Retired declarations (their id zeroed) and the id each had, at most `limit` of them.
         var retired: [SeriesDeclaration: UInt32] = [:]
-        /// Changes since the reporter last took them; kept only once a reporter has started over, so a
+        /// Changes not yet taken by every reporter; kept only while some reporter is connected, so a
         /// process that never reports keeps none.
         var changes: [SeriesChange] = []
-        var tracking = false
+        /// The position of `changes[0]` in the table's whole history of changes.
+        var changesStart: UInt64 = 0
+        /// Each connected reporter's position: the next change it takes.
+        var readers: [ObjectIdentifier: UInt64] = [:]
+
+        mutating func record(_ change: SeriesChange, backlog: Int) {
+            guard !readers.isEmpty else { return }
+            changes.append(change)
+            // Dropped in batches, so each change is moved at most once more on average.
+            if changes.count > 2 * backlog { dropChanges(changes.count - backlog) }
+        }
+
+        mutating func dropChanges(_ count: Int) {
+            changes.removeFirst(count)
+            changesStart += UInt64(count)
+        }
     }
 
     let limit: Int
+    /// Changes kept for a reporter that has not taken them: when more than twice this many pile up,
+    /// all but the latest `maxBacklog` are dropped, and a reporter that had not taken those starts over.
+    let maxBacklog: Int
     private let state: Mutex<State>
 
     /// A table of at most `limit` live series, `reserved` of them kept for `declare(all:reserved:)`.
     init(limit: Int, reserved: Int = 0) {
         self.limit = limit
+        maxBacklog = 4 * limit + 1_024
         state = Mutex(State(reservedLeft: reserved))
     }
 
@@ -105,7 +127,7 @@ final class SeriesTable: Sendable {
                 state.positions[declaration.id] = state.declarations.count
                 state.declarations.append(declaration)
                 state.live += 1
-                if state.tracking { state.changes.append(.declare(declaration)) }
+                state.record(.declare(declaration), backlog: maxBacklog)
                 return SeriesID(rawValue: declaration.id)
             }
         }
@@ -118,12 +140,11 @@ final class SeriesTable: Sendable {
             else { return }
             state.declarations[index] = nil
             state.live -= 1
-            if state.tracking { state.changes.append(.retire(id.rawValue)) }
+            state.record(.retire(id.rawValue), backlog: maxBacklog)
             // Bounded: a process that keeps making new series (a label per request) must not keep every
-            // one it retired. Forgetting one costs only its old id.
-            if state.retired.count >= limit, let forgotten = state.retired.keys.first {
-                state.retired[forgotten] = nil
-            }
+            // one it retired. Forgetting them costs only their old ids; all at once, because picking one
+            // to forget (`keys.first`) scans ever further through the emptied buckets.
+            if state.retired.count >= limit { state.retired.removeAll(keepingCapacity: true) }
             declaration.id = 0
             state.retired[declaration] = id.rawValue
             // Holes are dropped once they outnumber the live declarations, so the list stays within
@@ -137,32 +158,48 @@ final class SeriesTable: Sendable {
         }
     }
 
-    /// Every live declaration, in the order declared, for a new connection. Changes are tracked from
-    /// here on, for `takeChanges()`.
-    func startOver() -> [SeriesDeclaration] {
+    /// Every live declaration, in the order declared, for a new connection of `reporter`. Its changes
+    /// are kept from here on, for `takeChanges(for:)`.
+    func startOver(for reporter: ObjectIdentifier) -> [SeriesDeclaration] {
         state.withLock { state in
-            state.tracking = true
-            state.changes.removeAll()
+            state.readers[reporter] = state.changesStart + UInt64(state.changes.count)
             return state.declarations.compactMap { $0 }
         }
     }
 
-    /// How many declarations the table holds, holes included, and how many retired ones it remembers:
-    /// both bounded however many series come and go.
-    var footprint: (declarations: Int, retired: Int) {
-        state.withLock { ($0.declarations.count, $0.retired.count) }
+    /// Declarations and retirements since `reporter` started over or last took them, in order; nil
+    /// when it fell more than `maxBacklog` behind, or never started over: it must start over.
+    func takeChanges(for reporter: ObjectIdentifier) -> [SeriesChange]? {
+        state.withLock { state in
+            guard let position = state.readers[reporter], position >= state.changesStart else { return nil }
+            let taken = Array(state.changes[Int(position - state.changesStart)...])
+            state.readers[reporter] = state.changesStart + UInt64(state.changes.count)
+            // What every reporter has taken is of no more use.
+            // A reader that fell behind has a position before the log and must start over anyway.
+            let oldest = max(state.changesStart, state.readers.values.min() ?? state.changesStart)
+            state.dropChanges(Int(oldest - state.changesStart))
+            return taken
+        }
+    }
+
+    /// Stops keeping changes for `reporter` (its connection ended).
+    func forget(_ reporter: ObjectIdentifier) {
+        state.withLock { state in
+            state.readers[reporter] = nil
+            let end = state.changesStart + UInt64(state.changes.count)
+            let oldest = max(state.changesStart, state.readers.values.min() ?? end)
+            state.dropChanges(Int(oldest - state.changesStart))
+        }
+    }
+
+    /// How many declarations the table holds, holes included, how many retired ones it remembers, and
+    /// how many changes it keeps for reporters: all bounded however many series come and go.
+    var footprint: (declarations: Int, retired: Int, changes: Int) {
+        state.withLock { ($0.declarations.count, $0.retired.count, $0.changes.count) }
     }
 
     /// Every live declaration, in the order declared.
     var liveDeclarations: [SeriesDeclaration] { state.withLock { $0.declarations.compactMap { $0 } } }
-
-    /// Declarations and retirements since `startOver()` or the previous call, in order.
-    func takeChanges() -> [SeriesChange] {
-        state.withLock { state in
-            defer { state.changes.removeAll(keepingCapacity: true) }
-            return state.changes
-        }
-    }
 
     var dropped: UInt64 { state.withLock { $0.dropped } }
     var liveCount: Int { state.withLock { $0.live } }
