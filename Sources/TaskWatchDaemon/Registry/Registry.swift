@@ -397,19 +397,22 @@ public final class Registry: IngestSink, Sendable {
         while state.seriesTotal >= limits.maxSeries {
             guard evictGraceHeld(&state) else { return .failure(.globalLimit) }
         }
+        // Counters are exposed with the `_total` suffix both formats expect (OpenMetrics requires it,
+        // promtool's linter asks for it in text 0.0.4).
+        let shownName =
+            declaration.type == .counter && !declaration.name.hasSuffix("_total")
+            ? declaration.name + "_total" : declaration.name
         // Rendered here, before the budget is checked, so that it counts what is stored: escaping can
         // double a label value (`"` becomes `\"`).
         let labelText = Escaping.labelText(declaration.labels)
-        let bytes = Self.storedBytes(name: declaration.name, type: declaration.type, labelText: labelText.count)
+        let bytes = Self.storedBytes(name: shownName, labelText: labelText.count)
         guard client.labelBytes + bytes <= limits.maxLabelBytesPerClient else { return .failure(.byteLimit) }
         while state.labelBytes + bytes > limits.maxLabelBytes {
             guard evictGraceHeld(&state) else { return .failure(.byteLimit) }
         }
         let fullHash = SeriesIdentity.hash(declaration)
         var declaration = declaration
-        // Counters are exposed with the `_total` suffix both formats expect (OpenMetrics requires it,
-        // promtool's linter asks for it in text 0.0.4).
-        if declaration.type == .counter && !declaration.name.hasSuffix("_total") { declaration.name += "_total" }
+        declaration.name = shownName
         guard Names.isValidMetricName(declaration.name) else { return .failure(.invalidName) }
         if FamilyTable.isReserved(declaration.name, type: declaration.type) { return .failure(.reservedName) }
         var labelNames: [String] = []
@@ -490,8 +493,7 @@ public final class Registry: IngestSink, Sendable {
         let labelText = client.table.labels(of: index)
         let labels = Escaping.labels(fromText: client.table.labelArena[labelText])
         client.identities[SeriesIdentity.hash(name: name, labels: labels)] = nil
-        // The stored name already ends in `_total` where it should, whatever the type passed.
-        let bytes = budgeted ? Self.storedBytes(name: name, type: .gauge, labelText: labelText.count) : 0
+        let bytes = budgeted ? Self.storedBytes(name: name, labelText: labelText.count) : 0
         client.table.values[index] = SeriesTable.unset
         state.families.release(family, count: 1)
         client.familyCounts[family, default: 1] -= 1
@@ -506,9 +508,8 @@ public final class Registry: IngestSink, Sendable {
 
     /// What a series counts against the byte budget: its name as shown (a counter's with `_total`) and
     /// its labels as stored, rendered and escaped (`name="value"`, comma-separated).
-    private static func storedBytes(name: String, type: SeriesType, labelText: Int) -> Int {
-        let suffix = type == .counter && !name.hasSuffix("_total") ? "_total".utf8.count : 0
-        return name.utf8.count + suffix + labelText
+    private static func storedBytes(name: String, labelText: Int) -> Int {
+        name.utf8.count + labelText
     }
 
     /// The limit a `client_limit` or `global_limit` drop ran into, for its log line.
