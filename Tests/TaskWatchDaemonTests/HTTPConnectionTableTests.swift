@@ -68,6 +68,41 @@ import Testing
         #expect(connections.map(\.shutDown) == [true, false])
     }
 
+    /// Among clients still reading their answers past the grace period, the one whose request has
+    /// been in progress longest gives way first, whatever the order the connections were opened in.
+    @Test func theLongestRequestInProgressMakesRoomFirstAmongBusyOnes() throws {
+        let table = HTTPConnectionTable()
+        let connections = try pairs(3, in: table)
+        let now = ContinuousClock.now
+        table.requestStarted(connections[0].server, at: now)
+        table.requestStarted(connections[1].server, at: now - .seconds(5))
+        table.requestStarted(connections[2].server, at: now - .seconds(1))
+
+        let later = now + HTTPConnectionTable.busyGrace
+        #expect(table.evictOne(at: later))
+        #expect(connections.map(\.shutDown) == [false, true, false])
+        #expect(table.evictOne(at: later))
+        #expect(connections.map(\.shutDown) == [false, true, true])
+        #expect(table.evictOne(at: later))
+        #expect(connections.map(\.shutDown) == [true, true, true])
+    }
+
+    /// A keep-alive connection that serves request after request leaves a heap mark at every change;
+    /// the table keeps them in proportion to what is open, and still chooses right.
+    @Test func marksOfManyRequestsStayBounded() throws {
+        let table = HTTPConnectionTable()
+        let connections = try pairs(2, in: table)
+        let now = ContinuousClock.now
+        for round in 0..<10_000 {
+            table.requestStarted(connections[0].server, at: now + .milliseconds(round))
+            table.requestEnded(connections[0].server)
+            #expect(table.markCount <= 2 * 2 + 64 + 1)
+        }
+        table.requestStarted(connections[0].server, at: now)
+        #expect(table.evictOne(at: now))
+        #expect(connections.map(\.shutDown) == [false, true])
+    }
+
     @Test func aClosedConnectionIsNeverChosen() throws {
         let table = HTTPConnectionTable()
         let connections = try pairs(2, in: table)
