@@ -17,6 +17,14 @@ public enum Wire {
     public static let maxTextLength = 4_096
     /// The most labels a single series or a hello may carry.
     public static let maxLabels = 32
+    /// The most bytes of label names and values a hello may carry together. The receiver repeats them
+    /// on every line of the connection's series, and keeps them for a gone client's grace period.
+    public static let maxHelloLabelBytes = 8_192
+
+    /// The bytes of `labels` that `maxHelloLabelBytes` counts: every name and value, in UTF-8.
+    public static func helloLabelBytes(_ labels: [Label]) -> Int {
+        labels.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count }
+    }
     /// The most explicit bucket bounds a histogram may declare.
     public static let maxBounds = 256
 

@@ -190,6 +190,7 @@ public struct FrameReader {
         let process = try readString(limit: Wire.maxTextLength)
         let version = try readString(limit: Wire.maxTextLength)
         let labels = try readLabels()
+        if Wire.helloLabelBytes(labels) > Wire.maxHelloLabelBytes { throw .tooLong }
         return Hello(
             claimedPID: pid,
             intervalNanoseconds: interval,

@@ -65,12 +65,13 @@ struct TaskwatchdCommand: ParsableCommand {
 
     @Option(
         name: .customLong("ingest.max-label-bytes-per-client"),
-        help: "Most bytes of metric names, label names and label values one client's series may hold.")
+        help:
+            "Most bytes one client's series may add to /metrics: each line's name, labels and the client's own labels.")
     var maxLabelBytesPerClient = RegistryLimits().maxLabelBytesPerClient
 
     @Option(
         name: .customLong("ingest.max-label-bytes"),
-        help: "Most bytes of metric names, label names and label values held for all clients together.")
+        help: "Most bytes all clients' series may add to /metrics together, with every metric's help text.")
     var maxLabelBytes = RegistryLimits().maxLabelBytes
 
     @Option(
@@ -123,6 +124,13 @@ struct TaskwatchdCommand: ParsableCommand {
 
         var configuration = DaemonConfiguration()
         if !listenAddresses.isEmpty { configuration.listenAddresses = listenAddresses }
+        // The telemetry path is matched before the others, so one of theirs would hide them.
+        let path = WebHandler.normalizedTelemetryPath(telemetryPath)
+        guard !["/", "/-/healthy", "/-/ready"].contains(path), !path.contains("?"), !path.contains("#") else {
+            throw ValidationError(
+                "--web.telemetry-path must be a path of its own like /metrics, not \(telemetryPath.isEmpty ? "empty" : telemetryPath)"
+            )
+        }
         configuration.telemetryPath = telemetryPath
         configuration.systemdSocket = systemdSocket
         configuration.ingestSocketPath = ingestSocket
@@ -130,12 +138,20 @@ struct TaskwatchdCommand: ParsableCommand {
             throw ValidationError("--ingest.socket-mode must be octal like 0660, not \(ingestSocketMode)")
         }
         configuration.ingestSocketMode = mode
-        guard maxClients > 0, maxSeries > 0, maxSeriesPerClient > 0, maxLabelBytesPerClient > 0, maxLabelBytes > 0
-        else {
-            throw ValidationError("--ingest.max-* limits must be positive")
-        }
-        guard maxClientsPerUID >= 0, maxSeriesPerUID >= 0 else {
-            throw ValidationError("--ingest.max-*-per-uid limits must be 0 (no cap) or positive")
+        // Upper bounds keep the registry's arithmetic on them (twice a cap, a cap plus a frame) far
+        // from overflow, and are far past what one host can hold anyway.
+        let counts: [(String, Int, ClosedRange<Int>)] = [
+            ("--ingest.max-clients", maxClients, 1...1_000_000),
+            ("--ingest.max-series", maxSeries, 1...1_000_000_000),
+            ("--ingest.max-series-per-client", maxSeriesPerClient, 1...1_000_000_000),
+            ("--ingest.max-label-bytes-per-client", maxLabelBytesPerClient, 1...(1 << 50)),
+            ("--ingest.max-label-bytes", maxLabelBytes, 1...(1 << 50)),
+            ("--ingest.max-clients-per-uid", maxClientsPerUID, 0...1_000_000),
+            ("--ingest.max-series-per-uid", maxSeriesPerUID, 0...1_000_000_000),
+        ]
+        for (flag, value, range) in counts where !range.contains(value) {
+            let none = range.lowerBound == 0 ? " (0 sets no cap)" : ""
+            throw ValidationError("\(flag) must be \(range.lowerBound)...\(range.upperBound)\(none), not \(value)")
         }
         guard webMaxConnections > 0, webMaxConnections <= 1_000_000 else {
             throw ValidationError("--web.max-connections must be 1...1000000, not \(webMaxConnections)")
@@ -178,10 +194,14 @@ struct TaskwatchdCommand: ParsableCommand {
         return state
     }
 
+    /// The ids of a repeatable, comma-separated flag. Given but empty is an error, not "allow everyone":
+    /// an empty set turns the check off, and `--ingest.allowed-uids "$UNSET"` must not do that.
     private func ids(_ values: [String], flag: String) throws -> Set<UInt32> {
         var result = Set<UInt32>()
-        for value in values.flatMap({ $0.split(separator: ",") }) {
-            guard let id = UInt32(value) else { throw ValidationError("\(flag): \(value) is not a number") }
+        for value in values.flatMap({ $0.split(separator: ",", omittingEmptySubsequences: false) }) {
+            guard let id = UInt32(value) else {
+                throw ValidationError("\(flag): '\(value)' is not a uid or gid number")
+            }
             result.insert(id)
         }
         return result

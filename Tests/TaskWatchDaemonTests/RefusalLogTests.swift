@@ -9,6 +9,32 @@ import Testing
 
 @testable import TaskWatchDaemon
 
+/// A client's process name reaches the log: no character of it may end the line or start another.
+@Suite struct LogfmtEscapingTests {
+    @Test func noClientTextCanBreakALogfmtLine() {
+        for hostile in [
+            "x\r\nts=2026 level=error msg=\"forged\"", "x\nlevel=error", "x\rlevel=error", "a\u{2028}b",
+            "a\u{85}b", "bell\u{7}", "esc\u{1B}[31m", "del\u{7F}",
+        ] {
+            let line = StderrLogHandler.logfmt([("msg", "refused"), ("process", hostile)])
+            #expect(!line.unicodeScalars.contains { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }, "\(line)")
+            #expect(!line.unicodeScalars.contains { $0.value == 0x2028 || $0.value == 0x2029 })
+            #expect(logfmtFields(line)["msg"] == "refused")
+        }
+        #expect(
+            StderrLogHandler.logfmt([("process", "a\r\nb")]) == #"process="a\r\nb""#)
+        #expect(StderrLogHandler.logfmt([("process", "plain")]) == "process=plain")
+    }
+
+    @Test func jsonLinesReadBackAsWritten() throws {
+        let value = "a\"b\\c\r\nd\u{1}\u{2028}é"
+        let line = StderrLogHandler.json([("msg", "refused"), ("process", value)])
+        #expect(line == #"{"msg":"refused","process":"a\"b\\c\r\nd\u0001\#u{2028}é"}"#)
+        let parsed = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String]
+        #expect(parsed?["process"] == value)
+    }
+}
+
 /// The rate limit of `RefusalLog` on a clock the test moves by hand.
 @Suite struct RefusalLogTests {
     final class Captured: Sendable {

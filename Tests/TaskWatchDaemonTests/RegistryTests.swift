@@ -138,6 +138,39 @@ let threeGauges = (0..<3).map {
         #expect(!h.text().contains("swift_tasks{"))
     }
 
+    /// A goodbye says the process leaves on purpose: its series go when the connection closes, with no
+    /// grace period (which is for a process that crashed).
+    @Test func aClientThatSaidGoodbyeVanishesAtOnce() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(1, .declare([tasksGauge]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 5)]))
+        h.send(1, .goodbye)
+        #expect(h.value("swift_tasks{process=\"app\",pid=\"10\",task=\"default\"}") == "5")
+        h.registry.connectionClosed(ConnectionID(1))
+        #expect(h.value("swift_tasks{process=\"app\",pid=\"10\",task=\"default\"}") == nil)
+        #expect(h.value("taskwatch_client_up{process=\"app\",pid=\"10\"}") == nil)
+        #expect(h.value("taskwatch_series") == "0")
+    }
+
+    /// Gone clients held for their grace period are capped at `maxClients`, the oldest gone first out:
+    /// a loop of connect, hello and close cannot pile them up.
+    @Test func goneClientsHeldForGraceAreCappedLikeConnectedOnes() {
+        var limits = RegistryLimits()
+        limits.maxClients = 2
+        let h = Harness(limits: limits)
+        for id in UInt64(1)...5 {
+            h.connect(id, process: "p\(id)", declaring: [tasksGauge])
+            h.send(id, .values([ValueUpdate(id: 1, value: Double(id))]))
+            h.registry.connectionClosed(ConnectionID(id))
+            h.clock.advance(seconds: 1)
+        }
+        let shown = (1...5).filter { h.text().contains("process=\"p\($0)\"") }
+        #expect(shown == [4, 5])
+        #expect(h.value("taskwatch_series") == "2")
+    }
+
     @Test func goneClientStaysForGraceThenVanishes() {
         let h = Harness()
         h.open(1, pid: 10)
@@ -429,9 +462,13 @@ let threeGauges = (0..<3).map {
 
     @Test func labelBytesAreBudgetedPerClientAndGlobally() {
         var limits = RegistryLimits()
-        // Each series below takes 5 (name) + 109 (`v="…"`, as stored) bytes.
-        limits.maxLabelBytesPerClient = 350
-        limits.maxLabelBytes = 500
+        // Each series below is one line: 5 (name) + 104 (`v="…"`, as stored) + 22 (`process="app",pid="10"`,
+        // the connection's labels; the other processes' names and pids are as long) + 32 bytes.
+        let series = 5 + 104 + 22 + Registry.lineOverhead
+        #expect(series == Registry.chargedBytes(name: "app_w", labelText: 104, connectionLabels: 22, bounds: nil))
+        let help = "Reported by a TaskWatch client without help text.".utf8.count
+        limits.maxLabelBytesPerClient = 3 * series + 10
+        limits.maxLabelBytes = 4 * series + help + 10
         let h = Harness(limits: limits)
         let wide = (0..<4).map {
             SeriesDeclaration(
@@ -441,20 +478,20 @@ let threeGauges = (0..<3).map {
         h.open(1, pid: 10)
         h.hello(1)
         h.send(1, .declare(wide))
-        #expect(h.dropped(.byteLimit) == "1", "the fourth would pass 350 bytes")
+        #expect(h.dropped(.byteLimit) == "1", "the fourth would pass the connection's budget")
         h.open(2, pid: 11)
-        h.hello(2, process: "other")
+        h.hello(2, process: "oth")
         h.send(2, .declare(wide))
-        #expect(h.dropped(.byteLimit) == "4", "one more fits under 500 overall (456 bytes), not two")
+        #expect(h.dropped(.byteLimit) == "4", "one more fits under the overall budget, not two")
         #expect(h.value("taskwatch_series") == "4")
         // A client's bytes are freed with its series.
         h.registry.connectionClosed(ConnectionID(1))
         h.clock.advance(seconds: 31)
         h.registry.tick(nowNanoseconds: 0)
         h.open(3, pid: 12)
-        h.hello(3, process: "third")
+        h.hello(3, process: "thd")
         h.send(3, .declare(wide))
-        #expect(h.dropped(.byteLimit) == "5", "three fit again (456 bytes overall), the fourth not (per client)")
+        #expect(h.dropped(.byteLimit) == "5", "three fit again (four overall), the fourth not (per client)")
         #expect(h.value("taskwatch_series") == "4")
     }
 
@@ -565,17 +602,18 @@ let threeGauges = (0..<3).map {
         #expect(h.rejected(.unknownSeries) == "1")
     }
 
-    /// What a series takes of the byte budget is what is stored: a counter's name with `_total`, and its
-    /// labels rendered and escaped. A budget of exactly one such series shows both, and that a
-    /// retirement gives back exactly what the declaration took.
+    /// What a series takes of the byte budget is what it adds to `/metrics`: a counter's name with
+    /// `_total`, its labels rendered and escaped, and the connection's labels. A budget of exactly one
+    /// such series shows all three, and that a retirement gives back exactly what the declaration took.
     @Test func aRetiredCountersIdentityAndBytesComeBackExactly() {
         let labels = [Label("path", "a\"b\\c\nd")]
         let counter = { (id: UInt32) in
             SeriesDeclaration(id: id, type: .counter, name: "app_c", help: "", labels: labels)
         }
         var limits = RegistryLimits()
-        // "app_c_total" (11) + `path="a\"b\\c\nd"` (17: the value's 7 characters take 10 escaped).
-        limits.maxLabelBytesPerClient = 28
+        // "app_c_total" (11) + `path="a\"b\\c\nd"` (17: the value's 7 characters take 10 escaped)
+        // + `process="app",pid="1"` (21) + 32 for the value and separators.
+        limits.maxLabelBytesPerClient = 11 + 17 + 21 + 32
         let h = Harness(limits: limits)
         h.open(1, pid: 1)
         h.hello(1)
@@ -591,12 +629,82 @@ let threeGauges = (0..<3).map {
         #expect(h.value("app_c_total{process=\"app\",pid=\"1\",path=\"a\\\"b\\\\c\\nd\"}") == "6")
         // One byte less and the same series no longer fits: the budget counted what it says.
         var tight = limits
-        tight.maxLabelBytesPerClient = 27
+        tight.maxLabelBytesPerClient = 11 + 17 + 21 + 32 - 1
         let refused = Harness(limits: tight)
         refused.open(1, pid: 1)
         refused.hello(1)
         refused.send(1, .declare([counter(1)]))
         #expect(refused.dropped(.byteLimit) == "1")
+    }
+
+    /// A histogram is charged for every line it is shown on: each bound, `+Inf`, `_sum` and `_count`
+    /// repeat its name and labels, so 256 bounds cannot multiply what the budget allows by 259.
+    @Test func aHistogramIsChargedForEveryLineItIsShownOn() {
+        let histogram = SeriesDeclaration(
+            id: 1, type: .histogram, name: "app_h", help: "", labels: [Label("a", "b")],
+            bounds: (1...10).map(Double.init))
+        // 13 lines of "app_h" (5) + `a="b"` (5) + `process="app",pid="1"` (21) + 32.
+        let exact = 13 * (5 + 5 + 21 + 32)
+        for (budget, dropped) in [(exact, "0"), (exact - 1, "1")] {
+            var limits = RegistryLimits()
+            limits.maxLabelBytesPerClient = budget
+            let h = Harness(limits: limits)
+            h.connect(1, process: "app", declaring: [histogram])
+            #expect(h.dropped(.byteLimit) == dropped, "budget \(budget)")
+        }
+    }
+
+    /// Every family's help text is held once, and counts against the overall budget: a client cannot
+    /// fill memory with 4 KiB help texts on series that are cheap otherwise.
+    @Test func helpTextsCountAgainstTheOverallBudget() {
+        let help = String(repeating: "h", count: 4_000)
+        let gauge = { (id: UInt32, name: String, value: String) in
+            SeriesDeclaration(id: id, type: .gauge, name: name, help: help, labels: [Label("k", value)])
+        }
+        // Each gauge: "app_gN" (6) + `k="…"` (5) + `process="app",pid="1"` (21) + 32; a new family's help
+        // once.
+        let series = 6 + 5 + 21 + 32
+        var limits = RegistryLimits()
+        limits.maxLabelBytes = 2 * (series + 4_000) + series
+        let h = Harness(limits: limits)
+        h.connect(1, process: "app", declaring: (0..<3).map { gauge(UInt32(10 + $0), "app_g\($0)", "a") })
+        #expect(h.dropped(.byteLimit) == "1")
+        #expect(h.value("taskwatch_series") == "2")
+        // A series of a family that exists brings no help of its own: it fits where a new family does not.
+        h.send(1, .declare([gauge(20, "app_g9", "a"), gauge(21, "app_g0", "b")]))
+        #expect(h.dropped(.byteLimit) == "2")
+        #expect(h.value("taskwatch_series") == "3")
+        // A family gone gives its help back.
+        h.send(1, .retire([11]))
+        h.send(1, .declare([gauge(22, "app_g9", "a")]))
+        #expect(h.dropped(.byteLimit) == "2")
+        #expect(h.value("taskwatch_series") == "3")
+    }
+
+    /// A hello's labels go on every line of the connection: past `Wire.maxHelloLabelBytes` of names and
+    /// values the hello is refused as `too_long`, and the connection can do nothing until it sends one
+    /// that fits.
+    @Test func aHelloWithTooManyLabelBytesIsRefused() {
+        let h = Harness()
+        h.open(1, pid: 1)
+        // Three labels of a 4-byte name each (the wire allows 4 KiB a value).
+        let fits = Wire.maxHelloLabelBytes - 3 * 4 - 2 * 4_000
+        let labels = { (last: Int) in
+            [
+                Label("big1", String(repeating: "v", count: 4_000)),
+                Label("big2", String(repeating: "v", count: 4_000)),
+                Label("big3", String(repeating: "v", count: last)),
+            ]
+        }
+        h.hello(1, labels: labels(fits + 1))
+        #expect(h.rejected(.tooLong) == "1")
+        h.send(1, .declare([tasksGauge]))
+        #expect(h.rejected(.noHello) == "1")
+        h.hello(1, labels: labels(fits))
+        h.send(1, .declare([tasksGauge]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 3)]))
+        #expect(h.rejected(.tooLong) == "1")
+        #expect(h.value("taskwatch_series") == "1")
     }
 
     /// A `_peak` refused at the connection's cap is one series dropped, however many peaks entries
@@ -675,12 +783,15 @@ let threeGauges = (0..<3).map {
     @Test func retiredSeriesGiveBackTheirPlacesUnderTheDaemonsCapsAndBudget() {
         var limits = RegistryLimits()
         limits.maxSeries = 3
-        limits.maxLabelBytes = 3 * 10
+        // Each `app_g{i="…"}` takes 5 + 5 + 21 (`process="app",pid="1"`; "oth" and pid 2 for the
+        // other) + 32 bytes of the budget, and the family's help is held once.
+        let help = "Reported by a TaskWatch client without help text.".utf8.count
+        limits.maxLabelBytes = 3 * (5 + 5 + 21 + 32) + help
         let h = Harness(limits: limits)
-        // Each `app_g{i="…"}` takes 5 + 5 = 10 bytes of the budget.
         h.connect(1, process: "app", declaring: threeGauges)
+        #expect(h.dropped(.byteLimit) == "0")
         h.send(1, .retire([100, 101]))
-        h.connect(2, process: "other", declaring: Array(threeGauges.prefix(2)))
+        h.connect(2, process: "oth", declaring: Array(threeGauges.prefix(2)))
         #expect(h.dropped(.globalLimit) == "0")
         #expect(h.dropped(.byteLimit) == "0")
         #expect(h.value("taskwatch_series") == "3")

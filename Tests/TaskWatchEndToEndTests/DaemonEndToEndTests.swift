@@ -36,18 +36,35 @@ import Testing
         try expectValidExposition(Data(text.utf8))
     }
 
-    @Test func exitedSenderGoesDownThenVanishesAfterGrace() throws {
+    /// A sender that dies without a goodbye (a crash) shows `taskwatch_client_up 0` with its last values
+    /// through `--client.grace`, then vanishes.
+    @Test func aSenderThatDiesGoesDownThenVanishesAfterGrace() throws {
         let daemon = try DaemonProcess()
+        let sender = try SenderProcess(
+            socket: daemon.socketPath, arguments: ["--process", "short", "--task", "default=7", "--hold", "60s"])
+        let pid = sender.pid
+        let live = "swift_tasks{process=\"short\",pid=\"\(pid)\",task=\"default\"}"
+        #expect(try eventually { try daemon.value(live) == 7 })
+        sender.child.signal(SIGKILL)
+        _ = sender.wait()
+        #expect(try eventually { try daemon.value("taskwatch_client_up{process=\"short\",pid=\"\(pid)\"}") == 0 })
+        #expect(try daemon.value(live) == 7)
+        // --client.grace is 2s in these tests.
+        #expect(try eventually(timeout: .seconds(5)) { try daemon.value(live) == nil })
+        #expect(try daemon.value("taskwatch_client_up{process=\"short\",pid=\"\(pid)\"}") == nil)
+        #expect(try daemon.value("taskwatch_series") == 0)
+    }
+
+    /// A sender that says goodbye leaves on purpose: its series go as soon as it closes, no grace.
+    @Test func aSenderThatSaysGoodbyeVanishesAtOnce() throws {
+        let daemon = try DaemonProcess(arguments: ["--client.grace", "60s"])
         let sender = try SenderProcess(
             socket: daemon.socketPath, arguments: ["--process", "short", "--task", "default=7", "--hold", "300ms"])
         let pid = sender.pid
         let live = "swift_tasks{process=\"short\",pid=\"\(pid)\",task=\"default\"}"
         #expect(try eventually { try daemon.value(live) == 7 })
         #expect(sender.wait() == 0)
-        #expect(try eventually { try daemon.value("taskwatch_client_up{process=\"short\",pid=\"\(pid)\"}") == 0 })
-        #expect(try daemon.value(live) == 7)
-        // --client.grace is 2s in these tests.
-        #expect(try eventually(timeout: .seconds(5)) { try daemon.value(live) == nil })
+        #expect(try eventually { try daemon.value(live) == nil })
         #expect(try daemon.value("taskwatch_client_up{process=\"short\",pid=\"\(pid)\"}") == nil)
         #expect(try daemon.value("taskwatch_series") == 0)
     }
@@ -107,10 +124,22 @@ import Testing
         #expect(badFlag.status != 0)
         #expect(badFlag.errorOutput.contains("--client.grace"))
         for (flag, message) in [
-            ("--ingest.max-label-bytes=0", "--ingest.max-* limits must be positive"),
-            ("--ingest.max-series-per-uid=-1", "--ingest.max-*-per-uid limits must be 0 (no cap) or positive"),
+            (["--ingest.max-label-bytes=0"], "--ingest.max-label-bytes must be 1...1125899906842624, not 0"),
+            (
+                ["--ingest.max-series-per-uid=-1"],
+                "--ingest.max-series-per-uid must be 0...1000000000 (0 sets no cap), not -1"
+            ),
+            // "Unlimited" spelled as the largest number would overflow the registry's arithmetic.
+            (
+                ["--ingest.max-series-per-client=9223372036854775807"],
+                "--ingest.max-series-per-client must be 1...1000000000"
+            ),
+            // An unset variable must not turn the uid check off.
+            (["--ingest.allowed-uids", ""], "--ingest.allowed-uids: '' is not a uid or gid number"),
+            (["--web.telemetry-path", "/-/healthy"], "--web.telemetry-path must be a path of its own"),
+            (["--web.telemetry-path", ""], "--web.telemetry-path must be a path of its own like /metrics, not empty"),
         ] {
-            let refused = try runProcess(builtExecutable("taskwatchd"), [flag])
+            let refused = try runProcess(builtExecutable("taskwatchd"), flag)
             #expect(refused.status != 0)
             #expect(refused.errorOutput.contains(message), "\(refused.errorOutput)")
         }

@@ -30,7 +30,10 @@ struct SendCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Added to every live count and created counter on each report.")
     var grow: Double = 0
 
-    @Option(help: "How long to keep reporting before saying goodbye, e.g. 10s (0 sends once).")
+    @Option(
+        help:
+            "How long to keep reporting before saying goodbye, e.g. 10s (0 sends once, without a goodbye, so the values stay for the daemon's --client.grace)."
+    )
     var hold = DurationArgument.literal("0s")
 
     @Option(help: "Report interval, e.g. 100ms.")
@@ -96,7 +99,9 @@ struct SendCommand: ParsableCommand {
             created += grow
             for index in monitors.indices { monitors[index].live += grow }
         }
-        connection.send(greeting: [], report: [FrameEncoder.goodbye()])
+        // A goodbye ends the series at once; a single send is there to be seen, so it leaves them for
+        // the grace period.
+        if holdNanos > 0 { connection.send(greeting: [], report: [FrameEncoder.goodbye()]) }
         if !connection.everConnected {
             Terminal.line("taskwatch send: cannot connect to \(path): \(connection.lastErrorText)", to: STDERR_FILENO)
             throw ExitCode.failure

@@ -201,16 +201,30 @@ enum ExpositionRenderer {
     }
 
     private static func writeClientSeries(_ snapshot: RegistrySnapshot, into writer: inout ExpositionWriter) {
+        // The clients holding each family, in the snapshot's (pid) order, from one pass over each
+        // client's own families: a scrape then costs what is stored, where asking every client about
+        // every family cost families × clients (10,000 names of one client and 4,000 connections that
+        // only said hello made 40 million lookups a scrape).
+        var holders = [[Int32]](repeating: [], count: snapshot.familySlots)
+        for (position, client) in snapshot.clients.enumerated() {
+            for key in client.table.familyRanges.keys where Int(key) < holders.count {
+                holders[Int(key)].append(Int32(position))
+            }
+        }
         for family in snapshot.families {
-            let key = UInt32(family.index)
-            guard snapshot.clients.contains(where: { $0.table.familyRanges[key] != nil }) else { continue }
+            let clients = holders[family.index]
+            if clients.isEmpty { continue }
             writer.family(family.name, type: family.type, help: family.help)
             switch family.type {
             case .counter, .gauge:
                 let name = writer.sampleName(family.name, type: family.type)
-                for client in snapshot.clients { writeScalars(family, name: name, client: client, into: &writer) }
+                for position in clients {
+                    writeScalars(family, name: name, client: snapshot.clients[Int(position)], into: &writer)
+                }
             case .histogram:
-                for client in snapshot.clients { writeHistograms(family, client: client, into: &writer) }
+                for position in clients {
+                    writeHistograms(family, client: snapshot.clients[Int(position)], into: &writer)
+                }
             }
         }
     }

@@ -57,12 +57,41 @@ public struct StderrLogHandler: LogHandler {
 
     static func logfmt(_ fields: [(String, String)]) -> String {
         fields.map { key, value in
-            let needsQuotes = value.isEmpty || value.contains { $0 == " " || $0 == "=" || $0 == "\"" || $0.isNewline }
+            let needsQuotes =
+                value.isEmpty
+                || value.unicodeScalars.contains { $0 == " " || $0 == "=" || $0 == "\"" || isControl($0) }
             guard needsQuotes else { return "\(key)=\(value)" }
-            let escaped = value.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"")
-                .replacingAll("\n", with: "\\n")
+            // By scalar, not by Character: "\r\n" is one Character, and a match on "\n" alone let a
+            // client's process name carry a raw CR LF into the log and start a forged line.
+            let escaped = Self.escaped(value, where: isControl)
             return "\(key)=\"\(escaped)\""
         }.joined(separator: " ")
+    }
+
+    /// C0 and C1 controls, DEL, and the Unicode line and paragraph separators: whatever a terminal or a
+    /// log collector might take as the end of a line or as a command.
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
+    }
+
+    /// `value` with `\` and `"` escaped, and the scalars `isEscaped` picks as `\n`, `\r`, `\t` or
+    /// `\u00XX`: the escapes logfmt and JSON share.
+    private static func escaped(_ value: String, where isEscaped: (Unicode.Scalar) -> Bool) -> String {
+        var out = ""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n" where isEscaped(scalar): out += "\\n"
+            case "\r" where isEscaped(scalar): out += "\\r"
+            case "\t" where isEscaped(scalar): out += "\\t"
+            case _ where isEscaped(scalar):
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 
     static func json(_ fields: [(String, String)]) -> String {
@@ -70,21 +99,7 @@ public struct StderrLogHandler: LogHandler {
     }
 
     static func jsonString(_ value: String) -> String {
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
+        "\"" + escaped(value, where: { $0.value < 0x20 }) + "\""
     }
 
     static func timestamp() -> String {
@@ -100,13 +115,5 @@ public struct StderrLogHandler: LogHandler {
         let millis = Int32(spec.tv_nsec / 1_000_000)
         return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
             + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(millis, 3))Z"
-    }
-}
-
-extension String {
-    fileprivate func replacingAll(_ target: Character, with replacement: String) -> String {
-        var out = ""
-        for character in self { if character == target { out += replacement } else { out.append(character) } }
-        return out
     }
 }

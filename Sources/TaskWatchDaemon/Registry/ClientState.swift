@@ -12,6 +12,8 @@ struct ClientState {
     var connected = true
     /// Set when another connection from the same process took over: the next frame closes this one.
     var superseded = false
+    /// Set by a goodbye: when the connection closes, its series go at once instead of after the grace.
+    var saidGoodbye = false
     var disconnectedAt: UInt64 = 0
     /// Wall-clock seconds of the last accepted report frame.
     var lastReport: Double = 0

@@ -22,6 +22,8 @@ struct FamilyTable {
     /// Names a family produces besides its own (`x_bucket`, `x_sum`, `x_count` of a histogram `x`;
     /// `x` of a counter `x_total`).
     private var derivedNames: [String: Int] = [:]
+    /// Bytes of the help texts of every family, which the overall byte budget counts.
+    private(set) var helpBytes = 0
 
     /// Names the daemon itself exposes, which clients may not declare. A counter is checked under its
     /// OpenMetrics family name too (`swift_process_threads_total` would be family
@@ -67,6 +69,7 @@ struct FamilyTable {
             return .failure(.conflict)
         }
         let family = Family(name: name, type: type, labelNames: labelNames, help: help)
+        helpBytes += help.utf8.count
         let index: Int
         if let reused = freeIndices.popLast() {
             index = reused
@@ -79,6 +82,9 @@ struct FamilyTable {
         for derivedName in derived { derivedNames[derivedName] = index }
         return .success(index)
     }
+
+    /// Whether a family of this name exists.
+    func contains(_ name: String) -> Bool { indexByName[name] != nil }
 
     mutating func retain(_ index: Int, count: Int = 1) {
         families[index]?.seriesCount += count
@@ -93,6 +99,7 @@ struct FamilyTable {
             return
         }
         families[index] = nil
+        helpBytes -= family.help.utf8.count
         freeIndices.append(index)
         indexByName[family.name] = nil
         for derivedName in Self.derivedNames(of: family.name, type: family.type) { derivedNames[derivedName] = nil }

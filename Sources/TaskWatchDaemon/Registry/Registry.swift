@@ -16,13 +16,15 @@ public struct RegistryLimits: Sendable {
     public var allowedGIDs: Set<UInt32> = []
     /// Consecutive refused frames after which a connection is closed.
     public var maxConsecutiveRejections = 32
-    /// Bytes of metric names (a counter's with the `_total` it is shown with) and labels as stored
-    /// (rendered and escaped, `name="value"`) one connection's series may
-    /// hold, and all connections' together. The series caps alone do not bound memory: a series may
+    /// Bytes one connection's series may add to `/metrics`, and all connections' together, counted as
+    /// `Registry.chargedBytes` does: every line a series is shown on (one, or a histogram's buckets,
+    /// `_sum` and `_count`) repeats its name, its labels as stored (rendered and escaped) and the
+    /// connection's own labels. The series caps alone bound neither memory nor a scrape: a series may
     /// carry 32 labels of 4 KiB, so 10,000 of them would take about 2 GB (a review sent 300 such series,
-    /// 17 MB, and the daemon grew by 63 MB). 16 MiB is 1.6 KiB a series at the default series cap,
-    /// far more than real label sets take; 256 MiB overall. `--ingest.max-label-bytes-per-client` and
-    /// `--ingest.max-label-bytes`.
+    /// 17 MB, and the daemon grew by 63 MB), and a histogram of 256 bounds repeats its labels on 259
+    /// lines. The help texts of all families count against the overall budget too. 16 MiB is 1.6 KiB a
+    /// series at the default series cap, far more than real series take; 256 MiB overall.
+    /// `--ingest.max-label-bytes-per-client` and `--ingest.max-label-bytes`.
     public var maxLabelBytesPerClient = 16 << 20
     public var maxLabelBytes = 256 << 20
     /// Connections open at once, and series held, by the processes of one uid together; 0 sets no cap.
@@ -238,12 +240,16 @@ public final class Registry: IngestSink, Sendable {
             state.connectedCount -= 1
             state.usageByUID[client.peer.uid, default: UIDUsage()].connections -= 1
             Self.forgetIfUnused(client.peer.uid, in: &state)
-            if client.superseded || client.hello == nil || limits.graceNanoseconds == 0 {
+            // A goodbye says the process is going away on purpose: nothing to keep for the grace period.
+            if client.superseded || client.saidGoodbye || client.hello == nil || limits.graceNanoseconds == 0 {
                 removeSeries(of: client, from: &state)
                 state.clients[id] = nil
             } else {
                 state.clients[id] = client
                 state.graceHeld += 1
+                // Gone clients are capped like connected ones, or a loop of connect, hello and close
+                // would pile them up, a grace period each, with their labels and series.
+                if state.graceHeld > limits.maxClients { _ = evictGraceHeld(&state) }
             }
         }
     }
@@ -283,7 +289,9 @@ public final class Registry: IngestSink, Sendable {
         case .peaks:
             return applyPeaks(reader, to: &client, state: &state, now: now, warnings: &warnings).map { true }
         case .goodbye:
-            return (try? FrameDecoder.decode(bytes)) != nil ? .success(false) : .failure(.trailingBytes)
+            guard (try? FrameDecoder.decode(bytes)) != nil else { return .failure(.trailingBytes) }
+            client.saidGoodbye = true
+            return .success(false)
         case .hello, .declare, .histograms, .retire:
             let frame: Frame
             do {
@@ -327,6 +335,8 @@ public final class Registry: IngestSink, Sendable {
                 label.name != "le", names.insert(label.name).inserted
             else { return .failure(.invalidHello) }
         }
+        let identity = [Label("process", hello.process), Label("pid", String(client.peer.pid))]
+        let labelText = Escaping.labelText(identity + hello.labels)
         // The same process saying hello again under the same name (a reconnect) takes over from its
         // earlier connection, whose series would otherwise be exposed twice. A process may keep several
         // connections under different names.
@@ -346,8 +356,7 @@ public final class Registry: IngestSink, Sendable {
             }
         }
         client.hello = hello
-        let identity = [Label("process", hello.process), Label("pid", String(client.peer.pid))]
-        client.labelText = Escaping.labelText(identity + hello.labels)
+        client.labelText = labelText
         return .success(())
     }
 
@@ -405,9 +414,14 @@ public final class Registry: IngestSink, Sendable {
         // Rendered here, before the budget is checked, so that it counts what is stored: escaping can
         // double a label value (`"` becomes `\"`).
         let labelText = Escaping.labelText(declaration.labels)
-        let bytes = Self.storedBytes(name: shownName, labelText: labelText.count)
+        let bytes = Self.chargedBytes(
+            name: shownName, labelText: labelText.count, connectionLabels: client.labelText.count,
+            bounds: declaration.type == .histogram ? declaration.bounds.count : nil)
         guard client.labelBytes + bytes <= limits.maxLabelBytesPerClient else { return .failure(.byteLimit) }
-        while state.labelBytes + bytes > limits.maxLabelBytes {
+        // A new family's help is held once, whoever declared it, so it counts only overall.
+        let help = declaration.help.isEmpty ? "Reported by a TaskWatch client without help text." : declaration.help
+        let helpBytes = state.families.contains(shownName) ? 0 : help.utf8.count
+        while state.labelBytes + state.families.helpBytes + helpBytes + bytes > limits.maxLabelBytes {
             guard evictGraceHeld(&state) else { return .failure(.byteLimit) }
         }
         let fullHash = SeriesIdentity.hash(declaration)
@@ -430,9 +444,7 @@ public final class Registry: IngestSink, Sendable {
         let identity = SeriesIdentity.hash(name: declaration.name, labels: declaration.labels)
         if client.identities[identity] != nil { return .failure(.duplicateSeries) }
         let familyIndex: Int
-        switch state.families.admit(
-            name: declaration.name, type: declaration.type, labelNames: sortedNames,
-            help: declaration.help.isEmpty ? "Reported by a TaskWatch client without help text." : declaration.help)
+        switch state.families.admit(name: declaration.name, type: declaration.type, labelNames: sortedNames, help: help)
         {
         case .success(let index): familyIndex = index
         case .failure(let reason): return .failure(reason)
@@ -493,7 +505,11 @@ public final class Registry: IngestSink, Sendable {
         let labelText = client.table.labels(of: index)
         let labels = Escaping.labels(fromText: client.table.labelArena[labelText])
         client.identities[SeriesIdentity.hash(name: name, labels: labels)] = nil
-        let bytes = budgeted ? Self.storedBytes(name: name, labelText: labelText.count) : 0
+        let bounds = client.table.histograms[Int32(index)].map { client.table.boundSets[$0.boundSet].bounds.count }
+        let bytes =
+            budgeted
+            ? Self.chargedBytes(
+                name: name, labelText: labelText.count, connectionLabels: client.labelText.count, bounds: bounds) : 0
         client.table.values[index] = SeriesTable.unset
         state.families.release(family, count: 1)
         client.familyCounts[family, default: 1] -= 1
@@ -506,11 +522,17 @@ public final class Registry: IngestSink, Sendable {
         state.usageByUID[client.peer.uid, default: UIDUsage()].series -= 1
     }
 
-    /// What a series counts against the byte budget: its name as shown (a counter's with `_total`) and
-    /// its labels as stored, rendered and escaped (`name="value"`, comma-separated).
-    private static func storedBytes(name: String, labelText: Int) -> Int {
-        name.utf8.count + labelText
+    /// What a series counts against the byte budget: about what it adds to `/metrics`. Each line it is
+    /// shown on (one for a counter or gauge; for a histogram one per bound, `+Inf`, `_sum` and `_count`)
+    /// holds its name as shown (a counter's with `_total`), its labels as stored, rendered and escaped
+    /// (`name="value"`, comma-separated), the connection's labels (`process`, `pid`, the hello's), and
+    /// about `lineOverhead` bytes more for the value, the separators and a bucket's suffix and `le`.
+    static func chargedBytes(name: String, labelText: Int, connectionLabels: Int, bounds: Int?) -> Int {
+        let lines = bounds.map { $0 + 3 } ?? 1
+        return lines * (name.utf8.count + labelText + connectionLabels + lineOverhead)
     }
+
+    static let lineOverhead = 32
 
     /// The limit a `client_limit` or `global_limit` drop ran into, for its log line.
     private func limit(of reason: SeriesRejection) -> Int? {
@@ -797,6 +819,8 @@ struct RegistrySnapshot {
     }
 
     var families: [FamilyInfo]
+    /// One more than the highest family index in use: the size of an array indexed by family.
+    var familySlots: Int
     var clients: [ClientView]
     var stats: Registry.Stats
     var seriesTotal: Int
@@ -806,7 +830,7 @@ struct RegistrySnapshot {
 extension Registry {
     /// Takes a snapshot. Series data is shared copy-on-write, so this copies no values.
     func snapshot() -> RegistrySnapshot {
-        state.withLock { state in
+        var snapshot = state.withLock { state in
             var clients: [RegistrySnapshot.ClientView] = []
             clients.reserveCapacity(state.clients.count)
             for id in Array(state.clients.keys) {
@@ -819,16 +843,18 @@ extension Registry {
                         labelText: client.labelText, connected: client.connected, lastReport: client.lastReport,
                         table: client.table))
             }
-            clients.sort { $0.pid < $1.pid }
             var families: [RegistrySnapshot.FamilyInfo] = []
             for (index, family) in state.families.families.enumerated() {
                 guard let family else { continue }
                 families.append(.init(index: index, name: family.name, type: family.type, help: family.help))
             }
-            families.sort { $0.name < $1.name }
             return RegistrySnapshot(
-                families: families, clients: clients, stats: state.stats, seriesTotal: state.seriesTotal,
-                connectedCount: state.connectedCount)
+                families: families, familySlots: state.families.families.count, clients: clients,
+                stats: state.stats, seriesTotal: state.seriesTotal, connectedCount: state.connectedCount)
         }
+        // Sorted after the lock is released: ingest need not wait for it.
+        snapshot.clients.sort { $0.pid < $1.pid }
+        snapshot.families.sort { $0.name < $1.name }
+        return snapshot
     }
 }
