@@ -6,9 +6,11 @@ import TaskWatchWire
 /// reporter thread sends live, created and finished counts, task lifetimes, executor lag and heap
 /// figures to `taskwatchd`.
 public enum TaskWatch {
-    /// Starts the reporter thread with `configuration`. Idempotent: later calls do nothing and return
-    /// false. Does nothing under the `Silent` trait or with `TASKWATCH_DISABLED=1`. Never blocks on the
-    /// daemon: an absent daemon is retried in the background.
+    /// Starts the reporter thread with `configuration`; true when it started. Idempotent: once it has,
+    /// later calls do nothing and return false. Also false, with nothing started, when the thread cannot
+    /// be created (the process is out of memory or threads); a later call tries again. Does nothing
+    /// under the `Silent` trait or with `TASKWATCH_DISABLED=1`. Never blocks on the daemon: an absent
+    /// daemon is retried in the background.
     @discardableResult
     public static func start(_ configuration: Configuration = .init()) -> Bool {
         #if TASKWATCH_SILENT
@@ -39,7 +41,8 @@ public enum TaskWatch {
     /// Stops reporting a series and frees its place under the cap. The next report tells the daemon,
     /// which stops showing it and frees its place there too (a daemon from before the `retire` frame
     /// keeps showing its last value until the process reconnects). Declaring the same series again
-    /// gives back its id.
+    /// gives back its id, unless another series has it by then. Its source must stop reporting it from
+    /// here on; a value collected just before is left out of the report.
     public static func retire(_ id: SeriesID) {
         SeriesTable.shared.retire(id)
     }

@@ -166,20 +166,22 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
     }
 
     private func destroy(_ handler: AnyObject) {
-        let retired: SeriesID? = state.withLock { state in
+        state.withLock { state in
             let identifier = ObjectIdentifier(handler)
-            guard let key = state.keys[identifier], var entry = state.entries[key] else { return nil }
+            guard let key = state.keys[identifier], var entry = state.entries[key] else { return }
             entry.references -= 1
             if entry.references > 0 {
                 state.entries[key] = entry
-                return nil
+                return
             }
             state.entries[key] = nil
             state.keys[identifier] = nil
             state.handlers.removeAll { $0 === handler }
-            return entry.handler.id
+            // Under the lock, as `make` declares: a `make` of the same series right after must come after
+            // the retirement, or the daemon would get the new declaration while the old one still holds
+            // the name, drop it as a duplicate, then retire the old one, and the series would vanish.
+            retire(entry.handler.id)
         }
-        if let retired { retire(retired) }
     }
 
     /// Dimensions as labels: names sanitized, the first of duplicate names kept, and `process` and

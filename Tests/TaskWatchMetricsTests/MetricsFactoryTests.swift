@@ -2,6 +2,7 @@ import CTaskWatchSocket
 import CoreMetrics
 import Foundation
 import Metrics
+import Synchronization
 import TaskWatchWire
 import Testing
 
@@ -111,6 +112,57 @@ func unique(_ name: String) -> String { "\(name)_\(UUID().uuidString.prefix(8))"
         let declaration = SeriesTable.shared.liveDeclarations.first { $0.id == id.rawValue }
         #expect(declaration.map { Names.isValidMetricName($0.name) } == true)
         #expect(declaration?.name.hasPrefix("_9_bad_name_") == true)
+    }
+
+    /// A counter made again by one thread while another destroys its last reference: the daemon must
+    /// get the retirement first, or it drops the new declaration as a duplicate of the old one and then
+    /// retires the old, and the series vanishes until the process reconnects.
+    @Test func aSeriesMadeWhileItIsDestroyedIsRetiredBeforeItIsDeclaredAgain() throws {
+        let table = SeriesTable(limit: 10)
+        let reader = ObjectIdentifier(table)
+        _ = table.startOver(for: reader)
+        let name = unique("raced")
+        let factoryBox = Mutex<TaskWatchMetricsFactory?>(nil)
+        let made = Mutex<(any CounterHandler)?>(nil)
+        let factory = TaskWatchMetricsFactory(
+            declare: { table.declare(all: $0) },
+            retire: { id in
+                // Another thread makes the same counter now, and gets as far as it can within 500 ms.
+                let factory = factoryBox.withLock { $0 }!
+                let thread = Thread {
+                    let handler = factory.makeCounter(label: name, dimensions: [])
+                    made.withLock { $0 = handler }
+                }
+                thread.start()
+                let deadline = ContinuousClock.now + .milliseconds(500)
+                while made.withLock({ $0 == nil }), ContinuousClock.now < deadline { usleep(1_000) }
+                table.retire(id)
+            })
+        factoryBox.withLock { $0 = factory }
+        let first = factory.makeCounter(label: name, dimensions: [])
+        factory.destroyCounter(first)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while made.withLock({ $0 == nil }), ContinuousClock.now < deadline { usleep(1_000) }
+        let second = try #require(made.withLock { $0 })
+        let secondID = try #require(seriesID(second))
+
+        // What the daemon makes of the changes, in order: a declaration of a name and labels it holds
+        // under another id is dropped.
+        var live: [String: UInt32] = [:]
+        var dropped = 0
+        for change in try #require(table.takeChanges(for: reader)) {
+            switch change {
+            case .declare(let declaration):
+                if live[declaration.name] != nil { dropped += 1 } else { live[declaration.name] = declaration.id }
+            case .retire(let id):
+                live = live.filter { $0.value != id }
+            }
+        }
+        #expect(dropped == 0)
+        #expect(live[name] == secondID.rawValue)
+        #expect(collect(factory).value(of: secondID) != nil)
+        factory.destroyCounter(second)
+        table.forget(reader)
     }
 
     @Test func pastTheCapHandlersAreDroppedAndCounted() {

@@ -128,6 +128,25 @@ final class FakeDaemon: @unchecked Sendable {
         }
     }
 
+    /// Ids in values, histograms and peaks frames that were not declared, or were retired, on their
+    /// connection (which starts at a hello) when the frame came: the daemon would refuse the frame whole.
+    var idsNotLive: [UInt32] {
+        var live = Set<UInt32>()
+        var notLive: [UInt32] = []
+        for frame in frames {
+            switch frame {
+            case .hello: live = []
+            case .declare(let list): live.formUnion(list.map(\.id))
+            case .retire(let ids): live.subtract(ids)
+            case .values(let list): notLive += list.map(\.id).filter { !live.contains($0) }
+            case .histograms(let list): notLive += list.map(\.id).filter { !live.contains($0) }
+            case .peaks(let list): notLive += list.map(\.id).filter { !live.contains($0) }
+            default: break
+            }
+        }
+        return notLive
+    }
+
     var hellos: [Hello] {
         frames.compactMap { frame in
             if case .hello(let hello) = frame { return hello }

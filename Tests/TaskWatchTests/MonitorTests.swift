@@ -292,6 +292,32 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         #expect(Environment.parseDuration(text) == nil)
     }
 
+    /// Set in code, durations are held to the range the environment accepts: a negative one under a
+    /// second used to trap in `start()`, and a huge one to overflow the reporter's deadlines.
+    @Test func durationsSetInCodeAreClamped() {
+        let range = Configuration.durationRange
+        #expect(range == .nanoseconds(1) ... .nanoseconds(999_999_999_999_999))
+        var configuration = Configuration(environment: [:])
+        for (duration, expected) in [
+            (Duration.nanoseconds(-500_000_000), range.lowerBound), (.zero, range.lowerBound),
+            (.seconds(-5), range.lowerBound), (.seconds(Int64.max), range.upperBound),
+            (.seconds(Int64.min), range.lowerBound), (.milliseconds(250), .milliseconds(250)),
+        ] {
+            configuration.interval = duration
+            configuration.probeInterval = duration
+            #expect(configuration.interval == expected)
+            #expect(configuration.probeInterval == expected)
+            _ = Reporter(configuration: configuration)
+        }
+        #expect(Duration.nanoseconds(-500_000_000).nanoseconds == 1)
+        #expect(Duration.seconds(Int64.max).nanoseconds == 999_999_999_999_999)
+        #expect(Duration.milliseconds(3).nanoseconds == 3_000_000)
+        // The environment's bounds are the same.
+        #expect(Environment.parseDuration("1ns") == range.lowerBound)
+        #expect(Environment.parseDuration("999999999999999ns") == range.upperBound)
+        #expect(Environment.parseDuration("1000000000000000ns") == nil)
+    }
+
     @Test func disabledValues() {
         #expect(Environment.isDisabled(["TASKWATCH_DISABLED": "1"]))
         #expect(Environment.isDisabled(["TASKWATCH_DISABLED": "true"]))
@@ -408,6 +434,27 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         table.forget(first)
         table.forget(second)
         #expect(table.footprint.changes == 0)
+    }
+
+    /// After 2^32 declarations the id counter wraps: it must not hand out 0, nor an id still live (a
+    /// built-in's, say), whose later retirement would take the other series off the daemon.
+    @Test func wrappedIdsSkipZeroAndEveryLiveID() throws {
+        let table = SeriesTable(limit: 10)
+        let series = { (name: String) in SeriesDescriptor(name: name, help: "", type: .gauge) }
+        let low = try #require(table.declare(all: [series("a"), series("b"), series("c")]))
+        #expect(low.map(\.rawValue) == [1, 2, 3])
+        table.moveNextID(to: UInt32.max - 1)
+        let wrapped = try #require(table.declare(all: [series("d"), series("e"), series("f")]))
+        #expect(wrapped.map(\.rawValue) == [UInt32.max - 1, UInt32.max, 4])
+        // A retired id goes to a new series once the counter comes round to it again...
+        table.retire(low[0])
+        table.moveNextID(to: UInt32.max)
+        #expect(table.declare(all: [series("g")])?.map(\.rawValue) == [1])
+        // ...and then not back to the series it had: that one gets a free id.
+        #expect(table.declare(all: [series("a")])?.map(\.rawValue) == [5])
+        let ids = table.liveDeclarations.map(\.id)
+        #expect(Set(ids).count == ids.count)
+        #expect(!ids.contains(0))
     }
 
     @Test func changesBecomeDeclareAndRetireFramesInOrder() throws {

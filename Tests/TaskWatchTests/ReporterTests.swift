@@ -1,5 +1,6 @@
 import CTaskWatchRuntime
 import Foundation
+import Synchronization
 import TaskWatchWire
 import Testing
 
@@ -186,8 +187,10 @@ func makeReporter(
         let hello = try #require(daemon.hellos.first)
         #expect(hello.process.utf8.count <= Wire.maxTextLength)
         #expect(hello.process.allSatisfy { $0 == "é" })
-        // As many 4 KiB labels as fit in one frame with the 4 KiB name: 14 of 4,107 bytes each.
-        #expect(hello.labels.count == 14)
+        // As many 4 KiB labels as fit in `Wire.maxHelloLabelBytes` (8 KiB of names and values): one of
+        // 4,102 bytes ("label0" and the value cut to 4 KiB), not two.
+        #expect(hello.labels.count == 1)
+        #expect(Wire.helloLabelBytes(hello.labels) <= Wire.maxHelloLabelBytes)
         #expect(FrameEncoder.hello(hello).count <= Wire.maxFrameSize)
         #expect(hello.labels.allSatisfy { $0.name.utf8.count <= Wire.maxNameLength })
         #expect(hello.labels.allSatisfy { $0.value.utf8.count == Wire.maxTextLength })
@@ -388,6 +391,98 @@ func makeReporter(
         #expect(found)
     }
 
+    /// A series retired while the first report on a connection is collected: the new connection must
+    /// not get its value, since it starts over from the live declarations (it used to be collected before
+    /// connecting, so the values frame named a series the connection never declared).
+    @Test func aSeriesRetiredWhileAReportIsCollectedIsNotReported() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        // Not started: the test drives the reports itself, on its own thread.
+        let reporter = makeReporter(daemon)
+        defer { reporter.stop() }
+        let descriptor = SeriesDescriptor(name: "retired_\(UUID().uuidString.prefix(8))", help: "", type: .gauge)
+        let id = try #require(TaskWatch.declare([descriptor])?.first)
+        let source = TestSource(collectingOn: pthread_self())
+        source.add(id, retireOnCollect: true)
+        TaskWatch.register(source: source)
+        defer { TaskWatch.unregister(source: source) }
+
+        reporter.report(now: MonotonicClock.now())
+        try daemon.drain()
+        #expect(daemon.hellos.count == 1)
+        #expect(source.ids.isEmpty, "the source retired its series")
+        #expect(daemon.frames.contains { if case .values = $0 { true } else { false } })
+        #expect(daemon.idsNotLive == [])
+        #expect(daemon.values(of: id.rawValue).isEmpty)
+    }
+
+    /// The socket is full with a declaration queued, and a series is declared: the next report cannot
+    /// send the declaration, so it must not send values either, even when the daemon reads in between
+    /// (it used to send them, naming the new series, which the connection did not know yet).
+    @Test func valuesNeverOvertakeTheDeclarationsOfTheirSeries() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon)
+        defer { reporter.stop() }
+        let source = TestSource(collectingOn: pthread_self())
+        TaskWatch.register(source: source)
+        defer {
+            TaskWatch.unregister(source: source)
+            for id in source.ids { TaskWatch.retire(id) }
+        }
+        let name = "overtaken_\(UUID().uuidString.prefix(8))"
+        var round = 0
+        func declareOne() throws -> SeriesID {
+            let descriptor = SeriesDescriptor(name: name, help: "", type: .gauge, labels: [Label("round", "\(round)")])
+            round += 1
+            let id = try #require(TaskWatch.declare([descriptor])?.first)
+            source.add(id)
+            return id
+        }
+        reporter.report(now: MonotonicClock.now())
+        #expect(daemon.accept())
+        // The daemon does not read: a series a report, until one report could not send its declaration.
+        while !reporter.hasPendingControl, round < 100_000 {
+            _ = try declareOne()
+            reporter.report(now: MonotonicClock.now())
+        }
+        #expect(reporter.hasPendingControl, "the socket never filled")
+        let last = try declareOne()
+        // The daemon reads everything just after the report found the socket full.
+        reporter.afterControlFlush = { try? daemon.drain() }
+        reporter.report(now: MonotonicClock.now())
+        reporter.afterControlFlush = nil
+        reporter.report(now: MonotonicClock.now())
+        try daemon.drain()
+        #expect(daemon.idsNotLive == [])
+        #expect(daemon.values(of: last.rawValue) == [0])
+    }
+
+    @Test func aReporterWhoseThreadCannotBeCreatedIsNotKept() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        var configuration = Configuration(environment: [:])
+        configuration.socketPath = daemon.path
+        // A stack larger than the address space: `pthread_create` fails.
+        let doomed = { Reporter(configuration: configuration, stackSize: 1 << 50) }
+        let unstarted = doomed()
+        #expect(!unstarted.start())
+        unstarted.stop()
+
+        let slot = Mutex<Reporter?>(nil)
+        let failed = Reporter.start(into: slot, doomed)
+        #expect(!failed)
+        #expect(slot.withLock { $0 == nil }, "kept with no thread: isRunning would say true")
+        // A later start tries again.
+        let retried = Reporter.start(into: slot) { makeReporter(daemon) }
+        #expect(retried)
+        let started = try #require(slot.withLock { $0 })
+        defer { started.stop() }
+        #expect(try await daemon.waitFor { !$0.hellos.isEmpty })
+        let again = Reporter.start(into: slot) { makeReporter(daemon) }
+        #expect(!again)
+    }
+
     @Test func startIsIdempotent() {
         let daemon = FakeDaemon()
         var configuration = Configuration(environment: [:])
@@ -410,6 +505,30 @@ extension Counter {
                 self.value += 1
             }.value
         }
+    }
+}
+
+/// Reports the series it is given, only when collected on one thread (a test's, driving a reporter
+/// itself), so that other reporters of the process leave it alone. Each may be retired at its first
+/// collection, just after its value is taken.
+final class TestSource: ReportSource {
+    private let thread: pthread_t
+    private let state = Mutex<[(id: SeriesID, retireOnCollect: Bool)]>([])
+
+    init(collectingOn thread: pthread_t) { self.thread = thread }
+
+    var ids: [SeriesID] { state.withLock { $0.map(\.id) } }
+
+    func add(_ id: SeriesID, retireOnCollect: Bool = false) {
+        state.withLock { $0.append((id, retireOnCollect)) }
+    }
+
+    func collect(into report: inout ReportBuilder) {
+        guard pthread_equal(pthread_self(), thread) != 0 else { return }
+        let series = state.withLock { $0 }
+        for (id, _) in series { report.value(id, 0) }
+        for (id, retire) in series where retire { TaskWatch.retire(id) }
+        state.withLock { $0.removeAll(where: \.retireOnCollect) }
     }
 }
 

@@ -14,10 +14,17 @@ public struct Configuration: Sendable {
     public var socketPath: String
     /// The `process` label; defaults to the executable's name.
     public var processName: String
-    /// How often a report is sent.
-    public var interval: Duration
-    /// How often an executor-lag probe job is scheduled.
-    public var probeInterval: Duration
+    /// How often a report is sent. Clamped to `durationRange`, the range `TASKWATCH_INTERVAL` accepts:
+    /// zero or less becomes 1 ns, more than about 11.5 days becomes the most it allows. The reporter then
+    /// reports at most every 100 µs.
+    public var interval: Duration {
+        didSet { interval = Self.clamped(interval) }
+    }
+    /// How often an executor-lag probe job is scheduled. Clamped to `durationRange`, as `interval` is;
+    /// the reporter then probes at most every millisecond.
+    public var probeInterval: Duration {
+        didSet { probeInterval = Self.clamped(probeInterval) }
+    }
     /// Labels the daemon adds to every series of this process. `process` and `pid` are the daemon's.
     public var labels: [String: String]
     /// When true, `start()` does nothing.
@@ -34,6 +41,14 @@ public struct Configuration: Sendable {
         isDisabled = Environment.isDisabled(environment)
     }
 
+    /// The durations the reporter accepts: from 1 ns to just under 10^15 ns (about 11.5 days), as for
+    /// `TASKWATCH_INTERVAL`. Beyond it the reporter's nanosecond deadlines would overflow.
+    public static let durationRange: ClosedRange<Duration> = .nanoseconds(1) ... .nanoseconds(999_999_999_999_999)
+
+    static func clamped(_ duration: Duration) -> Duration {
+        min(max(duration, durationRange.lowerBound), durationRange.upperBound)
+    }
+
     static func executableName() -> String {
         let path = CommandLine.arguments.first ?? ""
         let name = path.split(separator: "/").last.map(String.init) ?? ""
@@ -42,9 +57,10 @@ public struct Configuration: Sendable {
 }
 
 extension Duration {
+    /// Whole nanoseconds within `Configuration.durationRange` (a duration of zero or less counts as 1 ns),
+    /// so that no caller can trap on the conversion or overflow adding it to a deadline.
     var nanoseconds: UInt64 {
-        let (seconds, attoseconds) = components
-        guard seconds >= 0 else { return 0 }
-        return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
+        let (seconds, attoseconds) = Configuration.clamped(self).components
+        return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
     }
 }

@@ -41,11 +41,18 @@ final class Reporter: @unchecked Sendable {
     static var shared: Reporter? { sharedReporter.withLock { $0 } }
 
     static func startShared(_ configuration: Configuration) -> Bool {
-        sharedReporter.withLock { shared in
-            guard shared == nil else { return false }
-            let reporter = Reporter(configuration: configuration)
-            reporter.start()
-            shared = reporter
+        start(into: sharedReporter) { Reporter(configuration: configuration) }
+    }
+
+    /// Starts the reporter `make` returns and keeps it in `slot`, unless `slot` holds one already. False
+    /// when it does, or when the thread could not be created: then `slot` stays empty, so that a later
+    /// call tries again.
+    static func start(into slot: borrowing Mutex<Reporter?>, _ make: () -> Reporter) -> Bool {
+        slot.withLock { current in
+            guard current == nil else { return false }
+            let reporter = make()
+            guard reporter.start() else { return false }
+            current = reporter
             return true
         }
     }
@@ -57,6 +64,7 @@ final class Reporter: @unchecked Sendable {
     private let interval: UInt64
     private let samplePeriod: UInt64
     private let probePeriod: UInt64
+    private let stackSize: Int
 
     /// Reports that could not be sent: no daemon, a full socket buffer, or a broken connection.
     let reportsDropped = Atomic<UInt64>(0)
@@ -72,6 +80,8 @@ final class Reporter: @unchecked Sendable {
     /// Hello, declare and retire frames not sent yet, in order: unlike values, the next report would
     /// not repeat them.
     private var pendingControl: [[UInt8]] = []
+    /// Whether hello, declare or retire frames wait to be sent. For tests.
+    var hasPendingControl: Bool { !pendingControl.isEmpty }
     private var backoff: UInt64 = Reporter.minimumBackoff
     private var nextConnect: UInt64 = 0
     /// Reports sent in full on the current connection, counted up to `stableReports`.
@@ -105,8 +115,14 @@ final class Reporter: @unchecked Sendable {
     /// The reporter thread's name, as /proc/PID/task/TID/comm shows it (at most 15 bytes).
     static let threadName = "taskwatch"
 
-    init(configuration: Configuration) {
+    /// Called after the first attempt of each report to send the queued control frames. For tests,
+    /// which make room in the socket there.
+    var afterControlFlush: (() -> Void)?
+
+    /// A reporter whose thread, once started, has a stack of `stackSize` bytes.
+    init(configuration: Configuration, stackSize: Int = 256 * 1024) {
         self.configuration = configuration
+        self.stackSize = stackSize
         interval = max(configuration.interval.nanoseconds, 100_000)
         probePeriod = max(configuration.probeInterval.nanoseconds, 1_000_000)
         // Live counts are sampled four times per report, at least every 250 µs apart: a burst that
@@ -114,12 +130,14 @@ final class Reporter: @unchecked Sendable {
         samplePeriod = max(interval / 4, 250_000)
     }
 
-    /// Installs the enqueue hook and starts the thread.
-    func start() {
+    /// Installs the enqueue hook and starts the thread; false when the thread could not be created (no
+    /// memory, or the process's thread limit reached).
+    @discardableResult
+    func start() -> Bool {
         tw_enqueue_hook_install()
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
-        pthread_attr_setstacksize(&attributes, 256 * 1024)
+        pthread_attr_setstacksize(&attributes, stackSize)
         var handle = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
         let result = pthread_create(
@@ -133,11 +151,12 @@ final class Reporter: @unchecked Sendable {
                 return nil
             }, context)
         pthread_attr_destroy(&attributes)
-        if result == 0 {
-            thread = handle
-        } else {
+        guard result == 0 else {
             Unmanaged<Reporter>.fromOpaque(context).release()
+            return false
         }
+        thread = handle
+        return true
     }
 
     /// Stops the thread, says goodbye to the daemon and closes the connection. For tests and shutdown.
@@ -146,9 +165,11 @@ final class Reporter: @unchecked Sendable {
         // the reporter sees the request before it sleeps, or this wake finds its flag set.
         stopRequested.store(true, ordering: .sequentiallyConsistent)
         if tw_reporter_is_idle() != 0 { tw_reporter_wake() }
-        guard let thread else { return }
-        pthread_join(thread, nil)
-        self.thread = nil
+        if let thread {
+            pthread_join(thread, nil)
+            self.thread = nil
+        }
+        // Also without a thread: a test may have driven `report(now:)` itself.
         if let connection {
             _ = connection.send(FrameEncoder.goodbye())
         }
@@ -254,9 +275,19 @@ final class Reporter: @unchecked Sendable {
         var any = false
     }
 
+    /// Collects and sends one report. Only the reporter thread calls it, or a test whose reporter has no
+    /// thread.
+    ///
+    /// Every id in the values, histograms and peaks sent is declared, and not retired, on the current
+    /// connection; the daemon refuses a whole frame for one id it does not know. Hence the order: connect
+    /// (which starts over from the live declarations) before collecting, so that no source still reports
+    /// a series retired before that; take the changes after collecting, so that a series declared since
+    /// is declared first; send values only in a report whose changes were taken; leave out the series
+    /// those changes retire.
     @discardableResult
-    private func report(now: UInt64) -> Activity {
+    func report(now: UInt64) -> Activity {
         refreshMonitors()
+        let isConnected = connected(now: now)
         var builder = ReportBuilder()
         var peakSamples: [PeakSample] = []
         var activity = Activity()
@@ -270,26 +301,40 @@ final class Reporter: @unchecked Sendable {
         previousValues = builder.values
         previousHistograms = builder.histograms
 
-        guard connected(now: now) else {
+        guard isConnected else {
             reportsDropped.add(1, ordering: .relaxed)
             activity.any = true
             return activity
         }
-        // Changes are taken after the sources ran, so every id they reported is declared first; one
-        // they reported and that was retired since reaches the daemon retired, which then skips its value.
-        // Only once the frames queued before are sent: while the daemon does not read, changes wait in
-        // the table, whose backlog is bounded, rather than here.
-        if flushControl() {
-            guard let changes = table.takeChanges(for: ObjectIdentifier(self)) else {
-                // Too far behind to catch up: start over on a new connection at the next report.
-                disconnect(reconnectAt: 0)
-                reportsDropped.add(1, ordering: .relaxed)
-                activity.any = true
-                return activity
-            }
-            if !changes.isEmpty {
-                pendingControl += Self.frames(for: changes)
-                activity.any = true
+        // Changes are taken only once the frames queued before are sent: while the daemon does not read,
+        // they wait in the table, whose backlog is bounded, rather than here. Without them this report's
+        // values may name series declared since, so it is dropped, even if the socket has room again
+        // by the time the values would go.
+        let flushed = flushControl()
+        afterControlFlush?()
+        guard flushed, let changes = table.takeChanges(for: ObjectIdentifier(self)) else {
+            // Flushed but refused the changes: too far behind to catch up, so start over on a new
+            // connection at the next report.
+            if flushed { disconnect(reconnectAt: 0) }
+            reportsDropped.add(1, ordering: .relaxed)
+            activity.any = true
+            return activity
+        }
+        if !changes.isEmpty {
+            pendingControl += Self.frames(for: changes)
+            activity.any = true
+            // A value collected before its series was retired is left out. Even when the same id is
+            // declared again in these changes: the value may be the old series', and a counter's new
+            // series would then go down from it at the next report, which refuses that report whole.
+            let retired = Set(
+                changes.compactMap { change -> UInt32? in
+                    if case .retire(let id) = change { return id }
+                    return nil
+                })
+            if !retired.isEmpty {
+                builder.values.removeAll { retired.contains($0.id) }
+                builder.histograms.removeAll { retired.contains($0.id) }
+                peakSamples.removeAll { retired.contains($0.id) }
             }
         }
 
@@ -417,7 +462,7 @@ final class Reporter: @unchecked Sendable {
             clientVersion: "TaskWatch/\(TaskWatch.version)",
             labels: labels
         )
-        while FrameEncoder.hello(hello).count > Wire.maxFrameSize { hello.labels.removeLast() }
+        while Wire.helloLabelBytes(hello.labels) > Wire.maxHelloLabelBytes { hello.labels.removeLast() }
         return hello
     }
 

@@ -1,8 +1,9 @@
 import Synchronization
 import TaskWatchWire
 
-/// Identifies a series declared with TaskWatch. Ids are allocated by TaskWatch; one is given again only
-/// to the same series, declared again after it was retired.
+/// Identifies a series declared with TaskWatch. Ids are allocated by TaskWatch, never to two live series
+/// at once; a retired one is given again to the same series declared again, and, once 2^32 ids have been
+/// handed out, to any new series.
 public struct SeriesID: Hashable, Sendable {
     /// The id on the wire.
     public let rawValue: UInt32
@@ -90,6 +91,15 @@ final class SeriesTable: Sendable {
             changes.removeFirst(count)
             changesStart += UInt64(count)
         }
+
+        /// An id no live series has. The counter wraps after 2^32 declarations (a long-lived server
+        /// with a label per request), so it skips the ids still live, the built-ins' among them, and 0,
+        /// which `retired` uses as its key's id. At most `limit` ids are live, so the search ends.
+        mutating func freshID() -> UInt32 {
+            while nextID == 0 || positions[nextID] != nil { nextID &+= 1 }
+            defer { nextID &+= 1 }
+            return nextID
+        }
     }
 
     let limit: Int
@@ -118,11 +128,12 @@ final class SeriesTable: Sendable {
             if reserved { state.reservedLeft = max(0, state.reservedLeft - descriptors.count) }
             return declarations.map { declaration in
                 var declaration = declaration!
-                if let id = state.retired.removeValue(forKey: declaration) {
+                // A remembered id may have gone to another series since the counter wrapped. Given again
+                // only when free: the daemon takes an id retired on the connection as new.
+                if let id = state.retired.removeValue(forKey: declaration), state.positions[id] == nil {
                     declaration.id = id
                 } else {
-                    declaration.id = state.nextID
-                    state.nextID &+= 1
+                    declaration.id = state.freshID()
                 }
                 state.positions[declaration.id] = state.declarations.count
                 state.declarations.append(declaration)
@@ -180,6 +191,11 @@ final class SeriesTable: Sendable {
             state.dropChanges(Int(oldest - state.changesStart))
             return taken
         }
+    }
+
+    /// Moves the id counter to `next`, as that many declarations would. For tests of its wrapping.
+    func moveNextID(to next: UInt32) {
+        state.withLock { $0.nextID = next }
     }
 
     /// Stops keeping changes for `reporter` (its connection ended).
