@@ -8,6 +8,7 @@ import PackageDescription
 let package = Package(
     name: "TaskWatchFuzz",
     dependencies: [
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
@@ -21,6 +22,7 @@ let package = Package(
             name: "TaskWatchDaemon",
             dependencies: [
                 "TaskWatchWire", "CTaskWatchSocket", "CMicroHTTPD", "CZlib", "CTaskWatchCrypt",
+                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
