@@ -648,8 +648,11 @@ public final class Registry: IngestSink, Sendable {
                     derivedIndex: derived, window: PeakWindow(window: limits.peakWindowNanoseconds))
             }
             client.peaks[index]?.window.add(value, at: now)
+            refreshPeak(of: index, in: &client, now: now)
         }
-        refreshPeaks(of: &client, now: now)
+        // Only the gauges in the frame: refreshing all of them cost O(every gauge of the client) a
+        // frame, so one-entry frames from a client with 10,000 gauges made each frame 10,000 times
+        // the work. The others' windows move on at the tick, every 100 ms.
         return .success(())
     }
 
@@ -705,14 +708,18 @@ public final class Registry: IngestSink, Sendable {
 
     /// Sets every derived peak to the window's maximum, never below the gauge's current value.
     private func refreshPeaks(of client: inout ClientState, now: UInt64) {
-        for (gauge, var peak) in client.peaks {
-            var shown = client.table.values[Int(gauge)]
-            if let windowMax = peak.window.maximum(at: now) {
-                shown = shown.bitPattern == SeriesTable.unset.bitPattern ? windowMax : max(shown, windowMax)
-            }
-            client.table.values[Int(peak.derivedIndex)] = shown
-            client.peaks[gauge] = peak
+        for gauge in client.peaks.keys { refreshPeak(of: gauge, in: &client, now: now) }
+    }
+
+    /// Sets one gauge's derived peak to its window's maximum, never below the gauge's current value.
+    private func refreshPeak(of gauge: Int32, in client: inout ClientState, now: UInt64) {
+        guard var peak = client.peaks[gauge] else { return }
+        var shown = client.table.values[Int(gauge)]
+        if let windowMax = peak.window.maximum(at: now) {
+            shown = shown.bitPattern == SeriesTable.unset.bitPattern ? windowMax : max(shown, windowMax)
         }
+        client.table.values[Int(peak.derivedIndex)] = shown
+        client.peaks[gauge] = peak
     }
 
     /// Applies absolute histogram states, whole frame or nothing.
