@@ -107,6 +107,18 @@ let threeGauges = (0..<3).map {
         #expect(h.open(3, pid: 300))
     }
 
+    /// A connection that another of its process took over (a second hello under the same name) is
+    /// closed at its hello deadline, but it did say hello: not counted as `hello_timeout`.
+    @Test func aSupersededConnectionIsClosedWithoutCountingAHelloTimeout() {
+        let h = Harness()
+        h.open(1, pid: 100)
+        h.hello(1)
+        h.open(2, pid: 100)
+        h.hello(2)
+        #expect(h.registry.helloDeadlinePassed(ConnectionID(1)))
+        #expect(h.value("taskwatch_clients_rejected_total{reason=\"hello_timeout\"}") == "0")
+    }
+
     @Test func valuesAppearWithProcessPidAndTaskLabels() {
         let h = Harness()
         h.open(1, pid: 4242)

@@ -221,14 +221,16 @@ public final class Registry: IngestSink, Sendable {
     }
 
     public func helloDeadlinePassed(_ id: ConnectionID) -> Bool {
-        let silent: PeerCredentials? = state.withLock { state in
-            guard let client = state.clients[id], client.connected, client.hello == nil else { return nil }
+        // Closed: a connection still without a hello. Counted and logged only when it never said one: a
+        // connection that another of its process took over said hello, and was not silent.
+        let (close, silent): (Bool, PeerCredentials?) = state.withLock { state in
+            guard let client = state.clients[id], client.connected, client.hello == nil else { return (false, nil) }
+            if client.superseded { return (true, nil) }
             state.stats.rejectedClients[.helloTimeout, default: 0] += 1
-            return client.peer
+            return (true, client.peer)
         }
-        guard let silent else { return false }
-        if let log, let line = log.clientRejected(.helloTimeout, peer: silent) { log.write([line]) }
-        return true
+        if let silent, let log, let line = log.clientRejected(.helloTimeout, peer: silent) { log.write([line]) }
+        return close
     }
 
     public func connectionClosed(_ id: ConnectionID) {
