@@ -183,6 +183,34 @@ let threeGauges = (0..<3).map {
         #expect(h.value("taskwatch_series") == "2")
     }
 
+    /// Uids that come and go leave no usage behind, whichever way their clients leave: grace expiry,
+    /// eviction to make room, a reconnect taking over a gone connection, a goodbye.
+    @Test func uidsThatComeAndGoLeaveNothingBehind() {
+        var limits = RegistryLimits()
+        limits.maxSeriesPerUID = 1
+        let h = Harness(limits: limits)
+        h.connect(1, uid: 1, process: "expires", declaring: [tasksGauge])
+        h.registry.connectionClosed(ConnectionID(1))
+        h.connect(2, uid: 2, process: "evicted", declaring: [tasksGauge])
+        h.registry.connectionClosed(ConnectionID(2))
+        h.connect(3, uid: 2, process: "evictor", declaring: [tasksGauge])
+        #expect(h.dropped(.uidLimit) == "0", "the gone client of uid 2 made room")
+        h.open(4, pid: 4, uid: 3)
+        h.hello(4, process: "again")
+        h.send(4, .declare([tasksGauge]))
+        h.registry.connectionClosed(ConnectionID(4))
+        h.open(5, pid: 4, uid: 3)
+        h.hello(5, process: "again")
+        h.send(5, .goodbye)
+        h.registry.connectionClosed(ConnectionID(5))
+        h.send(3, .goodbye)
+        h.registry.connectionClosed(ConnectionID(3))
+        h.clock.advance(seconds: 31)
+        h.registry.tick(nowNanoseconds: 0)
+        #expect(h.value("taskwatch_series") == "0")
+        #expect(h.registry.trackedUIDCount == 0)
+    }
+
     @Test func goneClientStaysForGraceThenVanishes() {
         let h = Harness()
         h.open(1, pid: 10)

@@ -77,6 +77,9 @@ public final class Registry: IngestSink, Sendable {
     struct UIDUsage {
         var connections = 0
         var series = 0
+        /// Gone clients of the uid held for their grace period, so that making room under
+        /// `maxSeriesPerUID` scans the clients only when one of them could give way.
+        var graceHeld = 0
     }
 
     public init(limits: RegistryLimits, clock: any DaemonClock = SystemClock(), log: RefusalLog? = nil) {
@@ -249,6 +252,7 @@ public final class Registry: IngestSink, Sendable {
             } else {
                 state.clients[id] = client
                 state.graceHeld += 1
+                state.usageByUID[client.peer.uid, default: UIDUsage()].graceHeld += 1
                 // Gone clients are capped like connected ones, or a loop of connect, hello and close
                 // would pile them up, a grace period each, with their labels and series.
                 if state.graceHeld > limits.maxClients { _ = evictGraceHeld(&state) }
@@ -256,14 +260,17 @@ public final class Registry: IngestSink, Sendable {
         }
     }
 
+    /// Uids with an entry in the per-uid usage: for tests that nothing is left behind.
+    var trackedUIDCount: Int { state.withLock { $0.usageByUID.count } }
+
     public func tick(nowNanoseconds: UInt64) {
         let now = clock.monotonicNanoseconds()
         state.withLock { state in
             for (id, client) in state.clients
             where !client.connected && now &- client.disconnectedAt >= limits.graceNanoseconds {
+                Self.releaseGraceHeld(client, in: &state)
                 removeSeries(of: client, from: &state)
                 state.clients[id] = nil
-                state.graceHeld = max(0, state.graceHeld - 1)
             }
             for id in Array(state.clients.keys) where state.clients[id]?.peaks.isEmpty == false {
                 refreshPeaks(of: &state.clients[id]!, now: now)
@@ -346,6 +353,7 @@ public final class Registry: IngestSink, Sendable {
         where earlier.peer.pid == client.peer.pid && earlier.processStartTicks == client.processStartTicks
             && earlier.hello?.process == hello.process
         {
+            if !earlier.connected { Self.releaseGraceHeld(earlier, in: &state) }
             removeSeries(of: earlier, from: &state)
             if earlier.connected {
                 var retired = ClientState(
@@ -354,7 +362,6 @@ public final class Registry: IngestSink, Sendable {
                 state.clients[other] = retired
             } else {
                 state.clients[other] = nil
-                state.graceHeld = max(0, state.graceHeld - 1)
             }
         }
         client.hello = hello
@@ -774,6 +781,9 @@ public final class Registry: IngestSink, Sendable {
     /// - Parameter uid: only a client of this uid, to make room under `maxSeriesPerUID`.
     private func evictGraceHeld(_ state: inout State, uid: UInt32? = nil) -> Bool {
         guard state.graceHeld > 0 else { return false }
+        // Without this, every declaration refused at a uid's cap scanned all clients while any other
+        // uid's client was gone: thousands of scans a frame, under the lock.
+        if let uid, state.usageByUID[uid]?.graceHeld ?? 0 <= 0 { return false }
         var oldest: (id: ConnectionID, since: UInt64)?
         for (id, client) in state.clients
         where !client.connected && !client.superseded && (uid == nil || client.peer.uid == uid) {
@@ -784,9 +794,16 @@ public final class Registry: IngestSink, Sendable {
             if uid == nil { state.graceHeld = 0 }
             return false
         }
+        Self.releaseGraceHeld(client, in: &state)
         removeSeries(of: client, from: &state)
-        state.graceHeld -= 1
         return true
+    }
+
+    /// Counts a gone client out of the grace-held ones, before its series are removed (which forgets
+    /// its uid's entry once nothing is left in it).
+    private static func releaseGraceHeld(_ client: ClientState, in state: inout State) {
+        state.graceHeld = max(0, state.graceHeld - 1)
+        state.usageByUID[client.peer.uid]?.graceHeld -= 1
     }
 
     private func removeSeries(of client: ClientState, from state: inout State) {
@@ -801,7 +818,7 @@ public final class Registry: IngestSink, Sendable {
     /// Drops a uid's entry once it has no connection and no series, so uids that come and go leave
     /// nothing behind.
     private static func forgetIfUnused(_ uid: UInt32, in state: inout State) {
-        if let usage = state.usageByUID[uid], usage.connections <= 0, usage.series <= 0 {
+        if let usage = state.usageByUID[uid], usage.connections <= 0, usage.series <= 0, usage.graceHeld <= 0 {
             state.usageByUID[uid] = nil
         }
     }
