@@ -31,9 +31,10 @@ public enum TaskWatch {
     }
 
     /// Declares series for a `ReportSource`. Returns their ids, or nil when the per-process cap on
-    /// series would be passed or one of them breaks the protocol's limits (names, label counts and
-    /// lengths, histogram bounds: see `docs/protocol.md`), in which case none is declared and all are
-    /// counted in `seriesDropped`.
+    /// series (10,000, of which the last 389 are kept for task monitors and the built-in series) would
+    /// be passed or one of them breaks the protocol's limits (names, label counts and lengths, histogram
+    /// bounds: see `docs/protocol.md`), in which case none is declared and all are counted in
+    /// `seriesDropped`.
     public static func declare(_ descriptors: [SeriesDescriptor]) -> [SeriesID]? {
         SeriesTable.shared.declare(all: descriptors)
     }

@@ -9,7 +9,8 @@ import TaskWatchWire
 /// gauges or counters updated with atomics, so the hot path takes no lock; `make*` and `destroy*`
 /// (rare) take one. Handlers for the same name, type and dimensions are shared; once every holder
 /// has destroyed one, its series is retired and leaves the daemon's `/metrics`. Past the per-process
-/// series cap, `make*` returns a handler that drops everything, counted in `seriesDropped`.
+/// series cap (10,000 less the room kept for 64 task monitors and the built-in series), `make*` returns
+/// a handler that drops everything, counted in `seriesDropped`.
 public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
     /// Bucket bounds for recorders created with `aggregate: true`.
     public let recorderBounds: [Double]

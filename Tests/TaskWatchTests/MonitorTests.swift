@@ -473,11 +473,27 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         let one = SeriesDescriptor(name: "a", help: "", type: .gauge)
         #expect(table.declare(all: [one, one])?.count == 2)
         #expect(table.declare(all: [one]) == nil, "the last two places are kept")
-        #expect(table.declare(all: [one, one], reserved: true)?.count == 2)
+        #expect(table.declare(all: [one, one], priority: .builtin)?.count == 2)
         #expect(table.liveCount == 4)
         #expect(table.dropped == 1)
         // The process-wide table keeps room for every built-in.
         #expect(BuiltinSeries.count == 5)
+    }
+
+    /// App series (swift-metrics, `TaskWatch.declare`) that reach the cap leave room for task monitors,
+    /// so a metric with a label per user cannot take the series this library exists for.
+    @Test func appSeriesAtTheCapLeaveRoomForTaskMonitors() {
+        let table = SeriesTable(limit: 20, reserved: 2, monitorHeadroom: 6)
+        let one = SeriesDescriptor(name: "a", help: "", type: .gauge)
+        var appSeries = 0
+        while table.declare(all: [one]) != nil { appSeries += 1 }
+        #expect(appSeries == 20 - 2 - 6)
+        #expect(table.declare(all: Array(repeating: one, count: 6), priority: .monitor)?.count == 6)
+        #expect(table.declare(all: [one], priority: .monitor) == nil, "the built-ins' room is theirs")
+        #expect(table.declare(all: [one, one], priority: .builtin)?.count == 2)
+        #expect(table.liveCount == 20)
+        // The process-wide table keeps room for 64 monitors.
+        #expect(SeriesTable.shared.monitorHeadroom == 64 * 6)
     }
 
     @Test func declarationsTheDaemonWouldRefuseAreDroppedAndCounted() {

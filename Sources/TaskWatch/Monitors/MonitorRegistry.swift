@@ -59,7 +59,7 @@ final class MonitorRegistry: Sendable {
                     name: "swift_task_duration_seconds", help: "Lifetime of finished instrumented tasks (sampled).",
                     type: .histogram, labels: [task], bounds: HistogramBounds.taskDuration)
             ]
-        guard let ids = table.declare(all: descriptors) else { return nil }
+        guard let ids = table.declare(all: descriptors, priority: .monitor) else { return nil }
         return Series(live: ids[0], created: ids[1], finished: Array(ids[2..<5]), duration: ids[5])
     }
 }

@@ -29,7 +29,7 @@ struct BuiltinSeries: Sendable {
                     SeriesDescriptor(
                         name: "swift_taskwatch_reports_dropped_total", help: "Reports the client could not send.",
                         type: .counter),
-                ], reserved: true) ?? []
+                ], priority: .builtin) ?? []
         // The table keeps room for these however many series were declared before the first `start()`,
         // and they are valid, so neither the cap nor the checks can refuse them.
         precondition(ids.count == count, "built-in series must fit the series cap")

@@ -57,7 +57,23 @@ enum SeriesChange: Equatable {
 final class SeriesTable: Sendable {
     /// The most live series one process declares; the daemon's per-client default is the same.
     static let defaultLimit = 10_000
-    static let shared = SeriesTable(limit: defaultLimit, reserved: BuiltinSeries.count)
+    /// Room for 64 task monitors (6 series each) that app metrics cannot take.
+    static let monitorHeadroom = 64 * 6
+    static let shared = SeriesTable(
+        limit: defaultLimit, reserved: BuiltinSeries.count, monitorHeadroom: monitorHeadroom)
+
+    /// Who declares, which decides how much of the cap's last room it may use. Why: an app's metrics
+    /// with a label per user can fill any cap, and then the task series this library exists for would
+    /// be the ones dropped.
+    enum Priority {
+        /// The built-in series: the room kept for them (`reserved`) is theirs.
+        case builtin
+        /// Task monitors: all but the built-ins' room.
+        case monitor
+        /// Series of the app (swift-metrics, `TaskWatch.declare`): all but the built-ins' room and
+        /// `monitorHeadroom`.
+        case app
+    }
 
     struct State {
         /// Live declarations in the order declared; nil where one was retired, until the next rebuild.
@@ -103,29 +119,38 @@ final class SeriesTable: Sendable {
     }
 
     let limit: Int
+    let monitorHeadroom: Int
     /// Changes kept for a reporter that has not taken them: when more than twice this many pile up,
     /// all but the latest `maxBacklog` are dropped, and a reporter that had not taken those starts over.
     let maxBacklog: Int
     private let state: Mutex<State>
 
-    /// A table of at most `limit` live series, `reserved` of them kept for `declare(all:reserved:)`.
-    init(limit: Int, reserved: Int = 0) {
+    /// A table of at most `limit` live series, `reserved` of them kept for the built-ins and
+    /// `monitorHeadroom` more for task monitors (see `Priority`).
+    init(limit: Int, reserved: Int = 0, monitorHeadroom: Int = 0) {
         self.limit = limit
+        self.monitorHeadroom = monitorHeadroom
         maxBacklog = 4 * limit + 1_024
         state = Mutex(State(reservedLeft: reserved))
     }
 
     /// Declares all of `descriptors` or, when they would pass the cap or one breaks the protocol's
-    /// limits, none (each counts as dropped). `reserved` declarations may use the room kept for them.
-    func declare(all descriptors: [SeriesDescriptor], reserved: Bool = false) -> [SeriesID]? {
+    /// limits, none (each counts as dropped). How much of the cap's last room they may use depends on
+    /// `priority`.
+    func declare(all descriptors: [SeriesDescriptor], priority: Priority = .app) -> [SeriesID]? {
         let declarations = descriptors.map(Self.declaration(of:))
         return state.withLock { state in
-            let held = reserved ? 0 : state.reservedLeft
+            let held =
+                switch priority {
+                case .builtin: 0
+                case .monitor: state.reservedLeft
+                case .app: state.reservedLeft + monitorHeadroom
+                }
             guard !declarations.contains(nil), state.live + held + descriptors.count <= limit else {
                 state.dropped &+= UInt64(descriptors.count)
                 return nil
             }
-            if reserved { state.reservedLeft = max(0, state.reservedLeft - descriptors.count) }
+            if priority == .builtin { state.reservedLeft = max(0, state.reservedLeft - descriptors.count) }
             return declarations.map { declaration in
                 var declaration = declaration!
                 // A remembered id may have gone to another series since the counter wrapped. Given again
