@@ -694,6 +694,34 @@ let threeGauges = (0..<3).map {
         }
     }
 
+    /// The `<gauge>_peak` the daemon adds is one more line on `/metrics`: charged like a declared
+    /// series, refused as `byte_limit` past the budget (once), and given back with its gauge.
+    @Test func anAddedPeakIsChargedLikeADeclaredSeries() {
+        let gauge = { (id: UInt32) in
+            SeriesDeclaration(id: id, type: .gauge, name: "app_g", help: "", labels: [Label("k", "a")])
+        }
+        // "app_g" (5) + `k="a"` (5) + `process="app",pid="1"` (21) + 32; its peak "app_g_peak" (10) the same.
+        let both = (5 + 5 + 21 + 32) + (10 + 5 + 21 + 32)
+        for (budget, dropped) in [(both, "0"), (both - 1, "1")] {
+            var limits = RegistryLimits()
+            limits.maxLabelBytesPerClient = budget
+            let h = Harness(limits: limits)
+            h.connect(1, process: "app", declaring: [gauge(1)])
+            h.send(1, .values([ValueUpdate(id: 1, value: 2)]))
+            for value in 1...3 { h.send(1, .peaks([PeakSample(id: 1, value: Double(value))])) }
+            #expect(h.dropped(.byteLimit) == dropped, "budget \(budget)")
+            #expect((h.value("app_g_peak{process=\"app\",pid=\"1\",k=\"a\"}") != nil) == (dropped == "0"))
+            // Retired with its gauge, the peak gives its bytes back: both fit again (or the peak of the
+            // new gauge is refused again, one more series dropped).
+            h.send(1, .retire([1]))
+            h.send(1, .declare([gauge(2)]))
+            h.send(1, .values([ValueUpdate(id: 2, value: 2)]))
+            h.send(1, .peaks([PeakSample(id: 2, value: 3)]))
+            #expect(h.dropped(.byteLimit) == (dropped == "0" ? "0" : "2"))
+            #expect(h.value("app_g{process=\"app\",pid=\"1\",k=\"a\"}") == "2")
+        }
+    }
+
     /// Every family's help text is held once, and counts against the overall budget: a client cannot
     /// fill memory with 4 KiB help texts on series that are cheap otherwise.
     @Test func helpTextsCountAgainstTheOverallBudget() {

@@ -34,11 +34,11 @@ struct ClientState {
     /// Series retired by the client: hidden, no longer counted anywhere, and left in `table` until the
     /// next `compact()`.
     var retired: Set<Int32> = []
-    /// Label bytes of the series in `retired`.
+    /// Bytes charged for the series in `retired`.
     var retiredLabelBytes = 0
     var familyCounts: [Int: Int] = [:]
-    /// Label bytes of the declared series, as `RegistryLimits.maxLabelBytesPerClient` counts them (the
-    /// added `_peak` series repeat their gauge's labels and are not counted again).
+    /// Bytes charged for the live series, declared and added `_peak` ones, as
+    /// `RegistryLimits.maxLabelBytesPerClient` counts them (`Registry.chargedBytes`).
     var labelBytes = 0
     /// For gauges that receive peak samples: the derived `_peak` series and its window.
     var peaks: [Int32: PeakState] = [:]

@@ -482,9 +482,9 @@ public final class Registry: IngestSink, Sendable {
     /// daemon refused, and repeating one does no harm.
     private func retire(_ id: UInt32, in client: inout ClientState, state: inout State) {
         guard let index = client.indexByID[id], index >= 0 else { return }
-        hide(Int(index), of: &client, state: &state, budgeted: true)
+        hide(Int(index), of: &client, state: &state)
         if let peak = client.peaks.removeValue(forKey: index) {
-            hide(Int(peak.derivedIndex), of: &client, state: &state, budgeted: false)
+            hide(Int(peak.derivedIndex), of: &client, state: &state)
         }
         client.declaredPeaks.remove(index)
         client.refusedPeaks[index] = nil
@@ -505,8 +505,7 @@ public final class Registry: IngestSink, Sendable {
     /// Hides series `index` and gives back what it held. Its identity and bytes are worked out again
     /// from the stored name and labels rather than kept per series: retiring is rare, and 16
     /// bytes more a series took a million series from 81 to 103 bytes each (`make bench`).
-    /// `budgeted` is false for an added `_peak`, whose labels are not counted.
-    private func hide(_ index: Int, of client: inout ClientState, state: inout State, budgeted: Bool) {
+    private func hide(_ index: Int, of client: inout ClientState, state: inout State) {
         guard client.retired.insert(Int32(index)).inserted else { return }
         let family = Int(client.table.family[index])
         // The client holds its families, so this one is still there until released below.
@@ -515,10 +514,8 @@ public final class Registry: IngestSink, Sendable {
         let labels = Escaping.labels(fromText: client.table.labelArena[labelText])
         client.identities[SeriesIdentity.hash(name: name, labels: labels)] = nil
         let bounds = client.table.histograms[Int32(index)].map { client.table.boundSets[$0.boundSet].bounds.count }
-        let bytes =
-            budgeted
-            ? Self.chargedBytes(
-                name: name, labelText: labelText.count, connectionLabels: client.labelText.count, bounds: bounds) : 0
+        let bytes = Self.chargedBytes(
+            name: name, labelText: labelText.count, connectionLabels: client.labelText.count, bounds: bounds)
         client.table.values[index] = SeriesTable.unset
         state.families.release(family, count: 1)
         client.familyCounts[family, default: 1] -= 1
@@ -676,6 +673,11 @@ public final class Registry: IngestSink, Sendable {
         // coming second is refused as `duplicate_series`, whichever order they arrive in: a hash of
         // the rendered bytes never matched a declaration's, and both series were exposed.
         let identity = SeriesIdentity.hash(name: name, labels: Escaping.labels(fromText: labels[...]))
+        // Charged like a declared series: it is one more line on /metrics for every gauge with peaks.
+        let bytes = Self.chargedBytes(
+            name: name, labelText: labels.count, connectionLabels: client.labelText.count, bounds: nil)
+        let help = "Highest value of \(gauge.name) sampled within the peak window."
+        let helpBytes = state.families.contains(name) ? 0 : help.utf8.count
         let result: Result<Int, SeriesRejection>
         if client.identities[identity] != nil {
             result = .failure(.duplicateSeries)
@@ -687,10 +689,12 @@ public final class Registry: IngestSink, Sendable {
             state.usageByUID[client.peer.uid, default: UIDUsage()].series >= limits.maxSeriesPerUID
         {
             result = .failure(.uidLimit)
+        } else if client.labelBytes + bytes > limits.maxLabelBytesPerClient
+            || state.labelBytes + state.families.helpBytes + helpBytes + bytes > limits.maxLabelBytes
+        {
+            result = .failure(.byteLimit)
         } else {
-            result = state.families.admit(
-                name: name, type: .gauge, labelNames: gauge.labelNames,
-                help: "Highest value of \(gauge.name) sampled within the peak window.")
+            result = state.families.admit(name: name, type: .gauge, labelNames: gauge.labelNames, help: help)
         }
         switch result {
         case .failure(let reason):
@@ -708,6 +712,8 @@ public final class Registry: IngestSink, Sendable {
             client.identities[identity] = derived
             client.declarationHashes.append(identity)
             client.familyCounts[familyIndex, default: 0] += 1
+            client.labelBytes += bytes
+            state.labelBytes += bytes
             state.families.retain(familyIndex)
             state.seriesTotal += 1
             state.usageByUID[client.peer.uid, default: UIDUsage()].series += 1
