@@ -301,9 +301,12 @@ final class Reporter: @unchecked Sendable {
         previousValues = builder.values
         previousHistograms = builder.histograms
 
+        // A report that cannot go out (no daemon, or one that does not read) is not activity: an idle
+        // process backs off to one report a second as it would connected, instead of waking every
+        // interval for a daemon that is not there (0.63 % of a core at 10 ms, `ClientMeasure idle-cpu`
+        // with TASKWATCH_SOCKET at no socket). Values are absolute, so the next report carries all of it.
         guard isConnected else {
             reportsDropped.add(1, ordering: .relaxed)
-            activity.any = true
             return activity
         }
         // Changes are taken only once the frames queued before are sent: while the daemon does not read,
@@ -350,7 +353,6 @@ final class Reporter: @unchecked Sendable {
             }
         } else {
             reportsDropped.add(1, ordering: .relaxed)
-            activity.any = true
         }
         return activity
     }
