@@ -5,7 +5,7 @@ Sources: the recording and alerting rules (prometheus/rules.yml, prometheus/aler
 dashboard (grafana/taskwatch.json: panel targets, annotation queries, and the series behind each
 label_values() variable query), and the Grafana-managed alert rules
 (grafana/provisioning/alerting/*.yml). Grafana's variables are substituted so each expression is
-plain PromQL: $process, $pid, $task (any spelling: $x, ${x}, ${x:regex}) become .*, $__rate_interval
+plain PromQL: $instance, $process, $pid, $task (any spelling: $x, ${x}, ${x:regex}) become .*, $__rate_interval
 becomes 1m, $__interval 15s, $__range 1h.
 
 Usage: dashboard_exprs.py [--root DIR]   prints a JSON array of
