@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks the TaskWatch Grafana dashboard and provisioning files. Plain python3 with PyYAML.
 
-- grafana/taskwatch.json parses; uid "taskwatch"; the datasource, process, pid and task variables;
+- grafana/taskwatch.json parses; uid "taskwatch"; the datasource, instance, process, pid and task variables
+  (instance from taskwatch_build_info or up, multi-select with All; the others narrowed by it);
   the built-in annotation and the ALERTS annotation; panel ids unique; gridPos rectangles inside the
   24-column grid and not overlapping; every panel and target queries through ${datasource}.
 - Every PromQL expression of the dashboard, the Grafana-managed alerts and the Prometheus rules uses
@@ -9,6 +10,10 @@
   or recording rules defined in prometheus/rules.yml, and only known label names in by/on clauses;
   after variable substitution no Grafana variable is left; and promtool, when installed, parses every
   expression.
+- A pid is unique only on its host: every by (...) or on (...) clause that names pid names instance
+  too, and no without (...) clause over per-client series drops instance but keeps pid. On the
+  dashboard, every target that filters by $pid filters by $instance, and every legend that shows
+  {{pid}} shows {{instance}}.
 - The panels the dashboard promises exist (alert list, growth with its threshold line, ...), and the
   thresholds drawn there match prometheus/alerts.yml.
 - The provisioning YAMLs parse, and the Grafana-managed alerts mirror prometheus/alerts.yml (same
@@ -142,6 +147,30 @@ def grouping_labels(expr):
     return labels
 
 
+# Series that describe one client process: they carry pid, which is unique only per host (instance).
+PER_CLIENT_PREFIXES = ("swift_", "taskwatch_client_")
+
+
+def pid_without_instance(expr):
+    """The grouping clauses of expr that keep pid apart but merge hosts: by (...) or on (...) naming pid
+    without instance, and, over per-client series, without (...) dropping instance but not pid."""
+    text = strip_strings(expr)
+    per_client = any(n.startswith(PER_CLIENT_PREFIXES) for n in metric_names(expr))
+    bad = []
+    for keyword, group in re.findall(r"\b(by|on|without)\s*\(([^)]*)\)", text):
+        labels = {l.strip() for l in group.split(",") if l.strip()}
+        if keyword in ("by", "on") and "pid" in labels and "instance" not in labels:
+            bad.append(f"{keyword} ({group})")
+        if keyword == "without" and per_client and "instance" in labels and "pid" not in labels:
+            bad.append(f"{keyword} ({group})")
+    return bad
+
+
+def strip_strings_keep_braces(expr):
+    """expr with the braces of label matchers kept but {...} inside quoted values (none today) blanked."""
+    return re.sub(r'"(?:[^"\\]|\\.)*"', lambda m: m.group(0).replace("{", "(").replace("}", ")"), expr)
+
+
 def base_name(name):
     for suffix in ("_bucket", "_sum", "_count"):
         if name.endswith(suffix) and name[: -len(suffix)] in CONTRACT_HISTOGRAMS:
@@ -164,6 +193,8 @@ def check_expr(item, records):
     for label in sorted(grouping_labels(expr)):
         check(label in KNOWN_LABELS, f"{where}: label {label} is known")
     check("$" not in expr, f"{where}: no Grafana variable left after substitution: {expr}")
+    bad = pid_without_instance(expr)
+    check(not bad, f"{where}: groups by pid without instance (a pid is unique only per host): {bad}: {expr}")
 
 
 def check_promtool_parses(items):
@@ -202,12 +233,25 @@ def check_dashboard():
     variables = {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
     ds = variables.get("datasource", {})
     check(ds.get("type") == "datasource" and ds.get("query") == "prometheus", "datasource variable of type prometheus")
+    instance = variables.get("instance", {})
+    selector = dashboard_exprs.label_values_selector(instance.get("query"))
+    check(instance.get("type") == "query" and selector is not None
+          and selector.split("{")[0] in ("taskwatch_build_info", "up")
+          and (instance.get("query") or {}).get("query", "").rstrip(") ").endswith("instance"),
+          "variable instance is label_values(taskwatch_build_info... or up..., instance): every daemon, with or without clients")
+    check(instance.get("multi") is True and instance.get("includeAll") is True and instance.get("allValue") == ".*",
+          "variable instance is multi-select with All = .*")
+    check(instance.get("datasource", {}).get("uid") == "${datasource}", "variable instance queries ${datasource}")
+    order = [v["name"] for v in dashboard.get("templating", {}).get("list", [])]
+    check("instance" in order and "process" in order and order.index("instance") < order.index("process"),
+          f"variable instance comes before process, which it narrows: {order}")
     for name in ("process", "pid", "task"):
         v = variables.get(name, {})
         selector = dashboard_exprs.label_values_selector(v.get("query"))
         check(v.get("type") == "query" and selector is not None and selector.split("{")[0] == "swift_tasks"
               and (v.get("query") or {}).get("query", "").rstrip(") ").endswith(name),
               f"variable {name} is label_values(swift_tasks..., {name})")
+        check(selector is not None and 'instance=~"$instance"' in selector, f"variable {name} is narrowed by $instance")
         check(v.get("datasource", {}).get("uid") == "${datasource}", f"variable {name} queries ${{datasource}}")
 
     annotations = dashboard.get("annotations", {}).get("list", [])
@@ -238,6 +282,15 @@ def check_dashboard():
         for t in p.get("targets", []):
             check(t.get("datasource", {}).get("uid") == "${datasource}", f"panel {p['id']} target {t.get('refId')} datasource is ${{datasource}}")
             check(bool(t.get("expr")), f"panel {p['id']} target {t.get('refId')} has an expr")
+            # A pid is unique only on its host: per-process queries select and tell hosts apart.
+            expr, legend = t.get("expr") or "", t.get("legendFormat") or ""
+            selectors = re.findall(r"\{[^}]*\}", strip_strings_keep_braces(expr))
+            for selector in selectors:
+                if re.search(r"\$[({]?pid\b", selector):
+                    check(re.search(r'instance=~"\$[({]?instance\b', selector) is not None,
+                          f"panel {p['id']} target {t.get('refId')}: selector filtering $pid also filters $instance: {selector}")
+            if "{{pid}}" in legend:
+                check("{{instance}}" in legend, f"panel {p['id']} target {t.get('refId')}: legend with {{{{pid}}}} shows {{{{instance}}}}: {legend}")
 
     # What the dashboard promises.
     def exprs_of(p):
@@ -324,7 +377,8 @@ def check_provisioning():
                 else:
                     check(d.get("datasourceUid") in uids, f"{title}: query {d.get('refId')} uses the provisioned data source")
                     check(bool(d.get("model", {}).get("expr")), f"{title}: query {d.get('refId')} has an expr")
-    for name in ("SwiftTaskGrowth", "SwiftTaskFlood", "SwiftExecutorStarvation", "TaskWatchClientStalled", "TaskWatchDown"):
+    for name in ("SwiftTaskGrowth", "SwiftTaskFlood", "SwiftExecutorStarvation", "SwiftExecutorStalled",
+                 "TaskWatchClientStalled", "TaskWatchDown"):
         check(name in titles, f"Grafana-managed alert {name} is provisioned")
     # Same thresholds as the Prometheus rules.
     thresholds = {}
@@ -338,6 +392,7 @@ def check_provisioning():
         "SwiftTaskGrowth": (("gt", 50 / 60), "process:swift_tasks:deriv3m > 50 / 60"),
         "SwiftTaskFlood": (("gt", 5000), "process:swift_tasks:sum > 5000"),
         "SwiftExecutorStarvation": (("gt", 0.1), '{quantile="0.99"} > 0.1'),
+        "SwiftExecutorStalled": (("lt", 1), "(increase(swift_executor_lag_seconds_count[2m])) == 0"),
         "TaskWatchClientStalled": (("gt", 60), "taskwatch_client_last_report_timestamp_seconds > 60"),
         "TaskWatchDown": (("lt", 1), 'up{job="taskwatch"} == 0'),
     }
@@ -351,6 +406,11 @@ def main():
     records = recording_rule_names()
     dashboard = check_dashboard()
     check_provisioning()
+    for expr in ("sum by (process, pid) (swift_tasks)", "x and on (job, process, pid) y",
+                 "sum without (instance) (swift_tasks)"):
+        check(pid_without_instance(expr), f"the pid-without-instance rule catches {expr}")
+    check(not pid_without_instance("sum by (instance, process, pid) (swift_tasks) and on (instance, pid) y"),
+          "the pid-without-instance rule passes by/on clauses with instance")
     items = dashboard_exprs.all_exprs(ROOT)
     kinds = {i["kind"] for i in items}
     check({"record", "alert", "panel", "annotation", "variable", "grafana-alert"} <= kinds, f"expressions of every kind listed: {sorted(kinds)}")

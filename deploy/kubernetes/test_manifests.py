@@ -9,7 +9,13 @@ with PyYAML; promtool, when installed, checks the generated rules.
   supplemental group.
 - Service and PodMonitor select the DaemonSet's pods and use port http-metrics; the PodMonitor's
   jobLabel makes job="taskwatch".
-- The example app mounts the same hostPath and sets TASKWATCH_SOCKET to the daemon's socket.
+- The PodMonitor's target labels, worked out by running its relabelings after the ones the Prometheus
+  Operator puts first (namespace, container, pod, job, endpoint) on discovered daemon pods: exactly
+  job, instance and node, with instance the node's name, so a rollout (new pod, new IP, same node)
+  keeps every series and two nodes never share one; the DaemonSet rolls out without a surge.
+- The example app mounts the same hostPath, read-only, and sets TASKWATCH_SOCKET to the daemon's
+  socket; the comments say that a hostPath keeps the app's namespace out of Pod Security's baseline
+  and restricted levels, and no longer claim the privileged level is needed only for the daemon.
 - generate-prometheusrule.py produces a PrometheusRule whose groups equal prometheus/rules.yml and
   prometheus/alerts.yml, which promtool accepts, and the generated file is not committed.
 - The image (read, never built: no docker needed): deploy/container/Dockerfile builds in release the
@@ -73,6 +79,77 @@ def host_path_volume(pod_spec, path):
 
 def mounts(container, volume, path):
     return any(m.get("name") == volume and m.get("mountPath") == path for m in container.get("volumeMounts", []))
+
+
+def relabel(labels, configs):
+    """Applies Prometheus relabel configs (written as in a PodMonitor: sourceLabels, targetLabel, ...)
+    to a dict of labels, as Prometheus does: regexes fully anchored, an empty result removes the
+    target label. Returns the new labels, or None when a keep or drop removes the target."""
+    labels = dict(labels)
+    for config in configs:
+        action = config.get("action", "replace").lower()
+        regex = re.compile(f"^(?:{config.get('regex', '(.*)')})$")
+        value = config.get("separator", ";").join(labels.get(name, "") for name in config.get("sourceLabels", []))
+        if action == "replace":
+            match = regex.match(value)
+            if match:
+                template = re.sub(r"\$\{?(\d+)\}?", r"\\g<\1>", config.get("replacement", "$1"))
+                result = match.expand(template)
+                if result:
+                    labels[config["targetLabel"]] = result
+                else:
+                    labels.pop(config["targetLabel"], None)
+        elif action == "labeldrop":
+            labels = {k: v for k, v in labels.items() if not regex.match(k)}
+        elif action == "labelkeep":
+            labels = {k: v for k, v in labels.items() if regex.match(k)}
+        elif action == "keep":
+            if not regex.match(value):
+                return None
+        elif action == "drop":
+            if regex.match(value):
+                return None
+        else:
+            raise ValueError(f"relabel action {action} is not modelled here")
+    return labels
+
+
+def pod_monitor_target(pm, endpoint, pod_labels, pod, node, ip, port, container):
+    """The labels Prometheus gives one discovered pod port of a PodMonitor endpoint: what Kubernetes
+    service discovery provides, then the relabelings the Prometheus Operator generates before the
+    endpoint's own (its generatePodMonitorConfig: namespace, container, pod, job, endpoint), then the
+    endpoint's relabelings, then instance from __address__ if still unset, then no __ labels."""
+    name = pm["metadata"]["name"]
+    namespace = pm["metadata"]["namespace"]
+    discovered = {
+        "__address__": f"{ip}:{port}",
+        "__meta_kubernetes_namespace": namespace,
+        "__meta_kubernetes_pod_name": pod,
+        "__meta_kubernetes_pod_node_name": node,
+        "__meta_kubernetes_pod_ip": ip,
+        "__meta_kubernetes_pod_container_name": container,
+        "__meta_kubernetes_pod_container_port_name": endpoint.get("port", ""),
+        "__meta_kubernetes_pod_container_port_number": str(port),
+        "job": f"podMonitor/{namespace}/{name}/0",
+    }
+    for key, value in pod_labels.items():
+        discovered["__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)] = value
+    operator = [
+        {"sourceLabels": ["__meta_kubernetes_pod_container_port_name"], "regex": endpoint.get("port", ""), "action": "keep"},
+        {"sourceLabels": ["__meta_kubernetes_namespace"], "targetLabel": "namespace"},
+        {"sourceLabels": ["__meta_kubernetes_pod_container_name"], "targetLabel": "container"},
+        {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "pod"},
+        {"targetLabel": "job", "replacement": f"{namespace}/{name}"},
+    ]
+    if pm["spec"].get("jobLabel"):
+        source = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", pm["spec"]["jobLabel"])
+        operator.append({"sourceLabels": [source], "targetLabel": "job", "regex": "(.+)", "replacement": "${1}"})
+    operator.append({"targetLabel": "endpoint", "replacement": endpoint.get("port", "")})
+    labels = relabel(discovered, operator + endpoint.get("relabelings", []))
+    if labels is None:
+        return None
+    labels.setdefault("instance", labels["__address__"])
+    return {k: v for k, v in labels.items() if not k.startswith("__")}
 
 
 def matches(selector, labels):
@@ -202,7 +279,10 @@ def main():
                 check(True, f"{name} parses")
             except yaml.YAMLError as error:
                 check(False, f"{name} parses: {error}")
-    kinds = {doc.get("kind"): doc for doc in manifests.values()}
+    kinds = {doc.get("kind"): doc for doc in manifests.values() if doc.get("kind") != "Service"}
+    services = {doc["metadata"]["name"]: doc for doc in manifests.values() if doc.get("kind") == "Service"}
+    if "taskwatchd" in services:
+        kinds["Service"] = services["taskwatchd"]
     for kind in ("Namespace", "DaemonSet", "Service", "PodMonitor", "Pod"):
         check(kind in kinds, f"a {kind} manifest")
     if failed:
@@ -211,6 +291,12 @@ def main():
     namespace = kinds["Namespace"]["metadata"]["name"]
     for kind in ("DaemonSet", "Service", "PodMonitor"):
         check(kinds[kind]["metadata"].get("namespace") == namespace, f"{kind} in namespace {namespace}")
+    check("taskwatchd-local" in services, "a node-local Service (service-local.yaml)")
+    if "taskwatchd-local" not in services:
+        print(f"{passed} passed, {failed} failed")
+        return 1
+    local = services["taskwatchd-local"]
+    check(local["metadata"].get("namespace") == namespace, f"the node-local Service in namespace {namespace}")
 
     ds = kinds["DaemonSet"]
     pod = ds["spec"]["template"]
@@ -257,6 +343,12 @@ def main():
     check(matches(service["spec"]["selector"], pod_labels), "Service selects the DaemonSet's pods")
     check(any(p.get("name") == "http-metrics" and p.get("port") == 10101 for p in service["spec"]["ports"]),
           "Service port http-metrics 10101")
+    # An application pod asks its own node's daemon: the only one whose /metrics lists its processes.
+    check(matches(local["spec"]["selector"], pod_labels) and local["spec"].get("internalTrafficPolicy") == "Local"
+          and local["spec"].get("clusterIP") != "None",
+          "the node-local Service selects the daemon pods, with internalTrafficPolicy Local")
+    check(any(p.get("port") == 10101 and p.get("targetPort") == "http-metrics" for p in local["spec"]["ports"]),
+          "the node-local Service forwards 10101 to http-metrics")
 
     pm = kinds["PodMonitor"]
     check(pm.get("apiVersion") == "monitoring.coreos.com/v1", "PodMonitor is monitoring.coreos.com/v1")
@@ -267,12 +359,86 @@ def main():
           "PodMonitor scrapes http-metrics /metrics every 15s")
     check(pod_labels.get(pm["spec"].get("jobLabel")) == "taskwatch", 'PodMonitor jobLabel gives job="taskwatch"')
 
+    # Target labels: the node, not the daemon pod. The series describe the node's processes; a pid is
+    # unique only per node; a rollout replaces the pod (new name, new IP) on the same node.
+    endpoint = next((e for e in endpoints if e.get("port") == "http-metrics"), {})
+    port = ports.get("http-metrics", {}).get("containerPort", 10101)
+    old_pod = None
+    try:
+        old_pod = pod_monitor_target(pm, endpoint, pod_labels, "taskwatchd-7xk2p", "node-a", "10.1.2.3", port, daemon["name"])
+        new_pod = pod_monitor_target(pm, endpoint, pod_labels, "taskwatchd-q9z4m", "node-a", "10.1.7.9", port, daemon["name"])
+        other_node = pod_monitor_target(pm, endpoint, pod_labels, "taskwatchd-b5c8d", "node-b", "10.1.2.3", port, daemon["name"])
+    except (KeyError, ValueError, re.error) as error:
+        check(False, f"PodMonitor relabelings can be worked out: {error}")
+    else:
+        check(old_pod == {"job": "taskwatch", "instance": "node-a", "node": "node-a"},
+              f'PodMonitor target labels are job="taskwatch", instance and node the node name, nothing of the daemon pod: {old_pod}')
+        check(old_pod is not None and new_pod == old_pod,
+              f"a rollout (new pod and IP on the same node) keeps the target labels: {old_pod} vs {new_pod}")
+        check(other_node is not None and old_pod is not None and other_node["instance"] != old_pod["instance"],
+              "daemons on two nodes have different instance labels, even when a pod IP is reused")
+    # The same labels from the plain Prometheus job deploy/README.md gives for setups without the operator.
+    blocks = re.findall(r"```yaml\n(.*?)```", read("deploy/README.md"), re.S)
+    plain = next((b for b in blocks if "kubernetes_sd_configs" in b), None)
+    if check(plain is not None, "deploy/README.md has a kubernetes_sd_configs job for Prometheus without the operator"):
+        job = yaml.safe_load(plain)["scrape_configs"][0]
+        camel = [{re.sub(r"_(\w)", lambda m: m.group(1).upper(), k): v for k, v in c.items()} for c in job.get("relabel_configs", [])]
+        labels = {"job": job["job_name"], "__address__": f"10.1.2.3:{port}",
+                  "__meta_kubernetes_namespace": namespace, "__meta_kubernetes_pod_name": "taskwatchd-7xk2p",
+                  "__meta_kubernetes_pod_node_name": "node-a", "__meta_kubernetes_pod_container_port_name": "http-metrics"}
+        for key, value in pod_labels.items():
+            labels["__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)] = value
+        result = relabel(labels, camel)
+        if result is not None:
+            result.setdefault("instance", result["__address__"])
+            result = {k: v for k, v in result.items() if not k.startswith("__")}
+        check(result == old_pod, f"the plain Prometheus job gives the PodMonitor's target labels: {result} vs {old_pod}")
+        other = dict(labels, __meta_kubernetes_pod_container_port_name="other")
+        check(relabel(other, camel) is None, "the plain Prometheus job keeps only the http-metrics port")
+        promtool = shutil.which("promtool")
+        if promtool:
+            with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+                f.write(plain)
+                path = f.name
+            try:
+                result = subprocess.run([promtool, "check", "config", "--syntax-only", path], capture_output=True, text=True)
+            finally:
+                os.unlink(path)
+            if "kubernetes_sd_configs not found" in result.stderr:
+                # Debian's prometheus package is built without Kubernetes service discovery.
+                print("SKIP: this promtool has no Kubernetes service discovery; the plain job not checked by promtool")
+            else:
+                check(result.returncode == 0, f"promtool accepts the plain Prometheus job: {result.stdout}{result.stderr}")
+    strategy = ds["spec"].get("updateStrategy", {})
+    check(strategy.get("type", "RollingUpdate") == "RollingUpdate"
+          and str(strategy.get("rollingUpdate", {}).get("maxSurge", 0)) in ("0", "0%"),
+          "DaemonSet rolls out without maxSurge (two daemon pods on a node would be two targets with the same labels)")
+
     app = kinds["Pod"]
     app_spec = app["spec"]
     app_volume = host_path_volume(app_spec, SOCKET_DIR)
     check(app_volume is not None, f"example app mounts hostPath {SOCKET_DIR}")
     app_container = app_spec["containers"][0]
     check(mounts(app_container, app_volume, SOCKET_DIR), f"example app container mounts it at {SOCKET_DIR}")
+    check(any(m.get("name") == app_volume and m.get("readOnly") is True for m in app_container.get("volumeMounts", [])),
+          f"example app mounts {SOCKET_DIR} read-only (connecting to a socket needs no writable mount)")
+    # Pod Security: baseline and restricted forbid hostPath volumes, so the app's namespace needs
+    # privileged (or an exemption), and the comments must not say the daemon's namespace is the only one.
+    namespace_text, app_text = read("deploy/kubernetes/namespace.yaml"), read("deploy/kubernetes/example-app.yaml")
+    check("only here" not in namespace_text and "application" in namespace_text and "example-app.yaml" in namespace_text,
+          "namespace.yaml does not claim the privileged level is needed only for the daemon, and points at the apps")
+    app_comments = " ".join(line.lstrip("# ") for line in app_text.splitlines() if line.startswith("#"))
+    check(all(word in app_comments for word in ("baseline", "restricted", "privileged", "exemption")),
+          "example-app.yaml says what Pod Security level or exemption the application's namespace needs")
+    readme = read("deploy/README.md")
+    check("Pod Security in application namespaces" in readme and "here, and only here" not in readme,
+          "deploy/README.md has the section example-app.yaml and namespace.yaml point to")
+    # `taskwatch check` defaults to localhost:10101, which in an application pod is the pod itself.
+    command = app_container.get("command", [])
+    address = f"taskwatchd-local.{namespace}.svc:10101"
+    check(command[:2] == ["taskwatch", "check"] and "--address" in command
+          and command[command.index("--address") + 1:][:1] == [address],
+          f"the example's taskwatch check asks its node's daemon at {address}")
     env = {e["name"]: e.get("value") for e in app_container.get("env", [])}
     check(env.get("TASKWATCH_SOCKET") == flag(args, "--ingest.socket"), "example app TASKWATCH_SOCKET is the daemon's socket")
     check(sc.get("runAsGroup") in app_spec.get("securityContext", {}).get("supplementalGroups", []),
