@@ -31,7 +31,11 @@ SWIFT="${SWIFT:-swift}"
 
 WORK="$(mktemp -d /tmp/tw-bench.XXXXXX)"
 DAEMON_PIDS=()
+# Measuring processes run in the background ignore Ctrl-C (a script's background jobs do), so an
+# interrupted run stops them here rather than leaving them to run out their period.
+BACKGROUND_PIDS=()
 cleanup() {
+    for pid in "${BACKGROUND_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${DAEMON_PIDS[@]}"; do
         kill -CONT "$pid" 2>/dev/null || true
         kill -KILL "$pid" 2>/dev/null || true
@@ -104,10 +108,13 @@ taskset -c 0 "$MEASURE" spawn-ab 1000 200 >"$WORK/spawn-ab-1cpu.json"
 log "reporter CPU over ${IDLE_SECONDS}s idle (10 ms, 1 ms with Stress, and a baseline without TaskWatch)"
 "$MEASURE" idle-cpu "$IDLE_SECONDS" >"$WORK/idle-production.json" &
 IDLE_A=$!
+BACKGROUND_PIDS+=("$IDLE_A")
 "$MEASURE_STRESS" idle-cpu "$IDLE_SECONDS" >"$WORK/idle-stress.json" &
 IDLE_B=$!
+BACKGROUND_PIDS+=("$IDLE_B")
 "$MEASURE" idle-cpu "$IDLE_SECONDS" --baseline >"$WORK/idle-baseline.json" &
 IDLE_C=$!
+BACKGROUND_PIDS+=("$IDLE_C")
 wait "$IDLE_A" "$IDLE_B" "$IDLE_C"
 # The floor under any thread that wakes every 10 ms or every 2.5 ms (the reporter samples four times
 # per report), measured on this machine.

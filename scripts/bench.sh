@@ -17,6 +17,9 @@ PIDS=()
 
 cleanup() {
     local pid
+    # A blaster's senders may be stopped (interleaved_ratios): a stopped process keeps a TERM pending,
+    # and its parent (and so this wait) would wait for it forever. Resume them first.
+    for pid in "${PIDS[@]}"; do pkill -CONT -P "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"

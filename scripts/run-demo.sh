@@ -9,8 +9,10 @@ socket=${3:-}
 
 daemon_args=(--web.listen-address ":$port")
 # TASKWATCH_PROCESS names the demo's series; TASKWATCH_SOCKET is set only when SOCKET is, so that
-# without it the demo finds the daemon's default socket exactly as any client would.
-demo_env=(TASKWATCH_PROCESS=demo)
+# without it the demo finds the daemon's default socket exactly as any client would. A TASKWATCH_SOCKET
+# or TASKWATCH_DISABLED exported in the caller's shell (a service owner's setting) would send the demo
+# elsewhere or silence it, and /metrics would show nothing: neither is inherited.
+demo_env=(-u TASKWATCH_SOCKET -u TASKWATCH_DISABLED TASKWATCH_PROCESS=demo)
 if [ -n "$socket" ]; then
     daemon_args+=(--ingest.socket "$socket")
     demo_env+=(TASKWATCH_SOCKET="$socket")
