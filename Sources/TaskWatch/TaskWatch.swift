@@ -30,6 +30,24 @@ public enum TaskWatch {
         #endif
     }
 
+    /// Sends a report now and waits, for at most `timeout`, until it has gone out: for a process about to
+    /// exit, so that the daemon's last values are its final counts rather than those of the last
+    /// scheduled report, up to one interval older. True when a report collected after this call was
+    /// sent in full; false when none was within `timeout`, when it could not be sent (no daemon, or one
+    /// that does not read: the call then returns as soon as that is known), or when the reporter is not
+    /// running (`start` not called, `TASKWATCH_DISABLED`, the `Silent` trait). Blocks the calling thread.
+    /// The report goes out at once when the reporter is quiet, otherwise within 250 ms (a quarter of the
+    /// report interval, when that is shorter).
+    @discardableResult
+    public static func flush(timeout: Duration) -> Bool {
+        #if TASKWATCH_SILENT
+            return false
+        #else
+            guard let reporter = Reporter.shared else { return false }
+            return reporter.flush(timeout: timeout)
+        #endif
+    }
+
     /// Declares series for a `ReportSource`. Returns their ids, or nil when the per-process cap on
     /// series (10,000, of which the last 389 are kept for task monitors and the built-in series) would
     /// be passed or one of them breaks the protocol's limits (names, label counts and lengths, histogram

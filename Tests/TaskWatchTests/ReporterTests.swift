@@ -399,6 +399,50 @@ func makeReporter(
         #expect(try await daemon.waitFor(timeout: .seconds(10)) { $0.id("swift_tasks_created_total", [task]) != nil })
     }
 
+    /// `flush` sends the counts at once, however long the interval: a process about to exit leaves the
+    /// daemon its final counts, not those of a report up to an interval older (or none at all).
+    @Test func flushSendsTheCountsAtOnceAndSaysWhetherTheyWent() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon, interval: .seconds(3_600), probe: .seconds(3_600))
+        reporter.start()
+        defer { reporter.stop() }
+        let monitor = uniqueMonitor("flush")
+        for _ in 0..<5 { _ = await monitor.task { 1 }.value }
+        // Long enough for the thread to be asleep until its next sample: a quarter of the interval, were
+        // that not capped at 250 ms.
+        try await Task.sleep(for: .milliseconds(400))
+        let clock = ContinuousClock()
+        let started = clock.now
+        let sent = await Task.detached { reporter.flush(timeout: .seconds(5)) }.value
+        let latency = clock.now - started
+        print("flush with a one-hour interval: \(latency)")
+        #if !TASKWATCH_SILENT
+            #expect(sent)
+            #expect(latency < .seconds(1), "a flush waited for the sample period")
+            try daemon.drain()
+            let created = try #require(daemon.id("swift_tasks_created_total", [Label("task", monitor.name)]))
+            #expect(daemon.values(of: created).last == 5)
+        #endif
+
+        // Quiet by now (the report above changed nothing since): woken at once, and again it goes out.
+        try await Task.sleep(for: .milliseconds(300))
+        _ = await monitor.task { 1 }.value
+        #expect(await Task.detached { reporter.flush(timeout: .seconds(5)) }.value)
+        #if !TASKWATCH_SILENT
+            try daemon.drain()
+            let createdAgain = try #require(daemon.id("swift_tasks_created_total", [Label("task", monitor.name)]))
+            #expect(daemon.values(of: createdAgain).last == 6)
+        #endif
+
+        // No daemon: the report is tried and dropped, and flush says so without waiting out its timeout.
+        daemon.stop()
+        let absent = clock.now
+        let dropped = await Task.detached { reporter.flush(timeout: .seconds(5)) }.value
+        #expect(!dropped)
+        #expect(clock.now - absent < .seconds(2))
+    }
+
     @Test func theReporterThreadIsNamed() async throws {
         let daemon = FakeDaemon()
         daemon.listen()

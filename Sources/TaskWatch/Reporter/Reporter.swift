@@ -73,6 +73,13 @@ final class Reporter: @unchecked Sendable {
     /// Successful connections, the first included.
     let connections = Atomic<UInt64>(0)
     private let stopRequested = Atomic<Bool>(false)
+    /// Set by `flush`: report at once.
+    private let flushRequested = Atomic<Bool>(false)
+    /// Reports begun (numbered from 1), the last one done (sent or not) and the last one sent in full:
+    /// `flush` waits for one begun after it was called.
+    private let reportsBegun = Atomic<UInt64>(0)
+    private let lastReportDone = Atomic<UInt64>(0)
+    private let lastReportSent = Atomic<UInt64>(0)
     private var thread: pthread_t?
 
     // Reporter-thread state.
@@ -126,8 +133,10 @@ final class Reporter: @unchecked Sendable {
         interval = max(configuration.interval.nanoseconds, 100_000)
         probePeriod = max(configuration.probeInterval.nanoseconds, 1_000_000)
         // Live counts are sampled four times per report, at least every 250 µs apart: a burst that
-        // rises and falls within a report still shows its peak within a quarter interval of rise.
-        samplePeriod = max(interval / 4, 250_000)
+        // rises and falls within a report still shows its peak within a quarter interval of rise. And at
+        // most 250 ms apart, so that the thread, which sleeps through a sample period uninterrupted, sees
+        // a `flush` within 250 ms however long the interval.
+        samplePeriod = min(max(interval / 4, 250_000), 250_000_000)
     }
 
     /// Installs the enqueue hook and starts the thread; false when the thread could not be created (no
@@ -177,6 +186,23 @@ final class Reporter: @unchecked Sendable {
         table.forget(ObjectIdentifier(self))
     }
 
+    /// Asks for a report at once and waits, up to `timeout`, until one collected after this call has been
+    /// tried; true when it was sent in full. The reporter sees the request at once when it is quiet, and
+    /// otherwise at its next sample, within 250 ms.
+    func flush(timeout: Duration) -> Bool {
+        let target = reportsBegun.load(ordering: .sequentiallyConsistent) + 1
+        // Sequentially consistent, paired with the quiet reporter's flag store then load of this, as for
+        // `stop`: either it sees the request before it sleeps, or this wake finds its flag set.
+        flushRequested.store(true, ordering: .sequentiallyConsistent)
+        if tw_reporter_is_idle() != 0 { tw_reporter_wake() }
+        let deadline = MonotonicClock.now() + timeout.nanoseconds
+        while lastReportDone.load(ordering: .acquiring) < target {
+            if stopRequested.load(ordering: .relaxed) || MonotonicClock.now() >= deadline { return false }
+            usleep(1_000)
+        }
+        return lastReportSent.load(ordering: .acquiring) >= target
+    }
+
     private func run() {
         var now = MonotonicClock.now()
         var nextSample = now
@@ -188,6 +214,9 @@ final class Reporter: @unchecked Sendable {
         expectedEnqueued = tw_enqueue_count()
         while !stopRequested.load(ordering: .acquiring) {
             now = MonotonicClock.now()
+            if flushRequested.load(ordering: .relaxed), flushRequested.exchange(false, ordering: .acquiring) {
+                nextReport = now
+            }
             if subsampling, now >= nextSample {
                 sampleLive()
                 nextSample = Self.advance(nextSample, by: samplePeriod, now: now)
@@ -238,6 +267,7 @@ final class Reporter: @unchecked Sendable {
         // Re-checked after the flag is set: a spawn or a stop that came just before it would not have
         // seen it and woken us.
         if stopRequested.load(ordering: .sequentiallyConsistent) { return false }
+        if flushRequested.load(ordering: .sequentiallyConsistent) { return true }
         if tw_enqueue_count() != expectedEnqueued || monitorsCreatedSinceReport() { return true }
         return tw_reporter_idle_wait(sequence, deadline) != 0
     }
@@ -286,6 +316,10 @@ final class Reporter: @unchecked Sendable {
     /// those changes retire.
     @discardableResult
     func report(now: UInt64) -> Activity {
+        // Numbered before anything is collected, so a report numbered after a `flush` call carries every
+        // count from before it.
+        let number = reportsBegun.add(1, ordering: .sequentiallyConsistent).newValue
+        defer { lastReportDone.store(number, ordering: .releasing) }
         refreshMonitors()
         let isConnected = connected(now: now)
         var builder = ReportBuilder()
@@ -347,6 +381,7 @@ final class Reporter: @unchecked Sendable {
         if !peakSamples.isEmpty { frames += FrameEncoder.peaks(peakSamples) }
         if flushControl(), send(frames) {
             reportsSent.add(1, ordering: .relaxed)
+            lastReportSent.store(number, ordering: .releasing)
             if reportsOnConnection < Self.stableReports {
                 reportsOnConnection += 1
                 if reportsOnConnection == Self.stableReports { backoff = Self.minimumBackoff }
