@@ -16,27 +16,37 @@ struct Options {
         """
 
     init(arguments: [String], environment: [String: String]) throws(OptionError) {
-        if let rate = environment["DEMO_RATE"].flatMap(Int.init) { self.rate = rate }
-        if let leak = environment["DEMO_LEAK"].flatMap(Int.init) { leakEvery = leak }
+        // The environment is checked like the flags: a bad value is an error, not silently the default
+        // (a negative rate used to start a demo that never sent a request).
+        func number(_ text: String, _ name: String) throws(OptionError) -> Int {
+            guard let value = Int(text), value >= 0 else {
+                throw OptionError(message: "\(name) needs a non-negative number, not \(text)\n\(Self.usage)")
+            }
+            return value
+        }
+        if let text = environment["DEMO_RATE"] { rate = max(1, try number(text, "DEMO_RATE")) }
+        if let text = environment["DEMO_LEAK"] { leakEvery = try number(text, "DEMO_LEAK") }
         var iterator = arguments.makeIterator()
         while let argument = iterator.next() {
-            func number() throws(OptionError) -> Int {
-                guard let text = iterator.next(), let value = Int(text), value >= 0 else {
-                    throw OptionError(message: "\(argument) needs a non-negative number")
+            func value() throws(OptionError) -> Int {
+                guard let text = iterator.next() else {
+                    throw OptionError(message: "\(argument) needs a non-negative number\n\(Self.usage)")
                 }
-                return value
+                return try number(text, argument)
             }
             switch argument {
-            case "--rate": rate = max(1, try number())
-            case "--leak": leakEvery = try number()
-            case "--bench": benchmark = max(1, try number())
-            case "--help", "-h": throw OptionError(message: Self.usage)
+            case "--rate": rate = max(1, try value())
+            case "--leak": leakEvery = try value()
+            case "--bench": benchmark = max(1, try value())
+            case "--help", "-h": throw OptionError(message: Self.usage, isHelp: true)
             default: throw OptionError(message: "unknown option \(argument)\n\(Self.usage)")
             }
         }
     }
 }
 
+/// Why the demo does not run: a bad option (exit 2, on stderr), or `--help` (exit 0, on stdout).
 struct OptionError: Error {
     var message: String
+    var isHelp = false
 }

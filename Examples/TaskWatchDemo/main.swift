@@ -8,6 +8,11 @@ do {
     options = try Options(
         arguments: Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment)
 } catch {
+    // Asked for: the usage goes to stdout and the demo succeeds, like any --help.
+    if error.isHelp {
+        say(error.message)
+        exit(0)
+    }
     FileHandle.standardError.write(Data((error.message + "\n").utf8))
     exit(2)
 }

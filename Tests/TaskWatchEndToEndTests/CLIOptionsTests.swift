@@ -183,7 +183,7 @@ import Testing
         (["send", "--interval", "0"], "--interval must be above 0"),
         (["stress", "--tasks", "-1"], "--tasks must not be negative"),
         (["stress", "--tasks=-1"], "--tasks must not be negative"),
-        (["stress", "--rate", "-5"], "--rate must be 0 or positive"),
+        (["stress", "--rate", "-5"], "--rate must be from 0 to 10000000 jobs a second"),
         (["stress", "--concurrency", "-2"], "--concurrency must be at least 1"),
         (["stress", "--hold", "1x"], "The value '1x' is invalid for '--hold <hold>'"),
         (["leak", "stream", "--rate", "-1"], "--rate must be above 0 and at most 100000"),

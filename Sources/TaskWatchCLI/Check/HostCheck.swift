@@ -47,10 +47,16 @@ struct HostCheck {
     mutating func checkSocket() {
         var info = stat()
         guard stat(socketPath, &info) == 0 else {
-            let reason = String(cString: strerror(errno))
+            let error = errno
+            if error == EACCES {
+                fail(
+                    "ingest socket \(socketPath): permission denied: this user may not enter a directory on "
+                        + "its path (run as a user who may, or set --socket or TASKWATCH_SOCKET)", Self.socketFailure)
+                return
+            }
             fail(
-                "ingest socket \(socketPath): \(reason) (is taskwatchd running? set --socket or TASKWATCH_SOCKET)",
-                Self.socketFailure)
+                "ingest socket \(socketPath): \(String(cString: strerror(error))) (is taskwatchd running? set "
+                    + "--socket or TASKWATCH_SOCKET)", Self.socketFailure)
             return
         }
         guard info.st_mode & S_IFMT == S_IFSOCK else {
@@ -58,8 +64,15 @@ struct HostCheck {
             return
         }
         if let error = IngestSocket.connectError(socketPath) {
+            // Not a stale file: the daemon may well be there, and this user is simply not let in.
+            if error == EACCES || error == EPERM {
+                fail("ingest socket \(socketPath): \(IngestSocket.permissionAdvice(info))", Self.socketFailure)
+                return
+            }
             let reason = String(cString: strerror(error))
-            fail("ingest socket \(socketPath) refuses connections: \(reason) (stale socket file?)", Self.socketFailure)
+            fail(
+                "ingest socket \(socketPath) refuses connections: \(reason) (is taskwatchd running? stale socket "
+                    + "file?)", Self.socketFailure)
             return
         }
         pass("ingest socket \(socketPath) accepts connections")

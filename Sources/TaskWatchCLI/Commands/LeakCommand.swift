@@ -46,17 +46,22 @@ struct LeakCommand: AsyncParsableCommand {
         configuration.processName =
             process ?? Environment.variables()["TASKWATCH_PROCESS"].flatMap { $0.isEmpty ? nil : $0 }
             ?? "taskwatch-leak"
-        if !configuration.isDisabled, let warning = IngestSocket.warning(configuration.socketPath) {
+        let disabled = Instrumentation.disabledReason(configuration)
+        if disabled == nil, let warning = IngestSocket.warning(configuration.socketPath) {
             Terminal.line(warning, to: STDERR_FILENO)
         }
         TaskWatch.start(configuration)
+        let reporting =
+            disabled.map { "\($0): nothing is counted or reported" }
+            ?? "reporting to \(configuration.socketPath) as \(configuration.processName), series "
+            + "swift_tasks{task=\"\(scenario.rawValue)\"}"
         Terminal.line(
             "taskwatch leak \(scenario.rawValue)\(fixed ? " --fixed" : ""): \(scenario.summary); "
-                + "\(Format.count(rate)) requests/s, reporting to \(configuration.socketPath) as "
-                + "\(configuration.processName), series swift_tasks{task=\"\(scenario.rawValue)\"}")
+                + "\(Format.count(rate)) requests/s, \(reporting)")
         let runner = LeakRunner(
-            scenario: scenario, fixed: fixed, rate: rate, durationNanoseconds: duration?.nanoseconds)
+            scenario: scenario, fixed: fixed, rate: rate, durationNanoseconds: duration?.nanoseconds,
+            counted: disabled == nil)
         await Task.detached { await runner.run() }.value
-        try? await Task.sleep(for: Profile.reportInterval * 3)
+        Instrumentation.sendFinalReport()
     }
 }

@@ -40,8 +40,15 @@ struct SendCommand: ParsableCommand {
     var interval = DurationArgument.literal("100ms")
 
     func validate() throws {
-        for spec in tasks where Self.monitor(spec) == nil {
-            throw ValidationError("bad --task: \(spec) (expected NAME=LIVE, e.g. requests=3)")
+        var names = Set<String>()
+        for spec in tasks {
+            guard let monitor = Self.monitor(spec) else {
+                throw ValidationError("bad --task: \(spec) (expected NAME=LIVE, e.g. requests=3)")
+            }
+            // Both would declare the same series; the daemon would keep one of them without a word.
+            guard names.insert(monitor.name).inserted else {
+                throw ValidationError("duplicate --task: \(monitor.name) (give each task monitor once)")
+            }
         }
         if interval.nanoseconds == 0 { throw ValidationError("--interval must be above 0") }
     }
@@ -76,7 +83,8 @@ struct SendCommand: ParsableCommand {
             claimedPID: claimPid, intervalNanoseconds: intervalNanos, process: process, clientVersion: "taskwatch-send")
         var connection = RawConnection(path: path)
         var created = self.created
-        let deadline = monotonicNanoseconds() + holdNanos
+        var due = monotonicNanoseconds()
+        let schedule = SendSchedule(interval: intervalNanos, end: due + holdNanos)
         var warned = false
         while true {
             var updates: [ValueUpdate] = []
@@ -86,7 +94,7 @@ struct SendCommand: ParsableCommand {
             }
             let frames = [FrameEncoder.hello(hello)] + FrameEncoder.declare(declarations)
             connection.send(greeting: frames, report: FrameEncoder.values(updates))
-            if monotonicNanoseconds() >= deadline { break }
+            if monotonicNanoseconds() >= schedule.end { break }
             if !connection.everConnected && !warned {
                 // Say so now rather than only when --hold runs out: a long hold would otherwise look
                 // like a working send.
@@ -95,7 +103,10 @@ struct SendCommand: ParsableCommand {
                     "taskwatch send: cannot connect to \(path): \(connection.lastErrorText); retrying until --hold ends",
                     to: STDERR_FILENO)
             }
-            usleep(useconds_t(min(intervalNanos / 1_000, 10_000_000)))
+            let next = schedule.next(after: due)
+            SendSchedule.sleep(until: next.at)
+            guard next.reports else { break }
+            due = next.at
             created += grow
             for index in monitors.indices { monitors[index].live += grow }
         }

@@ -15,7 +15,9 @@ struct StressCommand: AsyncParsableCommand {
             (default 64) fed through an AsyncStream. group: a child of one task group per job. With \
             --limit L, a feedback loop measures live tasks every --step (jobs in flight, for the pool): \
             while above L the admitted rate drops 20 % per step, below L it recovers 20 % per step up \
-            to --rate (default 20000/s with --limit). The series are swift_tasks{task="stress-MODE"}.
+            to --rate (default 20000/s with --limit). The series are swift_tasks{task="stress-MODE"}. \
+            SIGINT or SIGTERM cancels the jobs in flight, drops the queued ones and prints the report so \
+            far (marked interrupted); a second signal kills.
             """
     )
 
@@ -27,8 +29,8 @@ struct StressCommand: AsyncParsableCommand {
     @Option(
         parsing: .unconditional,
         help: ArgumentHelp(
-            "Pool: workers (default: 64; tasks/10 with --compare). Spawn and group: the most jobs in flight "
-                + "(default: no cap)."))
+            "Pool: workers (default: 64; with --compare, tasks/10 unless --duration alone bounds the run). "
+                + "Spawn and group: the most jobs in flight (default: no cap)."))
     var concurrency: Int?
 
     @Option(help: "How jobs run: a task each (spawn), on a worker pool (pool) or in a task group (group).")
@@ -40,7 +42,9 @@ struct StressCommand: AsyncParsableCommand {
     @Option(help: "Stop submitting after this long, e.g. 10s (default: when --tasks jobs are submitted).")
     var duration: DurationArgument?
 
-    @Option(parsing: .unconditional, help: "Jobs per second (0: as fast as possible; with --limit, 0 means 20000).")
+    @Option(
+        parsing: .unconditional,
+        help: "Jobs per second, at most 10000000 (0: as fast as possible; with --limit, 0 means 20000).")
     var rate: Double = 0
 
     @Option(parsing: .unconditional, help: "Keep live tasks near this number with a feedback loop (default: no limit).")
@@ -68,11 +72,21 @@ struct StressCommand: AsyncParsableCommand {
     @Flag(help: .private)
     var socketChecked = false
 
+    /// The highest `--rate`: far above what one process can spawn, and low enough that the admission
+    /// arithmetic stays exact (a huge rate overflowed it).
+    static let maximumRate = 10_000_000.0
+    /// The highest `--limit`: more live tasks than any process holds, and a count every integer type fits.
+    static let maximumLimit: UInt64 = 1_000_000_000
+
     func validate() throws {
         if let tasks, tasks < 0 { throw ValidationError("--tasks must not be negative") }
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
-        if rate < 0 || !rate.isFinite { throw ValidationError("--rate must be 0 or positive") }
-        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+        if !(rate >= 0 && rate <= Self.maximumRate) {
+            throw ValidationError("--rate must be from 0 to \(Int(Self.maximumRate)) jobs a second")
+        }
+        if let limit, limit < 1 || limit > Self.maximumLimit {
+            throw ValidationError("--limit must be from 1 to \(Self.maximumLimit)")
+        }
     }
 
     func options() -> StressOptions {
@@ -85,6 +99,7 @@ struct StressCommand: AsyncParsableCommand {
         options.rate = rate
         options.limit = limit
         options.stepNanoseconds = max(100_000, step.nanoseconds)
+        options.instrumentationDisabled = configuration.isDisabled
         if !quiet {
             options.progress = Terminal.isTerminal(STDERR_FILENO) ? .terminal : .plain
         }
@@ -114,9 +129,13 @@ struct StressCommand: AsyncParsableCommand {
         }
     }
 
+    /// Says once, before the run, when its reports go nowhere.
     private func warnIfNobodyListens() {
         let configuration = self.configuration
-        if !socketChecked, !configuration.isDisabled, let warning = IngestSocket.warning(configuration.socketPath) {
+        guard !socketChecked else { return }
+        if let reason = Instrumentation.disabledReason(configuration) {
+            Terminal.line("taskwatch stress: \(reason): nothing is reported to taskwatchd", to: STDERR_FILENO)
+        } else if let warning = IngestSocket.warning(configuration.socketPath) {
             Terminal.line(warning, to: STDERR_FILENO)
         }
     }
@@ -125,11 +144,11 @@ struct StressCommand: AsyncParsableCommand {
         let options = self.options()
         StopSignal.install()
         warnIfNobodyListens()
+        let configuration = self.configuration
         TaskWatch.start(configuration)
         let runner = StressRunner(options: options)
         let report = await Task.detached { await runner.run() }.value
-        // Let the reporter send the final counts before the process ends.
-        try? await Task.sleep(for: Profile.reportInterval * 3)
+        Instrumentation.sendFinalReport()
         if json {
             Terminal.line(try Self.encode(report))
         } else {
@@ -143,18 +162,28 @@ struct StressCommand: AsyncParsableCommand {
         return String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 
-    /// Arguments for one child run of `--compare`.
+    /// The pool's workers under `--compare`: a tenth of the jobs, so that it holds the same jobs with ten
+    /// times fewer tasks. When only `--duration` bounds the run there is no job count to divide, so the
+    /// pool's usual default.
+    var comparePoolWorkers: Int {
+        if let concurrency { return concurrency }
+        guard let jobs = tasks ?? (duration == nil ? 10_000 : nil) else { return StressOptions.defaultWorkers }
+        return max(1, jobs / 10)
+    }
+
+    /// Arguments for one child run of `--compare`: the options as given, so the child chooses the same
+    /// defaults (with `--duration` alone, no bound on the jobs).
     func childArguments(mode: StressMode) -> [String] {
         var arguments = [
             "stress", "--mode", mode.rawValue, "--json", "--quiet", "--socket-checked", "--hold", hold.text, "--step",
             step.text,
         ]
-        arguments += ["--tasks", String(tasks ?? 10_000)]
+        if let tasks { arguments += ["--tasks", String(tasks)] }
         if let duration { arguments += ["--duration", duration.text] }
         if rate > 0 { arguments += ["--rate", String(rate)] }
         if let limit { arguments += ["--limit", String(limit)] }
         if mode == .pool {
-            arguments += ["--concurrency", String(concurrency ?? max(1, (tasks ?? 10_000) / 10))]
+            arguments += ["--concurrency", String(comparePoolWorkers)]
         } else if let concurrency {
             arguments += ["--concurrency", String(concurrency)]
         }
@@ -164,18 +193,30 @@ struct StressCommand: AsyncParsableCommand {
     }
 
     private func runCompare() async throws {
+        // Each child runs in a process group of its own (Foundation's Process puts it there), so a Ctrl-C
+        // reaches only this process: it passes every signal on, and the child stops as a single run does.
+        StopSignal.install()
         warnIfNobodyListens()
         var reports: [StressReport] = []
         for mode in [StressMode.spawn, .pool] {
+            // Stopped: the runs not started yet are left out; the interrupted one reports what it did.
+            if StopSignal.isRequested { break }
             if !quiet { Terminal.line("running \(mode.rawValue)...", to: STDERR_FILENO) }
             let arguments = childArguments(mode: mode)
-            let output = try await Task.detached { try Self.runChild(arguments) }.value
+            let output: String
+            do {
+                output = try await Task.detached { try Self.runChild(arguments) }.value
+            } catch is CLIError where StopSignal.isRequested {
+                // Signalled before it could set up its handler, the child died of it without a report.
+                break
+            }
             do {
                 reports.append(try JSONDecoder().decode(StressReport.self, from: Data(output.utf8)))
             } catch {
                 throw CLIError("the \(mode.rawValue) run printed no report: \(output)", status: 1)
             }
         }
+        if reports.isEmpty { throw CLIError("stopped before a run ended", status: 128 + SIGINT) }
         if json {
             Terminal.line(try Self.encode(reports))
         } else {
@@ -191,6 +232,8 @@ struct StressCommand: AsyncParsableCommand {
         let pipe = Pipe()
         child.standardOutput = pipe
         try child.run()
+        if StopSignal.adopt(child.processIdentifier) { kill(child.processIdentifier, SIGTERM) }
+        defer { StopSignal.release() }
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         child.waitUntilExit()
         guard child.terminationStatus == 0 else {

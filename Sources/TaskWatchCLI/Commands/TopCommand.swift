@@ -11,9 +11,11 @@ struct TopCommand: AsyncParsableCommand {
         discussion: """
             Rates come from two scrapes --interval apart. AGE is the time since the daemon accepted the \
             process's last report, against this host's clock. On a terminal the view redraws in place \
-            until interrupted; otherwise a plain table is printed every interval. --once prints one \
-            table (after one interval, for the rates) and exits. Exit status: 0 done; 1 the metrics \
-            could not be read; 64 bad arguments.
+            until interrupted; otherwise a plain table is printed every interval. A scrape that fails is \
+            reported (in the view, or on stderr) and tried again at the next interval; a process first \
+            seen in the latest scrape has no rates yet. --once prints one table (after one interval, for \
+            the rates) and exits. Exit status: 0 done; 1 the metrics could not be read (--once); 64 bad \
+            arguments.
             """
     )
 
@@ -43,29 +45,54 @@ struct TopCommand: AsyncParsableCommand {
         let terminal = !once && Terminal.isTerminal(STDOUT_FILENO)
         var previous: MetricsSnapshot?
         do {
-            previous = try scrape(client)
-            while !StopSignal.isRequested {
-                await Self.sleep(interval.nanoseconds)
-                if StopSignal.isRequested { break }
-                let current = try scrape(client)
-                var rows = ClientTable.sorted(ClientTable.rows(previous: previous, current: current), by: sort)
-                if limit > 0 { rows = Array(rows.prefix(limit)) }
-                let clients = current.value("taskwatch_clients").map { Format.count($0) } ?? "?"
-                let header =
-                    "taskwatchd \(endpoint.address): \(clients) clients, \(rows.count) rows, sorted by "
-                    + "\(sort.rawValue), every \(interval.text)"
-                let frame = header + "\n" + ClientTable.render(rows)
-                if terminal {
-                    Terminal.write(Terminal.clearScreen + frame + "\n")
-                } else {
-                    Terminal.line(frame + (once ? "" : "\n"))
+            while true {
+                do {
+                    let current = try scrape(client)
+                    if let previous {
+                        show(previous: previous, current: current, terminal: terminal)
+                        if once { return }
+                    }
+                    previous = current
+                } catch let error as HTTPError where !once {
+                    // A live view outlasts a daemon restart or a slow scrape: say what failed and try again
+                    // at the next tick. Rates then span the gap, from the last scrape that worked.
+                    showFailure(error, terminal: terminal)
                 }
-                previous = current
-                if once { break }
+                await Self.sleep(interval.nanoseconds)
+                if StopSignal.isRequested { return }
             }
         } catch let error as HTTPError {
             Terminal.line("taskwatch top: \(error.description)", to: STDERR_FILENO)
             throw ExitCode.failure
+        } catch is StopRequested {
+            // Interrupted in the middle of a scrape: a stop like any other.
+        }
+    }
+
+    private func header(_ clients: String) -> String {
+        "taskwatchd \(endpoint.address): \(clients) clients"
+    }
+
+    private func show(previous: MetricsSnapshot, current: MetricsSnapshot, terminal: Bool) {
+        var rows = ClientTable.sorted(ClientTable.rows(previous: previous, current: current), by: sort)
+        if limit > 0 { rows = Array(rows.prefix(limit)) }
+        let clients = current.value("taskwatch_clients").map { Format.count($0) } ?? "?"
+        let frame =
+            header(clients) + ", \(rows.count) rows, sorted by \(sort.rawValue), every \(interval.text)\n"
+            + ClientTable.render(rows)
+        if terminal {
+            Terminal.write(Terminal.clearScreen + frame + "\n")
+        } else {
+            Terminal.line(frame + (once ? "" : "\n"))
+        }
+    }
+
+    private func showFailure(_ error: HTTPError, terminal: Bool) {
+        let message = "taskwatch top: \(error.description); trying again every \(interval.text)"
+        if terminal {
+            Terminal.write(Terminal.clearScreen + header("?") + "\n" + message + "\n")
+        } else {
+            Terminal.line(message, to: STDERR_FILENO)
         }
     }
 

@@ -25,9 +25,11 @@ enum Terminal {
     static let clearLine = "\r\u{1B}[2K"
 }
 
-/// Human-readable figures.
+/// Human-readable figures. Every function takes any `Double`: the values come from `/metrics`, where
+/// any local client can put any number, so none may trap (a conversion to `Int` out of range does).
 enum Format {
     static func bytes(_ value: Double) -> String {
+        guard value.isFinite else { return special(value) }
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var scaled = value
         var unit = 0
@@ -40,12 +42,18 @@ enum Format {
 
     static func bytes(_ value: UInt64) -> String { bytes(Double(value)) }
 
-    /// `value` with `digits` digits after the point, without Foundation's formatters.
+    /// Beyond this, `fixed` switches to scientific notation: the digits would not be exact, and the
+    /// whole part would not fit an `Int`.
+    static let largestFixed = 1e15
+
+    /// `value` with `digits` digits after the point, without Foundation's formatters; scientific, e.g.
+    /// `1.0e25`, from `largestFixed` on.
     static func fixed(_ value: Double, _ digits: Int) -> String {
-        guard value.isFinite else { return value.isNaN ? "NaN" : (value > 0 ? "+Inf" : "-Inf") }
+        guard value.isFinite else { return special(value) }
         var scale = 1.0
         for _ in 0..<digits { scale *= 10 }
         let rounded = (abs(value) * scale).rounded()
+        guard rounded < largestFixed else { return scientific(value, max(1, digits)) }
         let whole = Int(rounded / scale)
         let fraction = Int(rounded) - whole * Int(scale)
         let sign = value < 0 && rounded != 0 ? "-" : ""
@@ -55,14 +63,36 @@ enum Format {
         return "\(sign)\(whole).\(fractionText)"
     }
 
-    /// A count with a k/M suffix above ten thousand.
+    /// `value` as a mantissa with `digits` digits after the point and a power of ten, e.g. `-2.5e30`.
+    static func scientific(_ value: Double, _ digits: Int) -> String {
+        guard value.isFinite else { return special(value) }
+        guard value != 0 else { return fixed(0, digits) + "e0" }
+        var exponent = Int(log10(abs(value)).rounded(.down))
+        var mantissa = abs(value) / pow(10, Double(exponent))
+        // Rounding may carry into a new digit (9.96 to 10.0).
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        if (mantissa * scale).rounded() >= 10 * scale {
+            mantissa /= 10
+            exponent += 1
+        }
+        return (value < 0 ? "-" : "") + fixed(mantissa, digits) + "e\(exponent)"
+    }
+
+    /// NaN and the infinities as Prometheus writes them.
+    static func special(_ value: Double) -> String { value.isNaN ? "NaN" : (value > 0 ? "+Inf" : "-Inf") }
+
+    /// A count with a k/M suffix above ten thousand, scientific from a billion millions on.
     static func count(_ value: Double) -> String {
+        guard value.isFinite else { return special(value) }
+        if abs(value) >= largestFixed { return scientific(value, 1) }
         if abs(value) >= 10_000_000 { return fixed(value / 1_000_000, 1) + "M" }
         if abs(value) >= 10_000 { return fixed(value / 1_000, 1) + "k" }
         return value == value.rounded() ? String(Int(value)) : fixed(value, 1)
     }
 
     static func seconds(_ value: Double) -> String {
+        guard value.isFinite else { return special(value) }
         if value < 0.001 { return fixed(value * 1e6, 0) + "µs" }
         if value < 1 { return fixed(value * 1e3, 1) + "ms" }
         return fixed(value, 2) + "s"

@@ -14,10 +14,12 @@ struct HTTPError: Error, CustomStringConvertible {
 }
 
 /// A minimal HTTP/1.1 client: one GET per TCP connection, `Connection: close`, identity encoding,
-/// `Content-Length`, chunked or read-to-close bodies. Enough to read taskwatchd, nothing more.
+/// `Content-Length`, chunked or read-to-close bodies. Enough to read taskwatchd, nothing more. A request
+/// ends at `timeoutMilliseconds` whatever the server does, and at once on a stop request (`StopSignal`).
 struct HTTPClient: Sendable {
     /// `host:port`, `:port`, `[v6]:port` or a bare host (port 10101).
     var address: String
+    /// The most one request takes, from connecting to the last byte.
     var timeoutMilliseconds: Int32 = 5_000
     /// The `Authorization` header's value sent with every request, if any.
     var authorization: String?
@@ -85,15 +87,20 @@ struct HTTPClient: Sendable {
     }
 
     /// Sends `request` on a new connection and reads the answer: all of it until the server closes,
-    /// or (`untilClosed` false) the first bytes that arrive.
+    /// or (`untilClosed` false) the first bytes that arrive. The whole exchange, connecting included,
+    /// has `timeoutMilliseconds`: a server that trickles a byte at a time cannot hold it longer.
     private func exchange(_ request: [UInt8], host: String, port: String, untilClosed: Bool) throws -> [UInt8] {
-        let fd = try connect(host: host, port: port)
+        let deadline = monotonicNanoseconds() + UInt64(max(1, timeoutMilliseconds)) * 1_000_000
+        let fd = try connect(host: host, port: port, deadline: deadline)
         defer { close(fd) }
         var offset = 0
         while offset < request.count {
-            let sent = request.withUnsafeBytes { send(fd, $0.baseAddress! + offset, $0.count - offset, 0) }
+            try wait(fd, for: Int16(POLLOUT), until: deadline)
+            let sent = request.withUnsafeBytes {
+                send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+            }
             if sent < 0 {
-                if errno == EINTR { continue }
+                if errno == EINTR || errno == EAGAIN { continue }
                 throw HTTPError(description: "sending to \(address): \(String(cString: strerror(errno)))")
             }
             offset += sent
@@ -101,13 +108,11 @@ struct HTTPClient: Sendable {
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
+            try wait(fd, for: Int16(POLLIN), until: deadline)
             let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if count == 0 { break }
             if count < 0 {
-                if errno == EINTR { continue }
-                if errno == EAGAIN || errno == EWOULDBLOCK {
-                    throw HTTPError(description: "\(address) did not answer within \(timeoutMilliseconds) ms")
-                }
+                if errno == EINTR || errno == EAGAIN { continue }
                 throw HTTPError(description: "reading from \(address): \(String(cString: strerror(errno)))")
             }
             received += buffer[0..<count]
@@ -115,6 +120,25 @@ struct HTTPClient: Sendable {
             if received.count > 256 << 20 { throw HTTPError(description: "response from \(address) over 256 MiB") }
         }
         return received
+    }
+
+    /// Waits until `fd` is ready for `events`. In slices of at most 100 ms, so a stop (SIGINT in `top`)
+    /// is seen at once even when the signal went to another thread and interrupted nothing here.
+    /// Throws `StopRequested` on a stop, and at `deadline`.
+    private func wait(_ fd: Int32, for events: Int16, until deadline: UInt64) throws {
+        while true {
+            if StopSignal.isRequested { throw StopRequested() }
+            let now = monotonicNanoseconds()
+            guard now < deadline else {
+                throw HTTPError(description: "\(address) did not answer within \(timeoutMilliseconds) ms")
+            }
+            var entry = pollfd(fd: fd, events: events, revents: 0)
+            let ready = poll(&entry, 1, Int32(min((deadline - now) / 1_000_000 + 1, 100)))
+            if ready > 0 { return }
+            if ready < 0, errno != EINTR {
+                throw HTTPError(description: "waiting for \(address): \(String(cString: strerror(errno)))")
+            }
+        }
     }
 
     /// A minimal TLS ClientHello: a TLS 1.0 record holding a TLS 1.2 hello with four common AES-GCM
@@ -201,7 +225,8 @@ struct HTTPClient: Sendable {
         return output
     }
 
-    private func connect(host: String, port: String) throws -> Int32 {
+    /// A connected, non-blocking socket to `host:port`, trying each address until `deadline`.
+    private func connect(host: String, port: String, deadline: UInt64) throws -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -215,14 +240,27 @@ struct HTTPClient: Sendable {
         var cursor: UnsafeMutablePointer<addrinfo>? = first
         while let entry = cursor {
             cursor = entry.pointee.ai_next
-            let fd = socket(entry.pointee.ai_family, entry.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let fd = socket(
+                entry.pointee.ai_family,
+                entry.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
             guard fd >= 0 else { continue }
-            var timeout = timeval(
-                tv_sec: Int(timeoutMilliseconds / 1_000), tv_usec: Int(timeoutMilliseconds % 1_000) * 1_000)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             if Glibc.connect(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0 { return fd }
-            lastError = String(cString: strerror(errno))
+            var error = errno
+            if error == EINPROGRESS {
+                do {
+                    try wait(fd, for: Int16(POLLOUT), until: deadline)
+                } catch let timeout as HTTPError {
+                    close(fd)
+                    throw HTTPError(description: "cannot connect to \(host):\(port): \(timeout.description)")
+                } catch {
+                    close(fd)
+                    throw error
+                }
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+                if error == 0 { return fd }
+            }
+            lastError = String(cString: strerror(error))
             close(fd)
         }
         throw HTTPError(description: "cannot connect to \(host):\(port): \(lastError)")

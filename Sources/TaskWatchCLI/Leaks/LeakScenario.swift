@@ -195,6 +195,8 @@ struct LeakRunner {
     let fixed: Bool
     let rate: Double
     let durationNanoseconds: UInt64?
+    /// Whether the monitor counts: not with instrumentation disabled, when its figures stay at zero.
+    var counted = true
 
     func run() async {
         let state = LeakState(scenario: scenario, fixed: fixed)
@@ -224,8 +226,11 @@ struct LeakRunner {
 
     func statusLine(state: LeakState, requests: Int, elapsed: UInt64) -> String {
         let snapshot = state.monitor.snapshot()
+        let tasks =
+            counted
+            ? "live=\(snapshot.live) created=\(snapshot.created) finished=\(snapshot.finished.reduce(0, +))"
+            : "tasks not counted (instrumentation disabled)"
         return "leak \(scenario.rawValue) \(fixed ? "fixed" : "leaky") t=\(Format.fixed(Double(elapsed) / 1e9, 1))s "
-            + "requests=\(requests) live=\(snapshot.live) created=\(snapshot.created) "
-            + "finished=\(snapshot.finished.reduce(0, +)) work=\(state.work.load(ordering: .relaxed))"
+            + "requests=\(requests) \(tasks) work=\(state.work.load(ordering: .relaxed))"
     }
 }

@@ -51,6 +51,7 @@ struct TokenBucket: Sendable {
         tokens = min(cap, tokens + rate * Double(elapsedNanoseconds) * 1e-9)
         let whole = tokens.rounded(.down)
         tokens -= whole
-        return Int(whole)
+        // `--rate` is bounded, so this is exact; the guard only keeps a conversion from ever trapping.
+        return whole < Double(Int.max) ? Int(whole) : Int.max
     }
 }

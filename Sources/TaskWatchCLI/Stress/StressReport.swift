@@ -16,7 +16,15 @@ struct StressReport: Codable, Sendable, Equatable {
     var mode: String
     /// The client library's build profile (`production`, `stress` or `silent`).
     var profile: String
+    /// `TASKWATCH_DISABLED` was set: nothing was counted or reported, whatever the profile.
+    var instrumentationDisabled: Bool
+    /// Stopped by SIGINT or SIGTERM: the jobs in flight were cancelled and those queued dropped, so
+    /// fewer jobs ended than were submitted, or ended early.
+    var interrupted = false
+    /// Jobs submitted.
     var jobs: Int
+    /// Jobs that ended, after their hold or cancelled.
+    var jobsEnded: Int
     var concurrency: Int?
     var holdSeconds: Double
     var peakLiveTasks: Int
@@ -47,10 +55,12 @@ struct StressReport: Codable, Sendable, Equatable {
 
     /// The report's rows, label and value, for the text and side-by-side forms.
     var rows: [(String, String)] {
+        let disabled = ", instrumentation disabled (TASKWATCH_DISABLED)"
         var rows: [(String, String)] = [
-            ("mode", mode),
-            ("profile", profile),
+            ("mode", interrupted ? "\(mode) (interrupted)" : mode),
+            ("profile", profile + (instrumentationDisabled ? disabled : "")),
             ("jobs", String(jobs)),
+            ("jobs ended", String(jobsEnded)),
             ("concurrency", concurrency.map(String.init) ?? "unbounded"),
             ("hold", Format.seconds(holdSeconds)),
             ("peak live tasks", String(peakLiveTasks)),

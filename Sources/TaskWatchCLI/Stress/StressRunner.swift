@@ -29,6 +29,8 @@ struct StressOptions: Sendable {
     /// How often the feedback loop measures and adjusts.
     var stepNanoseconds: UInt64 = 1_000_000
     var progress: ProgressStyle = .none
+    /// `TASKWATCH_DISABLED` is set, so the report says that nothing was counted.
+    var instrumentationDisabled = false
 
     /// The ceiling of the feedback loop when `--limit` is given without `--rate`.
     static let defaultLimitedRate = 20_000.0
@@ -54,10 +56,25 @@ final class StressCounters: Sendable {
     }
 }
 
-/// One job: stay suspended for `hold`, then count as done.
+/// One job: stay suspended for `hold` (less when cancelled), then count as done.
 @Sendable func stressJob(_ counters: StressCounters, _ hold: UInt64) async {
     if hold > 0 { try? await Task.sleep(nanoseconds: hold) }
     counters.complete()
+}
+
+/// What every spawn-mode job needs, in one reference, so that its closure captures two words as it did
+/// before the stop bookkeeping: a bigger capture is a bigger allocation for every task, which the run
+/// would count as the task's.
+final class SpawnContext: Sendable {
+    let counters: StressCounters
+    let spawned: SpawnedTasks
+    let hold: UInt64
+
+    init(counters: StressCounters, spawned: SpawnedTasks, hold: UInt64) {
+        self.counters = counters
+        self.spawned = spawned
+        self.hold = hold
+    }
 }
 
 /// Decides, step by step, how many jobs to admit: the pacing, the cap, the end, and the feedback loop.
@@ -162,43 +179,88 @@ struct StressRunner {
 
     var monitor: TaskMonitor { TaskMonitor("stress-\(options.mode.rawValue)") }
 
+    /// The most spawn-mode tasks expected alive at once, for `SpawnedTasks` to reserve room for: the
+    /// jobs, or the cap on them in flight, or what the rate admits within one hold; 0 when unknown.
+    /// At most `maximumReserved`: room reserved is room allocated, and `--tasks` may be any number.
+    var expectedInFlight: Int {
+        var expected = options.tasks ?? Int.max
+        if let cap = options.concurrency { expected = min(expected, cap) }
+        if options.rate > 0 {
+            // Both bounded (--rate, DurationText), so the product is far inside Int's range.
+            expected = min(expected, Int(options.rate * Double(options.holdNanoseconds) / 1e9) + 1)
+        }
+        return expected == Int.max ? 0 : min(expected, Self.maximumReserved)
+    }
+
+    /// Two million tasks: 16 MiB of slots, and 4 GiB of suspended tasks to go with them.
+    static let maximumReserved = 1 << 21
+
     func run() async -> StressReport {
+        // Made before the baseline, so its room counts as there before the run (see SpawnedTasks).
+        let spawned = SpawnedTasks(expected: options.mode == .spawn ? expectedInFlight : 0)
         ProcessMemory.trim()
         let before = ProcessMemory.sample()
         let observer = Observer(options: options, counters: counters, before: before)
         let watching = Task.detached { await observer.run() }
         var admission = Admission(options: options, counters: counters)
         switch options.mode {
-        case .spawn: await runSpawn(&admission, observer: observer)
+        case .spawn: await runSpawn(&admission, observer: observer, spawned: spawned)
         case .group: await runGroup(&admission, observer: observer)
         case .pool: await runPool(&admission, observer: observer)
         }
         let drained = monotonicNanoseconds()
+        let interrupted = StopSignal.isRequested
         observer.stop()
         await watching.value
         let afterDrain = ProcessMemory.sample()
         let released = ProcessMemory.trim()
         let afterTrim = ProcessMemory.sample()
-        return report(
+        var report = report(
             admission: admission, drained: drained, before: before, peak: observer.peak, afterDrain: afterDrain,
             afterTrim: afterTrim, released: released)
+        report.interrupted = interrupted
+        return report
     }
 
-    private func runSpawn(_ admission: inout Admission, observer: Observer) async {
-        let monitor = self.monitor
-        let counters = self.counters
-        let hold = options.holdNanoseconds
-        while let count = await admission.next() {
-            for _ in 0..<count {
-                counters.submitted.add(1, ordering: .relaxed)
-                monitor.detached { await stressJob(counters, hold) }
+    /// Waits for the jobs to end, polling every millisecond. On a stop request (SIGINT or SIGTERM) it
+    /// calls `cancel` once and goes on waiting, which is then short: a cancelled job's hold ends at
+    /// once, and jobs still queued are dropped. Without this, a stop would wait out every hold (a
+    /// 100,000-job pool of 64 workers holding 1 s each drains for 26 minutes).
+    private func drain(until done: () -> Bool, cancel: () -> Void) async {
+        var cancelled = false
+        while !done() {
+            if !cancelled, StopSignal.isRequested {
+                cancelled = true
+                cancel()
             }
-        }
-        observer.capture()
-        // Every job ends after its hold; wait for the last one.
-        while counters.completed.load(ordering: .relaxed) < counters.submitted.load(ordering: .relaxed) {
             try? await Task.sleep(nanoseconds: 1_000_000)
         }
+    }
+
+    private func runSpawn(_ admission: inout Admission, observer: Observer, spawned: SpawnedTasks) async {
+        let monitor = self.monitor
+        let counters = self.counters
+        let context = SpawnContext(counters: counters, spawned: spawned, hold: options.holdNanoseconds)
+        var batch: [(job: Int, task: Task<Void, Never>)] = []
+        while let count = await admission.next() {
+            for _ in 0..<count {
+                let job = counters.submitted.add(1, ordering: .relaxed).newValue
+                let task = monitor.detached {
+                    await stressJob(context.counters, context.hold)
+                    context.spawned.ended(job)
+                }
+                batch.append((job, task))
+            }
+            spawned.add(&batch)
+        }
+        observer.capture()
+        // Every job ends after its hold; wait for the last one. The monitor counts a task ended a moment
+        // after its job counts itself, and the final report must see it ended too.
+        await drain(
+            until: {
+                counters.completed.load(ordering: .relaxed) >= counters.submitted.load(ordering: .relaxed)
+                    && monitor.snapshot().live == 0
+            }, cancel: spawned.cancelAll)
     }
 
     private func runGroup(_ admission: inout Admission, observer: Observer) async {
@@ -214,6 +276,10 @@ struct StressRunner {
                 }
             }
             observer.capture()
+            // The group waits for its children by itself, but a stop has to cancel them first.
+            await drain(
+                until: { counters.completed.load(ordering: .relaxed) >= counters.submitted.load(ordering: .relaxed) },
+                cancel: { group.cancelAll() })
         }
         admission = local
     }
@@ -224,14 +290,16 @@ struct StressRunner {
         let hold = options.holdNanoseconds
         let (jobs, continuation) = AsyncStream.makeStream(of: UInt32.self, bufferingPolicy: .unbounded)
         let workerCount = max(1, options.concurrency ?? StressOptions.defaultWorkers)
-        var workers: [Task<Void, Never>] = []
-        for _ in 0..<workerCount {
+        let workers = (0..<workerCount).map { _ in
             counters.workers.add(1, ordering: .relaxed)
-            workers.append(
-                monitor.detached {
-                    for await _ in jobs { await stressJob(counters, hold) }
-                    counters.workers.subtract(1, ordering: .relaxed)
-                })
+            return monitor.detached {
+                for await _ in jobs {
+                    // Cancelled by a stop: the jobs still queued are dropped, not run.
+                    if Task.isCancelled { break }
+                    await stressJob(counters, hold)
+                }
+                counters.workers.subtract(1, ordering: .relaxed)
+            }
         }
         while let count = await admission.next() {
             for _ in 0..<count {
@@ -241,6 +309,9 @@ struct StressRunner {
         }
         observer.capture()
         continuation.finish()
+        await drain(
+            until: { counters.workers.load(ordering: .relaxed) == 0 },
+            cancel: { for worker in workers { worker.cancel() } })
         for worker in workers { await worker.value }
     }
 
@@ -259,7 +330,9 @@ struct StressRunner {
         return StressReport(
             mode: options.mode.rawValue,
             profile: Profile.name,
+            instrumentationDisabled: options.instrumentationDisabled,
             jobs: jobs,
+            jobsEnded: counters.completed.load(ordering: .relaxed),
             concurrency: options.mode == .pool
                 ? max(1, options.concurrency ?? StressOptions.defaultWorkers) : options.concurrency,
             holdSeconds: Double(options.holdNanoseconds) / 1e9,

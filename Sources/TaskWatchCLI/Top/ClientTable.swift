@@ -79,9 +79,10 @@ enum ClientTable {
             )
         }
         func rate(_ now: [ClientKey: Double], _ then: [ClientKey: Double]?, _ key: ClientKey) -> Double? {
-            guard let then, seconds > 0, let value = now[key] else { return nil }
+            // A series the previous scrape did not have has no rate yet: its counter holds everything
+            // since the process started, not what this interval added.
+            guard let then, seconds > 0, let value = now[key], let earlier = then[key] else { return nil }
             // A counter that went back means the series restarted: count from zero.
-            let earlier = then[key] ?? 0
             return (value >= earlier ? value - earlier : value) / seconds
         }
         var keys = Set(live.keys)
