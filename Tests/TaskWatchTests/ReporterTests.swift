@@ -303,6 +303,64 @@ func makeReporter(
             })
     }
 
+    /// SwiftExecutorStalled (prometheus/alerts.yml) reads a probe count that stops while the client still
+    /// reports as a pool with no free thread. Both halves of that hold here: an idle process keeps
+    /// probing (backed off to one report a second, a probe with each), and while every cooperative
+    /// thread is blocked the count stands still and the reports go on.
+    @Test func anIdleProcessKeepsProbingAndABlockedPoolFreezesTheCountWhileReportsGoOn() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon, interval: .milliseconds(5), probe: .milliseconds(10))
+        reporter.start()
+        defer { reporter.stop() }
+        #expect(try await daemon.waitFor { $0.id("swift_executor_lag_seconds") != nil })
+
+        try await Task.sleep(for: .milliseconds(500))
+        let idleStart = reporter.probe.histogram.count
+        try await Task.sleep(for: .milliseconds(2_500))
+        let idleProbes = reporter.probe.histogram.count - idleStart
+        print("probes in 2.5 s of idleness: \(idleProbes)")
+        #if !TASKWATCH_SILENT
+            #expect(idleProbes >= 2, "an idle process stopped probing: the alert would take it for a blocked pool")
+        #endif
+
+        // Every pool thread blocked. The first blocker measures, from inside the block, once all are in.
+        let threads = ProcessInfo.processInfo.activeProcessorCount
+        final class Gate: Sendable {
+            let inside = Atomic<Int>(0)
+            let measured = Atomic<Bool>(false)
+        }
+        let gate = Gate()
+        let blockers = (0..<threads).map { index in
+            Task.detached { () -> (probes: UInt64, reports: UInt64)? in
+                gate.inside.add(1, ordering: .sequentiallyConsistent)
+                guard index == 0 else {
+                    while !gate.measured.load(ordering: .sequentiallyConsistent) { usleep(1_000) }
+                    return nil
+                }
+                while gate.inside.load(ordering: .sequentiallyConsistent) < threads { usleep(1_000) }
+                usleep(100_000)
+                let probes = reporter.probe.histogram.count
+                let reports = reporter.reportsSent.load(ordering: .relaxed)
+                usleep(1_500_000)
+                let result = (
+                    probes: reporter.probe.histogram.count - probes,
+                    reports: reporter.reportsSent.load(ordering: .relaxed) - reports
+                )
+                gate.measured.store(true, ordering: .sequentiallyConsistent)
+                return result
+            }
+        }
+        var blocked: (probes: UInt64, reports: UInt64)?
+        for blocker in blockers { if let result = await blocker.value { blocked = result } }
+        let during = try #require(blocked)
+        print("while blocked for 1.5 s: \(during.probes) probes, \(during.reports) reports")
+        #expect(during.probes == 0, "a probe ran with every cooperative thread blocked")
+        #if !TASKWATCH_SILENT
+            #expect(during.reports >= 1, "the reporter stopped while the pool was blocked")
+        #endif
+    }
+
     @Test func theEnqueueHookCountsJobs() async throws {
         let daemon = FakeDaemon()
         let reporter = makeReporter(daemon)
