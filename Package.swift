@@ -151,7 +151,7 @@ let package = Package(
         .testTarget(
             name: "TaskWatchMetricsTests",
             dependencies: [
-                "TaskWatchMetrics", "TaskWatch", "TaskWatchWire", "CTaskWatchSocket",
+                "TaskWatchMetrics", "TaskWatch", "TaskWatchWire", "CTaskWatchSocket", "TaskWatchTestSupport",
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: [

@@ -49,7 +49,7 @@ public enum TaskWatch {
     }
 
     /// Declares series for a `ReportSource`. Returns their ids, or nil when the per-process cap on
-    /// series (10,000, of which the last 389 are kept for task monitors and the built-in series) would
+    /// series (10,000, of which the last 453 are kept for task monitors and the built-in series) would
     /// be passed or one of them breaks the protocol's limits (names, label counts and lengths, histogram
     /// bounds: see `docs/protocol.md`), in which case none is declared and all are counted in
     /// `seriesDropped`.

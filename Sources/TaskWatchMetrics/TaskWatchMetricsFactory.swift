@@ -5,27 +5,67 @@ import TaskWatchWire
 
 /// A swift-metrics backend whose values travel to `taskwatchd` over the TaskWatch reporter connection.
 ///
-/// Names are sanitized to the Prometheus rules and dimensions become labels. Counters and meters are
-/// gauges or counters updated with atomics, so the hot path takes no lock; `make*` and `destroy*`
-/// (rare) take one. Handlers for the same name, type and dimensions are shared; once every holder
-/// has destroyed one, its series is retired and leaves the daemon's `/metrics`. Past the per-process
-/// series cap (10,000 less the room kept for 64 task monitors and the built-in series), `make*` returns
-/// a handler that drops everything, counted in `seriesDropped`.
+/// Names are sanitized to the Prometheus rules and dimensions become labels, sorted by name (the first
+/// of a repeated name kept); `process` and `pid`, which the daemon sets, become `exported_process` and
+/// `exported_pid`, and on timers and aggregating recorders `le` becomes `exported_le`. A label value
+/// longer than the protocol allows (4,096 bytes) is cut at a character boundary.
+///
+/// Handlers of one Prometheus series are shared: the same name and dimensions, in any order, and a
+/// `Counter` with a `FloatingPointCounter` (which report the sum of both), a `Meter` with a plain
+/// `Recorder`, a `Timer` with an aggregating `Recorder` (in the bounds of the one made first). Once
+/// every holder has destroyed one, its series is retired and leaves the daemon's `/metrics`. Counters
+/// and gauges are updated with atomics, so the hot path takes no lock; `make*` and `destroy*` (rare)
+/// take one. Non-finite values and amounts are ignored, negative counter increments too, and a total
+/// stops at its largest value (`Int64.max`, the largest finite `Double`) rather than wrap.
+///
+/// `make*` returns a handler that drops everything, counted in `seriesDropped`, for a series the daemon
+/// would refuse: past the per-process series cap (10,000 less the room kept for 64 task monitors and
+/// the built-in series), outside the protocol's limits (a metric or dimension name over 256 bytes,
+/// more than 32 dimensions), or with a name this factory already uses for another type or other
+/// dimension names (a counter `x` also takes `x_total`, a histogram `x` also `x_bucket`, `x_sum` and
+/// `x_count`): as in the daemon, the first one made keeps the name while it lives. Names starting with
+/// `process_` or `taskwatch_`, and the six `swift_process_*` series the daemon reads from `/proc`, are
+/// the daemon's own: it refuses them, as it refuses a name another process uses for another type or
+/// label set (counted in its `taskwatch_series_dropped_total`).
 public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
-    /// Bucket bounds for recorders created with `aggregate: true`.
+    /// Bucket bounds for recorders created with `aggregate: true`: the ones given, finite, sorted and
+    /// without repeats (at most 256), or the Prometheus default when none of them is usable.
     public let recorderBounds: [Double]
-    /// Bucket bounds, in seconds, for timers.
+    /// Bucket bounds, in seconds, for timers: cleaned as `recorderBounds`, the default
+    /// `HistogramBounds.taskDuration`.
     public let timerBounds: [Double]
 
-    /// What kind of handler a series has; two kinds may share a wire type (counter and float counter).
-    private enum Kind: Hashable {
+    /// What a `make*` call makes; two kinds share each wire type, and then one handler.
+    private enum Kind {
         case counter, floatingPointCounter, meter, gaugeRecorder, histogramRecorder, timer
+
+        var type: SeriesType {
+            switch self {
+            case .counter, .floatingPointCounter: .counter
+            case .meter, .gaugeRecorder: .gauge
+            case .histogramRecorder, .timer: .histogram
+            }
+        }
+
+        var help: String {
+            switch self {
+            case .counter, .floatingPointCounter: "Counter from swift-metrics."
+            case .meter: "Meter from swift-metrics."
+            case .gaugeRecorder, .histogramRecorder: "Recorder from swift-metrics."
+            case .timer: "Timer from swift-metrics, in seconds."
+            }
+        }
     }
 
+    /// One series as the daemon tells them apart: type, name as exposed (a counter's with `_total`,
+    /// which the daemon adds when it is missing) and labels in canonical order.
     private struct Key: Hashable {
-        var kind: Kind
+        var type: SeriesType
         var name: String
         var labels: [Label]
+
+        /// About the memory the key takes, to bound the refused ones kept.
+        var bytes: Int { labels.reduce(64 + name.utf8.count) { $0 + 32 + $1.name.utf8.count + $1.value.utf8.count } }
     }
 
     private struct Entry {
@@ -37,13 +77,25 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
         var entries: [Key: Entry] = [:]
         var keys: [ObjectIdentifier: Key] = [:]
         var handlers: [any ReportingHandler] = []
-        var handlersChanged = false
+        var families = Families()
+        /// Series refused, with the count of retirements when they last were: made again, one is not
+        /// counted again, and not tried again until a retirement may have made room.
+        var refused: [Key: UInt64] = [:]
+        var refusedBytes = 0
+        /// Retirements by this factory (added to the process's, which a test's table may not count).
+        var retirements: UInt64 = 0
     }
+
+    /// The most refused series remembered, and their bytes; past either, all are forgotten (and each
+    /// may then be counted once more).
+    static let maxRefused = 4_096
+    static let maxRefusedBytes = 1 << 20
 
     private let state = Mutex(State())
     private let dropped = Atomic<UInt64>(0)
     private let declare: @Sendable ([SeriesDescriptor]) -> [SeriesID]?
     private let retire: @Sendable (SeriesID) -> Void
+    private let retired: @Sendable () -> UInt64
 
     /// A factory; call `TaskWatch.register(source:)` with it, or use `TaskWatchMetrics.bootstrap()`.
     public convenience init(
@@ -52,7 +104,7 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
     ) {
         self.init(
             recorderBounds: recorderBounds, timerBounds: timerBounds, declare: TaskWatch.declare,
-            retire: TaskWatch.retire)
+            retire: TaskWatch.retire, retired: { TaskWatch.seriesRetired })
     }
 
     /// A factory declaring its series elsewhere than in the process-wide table, for tests.
@@ -60,62 +112,52 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
         recorderBounds: [Double] = HistogramBounds.prometheusDefault,
         timerBounds: [Double] = HistogramBounds.taskDuration,
         declare: @escaping @Sendable ([SeriesDescriptor]) -> [SeriesID]?,
-        retire: @escaping @Sendable (SeriesID) -> Void
+        retire: @escaping @Sendable (SeriesID) -> Void,
+        retired: @escaping @Sendable () -> UInt64 = { 0 }
     ) {
-        self.recorderBounds = recorderBounds
-        self.timerBounds = timerBounds
+        self.recorderBounds = Self.usableBounds(recorderBounds, default: HistogramBounds.prometheusDefault)
+        self.timerBounds = Self.usableBounds(timerBounds, default: HistogramBounds.taskDuration)
         self.declare = declare
         self.retire = retire
+        self.retired = retired
     }
 
-    /// Series refused because the per-process cap was reached.
+    /// Series this factory refused: past the per-process cap, outside the protocol's limits, or in
+    /// conflict with another series of this factory (see above). Each counts once, however often it is
+    /// made (among the last 4,096 refused).
     public var seriesDropped: UInt64 { dropped.load(ordering: .relaxed) }
 
     // MARK: MetricsFactory
 
     public func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
-        make(.counter, .counter, label, dimensions, help: "Counter from swift-metrics.") { CounterBox(id: $0) }
-            as? any CounterHandler ?? DroppedHandler.shared
+        make(.counter, label, dimensions) { id, _ in CounterBox(id: id) } as? any CounterHandler
+            ?? DroppedHandler.shared
     }
 
     public func makeFloatingPointCounter(
         label: String, dimensions: [(String, String)]
-    )
-        -> any FloatingPointCounterHandler
-    {
-        make(.floatingPointCounter, .counter, label, dimensions, help: "Counter from swift-metrics.") {
-            FloatingPointCounterBox(id: $0)
-        }
+    ) -> any FloatingPointCounterHandler {
+        make(.floatingPointCounter, label, dimensions) { id, _ in CounterBox(id: id) }
             as? any FloatingPointCounterHandler ?? DroppedHandler.shared
     }
 
     public func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
-        make(.meter, .gauge, label, dimensions, help: "Meter from swift-metrics.") { GaugeBox(id: $0) }
-            as? any MeterHandler ?? DroppedHandler.shared
+        make(.meter, label, dimensions) { id, _ in GaugeBox(id: id) } as? any MeterHandler ?? DroppedHandler.shared
     }
 
     public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
-        let handler: (any ReportingHandler)?
-        if aggregate {
-            handler = make(
-                .histogramRecorder, .histogram, label, dimensions, help: "Recorder from swift-metrics.",
-                bounds: recorderBounds
-            ) {
-                HistogramBox(id: $0, bounds: self.recorderBounds)
+        let handler =
+            aggregate
+            ? make(.histogramRecorder, label, dimensions, bounds: recorderBounds) {
+                HistogramBox(id: $0, bounds: $1)
             }
-        } else {
-            handler = make(.gaugeRecorder, .gauge, label, dimensions, help: "Recorder from swift-metrics.") {
-                GaugeBox(id: $0)
-            }
-        }
+            : make(.gaugeRecorder, label, dimensions) { id, _ in GaugeBox(id: id) }
         return handler as? any RecorderHandler ?? DroppedHandler.shared
     }
 
     public func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
-        make(.timer, .histogram, label, dimensions, help: "Timer from swift-metrics, in seconds.", bounds: timerBounds)
-        {
-            HistogramBox(id: $0, bounds: self.timerBounds)
-        } as? any TimerHandler ?? DroppedHandler.shared
+        make(.timer, label, dimensions, bounds: timerBounds) { HistogramBox(id: $0, bounds: $1) }
+            as? any TimerHandler ?? DroppedHandler.shared
     }
 
     public func destroyCounter(_ handler: any CounterHandler) { destroy(handler) }
@@ -133,32 +175,49 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
 
     // MARK: Internals
 
-    /// The shared handler for this series, declaring it on first use; nil past the series cap.
-    /// A name reused with another type or other label names is still declared: the daemon refuses the
-    /// conflict and counts it, as the contract says.
+    /// The shared handler for this series, declaring it on first use; nil when it is refused.
     private func make(
         _ kind: Kind,
-        _ type: SeriesType,
         _ label: String,
         _ dimensions: [(String, String)],
-        help: String,
         bounds: [Double] = [],
-        create: (SeriesID) -> any ReportingHandler
+        create: (SeriesID, [Double]) -> any ReportingHandler
     ) -> (any ReportingHandler)? {
-        let key = Key(kind: kind, name: Names.sanitizeMetricName(label), labels: Self.labels(dimensions))
+        let type = kind.type
+        let name = Names.sanitizeMetricName(label)
+        let key = Key(type: type, name: Self.exposedName(name, type), labels: Self.labels(dimensions, for: type))
         return state.withLock { state -> (any ReportingHandler)? in
             if var entry = state.entries[key] {
                 entry.references += 1
                 state.entries[key] = entry
                 return entry.handler
             }
+            // A refused series is made again on every request by code that makes its metrics per
+            // request: without this, each call took the table's lock and validated it again, and was
+            // counted again. Tried again once some series was retired, which may have made room.
+            let retirements = state.retirements &+ retired()
+            let refusedAt = state.refused[key]
+            if refusedAt == retirements { return nil }
             let descriptor = SeriesDescriptor(
-                name: key.name, help: help, type: type, labels: key.labels, bounds: bounds)
-            guard let id = declare([descriptor])?.first else {
-                dropped.add(1, ordering: .relaxed)
+                name: name, help: kind.help, type: type, labels: key.labels, bounds: bounds)
+            guard state.families.admits(key.name, type, key.labels), let id = declare([descriptor])?.first else {
+                if refusedAt == nil {
+                    dropped.add(1, ordering: .relaxed)
+                    if state.refused.count >= Self.maxRefused || state.refusedBytes >= Self.maxRefusedBytes {
+                        state.refused.removeAll(keepingCapacity: true)
+                        state.refusedBytes = 0
+                    }
+                    state.refusedBytes += key.bytes
+                }
+                state.refused[key] = retirements
                 return nil
             }
-            let handler = create(id)
+            if refusedAt != nil {
+                state.refused[key] = nil
+                state.refusedBytes -= key.bytes
+            }
+            state.families.add(key.name, type, key.labels)
+            let handler = create(id, bounds)
             state.entries[key] = Entry(handler: handler, references: 1)
             state.keys[ObjectIdentifier(handler)] = key
             state.handlers.append(handler)
@@ -178,6 +237,8 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
             state.entries[key] = nil
             state.keys[identifier] = nil
             state.handlers.removeAll { $0 === handler }
+            state.families.remove(key.name, key.type)
+            state.retirements &+= 1
             // Under the lock, as `make` declares: a `make` of the same series right after must come after
             // the retirement, or the daemon would get the new declaration while the old one still holds
             // the name, drop it as a duplicate, then retire the old one, and the series would vanish.
@@ -185,17 +246,91 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
         }
     }
 
-    /// Dimensions as labels: names sanitized, the first of duplicate names kept, and `process` and
-    /// `pid` (the daemon's) renamed with the `exported_` prefix, as Prometheus does on conflicts.
-    static func labels(_ dimensions: [(String, String)]) -> [Label] {
+    /// The name the daemon exposes a series under: a counter's ends in `_total`.
+    static func exposedName(_ name: String, _ type: SeriesType) -> String {
+        type == .counter && !name.hasSuffix("_total") ? name + "_total" : name
+    }
+
+    /// Dimensions as labels, canonical so that the same dimensions in another order are the same
+    /// series, as the daemon sees them: names sanitized, the first of a repeated name kept, sorted by
+    /// name. `process` and `pid` (the daemon's), and `le` on a histogram (its buckets'), take the
+    /// `exported_` prefix, as Prometheus does on conflicts. Values are cut to the protocol's limit at a
+    /// character boundary.
+    static func labels(_ dimensions: [(String, String)], for type: SeriesType) -> [Label] {
         var labels: [Label] = []
+        labels.reserveCapacity(dimensions.count)
         for (name, value) in dimensions {
             var sanitized = Names.sanitizeLabelName(name)
-            if sanitized == "process" || sanitized == "pid" { sanitized = "exported_" + sanitized }
+            if sanitized == "process" || sanitized == "pid" || (sanitized == "le" && type == .histogram) {
+                sanitized = "exported_" + sanitized
+            }
             if labels.contains(where: { $0.name == sanitized }) { continue }
-            labels.append(Label(sanitized, value))
+            labels.append(Label(sanitized, Wire.prefix(value, utf8Limit: Wire.maxTextLength)))
         }
+        labels.sort { $0.name < $1.name }
         return labels
+    }
+
+    /// `bounds` finite, sorted and without repeats, at most `Wire.maxBounds` of them (the lowest); the
+    /// fallback when none is left. The daemon refuses any other, and every histogram would be dropped.
+    static func usableBounds(_ bounds: [Double], default fallback: [Double]) -> [Double] {
+        var usable: [Double] = []
+        for bound in bounds.filter(\.isFinite).sorted() where usable.last != bound { usable.append(bound) }
+        return usable.isEmpty ? fallback : Array(usable.prefix(Wire.maxBounds))
+    }
+}
+
+/// The metric names in use by a factory's live series, with the rule the daemon applies to every name
+/// on `/metrics`: one type and one set of label names per name, and no name that another family writes
+/// too (a histogram's `_bucket`, `_sum` and `_count`, a counter's name without `_total`, which is its
+/// family name in OpenMetrics). The daemon refuses a series that breaks it; the factory refuses it
+/// first, so that it takes no place under the process's cap and no handler believes it reported.
+private struct Families {
+    struct Family {
+        let type: SeriesType
+        let labelNames: [String]
+        var series: Int
+    }
+
+    private var byName: [String: Family] = [:]
+    /// Names a family writes besides its own, and that family's name.
+    private var derived: [String: String] = [:]
+
+    func admits(_ name: String, _ type: SeriesType, _ labels: [Label]) -> Bool {
+        if let family = byName[name] {
+            return family.type == type && family.labelNames.elementsEqual(labels.lazy.map(\.name))
+        }
+        return derived[name] == nil
+            && !Self.derivedNames(of: name, type).contains { byName[$0] != nil || derived[$0] != nil }
+    }
+
+    /// Adds a series; `admits` said yes.
+    mutating func add(_ name: String, _ type: SeriesType, _ labels: [Label]) {
+        if byName[name] != nil {
+            byName[name]!.series += 1
+            return
+        }
+        byName[name] = Family(type: type, labelNames: labels.map(\.name), series: 1)
+        for other in Self.derivedNames(of: name, type) { derived[other] = name }
+    }
+
+    mutating func remove(_ name: String, _ type: SeriesType) {
+        guard var family = byName[name] else { return }
+        family.series -= 1
+        if family.series > 0 {
+            byName[name] = family
+            return
+        }
+        byName[name] = nil
+        for other in Self.derivedNames(of: name, type) { derived[other] = nil }
+    }
+
+    private static func derivedNames(of name: String, _ type: SeriesType) -> [String] {
+        switch type {
+        case .histogram: [name + "_bucket", name + "_sum", name + "_count"]
+        case .counter: name.hasSuffix("_total") ? [String(name.dropLast(6))] : []
+        case .gauge: []
+        }
     }
 }
 

@@ -103,10 +103,9 @@ func unique(_ name: String) -> String { "\(name)_\(UUID().uuidString.prefix(8))"
 
     @Test func namesAndDimensionsAreSanitized() {
         #expect(
-            TaskWatchMetricsFactory.labels([
-                ("http.method", "GET"), ("process", "x"), ("pid", "1"), ("http-method", "2"),
-            ])
-                == [Label("http_method", "GET"), Label("exported_process", "x"), Label("exported_pid", "1")])
+            TaskWatchMetricsFactory.labels(
+                [("http.method", "GET"), ("process", "x"), ("pid", "1"), ("http-method", "2")], for: .counter)
+                == [Label("exported_pid", "1"), Label("exported_process", "x"), Label("http_method", "GET")])
         let handler = factory.makeCounter(label: unique("9 bad.name"), dimensions: [])
         let id = seriesID(handler)!
         let declaration = SeriesTable.shared.liveDeclarations.first { $0.id == id.rawValue }

@@ -483,17 +483,42 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
     /// App series (swift-metrics, `TaskWatch.declare`) that reach the cap leave room for task monitors,
     /// so a metric with a label per user cannot take the series this library exists for.
     @Test func appSeriesAtTheCapLeaveRoomForTaskMonitors() {
-        let table = SeriesTable(limit: 20, reserved: 2, monitorHeadroom: 6)
+        let table = SeriesTable(limit: 20, reserved: 2, monitorHeadroom: 7)
         let one = SeriesDescriptor(name: "a", help: "", type: .gauge)
+        let counter = SeriesDescriptor(name: "c", help: "", type: .counter)
         var appSeries = 0
         while table.declare(all: [one]) != nil { appSeries += 1 }
-        #expect(appSeries == 20 - 2 - 6)
-        #expect(table.declare(all: Array(repeating: one, count: 6), priority: .monitor)?.count == 6)
-        #expect(table.declare(all: [one], priority: .monitor) == nil, "the built-ins' room is theirs")
+        #expect(appSeries == 20 - 2 - 7)
+        // A monitor: one gauge, with peaks, and five others.
+        let monitor = [one] + Array(repeating: counter, count: 5)
+        #expect(table.declare(all: monitor, priority: .monitor)?.count == 6)
+        #expect(table.declare(all: [counter], priority: .monitor) == nil, "the built-ins' room is theirs")
         #expect(table.declare(all: [one, one], priority: .builtin)?.count == 2)
         #expect(table.liveCount == 20)
-        // The process-wide table keeps room for 64 monitors.
-        #expect(SeriesTable.shared.monitorHeadroom == 64 * 6)
+        // The process-wide table keeps room for 64 monitors, each with its `swift_tasks_peak`.
+        #expect(SeriesTable.shared.monitorHeadroom == 64 * 7)
+    }
+
+    /// The daemon adds `<gauge>_peak` for a gauge with peak samples (every monitor's `swift_tasks`) and
+    /// counts it under its per-client cap: so must the table, or at the cap the daemon refuses series
+    /// the process believes live.
+    @Test func aMonitorsGaugeTakesAPlaceForItsPeak() throws {
+        let table = SeriesTable(limit: 14)
+        let gauge = SeriesDescriptor(name: "swift_tasks", help: "", type: .gauge)
+        let counter = SeriesDescriptor(name: "swift_tasks_created_total", help: "", type: .counter)
+        let first = try #require(table.declare(all: [gauge, counter], priority: .monitor))
+        #expect(table.liveCount == 3)
+        // An app gauge gets no peaks: one place.
+        #expect(table.declare(all: [gauge]) != nil)
+        #expect(table.liveCount == 4)
+        #expect(table.declare(all: Array(repeating: counter, count: 9)) != nil)
+        #expect(table.liveCount == 13)
+        #expect(table.declare(all: [gauge], priority: .monitor) == nil, "needs two places, one is left")
+        #expect(table.declare(all: [counter], priority: .monitor) != nil)
+        // Retiring the gauge frees both.
+        table.retire(first[0])
+        #expect(table.liveCount == 12)
+        #expect(table.declare(all: [gauge], priority: .monitor) != nil)
     }
 
     @Test func declarationsTheDaemonWouldRefuseAreDroppedAndCounted() {

@@ -4,7 +4,9 @@ import TaskWatchWire
 ///
 /// Declare series with `TaskWatch.declare(_:)`, register the source with `TaskWatch.register(source:)`,
 /// and on every report the reporter thread calls `collect(into:)`. Values are absolute: counters report
-/// their running total, histograms their per-bucket counts since the start.
+/// their running total, histograms their per-bucket counts since the start. A counter's total must stay
+/// finite, at least 0 and never lower than the one reported before: the daemon refuses a values frame
+/// with any other, and with it every value of that report.
 public protocol ReportSource: AnyObject, Sendable {
     /// Adds the current value of each of this source's live series. Called on the reporter thread;
     /// keep it quick and never block.

@@ -57,8 +57,11 @@ enum SeriesChange: Equatable {
 final class SeriesTable: Sendable {
     /// The most live series one process declares; the daemon's per-client default is the same.
     static let defaultLimit = 10_000
-    /// Room for 64 task monitors (6 series each) that app metrics cannot take.
-    static let monitorHeadroom = 64 * 6
+    /// Places each task monitor takes: its 6 series and the `swift_tasks_peak` the daemon adds for its
+    /// live gauge (see `Priority.monitor`).
+    static let monitorPlaces = 7
+    /// Room for 64 task monitors that app metrics cannot take.
+    static let monitorHeadroom = 64 * monitorPlaces
     static let shared = SeriesTable(
         limit: defaultLimit, reserved: BuiltinSeries.count, monitorHeadroom: monitorHeadroom)
 
@@ -68,7 +71,10 @@ final class SeriesTable: Sendable {
     enum Priority {
         /// The built-in series: the room kept for them (`reserved`) is theirs.
         case builtin
-        /// Task monitors: all but the built-ins' room.
+        /// Task monitors: all but the built-ins' room. The reporter sends peak samples for their
+        /// gauges, and the daemon adds a `<gauge>_peak` series for each, which its per-client cap
+        /// counts like a declared one: so each of their gauges takes two places here, or the process
+        /// would believe live a series the daemon refused at its cap.
         case monitor
         /// Series of the app (swift-metrics, `TaskWatch.declare`): all but the built-ins' room and
         /// `monitorHeadroom`.
@@ -78,7 +84,10 @@ final class SeriesTable: Sendable {
     struct State {
         /// Live declarations in the order declared; nil where one was retired, until the next rebuild.
         var declarations: [SeriesDeclaration?] = []
+        /// Places taken under the cap: one a live declaration, two for a gauge with peaks.
         var live = 0
+        /// Live gauges with peaks (`Priority.monitor`): the second place each takes.
+        var peaked: Set<UInt32> = []
         var nextID: UInt32 = 1
         /// Room kept under the cap for the reserved declarations (the built-ins) not made yet.
         var reservedLeft: Int
@@ -124,6 +133,9 @@ final class SeriesTable: Sendable {
     /// all but the latest `maxBacklog` are dropped, and a reporter that had not taken those starts over.
     let maxBacklog: Int
     private let state: Mutex<State>
+    /// Retirements so far, readable without the lock: what may have made room for a series refused at
+    /// the cap (the swift-metrics backend tries one again only once this moved).
+    private let retiredCount = Atomic<UInt64>(0)
 
     /// A table of at most `limit` live series, `reserved` of them kept for the built-ins and
     /// `monitorHeadroom` more for task monitors (see `Priority`).
@@ -139,6 +151,8 @@ final class SeriesTable: Sendable {
     /// `priority`.
     func declare(all descriptors: [SeriesDescriptor], priority: Priority = .app) -> [SeriesID]? {
         let declarations = descriptors.map(Self.declaration(of:))
+        let peaks = priority == .monitor
+        let places = descriptors.count + (peaks ? descriptors.count(where: { $0.type == .gauge }) : 0)
         return state.withLock { state in
             let held =
                 switch priority {
@@ -146,7 +160,7 @@ final class SeriesTable: Sendable {
                 case .monitor: state.reservedLeft
                 case .app: state.reservedLeft + monitorHeadroom
                 }
-            guard !declarations.contains(nil), state.live + held + descriptors.count <= limit else {
+            guard !declarations.contains(nil), state.live + held + places <= limit else {
                 state.dropped &+= UInt64(descriptors.count)
                 return nil
             }
@@ -163,6 +177,10 @@ final class SeriesTable: Sendable {
                 state.positions[declaration.id] = state.declarations.count
                 state.declarations.append(declaration)
                 state.live += 1
+                if peaks && declaration.type == .gauge {
+                    state.peaked.insert(declaration.id)
+                    state.live += 1
+                }
                 state.record(.declare(declaration), backlog: maxBacklog)
                 return SeriesID(rawValue: declaration.id)
             }
@@ -175,7 +193,8 @@ final class SeriesTable: Sendable {
                 var declaration = state.declarations[index]
             else { return }
             state.declarations[index] = nil
-            state.live -= 1
+            state.live -= state.peaked.remove(id.rawValue) == nil ? 1 : 2
+            retiredCount.add(1, ordering: .relaxed)
             state.record(.retire(id.rawValue), backlog: maxBacklog)
             // Bounded: a process that keeps making new series (a label per request) must not keep every
             // one it retired. Forgetting them costs only their old ids; all at once, because picking one
@@ -243,7 +262,10 @@ final class SeriesTable: Sendable {
     var liveDeclarations: [SeriesDeclaration] { state.withLock { $0.declarations.compactMap { $0 } } }
 
     var dropped: UInt64 { state.withLock { $0.dropped } }
+    /// Places taken under the cap (see `State.live`).
     var liveCount: Int { state.withLock { $0.live } }
+    /// Series retired so far; lock-free.
+    var retirements: UInt64 { retiredCount.load(ordering: .relaxed) }
 
     func add(source: any ReportSource) {
         state.withLock { $0.sources.append(source) }
@@ -287,4 +309,11 @@ final class SeriesTable: Sendable {
         guard Wire.headerSize + 2 + FrameEncoder.encodedSize(of: declaration) <= Wire.maxFrameSize else { return nil }
         return declaration
     }
+}
+
+extension TaskWatch {
+    /// Series retired in this process so far. For the swift-metrics backend, which tries a series
+    /// refused at the cap again only once this moved (room may have been freed): lock-free, so a
+    /// refused series made on every request costs no lock of the table.
+    package static var seriesRetired: UInt64 { SeriesTable.shared.retirements }
 }

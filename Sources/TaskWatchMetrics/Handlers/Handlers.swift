@@ -8,59 +8,96 @@ protocol ReportingHandler: AnyObject, Sendable {
     func report(into report: inout ReportBuilder)
 }
 
-/// Adds `amount` to a `Double` kept as bits in an atomic: a compare-and-swap loop, lock-free.
+/// Adds `amount` (finite) to a finite `Double` kept as bits in an atomic: a compare-and-swap loop,
+/// lock-free. A sum past the largest finite `Double` stops there, as a gauge or counter that reached
+/// infinity would stay there (infinity less any finite amount is infinity) and never report again.
 func atomicAdd(_ bits: borrowing Atomic<UInt64>, _ amount: Double) {
     var current = bits.load(ordering: .relaxed)
     while true {
-        let next = (Double(bitPattern: current) + amount).bitPattern
-        let (exchanged, original) = bits.weakCompareExchange(expected: current, desired: next, ordering: .relaxed)
+        var next = Double(bitPattern: current) + amount
+        if !next.isFinite { next = next < 0 ? -.greatestFiniteMagnitude : .greatestFiniteMagnitude }
+        let (exchanged, original) = bits.weakCompareExchange(
+            expected: current, desired: next.bitPattern, ordering: .relaxed)
         if exchanged { return }
         current = original
     }
 }
 
-/// A counter. `reset()` does not lower what is reported: a Prometheus counter only goes up while its
-/// process lives (the daemon refuses a lower value, and with it the whole report), and `rate()` reads
-/// the increments either way. So the reported total keeps counting across resets.
-final class CounterBox: CounterHandler, ReportingHandler {
+/// A counter, integer and floating-point: a `Counter` and a `FloatingPointCounter` of one name and
+/// dimensions are one Prometheus series, so they share this box, which reports the sum of both parts.
+///
+/// What it reports is always finite, at least 0 and never lower than before, whatever the caller
+/// passes: the daemon refuses a values frame with a negative, infinite or falling counter whole, and
+/// with it every other series of the process in that report. So negative and non-finite amounts are
+/// ignored, the integer part stops at `Int64.max` and the floating-point part at the largest finite
+/// `Double`. `reset()` does not lower what is reported either: a Prometheus counter only goes up while
+/// its process lives, and `rate()` reads the increments either way.
+final class CounterBox: CounterHandler, FloatingPointCounterHandler, ReportingHandler {
     let id: SeriesID
-    private let value = Atomic<Int64>(0)
+    /// The integer part. Unsigned, and past `Int64.max` only by the adds in flight (see `increment`):
+    /// what is reported stops at `Int64.max`.
+    private let integer = Atomic<UInt64>(0)
+    private let floatingPointBits = Atomic<UInt64>(0)
+
+    private static let saturated = UInt64(Int64.max)
 
     init(id: SeriesID) { self.id = id }
 
     func increment(by amount: Int64) {
         // Counters only go up; swift-metrics documents negative increments as a caller error.
         guard amount > 0 else { return }
-        value.wrappingAdd(amount, ordering: .relaxed)
+        if amount <= Int64(UInt32.max) {
+            // The usual case stays one atomic add. A total pushed past `Int64.max` is put back to it by
+            // the thread that pushed it, so it exceeds it at most by one add under 2^32 per thread in
+            // flight and never comes near wrapping at 2^64.
+            if integer.wrappingAdd(UInt64(amount), ordering: .relaxed).newValue > Self.saturated { saturate() }
+            return
+        }
+        // Amounts that could reach 2^64 from a total near `Int64.max`: a compare-and-swap that stops at
+        // `Int64.max` (lock-free all the same).
+        var current = integer.load(ordering: .relaxed)
+        while current < Self.saturated {
+            // Both under 2^63: the sum does not overflow.
+            let next = min(current + UInt64(amount), Self.saturated)
+            let (exchanged, original) = integer.weakCompareExchange(
+                expected: current, desired: next, ordering: .relaxed)
+            if exchanged { return }
+            current = original
+        }
     }
 
-    func reset() {}
-
-    func report(into report: inout ReportBuilder) {
-        report.value(id, Double(value.load(ordering: .relaxed)))
+    /// Puts a total past `Int64.max` back to it.
+    private func saturate() {
+        var current = integer.load(ordering: .relaxed)
+        while current > Self.saturated {
+            let (exchanged, original) = integer.weakCompareExchange(
+                expected: current, desired: Self.saturated, ordering: .relaxed)
+            if exchanged { return }
+            current = original
+        }
     }
-}
-
-/// A floating-point counter; `reset()` does not lower what is reported, as for `CounterBox`.
-final class FloatingPointCounterBox: FloatingPointCounterHandler, ReportingHandler {
-    let id: SeriesID
-    private let bits = Atomic<UInt64>(0)
-
-    init(id: SeriesID) { self.id = id }
 
     func increment(by amount: Double) {
         guard amount > 0, amount.isFinite else { return }
-        atomicAdd(bits, amount)
+        atomicAdd(floatingPointBits, amount)
     }
 
     func reset() {}
 
     func report(into report: inout ReportBuilder) {
-        report.value(id, Double(bitPattern: bits.load(ordering: .relaxed)))
+        // Each part only goes up and rounding is monotonic, so their sum never goes down; the bound is
+        // for the one sum that could overflow: both parts near their top.
+        let total =
+            Double(min(integer.load(ordering: .relaxed), Self.saturated))
+            + Double(bitPattern: floatingPointBits.load(ordering: .relaxed))
+        report.value(id, min(total, .greatestFiniteMagnitude))
     }
 }
 
-/// A gauge: meters, and recorders that do not aggregate (the last recorded value wins).
+/// A gauge: meters, and recorders that do not aggregate (the last recorded value wins); a `Meter` and
+/// such a `Recorder` of one name and dimensions share one. Non-finite values and amounts are ignored,
+/// as recorders ignore them: one NaN added would make the gauge NaN for every later increment, which
+/// the reporter leaves out, so the gauge would stop reporting for good.
 final class GaugeBox: MeterHandler, RecorderHandler, ReportingHandler {
     let id: SeriesID
     private let bits = Atomic<UInt64>(0)
@@ -68,9 +105,18 @@ final class GaugeBox: MeterHandler, RecorderHandler, ReportingHandler {
     init(id: SeriesID) { self.id = id }
 
     func set(_ value: Int64) { set(Double(value)) }
-    func set(_ value: Double) { bits.store(value.bitPattern, ordering: .relaxed) }
-    func increment(by amount: Double) { atomicAdd(bits, amount) }
-    func decrement(by amount: Double) { atomicAdd(bits, -amount) }
+    func set(_ value: Double) {
+        guard value.isFinite else { return }
+        bits.store(value.bitPattern, ordering: .relaxed)
+    }
+    func increment(by amount: Double) {
+        guard amount.isFinite else { return }
+        atomicAdd(bits, amount)
+    }
+    func decrement(by amount: Double) {
+        guard amount.isFinite else { return }
+        atomicAdd(bits, -amount)
+    }
     func record(_ value: Int64) { set(Double(value)) }
     func record(_ value: Double) { set(value) }
 
@@ -79,7 +125,8 @@ final class GaugeBox: MeterHandler, RecorderHandler, ReportingHandler {
     }
 }
 
-/// A histogram: aggregating recorders, and timers (in seconds).
+/// A histogram: aggregating recorders, and timers (in seconds); a `Timer` and an aggregating `Recorder`
+/// of one name and dimensions share one, with the bounds of whichever was made first.
 final class HistogramBox: RecorderHandler, TimerHandler, ReportingHandler {
     let id: SeriesID
     let histogram: AtomicHistogram
@@ -99,7 +146,8 @@ final class HistogramBox: RecorderHandler, TimerHandler, ReportingHandler {
     }
 }
 
-/// What a make call returns once the series cap is reached: accepts everything, reports nothing.
+/// What a make call returns for a series that was refused (see `TaskWatchMetricsFactory.seriesDropped`):
+/// accepts everything, reports nothing.
 final class DroppedHandler: CounterHandler, FloatingPointCounterHandler, MeterHandler, RecorderHandler,
     TimerHandler
 {
