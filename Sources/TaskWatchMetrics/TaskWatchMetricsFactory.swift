@@ -185,7 +185,7 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
     ) -> (any ReportingHandler)? {
         let type = kind.type
         let name = Names.sanitizeMetricName(label)
-        let key = Key(type: type, name: Self.exposedName(name, type), labels: Self.labels(dimensions, for: type))
+        let key = Key(type: type, name: type.exposedName(name), labels: Self.labels(dimensions, for: type))
         return state.withLock { state -> (any ReportingHandler)? in
             if var entry = state.entries[key] {
                 entry.references += 1
@@ -246,11 +246,6 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
         }
     }
 
-    /// The name the daemon exposes a series under: a counter's ends in `_total`.
-    static func exposedName(_ name: String, _ type: SeriesType) -> String {
-        type == .counter && !name.hasSuffix("_total") ? name + "_total" : name
-    }
-
     /// Dimensions as labels, canonical so that the same dimensions in another order are the same
     /// series, as the daemon sees them: names sanitized, the first of a repeated name kept, sorted by
     /// name. `process` and `pid` (the daemon's), and `le` on a histogram (its buckets'), take the
@@ -301,7 +296,7 @@ private struct Families {
             return family.type == type && family.labelNames.elementsEqual(labels.lazy.map(\.name))
         }
         return derived[name] == nil
-            && !Self.derivedNames(of: name, type).contains { byName[$0] != nil || derived[$0] != nil }
+            && !type.derivedNames(of: name).contains { byName[$0] != nil || derived[$0] != nil }
     }
 
     /// Adds a series; `admits` said yes.
@@ -311,7 +306,7 @@ private struct Families {
             return
         }
         byName[name] = Family(type: type, labelNames: labels.map(\.name), series: 1)
-        for other in Self.derivedNames(of: name, type) { derived[other] = name }
+        for other in type.derivedNames(of: name) { derived[other] = name }
     }
 
     mutating func remove(_ name: String, _ type: SeriesType) {
@@ -322,15 +317,7 @@ private struct Families {
             return
         }
         byName[name] = nil
-        for other in Self.derivedNames(of: name, type) { derived[other] = nil }
-    }
-
-    private static func derivedNames(of name: String, _ type: SeriesType) -> [String] {
-        switch type {
-        case .histogram: [name + "_bucket", name + "_sum", name + "_count"]
-        case .counter: name.hasSuffix("_total") ? [String(name.dropLast(6))] : []
-        case .gauge: []
-        }
+        for other in type.derivedNames(of: name) { derived[other] = nil }
     }
 }
 

@@ -38,19 +38,6 @@ struct FamilyTable {
             || KernelSeries.openMetricsFamilyNames.contains(name)
     }
 
-    /// The names a family of this name and type puts on `/metrics` besides its own, in either format.
-    /// A histogram writes `_bucket`, `_sum` and `_count` samples. A counter (always named `…_total`
-    /// here) is family `…` without `_total` in OpenMetrics, which writes counter families that way: a
-    /// gauge or histogram of that name would be a second family of the same name there, and parsers
-    /// refuse the whole exposition.
-    private static func derivedNames(of name: String, type: SeriesType) -> [String] {
-        switch type {
-        case .histogram: [name + "_bucket", name + "_sum", name + "_count"]
-        case .counter: name.hasSuffix("_total") ? [String(name.dropLast(6))] : []
-        case .gauge: []
-        }
-    }
-
     /// Finds or creates the family for a declaration, or says why it cannot be admitted.
     mutating func admit(
         name: String,
@@ -64,7 +51,7 @@ struct FamilyTable {
             }
             return .success(index)
         }
-        let derived = Self.derivedNames(of: name, type: type)
+        let derived = type.derivedNames(of: name)
         if derivedNames[name] != nil || derived.contains(where: { indexByName[$0] != nil || derivedNames[$0] != nil }) {
             return .failure(.conflict)
         }
@@ -102,7 +89,7 @@ struct FamilyTable {
         helpBytes -= family.help.utf8.count
         freeIndices.append(index)
         indexByName[family.name] = nil
-        for derivedName in Self.derivedNames(of: family.name, type: family.type) { derivedNames[derivedName] = nil }
+        for derivedName in family.type.derivedNames(of: family.name) { derivedNames[derivedName] = nil }
     }
 }
 

@@ -379,8 +379,7 @@ public final class Registry: IngestSink, Sendable {
         // Named as it would be exposed, with `_total`, since that is the name that conflicts.
         let line = log?.seriesDropped(
             reason,
-            name: declaration.type == .counter && !declaration.name.hasSuffix("_total")
-                ? declaration.name + "_total" : declaration.name,
+            name: declaration.type.exposedName(declaration.name),
             type: declaration.type, labelNames: declaration.labels.map(\.name), client: client,
             limit: limit(of: reason))
         if let line { warnings.append(line) }
@@ -415,11 +414,8 @@ public final class Registry: IngestSink, Sendable {
         while state.seriesTotal >= limits.maxSeries {
             guard evictGraceHeld(&state) else { return .failure(.globalLimit) }
         }
-        // Counters are exposed with the `_total` suffix both formats expect (OpenMetrics requires it,
-        // promtool's linter asks for it in text 0.0.4).
-        let shownName =
-            declaration.type == .counter && !declaration.name.hasSuffix("_total")
-            ? declaration.name + "_total" : declaration.name
+        // Counters are exposed with the `_total` suffix both formats expect.
+        let shownName = declaration.type.exposedName(declaration.name)
         // Rendered here, before the budget is checked, so that it counts what is stored: escaping can
         // double a label value (`"` becomes `\"`).
         let labelText = Escaping.labelText(declaration.labels)
