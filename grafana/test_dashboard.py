@@ -52,6 +52,8 @@ CONTRACT_METRICS = CONTRACT_HISTOGRAMS | {
     "swift_process_heap_allocated_bytes",
     "swift_process_heap_free_bytes",
     "swift_taskwatch_reports_dropped_total",
+    # From the client, beyond the contract's table: series it refused (cap, limits, conflicts).
+    "swift_taskwatch_series_dropped_total",
     # Read by the daemon from /proc/<pid>.
     "swift_process_resident_memory_bytes",
     "swift_process_virtual_memory_bytes",

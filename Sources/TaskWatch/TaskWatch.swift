@@ -49,7 +49,7 @@ public enum TaskWatch {
     }
 
     /// Declares series for a `ReportSource`. Returns their ids, or nil when the per-process cap on
-    /// series (10,000, of which the last 453 are kept for task monitors and the built-in series) would
+    /// series (10,000, of which the last 454 are kept for task monitors and the built-in series) would
     /// be passed or one of them breaks the protocol's limits (names, label counts and lengths, histogram
     /// bounds: see `docs/protocol.md`), in which case none is declared and all are counted in
     /// `seriesDropped`.
@@ -76,8 +76,15 @@ public enum TaskWatch {
         SeriesTable.shared.remove(source: source)
     }
 
-    /// Series refused because the per-process cap was reached or the protocol's limits were broken.
+    /// Series refused because the per-process cap was reached or the protocol's limits were broken,
+    /// and those counted with `countDroppedSeries(_:)`. Reported as `swift_taskwatch_series_dropped_total`.
     public static var seriesDropped: UInt64 { SeriesTable.shared.dropped }
+
+    /// Counts series a `ReportSource` refused itself, without declaring them (the swift-metrics
+    /// backend's name conflicts), in `seriesDropped` and so on the daemon's `/metrics`.
+    public static func countDroppedSeries(_ count: Int = 1) {
+        SeriesTable.shared.countDropped(count)
+    }
 
     /// The most series this process declares.
     public static var seriesLimit: Int { SeriesTable.shared.limit }

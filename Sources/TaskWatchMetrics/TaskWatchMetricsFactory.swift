@@ -96,6 +96,7 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
     private let declare: @Sendable ([SeriesDescriptor]) -> [SeriesID]?
     private let retire: @Sendable (SeriesID) -> Void
     private let retired: @Sendable () -> UInt64
+    private let countConflict: @Sendable () -> Void
 
     /// A factory; call `TaskWatch.register(source:)` with it, or use `TaskWatchMetrics.bootstrap()`.
     public convenience init(
@@ -104,7 +105,8 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
     ) {
         self.init(
             recorderBounds: recorderBounds, timerBounds: timerBounds, declare: TaskWatch.declare,
-            retire: TaskWatch.retire, retired: { TaskWatch.seriesRetired })
+            retire: TaskWatch.retire, retired: { TaskWatch.seriesRetired },
+            countConflict: { TaskWatch.countDroppedSeries() })
     }
 
     /// A factory declaring its series elsewhere than in the process-wide table, for tests.
@@ -113,18 +115,21 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
         timerBounds: [Double] = HistogramBounds.taskDuration,
         declare: @escaping @Sendable ([SeriesDescriptor]) -> [SeriesID]?,
         retire: @escaping @Sendable (SeriesID) -> Void,
-        retired: @escaping @Sendable () -> UInt64 = { 0 }
+        retired: @escaping @Sendable () -> UInt64 = { 0 },
+        countConflict: @escaping @Sendable () -> Void = {}
     ) {
         self.recorderBounds = Self.usableBounds(recorderBounds, default: HistogramBounds.prometheusDefault)
         self.timerBounds = Self.usableBounds(timerBounds, default: HistogramBounds.taskDuration)
         self.declare = declare
         self.retire = retire
         self.retired = retired
+        self.countConflict = countConflict
     }
 
     /// Series this factory refused: past the per-process cap, outside the protocol's limits, or in
     /// conflict with another series of this factory (see above). Each counts once, however often it is
-    /// made (among the last 4,096 refused).
+    /// made (among the last 4,096 refused). The process's `TaskWatch.seriesDropped`, reported as
+    /// `swift_taskwatch_series_dropped_total`, counts them too.
     public var seriesDropped: UInt64 { dropped.load(ordering: .relaxed) }
 
     // MARK: MetricsFactory
@@ -200,9 +205,13 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
             if refusedAt == retirements { return nil }
             let descriptor = SeriesDescriptor(
                 name: name, help: kind.help, type: type, labels: key.labels, bounds: bounds)
-            guard state.families.admits(key.name, type, key.labels), let id = declare([descriptor])?.first else {
+            let admitted = state.families.admits(key.name, type, key.labels)
+            guard admitted, let id = declare([descriptor])?.first else {
                 if refusedAt == nil {
                     dropped.add(1, ordering: .relaxed)
+                    // The process's table counts what `declare` refused; a conflict found here never
+                    // reached it, and counts there too so that it shows on `/metrics`.
+                    if !admitted { countConflict() }
                     if state.refused.count >= Self.maxRefused || state.refusedBytes >= Self.maxRefusedBytes {
                         state.refused.removeAll(keepingCapacity: true)
                         state.refusedBytes = 0

@@ -91,8 +91,16 @@ final class ReportingToADaemon {
         factory.makeTimer(label: name + "_seconds", dimensions: []).recordNanoseconds(1_000_000)
         factory.makeRecorder(label: name + "_seconds", dimensions: [], aggregate: true).record(0.002)
         let dropped = factory.seriesDropped
+        let processDropped = TaskWatch.seriesDropped
         factory.makeMeter(label: name, dimensions: [("k", "v")]).set(Int64(1))
         #expect(factory.seriesDropped == dropped + 1)
+        #expect(TaskWatch.seriesDropped >= processDropped + 1)
+        // The refusal shows on `/metrics`, where an operator sees it.
+        #expect(
+            eventually {
+                (setup.daemon.value("swift_taskwatch_series_dropped_total", ["process": "metrics-test"]) ?? 0)
+                    >= Double(processDropped + 1)
+            })
 
         #expect(
             eventually {

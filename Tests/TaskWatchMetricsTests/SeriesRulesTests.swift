@@ -14,7 +14,7 @@ func isolatedFactory(
     let table = SeriesTable(limit: limit)
     let factory = TaskWatchMetricsFactory(
         recorderBounds: recorderBounds, timerBounds: timerBounds, declare: { table.declare(all: $0) },
-        retire: table.retire, retired: { table.retirements })
+        retire: table.retire, retired: { table.retirements }, countConflict: { table.countDropped(1) })
     return (factory, table)
 }
 
@@ -107,6 +107,7 @@ func declaration(_ handler: AnyObject, in table: SeriesTable) -> SeriesDeclarati
         #expect(seriesID(factory.makeMeter(label: "wait_count", dimensions: [])) == nil)
         #expect(seriesID(factory.makeCounter(label: "wait_sum", dimensions: [])) == nil)
         #expect(factory.seriesDropped == 6)
+        #expect(table.dropped == 6, "conflicts count in the process's table too, which reports them")
         #expect(table.liveCount == 2)
         // Labelled series of one name keep one set of label names, with any values.
         #expect(seriesID(factory.makeMeter(label: "rooms", dimensions: [("floor", "1")])) != nil)

@@ -477,7 +477,7 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         #expect(table.liveCount == 4)
         #expect(table.dropped == 1)
         // The process-wide table keeps room for every built-in.
-        #expect(BuiltinSeries.count == 5)
+        #expect(BuiltinSeries.count == 6)
     }
 
     /// App series (swift-metrics, `TaskWatch.declare`) that reach the cap leave room for task monitors,

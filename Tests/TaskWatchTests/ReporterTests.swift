@@ -53,6 +53,7 @@ func makeReporter(
             "swift_tasks", "swift_tasks_created_total", "swift_tasks_finished_total", "swift_task_duration_seconds",
             "swift_executor_jobs_enqueued_total", "swift_executor_lag_seconds", "swift_process_heap_allocated_bytes",
             "swift_process_heap_free_bytes", "swift_taskwatch_reports_dropped_total",
+            "swift_taskwatch_series_dropped_total",
         ] {
             #expect(names.contains(name), "\(name) not declared")
         }

@@ -7,9 +7,10 @@ struct BuiltinSeries: Sendable {
     let heapAllocated: SeriesID
     let heapFree: SeriesID
     let reportsDropped: SeriesID
+    let seriesDropped: SeriesID
 
     /// How many there are: the room `SeriesTable.shared` keeps for them.
-    static let count = 5
+    static let count = 6
 
     static let shared: BuiltinSeries = {
         let ids =
@@ -29,12 +30,16 @@ struct BuiltinSeries: Sendable {
                     SeriesDescriptor(
                         name: "swift_taskwatch_reports_dropped_total", help: "Reports the client could not send.",
                         type: .counter),
+                    SeriesDescriptor(
+                        name: "swift_taskwatch_series_dropped_total",
+                        help: "Series the client refused: past its cap, outside the protocol's limits, or in conflict.",
+                        type: .counter),
                 ], priority: .builtin) ?? []
         // The table keeps room for these however many series were declared before the first `start()`,
         // and they are valid, so neither the cap nor the checks can refuse them.
         precondition(ids.count == count, "built-in series must fit the series cap")
         return BuiltinSeries(
             jobsEnqueued: ids[0], executorLag: ids[1], heapAllocated: ids[2], heapFree: ids[3],
-            reportsDropped: ids[4])
+            reportsDropped: ids[4], seriesDropped: ids[5])
     }()
 }

@@ -454,6 +454,7 @@ final class Reporter: @unchecked Sendable {
         builder.value(builtin.heapAllocated, Double(heap.allocated))
         builder.value(builtin.heapFree, Double(heap.free))
         builder.value(builtin.reportsDropped, Double(reportsDropped.load(ordering: .relaxed)))
+        builder.value(builtin.seriesDropped, Double(table.dropped))
     }
 
     /// Whether a connection is up, connecting (with exponential backoff) when it is due.

@@ -262,6 +262,12 @@ final class SeriesTable: Sendable {
     var liveDeclarations: [SeriesDeclaration] { state.withLock { $0.declarations.compactMap { $0 } } }
 
     var dropped: UInt64 { state.withLock { $0.dropped } }
+
+    /// Counts series a source refused itself, before declaring them.
+    func countDropped(_ count: Int) {
+        guard count > 0 else { return }
+        state.withLock { $0.dropped &+= UInt64(count) }
+    }
     /// Places taken under the cap (see `State.live`).
     var liveCount: Int { state.withLock { $0.live } }
     /// Series retired so far; lock-free.
