@@ -37,8 +37,11 @@ static void __attribute__((swiftcall)) counting_hook(void *job, tw_enqueue_origi
     // Executor work while the reporter is quiet (a blocked pool, a timer firing) brings it back to
     // its normal cadence, probe included; one load when it is not quiet.
     if (tw_reporter_is_idle()) tw_reporter_wake();
-    if (previous_hook) {
-        previous_hook(job, original);
+    // With the release store of the hook in `tw_enqueue_hook_install`: a thread that runs this hook
+    // reads the hook it replaced, not the null from before the install.
+    tw_enqueue_hook previous = __atomic_load_n(&previous_hook, __ATOMIC_ACQUIRE);
+    if (previous) {
+        previous(job, original);
     } else {
         original(job);
     }
@@ -46,8 +49,10 @@ static void __attribute__((swiftcall)) counting_hook(void *job, tw_enqueue_origi
 
 void tw_enqueue_hook_install(void) {
     if (atomic_flag_test_and_set(&installed)) return;
-    previous_hook = swift_task_enqueueGlobal_hook;
-    swift_task_enqueueGlobal_hook = counting_hook;
+    // Other threads enqueue meanwhile: the replaced hook is stored before this one is published, or a
+    // job could pass a hook installed earlier by.
+    __atomic_store_n(&previous_hook, __atomic_load_n(&swift_task_enqueueGlobal_hook, __ATOMIC_ACQUIRE), __ATOMIC_RELAXED);
+    __atomic_store_n(&swift_task_enqueueGlobal_hook, counting_hook, __ATOMIC_RELEASE);
 }
 
 uint64_t tw_enqueue_count(void) { return atomic_load_explicit(&enqueue_count, memory_order_seq_cst); }

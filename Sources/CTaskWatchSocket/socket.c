@@ -2,6 +2,7 @@
 #include "CTaskWatchSocket.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <pthread.h>
@@ -192,4 +193,37 @@ void tw_thread_set_name(const char *name) {
     strncpy(truncated, name, sizeof(truncated) - 1);
     truncated[sizeof(truncated) - 1] = '\0';
     pthread_setname_np(pthread_self(), truncated);
+}
+
+// Descriptors closed in a forked child, stored as fd + 1 so that 0 (a zeroed static) is a free place.
+// Atomics, not a lock: the child handler runs after fork() in a copy of the process where another
+// thread may have held any lock.
+#define TW_CLOSE_ON_FORK_PLACES 16
+static _Atomic int tw_close_on_fork[TW_CLOSE_ON_FORK_PLACES];
+static pthread_once_t tw_close_on_fork_once = PTHREAD_ONCE_INIT;
+
+static void tw_close_on_fork_child(void) {
+    for (int i = 0; i < TW_CLOSE_ON_FORK_PLACES; i++) {
+        int stored = atomic_exchange(&tw_close_on_fork[i], 0);
+        if (stored > 0) close(stored - 1);
+    }
+}
+
+static void tw_close_on_fork_install(void) { pthread_atfork(NULL, NULL, tw_close_on_fork_child); }
+
+int tw_close_on_fork_add(int fd) {
+    if (fd < 0) return -1;
+    pthread_once(&tw_close_on_fork_once, tw_close_on_fork_install);
+    for (int i = 0; i < TW_CLOSE_ON_FORK_PLACES; i++) {
+        int expected = 0;
+        if (atomic_compare_exchange_strong(&tw_close_on_fork[i], &expected, fd + 1)) return 0;
+    }
+    return -1;
+}
+
+void tw_close_on_fork_remove(int fd) {
+    for (int i = 0; i < TW_CLOSE_ON_FORK_PLACES; i++) {
+        int expected = fd + 1;
+        if (atomic_compare_exchange_strong(&tw_close_on_fork[i], &expected, 0)) return;
+    }
 }

@@ -79,6 +79,13 @@ final class FakeDaemon: @unchecked Sendable {
         }
     }
 
+    /// Whether the accepted connection reached its end: the client closed it and every frame is read.
+    var clientClosed: Bool {
+        guard client >= 0 else { return false }
+        var byte: UInt8 = 0
+        return recv(client, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) == 0
+    }
+
     /// Polls until `condition` holds over the frames received so far, or `timeout` passes.
     func waitFor(timeout: Duration = .seconds(10), _ condition: (FakeDaemon) -> Bool) async throws -> Bool {
         let deadline = ContinuousClock.now + timeout

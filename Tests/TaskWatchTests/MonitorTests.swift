@@ -36,6 +36,18 @@ extension Counter {
     }
 }
 
+/// An actor the spawning tests are not isolated to.
+@globalActor actor OrderActor {
+    static let shared = OrderActor()
+}
+
+/// The order in which jobs ran on `OrderActor`.
+final class RunOrder: Sendable {
+    private let order = Mutex<[Int]>([])
+    @OrderActor func ran(_ index: Int) { order.withLock { $0.append(index) } }
+    var values: [Int] { order.withLock { $0 } }
+}
+
 /// Waits until the monitor has no live task, or 20 seconds pass.
 func settle(_ monitor: TaskMonitor) async throws -> TaskMonitor.Snapshot {
     let deadline = ContinuousClock.now + .seconds(20)
@@ -200,6 +212,49 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
             return true
         }.value
         #expect(onMain)
+    }
+
+    /// A plain `Task { @OrderActor in }` is enqueued on its actor at once, so two of them run in spawn
+    /// order. A nonisolated wrapper started the monitored one on the global executor and hopped, and
+    /// the plain one spawned after it overtook it (991 of 1,000 rounds): the wrapper now takes the
+    /// operation's actor.
+    @Test func operationsIsolatedToAnotherActorKeepTheirOrder() async throws {
+        let monitor = uniqueMonitor("order")
+        let rounds = 200
+        var overtaken = [String: Int]()
+        for _ in 0..<rounds {
+            let task = RunOrder()
+            let first = monitor.task { @OrderActor in task.ran(1) }
+            let second = Task { @OrderActor in task.ran(2) }
+            _ = await (first.value, second.value)
+            if task.values != [1, 2] { overtaken["task", default: 0] += 1 }
+
+            let throwing = RunOrder()
+            let third = monitor.task { @OrderActor () throws in throwing.ran(1) }
+            let fourth = Task { @OrderActor in throwing.ran(2) }
+            _ = await (third.result, fourth.value)
+            if throwing.values != [1, 2] { overtaken["throwing task", default: 0] += 1 }
+
+            let detached = RunOrder()
+            let fifth = monitor.detached { @OrderActor in detached.ran(1) }
+            let sixth = Task.detached { @OrderActor in detached.ran(2) }
+            _ = await (fifth.value, sixth.value)
+            if detached.values != [1, 2] { overtaken["detached", default: 0] += 1 }
+
+            let children = RunOrder()
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask(monitor: monitor) { @OrderActor in children.ran(1) }
+                group.addTask { @OrderActor in children.ran(2) }
+            }
+            if children.values != [1, 2] { overtaken["group child", default: 0] += 1 }
+        }
+        #expect(overtaken.isEmpty, "monitored tasks overtaken by plain ones spawned after them: \(overtaken)")
+        let snapshot = try await settle(monitor)
+        #expect(snapshot.live == 0)
+        #if !TASKWATCH_SILENT
+            #expect(snapshot.created == UInt64(4 * rounds))
+            #expect(snapshot.finished(.success) == UInt64(4 * rounds))
+        #endif
     }
 
     @Test func defaultMonitorAndFreeStandingSpawns() async throws {

@@ -254,6 +254,34 @@ func makeReporter(
             })
     }
 
+    /// Every report started a new peak window, sent or not: a burst while the daemon did not read was
+    /// gone by the time it read again (`swift_tasks_peak` 0 after a 2,000-task burst). A peak now keeps
+    /// its maximum until a report carries it.
+    @Test func aBurstWhileTheDaemonDoesNotReadShowsOnceItReadsAgain() async throws {
+        let (daemon, reporter) = try await reporterOfAStalledDaemon()
+        defer { reporter.stop() }
+        let monitor = uniqueMonitor("unread_burst")
+        #expect(try await waitUntil { reporter.reportsDropped.load(ordering: .relaxed) > 0 }, "the socket filled")
+        let burst = 2_000
+        let tasks = (0..<burst).map { _ in monitor.task { try? await Task.sleep(for: .milliseconds(100)) } }
+        for task in tasks { await task.value }
+        // Reports dropped after the burst ended: each of them used to end the burst's window.
+        let dropped = reporter.reportsDropped.load(ordering: .relaxed)
+        #expect(try await waitUntil { reporter.reportsDropped.load(ordering: .relaxed) >= dropped + 20 })
+        let task = Label("task", monitor.name)
+        let seen = try await daemon.waitFor { daemon in
+            guard let live = daemon.id("swift_tasks", [task]), let peak = daemon.peaks(of: live).max() else {
+                return false
+            }
+            #if TASKWATCH_SILENT
+                return true
+            #else
+                return peak >= Double(burst)
+            #endif
+        }
+        #expect(seen, "the burst's peak never reached the daemon")
+    }
+
     @Test func peaksCatchAShortBurst() async throws {
         let daemon = FakeDaemon()
         daemon.listen()
@@ -342,11 +370,14 @@ func makeReporter(
                 while gate.inside.load(ordering: .sequentiallyConsistent) < threads { usleep(1_000) }
                 usleep(100_000)
                 let probes = reporter.probe.histogram.count
-                let reports = reporter.reportsSent.load(ordering: .relaxed)
+                // Sent or dropped: nothing reads the fake daemon meanwhile, and its socket may fill.
+                let reports =
+                    reporter.reportsSent.load(ordering: .relaxed) + reporter.reportsDropped.load(ordering: .relaxed)
                 usleep(1_500_000)
                 let result = (
                     probes: reporter.probe.histogram.count - probes,
-                    reports: reporter.reportsSent.load(ordering: .relaxed) - reports
+                    reports: reporter.reportsSent.load(ordering: .relaxed)
+                        + reporter.reportsDropped.load(ordering: .relaxed) - reports
                 )
                 gate.measured.store(true, ordering: .sequentiallyConsistent)
                 return result
@@ -518,6 +549,61 @@ func makeReporter(
         #expect(found)
     }
 
+    /// An app that blocks SIGUSR1 or SIGTERM in its threads and takes it with `sigwait` or a signalfd:
+    /// the reporter thread blocked nothing, so the kernel gave it the signal, whose default action
+    /// killed the process (exit status 138). Its mask now blocks all but the faults.
+    @Test func theReporterThreadBlocksTheAppsSignalsButNotFaults() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon)
+        var before = sigset_t()
+        var after = sigset_t()
+        pthread_sigmask(SIG_SETMASK, nil, &before)
+        reporter.start()
+        pthread_sigmask(SIG_SETMASK, nil, &after)
+        defer { reporter.stop() }
+        // The caller's own mask is left as it was.
+        #expect((1..<65).allSatisfy { sigismember(&before, Int32($0)) == sigismember(&after, Int32($0)) })
+        var masks: [UInt64] = []
+        _ = try await waitUntil {
+            masks = reporterThreadMasks()
+            return !masks.isEmpty
+        }
+        #expect(!masks.isEmpty, "no reporter thread found")
+        func bit(_ signal: Int32) -> UInt64 { 1 << UInt64(signal - 1) }
+        for mask in masks {
+            for signal in [SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGPIPE, SIGALRM] {
+                #expect(mask & bit(signal) != 0, "signal \(signal) not blocked: mask \(String(mask, radix: 16))")
+            }
+            for signal in [SIGSEGV, SIGBUS, SIGFPE, SIGILL] {
+                #expect(mask & bit(signal) == 0, "fault \(signal) blocked: mask \(String(mask, radix: 16))")
+            }
+        }
+    }
+
+    /// A child forked without exec inherited the connection, and held it open after this process ended:
+    /// the daemon showed the process connected until the child exited. The child now closes its copy.
+    @Test func aForkedChildDoesNotHoldTheConnectionOpen() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        let reporter = makeReporter(daemon, interval: .milliseconds(5))
+        reporter.start()
+        #expect(try await daemon.waitFor { !$0.declarations.isEmpty })
+        let child = fork()
+        if child == 0 {
+            // Only async-signal-safe calls in the child of a multithreaded process.
+            usleep(5_000_000)
+            _exit(0)
+        }
+        #expect(child > 0)
+        defer {
+            kill(child, SIGKILL)
+            waitpid(child, nil, 0)
+        }
+        reporter.stop()
+        #expect(try await daemon.waitFor(timeout: .seconds(3)) { $0.clientClosed }, "the child holds it open")
+    }
+
     /// A series retired while the first report on a connection is collected: the new connection must
     /// not get its value, since it starts over from the live declarations (it used to be collected before
     /// connecting, so the values frame named a series the connection never declared).
@@ -666,4 +752,17 @@ func waitUntil(timeout: Duration = .seconds(10), _ condition: () -> Bool) async 
         try await Task.sleep(for: .milliseconds(2))
     }
     return false
+}
+
+/// The blocked-signal masks (`SigBlk` in /proc) of this process's reporter threads.
+func reporterThreadMasks() -> [UInt64] {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+    return tasks.compactMap { tid -> UInt64? in
+        let comm = try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8)
+        guard comm?.trimmingCharacters(in: .whitespacesAndNewlines) == Reporter.threadName,
+            let status = try? String(contentsOfFile: "/proc/self/task/\(tid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigBlk:") })
+        else { return nil }
+        return UInt64(line.dropFirst("SigBlk:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+    }
 }

@@ -95,6 +95,14 @@ void tw_eventfd_drain(int fd);
 /// Accepts one connection as non-blocking and close-on-exec, or -1 with errno set.
 int tw_accept(int listen_fd);
 
+/// Closes `fd` in a child created by `fork()` (a `pthread_atfork` child handler), for a connection the
+/// child must not hold open: close-on-exec covers only a child that executes another program. Up to 16
+/// descriptors at once; returns 0, or -1 when all places are taken (`fd` then stays open in a child).
+int tw_close_on_fork_add(int fd);
+
+/// Stops closing `fd` in a forked child; call before closing `fd`, whose number may then be reused.
+void tw_close_on_fork_remove(int fd);
+
 /// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
 void tw_thread_set_name(const char *name);
 

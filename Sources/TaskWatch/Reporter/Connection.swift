@@ -27,9 +27,13 @@ final class Connection {
             return nil
         }
         self.fd = fd
+        // A child forked without exec would keep the connection open after this process exits, and the
+        // daemon would show it connected until the child ended.
+        _ = tw_close_on_fork_add(fd)
     }
 
     deinit {
+        tw_close_on_fork_remove(fd)
         close(fd)
     }
 

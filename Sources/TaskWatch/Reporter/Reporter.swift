@@ -94,7 +94,10 @@ final class Reporter: @unchecked Sendable {
     /// Reports sent in full on the current connection, counted up to `stableReports`.
     private var reportsOnConnection = 0
     private var monitors: [MonitorRegistry.Entry] = []
+    /// Each monitor's highest live count since the last report that was sent.
     private var peaks: [UInt64] = []
+    /// Each monitor's live count when the current report collected it.
+    private var collectedLive: [UInt64] = []
     private var heap = HeapProbe()
     /// Whether live counts are sampled between reports in the current window.
     private var subsampling = true
@@ -149,6 +152,16 @@ final class Reporter: @unchecked Sendable {
         pthread_attr_setstacksize(&attributes, stackSize)
         var handle = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
+        // The thread inherits a mask blocking every signal the app may handle: a process-directed signal
+        // goes to any thread not blocking it, and an app that blocks SIGUSR1 or SIGTERM in its threads
+        // to take them with `sigwait` or a signalfd would otherwise see this thread take them, and die of
+        // the default action. Faults stay unblocked, so a crash here still reaches crash handlers.
+        var blocked = sigset_t()
+        var previous = sigset_t()
+        sigfillset(&blocked)
+        for fault in [SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS] { sigdelset(&blocked, fault) }
+        pthread_sigmask(SIG_SETMASK, &blocked, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
         let result = pthread_create(
             &handle, &attributes,
             { context in
@@ -289,6 +302,9 @@ final class Reporter: @unchecked Sendable {
     private func refreshMonitors() {
         monitors = MonitorRegistry.shared.entries()
         if peaks.count < monitors.count { peaks += Array(repeating: 0, count: monitors.count - peaks.count) }
+        if collectedLive.count < monitors.count {
+            collectedLive += Array(repeating: 0, count: monitors.count - collectedLive.count)
+        }
     }
 
     private func sampleLive() {
@@ -380,6 +396,7 @@ final class Reporter: @unchecked Sendable {
         if !builder.histograms.isEmpty { frames += FrameEncoder.histograms(builder.histograms) }
         if !peakSamples.isEmpty { frames += FrameEncoder.peaks(peakSamples) }
         if flushControl(), send(frames) {
+            peaksSent()
             reportsSent.add(1, ordering: .relaxed)
             lastReportSent.store(number, ordering: .releasing)
             if reportsOnConnection < Self.stableReports {
@@ -439,12 +456,20 @@ final class Reporter: @unchecked Sendable {
                 builder.value(series.finished[outcome.rawValue], Double(snapshot.finished(outcome)))
             }
             builder.histogram(series.duration, buckets: snapshot.durationBuckets, sum: snapshot.durationSum)
-            let peak = max(peaks[index], snapshot.live)
-            peakSamples.append(PeakSample(id: series.live.rawValue, value: Double(peak)))
-            // The live value now also belongs to the next window.
-            peaks[index] = snapshot.live
+            peaks[index] = max(peaks[index], snapshot.live)
+            peakSamples.append(PeakSample(id: series.live.rawValue, value: Double(peaks[index])))
+            collectedLive[index] = snapshot.live
         }
         return changed
+    }
+
+    /// Starts the next peak window once a report carried this one's peaks. Until then each peak keeps
+    /// its maximum: a burst while the daemon is stopped or gone shows in the first report it gets.
+    private func peaksSent() {
+        for index in peaks.indices where index < collectedLive.count {
+            // The live value at collection also belongs to the next window.
+            peaks[index] = collectedLive[index]
+        }
     }
 
     private func collectBuiltins(into builder: inout ReportBuilder, enqueued: UInt64) {

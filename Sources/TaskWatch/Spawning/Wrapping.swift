@@ -13,17 +13,23 @@
 /// drop-in's own counting went from 1.03 to 1.12 in `ClientMeasure spawn-ab`), and on an actor it
 /// made `Task.immediate` suspend before the operation ran.
 ///
-/// The nonisolated wrapper here serves everything else: nonisolated operations (no hop: both run on
-/// the global executor), detached tasks and group children (whose `operation` parameters do not
-/// inherit isolation, so a capture does not help), and operations isolated to some other actor than
-/// the caller's. For an operation isolated to an actor, those pay one hop.
+/// `wrap` serves everything else: detached tasks and group children (whose `operation` parameters
+/// do not inherit isolation) and operations isolated to another actor than the caller's
+/// (`Task { @MainActor in … }` from nonisolated code). A nonisolated operation gets a nonisolated
+/// wrapper (both run on the global executor). An operation isolated to an actor gets a wrapper
+/// isolated to that actor, made by `_isolatedWrapper`: a nonisolated one would start the task on the
+/// global executor and hop, one more enqueue, and tasks spawned after it onto the same actor would
+/// overtake it (a plain `Task` is enqueued on its actor at once, in spawn order).
 extension TaskCounts {
     @inlinable
     func wrap<Success: Sendable>(
         _ start: UInt64,
         _ operation: sending @escaping @isolated(any) () async -> Success
     ) -> sending @isolated(any) () async -> Success {
-        {
+        if let actor = _isolation(of: operation) {
+            return _isolatedWrapper(actor, _IsolatedOperation(run: operation), self, start)
+        }
+        return {
             let result = await operation()
             self.finished(start, .returned())
             return result
@@ -35,7 +41,10 @@ extension TaskCounts {
         _ start: UInt64,
         _ operation: sending @escaping @isolated(any) () async throws -> Success
     ) -> sending @isolated(any) () async throws -> Success {
-        {
+        if let actor = _isolation(of: operation) {
+            return _isolatedWrapper(actor, _IsolatedThrowingOperation(run: operation), self, start)
+        }
+        return {
             do {
                 let result = try await operation()
                 self.finished(start, .returned())
@@ -46,6 +55,77 @@ extension TaskCounts {
             }
         }
     }
+}
+
+/// An operation handed to `_isolatedWrapper`, which only stores it in the closure it returns: the
+/// operation is `sending`, so nothing else holds it.
+@usableFromInline
+struct _IsolatedOperation<Success>: @unchecked Sendable {
+    @usableFromInline let run: @isolated(any) () async -> Success
+    @inlinable init(run: @escaping @isolated(any) () async -> Success) { self.run = run }
+}
+
+@usableFromInline
+struct _IsolatedThrowingOperation<Success>: @unchecked Sendable {
+    @usableFromInline let run: @isolated(any) () async throws -> Success
+    @inlinable init(run: @escaping @isolated(any) () async throws -> Success) { self.run = run }
+}
+
+/// A wrapper isolated to `actor`, formed without running on it.
+///
+/// A closure formed where an `isolated` parameter is in scope, and capturing it, is isolated to that
+/// actor (what `TaskMonitor.task` does with the caller's). Here the actor is the operation's, not the
+/// caller's, and Swift lets a synchronous function with an `isolated` parameter be called only from
+/// that actor. Forming a closure touches none of the actor's state, so the function is called through
+/// a bit cast that drops the `isolated` marking: it changes type checking only, not the calling
+/// convention. `MonitorTests.operationsIsolatedToAnotherActorKeepTheirOrder` pins the result.
+@usableFromInline typealias _Wrapper<Success> = @isolated(any) () async -> Success
+@usableFromInline typealias _ThrowingWrapper<Success> = @isolated(any) () async throws -> Success
+
+@inlinable
+func _isolatedWrapper<Success: Sendable>(
+    _ actor: any Actor,
+    _ operation: _IsolatedOperation<Success>,
+    _ counts: TaskCounts,
+    _ start: UInt64
+) -> _Wrapper<Success> {
+    typealias Make = (isolated any Actor, _IsolatedOperation<Success>, TaskCounts, UInt64) -> _Wrapper<Success>
+    typealias Call = (any Actor, _IsolatedOperation<Success>, TaskCounts, UInt64) -> _Wrapper<Success>
+    let make: Make = { isolation, operation, counts, start in
+        {
+            _ = isolation
+            let result = await operation.run()
+            counts.finished(start, .returned())
+            return result
+        }
+    }
+    return unsafeBitCast(make, to: Call.self)(actor, operation, counts, start)
+}
+
+@inlinable
+func _isolatedWrapper<Success: Sendable>(
+    _ actor: any Actor,
+    _ operation: _IsolatedThrowingOperation<Success>,
+    _ counts: TaskCounts,
+    _ start: UInt64
+) -> _ThrowingWrapper<Success> {
+    typealias Make = (isolated any Actor, _IsolatedThrowingOperation<Success>, TaskCounts, UInt64) ->
+        _ThrowingWrapper<Success>
+    typealias Call = (any Actor, _IsolatedThrowingOperation<Success>, TaskCounts, UInt64) -> _ThrowingWrapper<Success>
+    let make: Make = { isolation, operation, counts, start in
+        {
+            _ = isolation
+            do {
+                let result = try await operation.run()
+                counts.finished(start, .returned())
+                return result
+            } catch {
+                counts.finished(start, .threw(error))
+                throw error
+            }
+        }
+    }
+    return unsafeBitCast(make, to: Call.self)(actor, operation, counts, start)
 }
 
 extension TaskCounts {
@@ -100,6 +180,17 @@ func _sharesIsolation<Success>(
     _ actor: (any Actor)?
 ) -> Bool {
     _isSameActor(operation.isolation, actor)
+}
+
+/// The actor `operation` is isolated to, if any (a separate function: see `_sharesIsolation`).
+@inlinable
+func _isolation<Success>(of operation: @escaping @isolated(any) () async -> Success) -> (any Actor)? {
+    operation.isolation
+}
+
+@inlinable
+func _isolation<Success>(of operation: @escaping @isolated(any) () async throws -> Success) -> (any Actor)? {
+    operation.isolation
 }
 
 @inlinable
