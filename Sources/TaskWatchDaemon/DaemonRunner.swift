@@ -6,7 +6,7 @@ public enum DaemonRunner {
     /// Starts the daemon and blocks until it has shut down. Returns the process exit status.
     /// `onReload` runs on SIGHUP, and every `configuration.webConfigCheckInterval` as a `.check`.
     public static func run(
-        configuration: DaemonConfiguration,
+        configuration requested: DaemonConfiguration,
         logger: Logger,
         onReload: @escaping @Sendable (Daemon, WebConfigState.Trigger) -> Void = { _, _ in }
     ) -> Int32 {
@@ -14,6 +14,21 @@ public enum DaemonRunner {
         let handled = [SIGTERM, SIGINT, SIGHUP]
         Signals.block(handled)
         signal(SIGPIPE, SIG_IGN)
+        var configuration = requested
+        let limit = FileDescriptorLimit.raise()
+        (configuration.limits.maxClients, configuration.httpMaxConnections) = FileDescriptorLimit.caps(
+            clients: requested.limits.maxClients, httpConnections: requested.httpMaxConnections, limit: limit)
+        if configuration.limits.maxClients < requested.limits.maxClients
+            || configuration.httpMaxConnections < requested.httpMaxConnections
+        {
+            logger.warning(
+                "Connection caps lowered to fit the open-file limit; raise LimitNOFILE (ulimit -n) to keep them",
+                metadata: [
+                    "nofile": "\(limit)",
+                    "ingest_max_clients": "\(configuration.limits.maxClients) of \(requested.limits.maxClients)",
+                    "web_max_connections": "\(configuration.httpMaxConnections) of \(requested.httpMaxConnections)",
+                ])
+        }
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: configuration, logger: logger)

@@ -160,6 +160,16 @@ import Testing
                 SeriesDeclaration(id: 1, type: .counter, name: "y_bucket", help: ""),
                 SeriesDeclaration(id: 1, type: .histogram, name: "y", help: "", bounds: [1])
             ),
+            // OpenMetrics keeps `_created` for counters and histograms: prometheus_client refused the
+            // whole exposition ("Clashing name") for a gauge that took it.
+            (
+                SeriesDeclaration(id: 1, type: .counter, name: "z", help: ""),
+                SeriesDeclaration(id: 1, type: .gauge, name: "z_created", help: "")
+            ),
+            (
+                SeriesDeclaration(id: 1, type: .histogram, name: "w", help: "", bounds: [1]),
+                SeriesDeclaration(id: 1, type: .gauge, name: "w_created", help: "")
+            ),
         ]
         for (a, b) in pairs {
             for (first, second) in [(a, b), (b, a)] {
@@ -192,8 +202,44 @@ import Testing
             .declare([
                 SeriesDeclaration(id: 1, type: .counter, name: "swift_process_threads", help: ""),
                 SeriesDeclaration(id: 2, type: .gauge, name: "swift_process_cpu_seconds", help: ""),
+                SeriesDeclaration(id: 3, type: .gauge, name: "swift_process_cpu_seconds_created", help: ""),
             ]))
-        #expect(h.dropped(.reservedName) == "2")
+        #expect(h.dropped(.reservedName) == "3")
+    }
+
+    /// A swift-metrics recorder takes negative values, and the protocol negative bounds. OpenMetrics
+    /// reads a histogram's sum as a counter: prometheus_client refused the whole exposition for one
+    /// negative sum ("Counter-like samples cannot be negative") or a sum beside a negative bound. Such a
+    /// series shows its buckets only there (a count needs a sum).
+    @Test func aNegativeHistogramSumOrBoundLeavesOnlyTheSumOutOfOpenMetrics() throws {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(
+            1,
+            .declare([
+                SeriesDeclaration(id: 1, type: .histogram, name: "delta", help: "", bounds: [1, 10]),
+                SeriesDeclaration(id: 2, type: .histogram, name: "offset", help: "", bounds: [-5, 0, 5]),
+                SeriesDeclaration(id: 3, type: .histogram, name: "latency", help: "", bounds: [1, 10]),
+            ]))
+        h.send(
+            1,
+            .histograms([
+                HistogramUpdate(id: 1, buckets: [2, 0, 0], sum: -7.5),
+                HistogramUpdate(id: 2, buckets: [1, 0, 1, 0], sum: 2),
+                HistogramUpdate(id: 3, buckets: [1, 1, 0], sum: 4),
+            ]))
+        let openMetrics = h.text(.openMetrics)
+        try expectValidExposition(Data(openMetrics.utf8), openMetrics: true)
+        #expect(!openMetrics.contains("delta_sum"))
+        #expect(!openMetrics.contains("offset_sum"))
+        #expect(!openMetrics.contains("delta_count"))
+        #expect(openMetrics.contains("delta_bucket{process=\"app\",pid=\"10\",le=\"+Inf\"} 2"))
+        #expect(openMetrics.contains("latency_sum{process=\"app\",pid=\"10\"} 4"))
+        let text = h.text(.text)
+        try expectValidExposition(Data(text.utf8))
+        #expect(text.contains("delta_sum{process=\"app\",pid=\"10\"} -7.5"))
+        #expect(text.contains("offset_sum{process=\"app\",pid=\"10\"} 2"))
     }
 
     @Test func histogramBucketsThatOverflowAreRefused() throws {

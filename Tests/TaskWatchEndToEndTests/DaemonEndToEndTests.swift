@@ -276,6 +276,24 @@ import Testing
         #expect(try daemon.value("taskwatch_clients_rejected_total{reason=\"max_clients\"}") == 1)
     }
 
+    /// Under a low open-file limit (the usual soft limit is 1,024, below the default client cap of
+    /// 4,096), clients took every descriptor: connections past it were refused as
+    /// `no_file_descriptors` and scrapes were not answered. The daemon raises the soft limit to the hard
+    /// one, and lowers its caps to fit what is left (here 300: 118 clients, 118 HTTP connections).
+    @Test func aLowOpenFileLimitLowersTheCapsAndLeavesRoomForScrapes() throws {
+        let daemon = try DaemonProcess(openFileLimit: 300)
+        #expect(daemon.log.contains("Connection caps lowered"), "\(daemon.log)")
+        var clients: [RawClient] = []
+        for _ in 0..<400 {
+            if let client = try? RawClient(path: daemon.socketPath) { clients.append(client) }
+        }
+        #expect(
+            try eventually { (try daemon.value("taskwatch_clients_rejected_total{reason=\"max_clients\"}") ?? 0) > 0 })
+        #expect(try fetch(daemon.url("/metrics")).status == 200)
+        #expect((try daemon.value("taskwatch_clients_rejected_total{reason=\"no_file_descriptors\"}") ?? 0) == 0)
+        withExtendedLifetime(clients) {}
+    }
+
     /// Every connection here comes from the test's own uid, as the kernel reports it.
     @Test func clientsOfOneUIDBeyondItsCapAreRefused() throws {
         let daemon = try DaemonProcess(arguments: ["--ingest.max-clients-per-uid", "1"])

@@ -17,20 +17,27 @@ public final class DaemonProcess {
 
     /// Starts a daemon with `--client.grace 2s` and `arguments`, in `directory` (a fresh one by default;
     /// pass one to let a second daemon take over the same socket path, as after a restart) on `port`
-    /// (a free one by default).
+    /// (a free one by default). With `openFileLimit`, the daemon's soft and hard `RLIMIT_NOFILE` are
+    /// set to it (through `sh -c 'ulimit -n'`, which `exec`s the daemon in the same process).
     public init(
         arguments: [String] = [],
         directory: ScratchDirectory = ScratchDirectory(),
-        port: UInt16? = nil
+        port: UInt16? = nil,
+        openFileLimit: Int? = nil
     ) throws {
         self.directory = directory
         self.port = try port ?? freePort()
         socketPath = directory.file("ingest.sock")
-        child = try ChildProcess(
-            builtExecutable("taskwatchd"),
-            ["--ingest.socket", socketPath, "--web.listen-address", "127.0.0.1:\(self.port)", "--client.grace", "2s"]
-                + arguments,
-            errors: directory.file("taskwatchd-\(UInt32.random(in: 0...UInt32.max)).log"))
+        let command =
+            [builtExecutable("taskwatchd"), "--ingest.socket", socketPath]
+            + ["--web.listen-address", "127.0.0.1:\(self.port)", "--client.grace", "2s"] + arguments
+        let errors = directory.file("taskwatchd-\(UInt32.random(in: 0...UInt32.max)).log")
+        if let openFileLimit {
+            child = try ChildProcess(
+                "/bin/sh", ["-c", "ulimit -n \(openFileLimit) && exec \"$@\"", "sh"] + command, errors: errors)
+        } else {
+            child = try ChildProcess(command[0], Array(command.dropFirst()), errors: errors)
+        }
         let ready = url("/-/ready")
         let up = eventually { (try? fetch(ready).status) == 200 }
         if !up { throw DaemonStartFailure(log: child.log) }

@@ -264,6 +264,11 @@ enum ExpositionRenderer {
         let bucketName = Array((family.name + "_bucket").utf8)
         let sumName = Array((family.name + "_sum").utf8)
         let countName = Array((family.name + "_count").utf8)
+        // OpenMetrics treats a histogram's sum as a counter: never negative, and absent when a bound is
+        // negative; and a count goes only with a sum. Strict parsers (prometheus_client's) refuse the
+        // whole exposition otherwise, so there such a series shows its buckets only (the `+Inf` bucket
+        // is the count); the text format keeps both, as Prometheus accepts them.
+        let sumIsCounterLike = writer.format == .openMetrics
         // Each line is written from its parts (client labels, series labels, `le`) straight into the
         // output, with no per-line arrays.
         bucketName.withUnsafeBytes { bucketBytes in
@@ -285,8 +290,11 @@ enum ExpositionRenderer {
                                         writer.sample(bucketBytes, clientBytes, labels, leBytes, Double(cumulative))
                                     }
                                 }
-                                writer.sample(sumBytes, clientBytes, labels, sum)
-                                writer.sample(countBytes, clientBytes, labels, Double(cumulative))
+                                let bounds = table.boundSets[slot.boundSet].bounds
+                                if !sumIsCounterLike || (sum >= 0 && (bounds.first ?? 0) >= 0) {
+                                    writer.sample(sumBytes, clientBytes, labels, sum)
+                                    writer.sample(countBytes, clientBytes, labels, Double(cumulative))
+                                }
                             }
                         }
                     }

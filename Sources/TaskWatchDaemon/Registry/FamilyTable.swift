@@ -100,6 +100,7 @@ enum KernelSeries {
         "swift_process_cpu_seconds_total", "swift_process_threads", "swift_process_open_fds",
         "swift_process_start_time_seconds",
     ]
-    /// The counters' family names in OpenMetrics, which drops `_total` from them.
-    static let openMetricsFamilyNames: Set<String> = ["swift_process_cpu_seconds"]
+    /// The counters' family names in OpenMetrics, which drops `_total` from them, and the `_created`
+    /// sample names OpenMetrics keeps for them.
+    static let openMetricsFamilyNames: Set<String> = ["swift_process_cpu_seconds", "swift_process_cpu_seconds_created"]
 }
