@@ -14,14 +14,30 @@ final class ManualClock: DaemonClock {
     func advance(seconds: Double) { now.withLock { $0 += UInt64(seconds * 1e9) } }
 }
 
+/// Process start times by pid, standing in for `/proc`, so that a test can give a pid to a new process:
+/// a pid without an entry has none, as when `/proc` hides the process.
+final class FakeStartTimes: Sendable {
+    private let ticks = Mutex<[Int32: UInt64]>([:])
+
+    func set(_ pid: Int32, _ value: UInt64?) { ticks.withLock { $0[pid] = value } }
+    func read(_ pid: Int32) -> UInt64? { ticks.withLock { $0[pid] } }
+}
+
 /// Drives a registry the way the ingest listener does, from frames built with the wire encoder.
 struct Harness {
     let clock = ManualClock()
     let registry: Registry
     let exporter: Exporter
 
-    init(limits: RegistryLimits = RegistryLimits()) {
-        registry = Registry(limits: limits, clock: clock)
+    /// - Parameters:
+    ///   - startTimes: the processes' start times; `/proc`'s when nil.
+    ///   - log: where refusals are logged; nowhere when nil.
+    init(limits: RegistryLimits = RegistryLimits(), startTimes: FakeStartTimes? = nil, log: RefusalLog? = nil) {
+        if let startTimes {
+            registry = Registry(limits: limits, clock: clock, log: log, startTicks: { startTimes.read($0) })
+        } else {
+            registry = Registry(limits: limits, clock: clock, log: log)
+        }
         exporter = Exporter(registry: registry, build: BuildInfo(version: "test", revision: "abc", swiftVersion: "6.3"))
     }
 

@@ -65,6 +65,41 @@ import Testing
         #expect(!body.contains("process=\"intruder\""))
     }
 
+    /// A daemon in a pid namespace of its own (a container run without the host's pids; here
+    /// `unshare --pid`) is given pid 0 for a peer outside it. Such a peer is refused, counted and logged,
+    /// and nothing of it is shown. Before, it was served as `pid="0"`, and two such processes of one
+    /// name took each other's place at every hello, each closing the other's connection.
+    @Test func aPeerOutsideTheDaemonsPidNamespaceIsRefusedCountedAndLogged() throws {
+        try #require(getuid() == 0, "needs root to start the daemon in a pid namespace of its own")
+        let directory = ScratchDirectory()
+        let socket = directory.file("ingest.sock")
+        // `--kill-child`: the daemon is killed with unshare, which the child process's release kills.
+        let daemon = try ChildProcess(
+            "/usr/bin/unshare",
+            [
+                "--pid", "--fork", "--kill-child", "--mount-proc", builtExecutable("taskwatchd"),
+                "--web.listen-address", "127.0.0.1:0", "--ingest.socket", socket,
+            ], log: directory.file("daemon.log"))
+        let port = try #require(loggedPort(daemon), "\(daemon.log)")
+        for _ in 0..<2 {
+            _ = try runProcess(
+                builtExecutable("taskwatch"), ["send", "--socket", socket, "--process", "app", "--hold", "0s"])
+        }
+        var body = ""
+        let refused = eventually(timeout: .seconds(15)) {
+            body = (try? curl("http://127.0.0.1:\(port)/metrics").body) ?? ""
+            return sample(body, "taskwatch_clients_rejected_total{", containing: ["unknown_pid"]) == 2
+        }
+        #expect(refused, "\(body)")
+        #expect(!body.contains("process=\"app\""), "\(body)")
+        #expect(sample(body, "taskwatch_clients ") == 0)
+        let logged = daemon.log.split(separator: "\n").filter {
+            $0.contains("Ingest client rejected") && $0.contains("reason=unknown_pid")
+        }
+        #expect(logged.count >= 1, "\(daemon.log)")
+        #expect(logged.allSatisfy { $0.contains("pid=0") && $0.contains("pid namespace") }, "\(logged)")
+    }
+
     /// A service that joined the allowed group as a supplementary one (systemd's
     /// `SupplementaryGroups=`, `usermod -aG`) is let in; the same user without the group is not.
     @Test func supplementaryGroupMembershipCountsForAllowedGIDs() throws {

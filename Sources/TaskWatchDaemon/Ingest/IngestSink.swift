@@ -10,6 +10,8 @@ public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
 /// Who is on the other end of a connection, as the kernel recorded it (`SO_PEERCRED`,
 /// `SO_PEERGROUPS`), never as the peer claims.
 public struct PeerCredentials: Sendable, Equatable {
+    /// The connecting process's pid in the daemon's pid namespace, as of its `connect`; 0 when that
+    /// namespace does not show the process (the registry refuses such a peer as `unknown_pid`).
     public var pid: Int32
     public var uid: UInt32
     public var gid: UInt32

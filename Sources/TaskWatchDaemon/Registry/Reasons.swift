@@ -80,6 +80,10 @@ public enum ClientRejection: String, Sendable, CaseIterable {
     case maxClients = "max_clients"
     /// The peer's uid or gid is not in the allowed lists.
     case notAllowed = "not_allowed"
+    /// The kernel gave the peer's pid as 0: its process is outside the daemon's pid namespace (a daemon
+    /// in a container without the host's pids). Its series could not carry a true `pid`, `/proc` says
+    /// nothing about it, and every such peer would look like one process.
+    case unknownPID = "unknown_pid"
     /// `--ingest.max-clients-per-uid` connections of the peer's uid were already open.
     case uidLimit = "uid_limit"
     /// Too many consecutive refused frames.

@@ -48,6 +48,9 @@ public final class Registry: IngestSink, Sendable {
     private let clock: any DaemonClock
     /// Where refused clients and dropped series are reported, rate-limited; nil logs nothing.
     private let log: RefusalLog?
+    /// A process's start time in clock ticks since boot, nil when `/proc` does not show it: what tells a
+    /// reused pid from the process that had it. `ProcessReader.startTicks` but in tests.
+    private let startTicks: @Sendable (_ pid: Int32) -> UInt64?
 
     /// Counters about the registry's own work.
     struct Stats {
@@ -82,23 +85,42 @@ public final class Registry: IngestSink, Sendable {
         var graceHeld = 0
     }
 
-    public init(limits: RegistryLimits, clock: any DaemonClock = SystemClock(), log: RefusalLog? = nil) {
+    public convenience init(limits: RegistryLimits, clock: any DaemonClock = SystemClock(), log: RefusalLog? = nil) {
+        self.init(limits: limits, clock: clock, log: log, startTicks: { ProcessReader.startTicks(pid: $0) })
+    }
+
+    /// - Parameter startTicks: reads a process's start time; tests pass their own to stand for a reused
+    ///   pid, which the kernel cannot be made to give on demand.
+    init(
+        limits: RegistryLimits, clock: any DaemonClock, log: RefusalLog?,
+        startTicks: @escaping @Sendable (_ pid: Int32) -> UInt64?
+    ) {
         self.limits = limits
         self.clock = clock
         self.log = log
+        self.startTicks = startTicks
         state = Mutex(State())
     }
 
     // MARK: IngestSink
 
     public func connectionOpened(_ id: ConnectionID, peer: PeerCredentials) -> Bool {
-        let startTicks = ProcessReader.startTicks(pid: peer.pid)
+        // Read outside the lock. Nil also when `/proc` hides the process (`hidepid`) or it has exited
+        // already; such a peer is still served, its pid being right (see `applyHello`).
+        let startTicks = peer.pid > 0 ? self.startTicks(peer.pid) : nil
         let refused: ClientRejection? = state.withLock { state in
             if !limits.allowedUIDs.isEmpty || !limits.allowedGIDs.isEmpty,
                 !limits.allowedUIDs.contains(peer.uid), !peer.isMember(ofAny: limits.allowedGIDs)
             {
                 state.stats.rejectedClients[.notAllowed, default: 0] += 1
                 return .notAllowed
+            }
+            // SO_PEERCRED says 0 for a process outside the daemon's pid namespace. Served, every such
+            // peer would show `pid="0"`, and two of them under one process name would take each other's
+            // place at every hello, each closing the other's connection.
+            if peer.pid <= 0 {
+                state.stats.rejectedClients[.unknownPID, default: 0] += 1
+                return .unknownPID
             }
             if state.connectedCount >= limits.maxClients {
                 state.stats.rejectedClients[.maxClients, default: 0] += 1
@@ -121,6 +143,7 @@ public final class Registry: IngestSink, Sendable {
             switch refused {
             case .maxClients: ["limit": "\(limits.maxClients)"]
             case .uidLimit: ["limit": "\(limits.maxClientsPerUID)"]
+            case .unknownPID: ["hint": "\(Self.unknownPIDHint)"]
             default: [:]
             }
         if let log, let line = log.clientRejected(refused, peer: peer, details: details) { log.write([line]) }
@@ -260,6 +283,10 @@ public final class Registry: IngestSink, Sendable {
         }
     }
 
+    /// What an `unknown_pid` line tells the operator to do.
+    static let unknownPIDHint =
+        "the peer's process is outside the daemon's pid namespace: run taskwatchd in the host's (hostPID, --pid=host)"
+
     /// Uids with an entry in the per-uid usage: for tests that nothing is left behind.
     var trackedUIDCount: Int { state.withLock { $0.usageByUID.count } }
 
@@ -346,12 +373,21 @@ public final class Registry: IngestSink, Sendable {
         }
         let identity = [Label("process", hello.process), Label("pid", String(client.peer.pid))]
         let labelText = Escaping.labelText(identity + hello.labels)
-        // The same process saying hello again under the same name (a reconnect) takes over from its
-        // earlier connection, whose series would otherwise be exposed twice. A process may keep several
-        // connections under different names.
+        // This hello takes over from earlier clients of its pid (never 0: refused at connect). Their
+        // series go at once, as at the end of a grace period; a connected one is closed at its next
+        // frame. Taken over are:
+        // - Those under the same process name, whose series would otherwise be exposed twice: the same
+        //   process reconnecting, or an exited one whose pid this process now has. Start times are not
+        //   needed to decide: whichever it was, the pid is this connection's now, and a reconnect whose
+        //   start time `/proc` hides (`hidepid`) must not leave its old series beside the new ones.
+        // - Those under any name whose process had exited when this one connected (`hadExited`: the pid
+        //   was reused). Kept, they would show through their grace period a pid that now belongs to
+        //   another process. One still connected is a connection a descendant inherited from the exited
+        //   process: its series name a pid that is not its sender's; closed, it reconnects under its own.
+        // Connections of one process under different names stay side by side.
         for (other, earlier) in state.clients
-        where earlier.peer.pid == client.peer.pid && earlier.processStartTicks == client.processStartTicks
-            && earlier.hello?.process == hello.process
+        where earlier.peer.pid == client.peer.pid
+            && (earlier.hello?.process == hello.process || Self.hadExited(earlier, when: client))
         {
             if !earlier.connected { Self.releaseGraceHeld(earlier, in: &state) }
             removeSeries(of: earlier, from: &state)
@@ -367,6 +403,17 @@ public final class Registry: IngestSink, Sendable {
         client.hello = hello
         client.labelText = labelText
         return .success(())
+    }
+
+    /// Whether the process that opened `earlier`'s connection had exited by the time `later`'s was
+    /// opened, under the same pid: the start times read then (in accept order, which connection ids
+    /// follow) differ. Never when either is unknown: nil matches nothing, not even nil. A connection
+    /// opened after `later`'s never counts, as its start time is the newer reading.
+    private static func hadExited(_ earlier: ClientState, when later: ClientState) -> Bool {
+        guard earlier.hello != nil, earlier.connection.rawValue < later.connection.rawValue,
+            let before = earlier.processStartTicks, let after = later.processStartTicks
+        else { return false }
+        return before != after
     }
 
     private func declare(
