@@ -1,6 +1,7 @@
 // microhttpd.h relies on these types being declared before it is included.
 #include <stdarg.h>
 #include <stdint.h>
+#include <malloc.h>
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <microhttpd.h>
@@ -9,6 +10,13 @@
 #include <unistd.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+
+// Gives memory freed back to the system: malloc keeps what a large body occupied for reuse, and after
+// many such bodies were freed at once that is the daemon's whole peak. Glibc's Swift module has no
+// <malloc.h>.
+static inline void tw_malloc_trim(void) {
+    malloc_trim(0);
+}
 
 // Swift cannot call C variadic functions, and MHD_set_response_options is one.
 static inline enum MHD_Result tw_mhd_set_response_flags(struct MHD_Response *response, enum MHD_ResponseFlags flags) {

@@ -68,6 +68,7 @@ final class TestServer: Sendable {
 
     init(
         threadPoolSize: Int = 2, connectionLimit: Int = HTTPServer.defaultConnectionLimit, tls: HTTPServer.TLS? = nil,
+        responseBudget: HTTPResponseBudget.Limits = HTTPResponseBudget.Limits(),
         handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
     ) throws {
         let fd = try ListenAddress(parsing: "127.0.0.1:0").openListeningSocket()
@@ -75,7 +76,7 @@ final class TestServer: Sendable {
         server = try HTTPServer(
             options: HTTPServer.Options(
                 listeningSockets: [fd], threadPoolSize: threadPoolSize, connectionLimit: connectionLimit, tls: tls,
-                connections: connections),
+                connections: connections, responseBudget: responseBudget),
             handler: handler)
     }
 

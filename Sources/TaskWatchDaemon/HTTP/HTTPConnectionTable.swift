@@ -163,6 +163,30 @@ final class HTTPConnectionTable: Sendable {
         }
     }
 
+    /// Shuts down `connection` so that libmicrohttpd closes it and releases the response it holds (see
+    /// `HTTPResponseBudget`). Returns true when it did, or when the connection is being evicted already;
+    /// false when it is closed, or its descriptor now belongs to another socket. It counts among the
+    /// evictions pending, but is not held back by `maxPendingEvictions`, which bounds descriptors, not
+    /// memory.
+    func evict(_ connection: HTTPResponseBudget.Connection) -> Bool {
+        state.withLock { state in
+            let fd = connection.fd
+            guard let entry = state.entries[fd], entry.inode == connection.inode, entry.device == connection.device
+            else { return false }
+            if entry.evicting { return true }
+            var status = stat()
+            guard fstat(fd, &status) == 0, status.st_ino == entry.inode, status.st_dev == entry.device else {
+                // Its close was never reported: the number is free or belongs to another socket now.
+                state.entries[fd] = nil
+                return false
+            }
+            _ = shutdown(fd, Int32(SHUT_RDWR))
+            state.entries[fd]?.evicting = true
+            state.evicting += 1
+            return true
+        }
+    }
+
     /// Connections recorded and not closed, evicted ones included.
     var count: Int { state.withLock { $0.entries.count } }
 

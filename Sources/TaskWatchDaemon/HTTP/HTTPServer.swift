@@ -37,6 +37,10 @@ public final class HTTPServer: Sendable {
         /// Counts every connection accepted and closed, including those closed before any answer. The
         /// connection limit is checked against its open connections, so it belongs to this server alone.
         public var connections: HTTPConnectionCounts
+        /// How much memory the bodies of responses not yet taken by their clients may hold, all
+        /// connections together (see `HTTPResponseBudget`). A body past it takes the place of bodies
+        /// held for 2 s, whose connections are shut down, or is answered 503 with `Retry-After`.
+        public var responseBudget: HTTPResponseBudget.Limits
 
         public init(
             listeningSockets: [Int32], threadPoolSize: Int = 2, connectionTimeoutSeconds: Int = 10,
@@ -44,7 +48,8 @@ public final class HTTPServer: Sendable {
             shutdownGracePeriod: Duration = .seconds(5),
             errorLog: (@Sendable (String) -> Void)? = nil,
             answered: (@Sendable (_ path: String, _ status: Int) -> Void)? = nil,
-            connections: HTTPConnectionCounts = HTTPConnectionCounts()
+            connections: HTTPConnectionCounts = HTTPConnectionCounts(),
+            responseBudget: HTTPResponseBudget.Limits = HTTPResponseBudget.Limits()
         ) {
             self.listeningSockets = listeningSockets
             self.threadPoolSize = threadPoolSize
@@ -55,6 +60,7 @@ public final class HTTPServer: Sendable {
             self.errorLog = errorLog
             self.answered = answered
             self.connections = connections
+            self.responseBudget = responseBudget
         }
     }
 
@@ -152,6 +158,8 @@ public final class HTTPServer: Sendable {
 
     private let handler: @Sendable (HTTPRequest) -> HTTPResponse
     private let table: HTTPConnectionTable
+    /// Shared by every generation, like the table: a body held by a retiring one still counts.
+    private let budget: HTTPResponseBudget
     private let gracePeriod: Duration
     private let shared: Shared
     private let acceptor: HTTPAcceptor
@@ -162,12 +170,13 @@ public final class HTTPServer: Sendable {
     public init(options: Options, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse) throws(StartError) {
         let sockets = options.listeningSockets
         let table = HTTPConnectionTable()
+        let budget = HTTPResponseBudget(limits: options.responseBudget)
         let generation: Generation
         let shared: Shared
         let acceptor: HTTPAcceptor
         do throws(StartError) {
             try Self.validate(options)
-            generation = try Self.startGeneration(options: options, table: table, handler: handler)
+            generation = try Self.startGeneration(options: options, table: table, budget: budget, handler: handler)
             shared = Shared(State(current: generation, sockets: sockets), options: options, table: table)
             do {
                 acceptor = try HTTPAcceptor(
@@ -187,6 +196,7 @@ public final class HTTPServer: Sendable {
         }
         self.handler = handler
         self.table = table
+        self.budget = budget
         self.gracePeriod = options.shutdownGracePeriod
         self.options = Mutex(options)
         self.shared = shared
@@ -275,7 +285,7 @@ public final class HTTPServer: Sendable {
             guard shared.state.withLock({ $0.current != nil }) else {
                 throw StartError(description: "the server is stopped")
             }
-            let generation = try Self.startGeneration(options: next, table: table, handler: handler)
+            let generation = try Self.startGeneration(options: next, table: table, budget: budget, handler: handler)
             let replaced: Generation? = shared.state.withLock { state in
                 guard let current = state.current else { return nil }
                 // Before the swap, so whoever sees the new generation also sees the old one closing.
@@ -303,6 +313,9 @@ public final class HTTPServer: Sendable {
     /// Connections the daemon in force has been handed and not closed; 0 once stopped.
     var openConnections: Int { shared.state.withLock { $0.current?.context.openConnections ?? 0 } }
 
+    /// Bytes of response bodies queued and not yet released, all generations together.
+    var heldResponseBytes: Int { budget.heldBytes }
+
     /// Waits up to the grace period for the requests in flight of `generation`, which no longer gets
     /// connections (and, when `waitingForConnections`, for all its connections to close), then stops
     /// it, closing what is left.
@@ -321,11 +334,12 @@ public final class HTTPServer: Sendable {
 
     /// Starts a daemon with a new context for the connections of every socket in `options`.
     private static func startGeneration(
-        options: Options, table: HTTPConnectionTable, handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
+        options: Options, table: HTTPConnectionTable, budget: HTTPResponseBudget,
+        handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse
     ) throws(StartError) -> Generation {
         let context = ServerContext(
             handler: handler, errorLog: options.errorLog, answered: options.answered,
-            connections: options.connections, table: table,
+            connections: options.connections, table: table, budget: budget,
             clientCertificates: options.tls?.clientCertificates ?? .ignored,
             clientAllowedSANs: Set(options.tls?.clientAllowedSANs ?? []))
         return Generation(daemon: try startDaemon(options: options, context: context), context: context)
@@ -341,6 +355,9 @@ public final class HTTPServer: Sendable {
         }
         if !(1...1_000_000).contains(options.connectionLimit) {
             throw StartError(description: "connection limit must be 1...1000000, not \(options.connectionLimit)")
+        }
+        if options.responseBudget.multiple < 1 || options.responseBudget.minimumBytes < 0 {
+            throw StartError(description: "the response budget needs a multiple of at least 1 and a floor of 0 or more")
         }
         if options.tls != nil, MHD_is_feature_supported(.FEATURE_TLS) != .YES {
             throw StartError(description: "this libmicrohttpd was built without TLS support")
@@ -445,6 +462,7 @@ private final class ServerContext: Sendable {
     let answered: (@Sendable (_ path: String, _ status: Int) -> Void)?
     let connections: HTTPConnectionCounts
     let table: HTTPConnectionTable
+    let budget: HTTPResponseBudget
     let clientCertificates: HTTPServer.ClientCertificates
     let clientAllowedSANs: Set<String>
     /// Requests whose handler has been called and whose response is not yet fully sent.
@@ -460,13 +478,15 @@ private final class ServerContext: Sendable {
     init(
         handler: @escaping @Sendable (HTTPRequest) -> HTTPResponse, errorLog: (@Sendable (String) -> Void)?,
         answered: (@Sendable (_ path: String, _ status: Int) -> Void)?, connections: HTTPConnectionCounts,
-        table: HTTPConnectionTable, clientCertificates: HTTPServer.ClientCertificates, clientAllowedSANs: Set<String>
+        table: HTTPConnectionTable, budget: HTTPResponseBudget, clientCertificates: HTTPServer.ClientCertificates,
+        clientAllowedSANs: Set<String>
     ) {
         self.handler = handler
         self.errorLog = errorLog
         self.answered = answered
         self.connections = connections
         self.table = table
+        self.budget = budget
         self.clientCertificates = clientCertificates
         self.clientAllowedSANs = clientAllowedSANs
     }
@@ -604,7 +624,7 @@ private func respond(
     let request = HTTPRequest(
         method: method.map { String(cString: $0) } ?? "", path: url.map { String(cString: $0) } ?? "/",
         headers: headers, hasBody: hasBody)
-    let reply: HTTPResponse
+    var reply: HTTPResponse
     if let refusal = context.refusal(connection) {
         // Checked per request, not per connection: a scrape every few seconds makes the cost (one chain
         // verification) negligible, and no connection state has to be kept and cleaned up.
@@ -614,16 +634,28 @@ private func respond(
         reply = context.handler(request)
     }
 
+    // A large body counts against the budget while libmicrohttpd holds it; one that does not fit is
+    // dropped here and the request answered 503 instead.
+    var lease: HTTPResponseBudget.Lease?
+    let bodyBytes = reply.ownedBody?.count ?? reply.body.count
+    if !reply.omitsBody, bodyBytes > HTTPResponseBudget.untrackedBytes {
+        switch admit(context, connection, bytes: bodyBytes) {
+        case .admitted(let admitted): lease = admitted
+        case .refused(let seconds): reply = serviceUnavailable(replacing: reply, retryAfterSeconds: seconds)
+        }
+    }
+
     let response: OpaquePointer?
     if reply.omitsBody {
         response = headersOnlyResponse()
-    } else if let owned = reply.ownedBody {
-        // Large bodies go out without a copy: libmicrohttpd keeps a retained reference to the body and
-        // releases it once the response is destroyed.
-        let retained = Unmanaged.passRetained(owned).toOpaque()
+    } else if let body = reply.ownedBody ?? lease.map({ _ in ResponseBody(copying: reply.body) }) {
+        // Owned bodies go out without a copy: libmicrohttpd keeps a retained reference to the body and
+        // releases it once the response is destroyed, which gives its bytes back to the budget. A large
+        // array body is copied once into one, as MUST_COPY would, so that its release is seen.
+        let retained = Unmanaged.passRetained(QueuedBody(body, lease: lease, budget: context.budget)).toOpaque()
         response = MHD_create_response_from_buffer_with_free_callback_cls(
-            owned.count, owned.base, releaseResponseBody, retained)
-        if response == nil { Unmanaged<ResponseBody>.fromOpaque(retained).release() }
+            body.count, body.base, releaseResponseBody, retained)
+        if response == nil { releaseResponseBody(retained) }
     } else {
         // MUST_COPY costs one memcpy of a small body. Handing libmicrohttpd the Array's own storage
         // would need its address to outlive `withUnsafeBytes`, which Swift does not promise.
@@ -666,10 +698,48 @@ private func headersOnlyResponse() -> OpaquePointer? {
 /// close). -1 is MHD_CONTENT_READER_END_OF_STREAM.
 private let noBody: MHD_ContentReaderCallback = { _, _, _, _ in -1 }
 
-/// Called by libmicrohttpd when a response made from a `ResponseBody` is destroyed.
+/// A body handed to libmicrohttpd, and its place in the budget (none for a small one).
+private final class QueuedBody {
+    let body: ResponseBody
+    let lease: HTTPResponseBudget.Lease?
+    let budget: HTTPResponseBudget
+
+    init(_ body: ResponseBody, lease: HTTPResponseBudget.Lease?, budget: HTTPResponseBudget) {
+        self.body = body
+        self.lease = lease
+        self.budget = budget
+    }
+}
+
+/// Admits a body of `bytes` about to be queued on `connection` (see `HTTPResponseBudget`).
+private func admit(_ context: ServerContext, _ connection: OpaquePointer, bytes: Int) -> HTTPResponseBudget.Admission {
+    let fd = tw_mhd_connection_fd(connection)
+    var status = stat()
+    let known = fd >= 0 && fstat(fd, &status) == 0
+    let queuedOn = HTTPResponseBudget.Connection(
+        fd: fd, inode: known ? status.st_ino : 0, device: known ? status.st_dev : 0)
+    return context.budget.admit(bytes, on: queuedOn, evict: { context.table.evict($0) }, log: context.errorLog)
+}
+
+/// Called by libmicrohttpd when a response made from a `QueuedBody` is destroyed.
 private func releaseResponseBody(_ context: UnsafeMutableRawPointer?) {
     guard let context else { return }
-    Unmanaged<ResponseBody>.fromOpaque(context).release()
+    let queued = Unmanaged<QueuedBody>.fromOpaque(context)
+    let (lease, budget) = (queued.takeUnretainedValue().lease, queued.takeUnretainedValue().budget)
+    // The body is freed first (libmicrohttpd held the last reference), so a trim can return it.
+    queued.release()
+    if let lease, budget.release(lease) { tw_malloc_trim() }
+}
+
+/// The answer to a request whose body does not fit the budget: the reply's headers (those a web config
+/// adds included) except those that describe its body.
+private func serviceUnavailable(replacing reply: HTTPResponse, retryAfterSeconds: Int) -> HTTPResponse {
+    let described: Set<String> = ["content-type", "content-encoding", "content-length", "vary"]
+    let kept = reply.headers.filter { !described.contains($0.0.lowercased()) }
+    return HTTPResponse(
+        status: 503,
+        headers: kept + [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", String(retryAfterSeconds))],
+        body: Array("Service Unavailable: earlier responses are still being sent\n".utf8))
 }
 
 /// The answer to a client without the certificate the policy asks for. It says what is missing, not
