@@ -5,10 +5,15 @@ public struct ConnectFailure: Error {
     public var code: Int32
 }
 
-/// Connects to 127.0.0.1:`port`; returns the socket or the errno of a failed connect.
-public func connectLoopback(port: UInt16) -> Result<Int32, ConnectFailure> {
+/// Connects to 127.0.0.1:`port`; returns the socket or the errno of a failed connect. With
+/// `receiveBufferBytes`, the receive buffer is set before connecting, when it still sets the window the
+/// peer sees: a client that reads nothing then holds the server's response back after a few KiB.
+public func connectLoopback(port: UInt16, receiveBufferBytes: Int32? = nil) -> Result<Int32, ConnectFailure> {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     precondition(fd >= 0)
+    if var size = receiveBufferBytes {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = port.bigEndian
