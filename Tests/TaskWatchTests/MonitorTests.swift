@@ -523,6 +523,35 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
             ])
     }
 
+    /// A monitor made while the cap left no room had no series for good, though its tasks were counted.
+    /// Now it is tried again once a series is retired, without counting the refusal twice.
+    @Test func aMonitorMadeAtTheCapGetsItsSeriesOnceRoomIsFreed() throws {
+        let table = SeriesTable(limit: 20)
+        let registry = MonitorRegistry(table: table)
+        var fillers: [SeriesID] = []
+        while let id = table.declare(all: [
+            SeriesDescriptor(name: "filler", help: "", type: .gauge, labels: [Label("n", "\(fillers.count)")])
+        ])?.first {
+            fillers.append(id)
+        }
+        #expect(fillers.count == 20)
+        _ = registry.counters(for: "late")
+        #expect(registry.entries().map(\.name) == ["late"])
+        #expect(registry.entries().first?.series == nil)
+        let dropped = table.dropped
+        #expect(dropped == 1 + 6, "the filler that did not fit, and the monitor's six series")
+
+        // Not enough room yet (a monitor takes 7 places), and nothing retired since: no new attempt.
+        for id in fillers.prefix(6) { table.retire(id) }
+        #expect(registry.entries().first?.series == nil)
+        #expect(registry.entries().first?.series == nil)
+        table.retire(fillers[6])
+        let series = try #require(registry.entries().first?.series, "tried again after a retirement")
+        #expect(table.liveDeclarations.contains { $0.id == series.live.rawValue && $0.name == "swift_tasks" })
+        #expect(table.liveCount == 20)
+        #expect(table.dropped == dropped, "a retry is not counted again")
+    }
+
     @Test func reservedRoomStaysFreeForTheBuiltins() {
         let table = SeriesTable(limit: 4, reserved: 2)
         let one = SeriesDescriptor(name: "a", help: "", type: .gauge)

@@ -4,13 +4,14 @@ import TaskWatchWire
 /// Every monitor of the process, by name. Monitors are created rarely, so a lock is fine here; the
 /// counters themselves are lock-free.
 final class MonitorRegistry: Sendable {
-    static let shared = MonitorRegistry()
+    static let shared = MonitorRegistry(table: .shared)
 
     /// What the reporter needs about one monitor.
     struct Entry: Sendable {
         let name: String
         let counters: CounterShards
-        /// Nil when the series cap was reached when the monitor was created.
+        /// Nil while the series cap leaves no room for the monitor's series: they are declared once a
+        /// retirement may have made some.
         let series: Series?
     }
 
@@ -22,26 +23,55 @@ final class MonitorRegistry: Sendable {
         let duration: SeriesID
     }
 
-    private let state = Mutex<(byName: [String: Int], entries: [Entry])>(([:], []))
+    private struct State {
+        var byName: [String: Int] = [:]
+        var entries: [Entry] = []
+        /// The table's retirement count when monitors without series were last tried.
+        var triedAt: UInt64 = 0
+    }
+
+    private let table: SeriesTable
+    private let state = Mutex(State())
+
+    /// A registry declaring its monitors' series in `table`.
+    init(table: SeriesTable) {
+        self.table = table
+    }
 
     func counters(for name: String) -> CounterShards {
-        state.withLock { state in
+        let retirements = table.retirements
+        return state.withLock { state in
             if let index = state.byName[name] { return state.entries[index].counters }
             let counters = CounterShards()
-            let entry = Entry(name: name, counters: counters, series: Self.declareSeries(for: name))
+            let series = declareSeries(for: name, countingDrops: true)
+            if series == nil { state.triedAt = retirements }
             state.byName[name] = state.entries.count
-            state.entries.append(entry)
+            state.entries.append(Entry(name: name, counters: counters, series: series))
             return counters
         }
     }
 
+    /// Every monitor. Monitors made while the cap left no room get their series here once a series
+    /// has been retired since they were last tried (each report calls this); a monitor made at the cap
+    /// used to stay off `/metrics` for good.
     func entries() -> [Entry] {
-        state.withLock { $0.entries }
+        let retirements = table.retirements
+        return state.withLock { state in
+            if retirements != state.triedAt {
+                state.triedAt = retirements
+                for index in state.entries.indices where state.entries[index].series == nil {
+                    let entry = state.entries[index]
+                    // Refused already, and counted then.
+                    guard let series = declareSeries(for: entry.name, countingDrops: false) else { break }
+                    state.entries[index] = Entry(name: entry.name, counters: entry.counters, series: series)
+                }
+            }
+            return state.entries
+        }
     }
 
-    private static func declareSeries(for name: String) -> Series? {
+    private func declareSeries(for name: String, countingDrops: Bool) -> Series? {
         let task = Label("task", name)
-        let table = SeriesTable.shared
         let descriptors =
             [
                 SeriesDescriptor(name: "swift_tasks", help: "Live instrumented tasks.", type: .gauge, labels: [task]),
@@ -59,7 +89,9 @@ final class MonitorRegistry: Sendable {
                     name: "swift_task_duration_seconds", help: "Lifetime of finished instrumented tasks (sampled).",
                     type: .histogram, labels: [task], bounds: HistogramBounds.taskDuration)
             ]
-        guard let ids = table.declare(all: descriptors, priority: .monitor) else { return nil }
+        guard let ids = table.declare(all: descriptors, priority: .monitor, countingDrops: countingDrops) else {
+            return nil
+        }
         return Series(live: ids[0], created: ids[1], finished: Array(ids[2..<5]), duration: ids[5])
     }
 }

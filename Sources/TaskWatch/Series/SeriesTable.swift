@@ -147,9 +147,11 @@ final class SeriesTable: Sendable {
     }
 
     /// Declares all of `descriptors` or, when they would pass the cap or one breaks the protocol's
-    /// limits, none (each counts as dropped). How much of the cap's last room they may use depends on
-    /// `priority`.
-    func declare(all descriptors: [SeriesDescriptor], priority: Priority = .app) -> [SeriesID]? {
+    /// limits, none (each counts as dropped, unless `countingDrops` is false: a retry of series already
+    /// counted). How much of the cap's last room they may use depends on `priority`.
+    func declare(
+        all descriptors: [SeriesDescriptor], priority: Priority = .app, countingDrops: Bool = true
+    ) -> [SeriesID]? {
         let declarations = descriptors.map(Self.declaration(of:))
         let peaks = priority == .monitor
         let places = descriptors.count + (peaks ? descriptors.count(where: { $0.type == .gauge }) : 0)
@@ -161,7 +163,7 @@ final class SeriesTable: Sendable {
                 case .app: state.reservedLeft + monitorHeadroom
                 }
             guard !declarations.contains(nil), state.live + held + places <= limit else {
-                state.dropped &+= UInt64(descriptors.count)
+                if countingDrops { state.dropped &+= UInt64(descriptors.count) }
                 return nil
             }
             if priority == .builtin { state.reservedLeft = max(0, state.reservedLeft - descriptors.count) }
