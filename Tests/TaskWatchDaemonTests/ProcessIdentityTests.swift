@@ -140,7 +140,7 @@ import Testing
         let times = FakeStartTimes()
         // A start time `/proc` would never give for pid 0, so that two such peers would match.
         times.set(0, 1)
-        let h = Harness(startTimes: times, log: RefusalLog(logger: captured.logger))
+        let h = Harness(startTimes: times, log: RefusalLog(logger: captured.logger()))
         #expect(!h.open(1, pid: 0))
         #expect(!h.open(2, pid: 0))
         #expect(h.value("taskwatch_clients_rejected_total{reason=\"unknown_pid\"}") == "2")
@@ -165,36 +165,6 @@ import Testing
         #expect(ProcessReader.startTicks(pid: -1) == nil)
         #expect(ProcessReader.startTicks(pid: Int32.max) == nil)
         #expect(ProcessReader.startTicks(pid: getpid()) != nil)
-    }
-}
-
-/// Log events, with their metadata as strings.
-final class CapturedLog: Sendable {
-    struct Event: Sendable {
-        var message: String
-        var metadata: [String: String]
-    }
-
-    private let captured = Mutex<[Event]>([])
-
-    var events: [Event] { captured.withLock { $0 } }
-
-    var logger: Logger { Logger(label: "test") { _ in Handler(log: self) } }
-
-    struct Handler: LogHandler {
-        let log: CapturedLog
-        var logLevel: Logger.Level = .info
-        var metadata: Logger.Metadata = [:]
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            let metadata = (event.metadata ?? [:]).mapValues { "\($0)" }
-            log.captured.withLock { $0.append(Event(message: event.message.description, metadata: metadata)) }
-        }
     }
 }
 

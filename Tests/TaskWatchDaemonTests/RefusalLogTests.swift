@@ -38,31 +38,15 @@ import Testing
 /// The rate limit of `RefusalLog` on a clock the test moves by hand.
 @Suite struct RefusalLogTests {
     final class Captured: Sendable {
-        let messages = Mutex<[String]>([])
+        let log = CapturedLog()
         let time = Mutex<UInt64>(5_000_000_000)
 
         func advance(milliseconds: UInt64) { time.withLock { $0 += milliseconds * 1_000_000 } }
     }
 
-    struct CapturingHandler: LogHandler {
-        let captured: Captured
-        var logLevel: Logger.Level = .info
-        var metadata: Logger.Metadata = [:]
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) { captured.messages.withLock { $0.append(event.message.description) } }
-    }
-
     func refusalLog(level: Logger.Level = .info) -> (RefusalLog, Captured) {
         let captured = Captured()
-        var handler = CapturingHandler(captured: captured)
-        handler.logLevel = level
-        let logger = Logger(label: "test") { _ in handler }
-        return (RefusalLog(logger: logger, now: { captured.time.withLock { $0 } }), captured)
+        return (RefusalLog(logger: captured.log.logger(level: level), now: { captured.time.withLock { $0 } }), captured)
     }
 
     @Test func oneLineASecondPerReasonAndTheNextSaysHowManyWereHeldBack() {
@@ -83,7 +67,7 @@ import Testing
 
         log.warning("Refused", suppressed: 0, metadata: [:])
         log.warning("Refused", suppressed: 17, metadata: [:])
-        #expect(captured.messages.withLock { $0 } == ["Refused", "Refused (17 more since the last line)"])
+        #expect(captured.log.events.map(\.message) == ["Refused", "Refused (17 more since the last line)"])
     }
 
     @Test func nothingIsCountedWhenWarningsAreNotShown() {

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Logging
 import Synchronization
 import TaskWatchTestSupport
 import Testing
@@ -114,6 +115,43 @@ final class BackgroundCall<Value: Sendable>: Sendable {
         while true {
             if let result = outcome.withLock({ $0 }) { return try result.get() }
             usleep(1_000)
+        }
+    }
+}
+
+/// Log events, with their metadata as strings.
+final class CapturedLog: Sendable {
+    struct Event: Sendable {
+        var message: String
+        var metadata: [String: String]
+    }
+
+    private let captured = Mutex<[Event]>([])
+
+    var events: [Event] { captured.withLock { $0 } }
+
+    /// A logger whose events at `level` and above are captured here.
+    func logger(level: Logger.Level = .info) -> Logger {
+        Logger(label: "test") { _ in
+            var handler = Handler(log: self)
+            handler.logLevel = level
+            return handler
+        }
+    }
+
+    struct Handler: LogHandler {
+        let log: CapturedLog
+        var logLevel: Logger.Level = .info
+        var metadata: Logger.Metadata = [:]
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            let metadata = (event.metadata ?? [:]).mapValues { "\($0)" }
+            log.captured.withLock { $0.append(Event(message: event.message.description, metadata: metadata)) }
         }
     }
 }
