@@ -113,6 +113,9 @@ import Testing
         let scrape = try fetch(daemon.url("/metrics"))
         #expect(scrape.status == 200)
         #expect(scrape.text.hasSuffix("\n") && scrape.text.contains("i=\"\(Self.series)\""))
+        // The clients shut down to make room show where an operator looks for connections that hold places.
+        let evicted = parseSamples(scrape.text).first { $0.matches("taskwatch_http_connections_evicted_total", [:]) }
+        #expect((evicted?.value ?? 0) >= 1, "no eviction counted")
 
         let peak = try #require(Self.memory(pid, "VmHWM"))
         // Unbounded, the clients held 120 bodies (540 MB here). Now: a few held, a few being rendered,

@@ -172,8 +172,9 @@ enum ExpositionRenderer {
         writeCounters(
             "taskwatch_http_connections_evicted_total",
             help:
-                "HTTP connections shut down to make room for a new one while --web.max-connections were open: "
-                + "the oldest without a request in progress, else the oldest whose request has taken 2 s.",
+                "HTTP connections shut down to make room for a new one while --web.max-connections were open "
+                + "(the oldest without a request in progress, else the oldest whose request has taken 2 s), or "
+                + "for a new answer while the bodies of answers not taken filled their cap.",
             [([], counts.evicted)], into: &writer)
         writeCounters(
             "taskwatch_http_connections_refused_total",

@@ -167,8 +167,8 @@ final class HTTPConnectionTable: Sendable {
     /// `HTTPResponseBudget`). Returns true when it did, or when the connection is being evicted already;
     /// false when it is closed, or its descriptor now belongs to another socket. It counts among the
     /// evictions pending, but is not held back by `maxPendingEvictions`, which bounds descriptors, not
-    /// memory.
-    func evict(_ connection: HTTPResponseBudget.Connection) -> Bool {
+    /// memory. `shutDown` runs when this call shut it down, not when it was on its way out already.
+    func evict(_ connection: HTTPResponseBudget.Connection, shutDown: () -> Void = {}) -> Bool {
         state.withLock { state in
             let fd = connection.fd
             guard let entry = state.entries[fd], entry.inode == connection.inode, entry.device == connection.device
@@ -183,6 +183,7 @@ final class HTTPConnectionTable: Sendable {
             _ = shutdown(fd, Int32(SHUT_RDWR))
             state.entries[fd]?.evicting = true
             state.evicting += 1
+            shutDown()
             return true
         }
     }

@@ -718,7 +718,11 @@ private func admit(_ context: ServerContext, _ connection: OpaquePointer, bytes:
     let known = fd >= 0 && fstat(fd, &status) == 0
     let queuedOn = HTTPResponseBudget.Connection(
         fd: fd, inode: known ? status.st_ino : 0, device: known ? status.st_dev : 0)
-    return context.budget.admit(bytes, on: queuedOn, evict: { context.table.evict($0) }, log: context.errorLog)
+    // Counted with the connection limit's evictions: either way an open connection was shut down to make
+    // room, and the operator's question (who holds connections without reading?) is the same.
+    return context.budget.admit(
+        bytes, on: queuedOn, evict: { context.table.evict($0, shutDown: context.connections.evicted) },
+        log: context.errorLog)
 }
 
 /// Called by libmicrohttpd when a response made from a `QueuedBody` is destroyed.
