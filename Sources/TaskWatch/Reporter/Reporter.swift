@@ -466,7 +466,8 @@ final class Reporter: @unchecked Sendable {
     /// Starts the next peak window once a report carried this one's peaks. Until then each peak keeps
     /// its maximum: a burst while the daemon is stopped or gone shows in the first report it gets.
     private func peaksSent() {
-        for index in peaks.indices where index < collectedLive.count {
+        // `refreshMonitors` grows both arrays together.
+        for index in peaks.indices {
             // The live value at collection also belongs to the next window.
             peaks[index] = collectedLive[index]
         }
