@@ -71,7 +71,9 @@ struct TaskwatchdCommand: ParsableCommand {
 
     @Option(
         name: .customLong("ingest.max-label-bytes"),
-        help: "Most bytes all clients' series may add to /metrics together, with every metric's help text.")
+        help:
+            "Most bytes all clients' series and per-client lines may add to /metrics together, with every metric's help text."
+    )
     var maxLabelBytes = RegistryLimits().maxLabelBytes
 
     @Option(

@@ -524,7 +524,8 @@ let threeGauges = (0..<3).map {
         #expect(series == Registry.chargedBytes(name: "app_w", labelText: 104, connectionLabels: 22, bounds: nil))
         let help = "Reported by a TaskWatch client without help text.".utf8.count
         limits.maxLabelBytesPerClient = 3 * series + 10
-        limits.maxLabelBytes = 4 * series + help + 10
+        // Two connections at a time, whose own lines count overall too.
+        limits.maxLabelBytes = 4 * series + help + 10 + 2 * Registry.connectionLineBytes(connectionLabels: 22)
         let h = Harness(limits: limits)
         let wide = (0..<4).map {
             SeriesDeclaration(
@@ -549,6 +550,67 @@ let threeGauges = (0..<3).map {
         h.send(3, .declare(wide))
         #expect(h.dropped(.byteLimit) == "5", "three fit again (four overall), the fourth not (per client)")
         #expect(h.value("taskwatch_series") == "4")
+    }
+
+    /// The lines the daemon adds for a connection repeat its hello's labels (up to 8 KiB): they count
+    /// against the overall budget from the hello on, or 4,096 connections would add about 270 MB to every
+    /// scrape. A hello that does not fit is refused and its connection closed, after gone clients held
+    /// for grace have given way.
+    @Test func aConnectionsOwnLinesCountAgainstTheOverallBudget() {
+        let wide = [Label("team", String(repeating: "t", count: 4_000))]
+        // `process="appN",pid="NN",team="…"`: 23 + 4,008 bytes.
+        let perHello = Registry.connectionLineBytes(connectionLabels: 23 + 4_008)
+        var limits = RegistryLimits()
+        // Room for two wide hellos and one without labels (`process="app3",pid="13"`, 23 bytes).
+        let budget = 2 * perHello + Registry.connectionLineBytes(connectionLabels: 23)
+        limits.maxLabelBytes = budget
+        let captured = CapturedLog()
+        let h = Harness(limits: limits, log: RefusalLog(logger: captured.logger()))
+        for pid in [10, 11] {
+            h.open(UInt64(pid), pid: Int32(pid))
+            h.hello(UInt64(pid), process: "app\(pid - 10)", labels: wide)
+        }
+        #expect(h.value("taskwatch_clients_rejected_total{reason=\"byte_limit\"}") == "0")
+        h.open(12, pid: 12)
+        let hello = Hello(
+            claimedPID: 12, intervalNanoseconds: 10_000_000, process: "app2", clientVersion: "test", labels: wide)
+        let verdict = h.send(12, FrameEncoder.encode(.hello(hello))[0])
+        #expect(verdict == .disconnect, "a hello past the budget closes its connection")
+        #expect(h.value("taskwatch_clients_rejected_total{reason=\"byte_limit\"}") == "1")
+        #expect(!h.text().contains("pid=\"12\""))
+        #expect(h.registry.helloDeadlinePassed(ConnectionID(12)), "closed, should the listener still hold it")
+        #expect(h.value("taskwatch_clients_rejected_total{reason=\"hello_timeout\"}") == "0", "it was not silent")
+        let line = captured.events.first { $0.metadata["reason"] == "byte_limit" }
+        #expect(line?.metadata["limit"] == "\(budget)")
+        h.registry.connectionClosed(ConnectionID(12))
+        // A hello without the wide label fits beside them.
+        h.open(13, pid: 13)
+        h.hello(13, process: "app3")
+        #expect(h.value("taskwatch_client_up{process=\"app3\",pid=\"13\"}") == "1")
+        // A client gone and held for its grace period gives way to a new hello, as to a new series.
+        h.registry.connectionClosed(ConnectionID(10))
+        h.open(14, pid: 14)
+        h.hello(14, process: "app4", labels: wide)
+        #expect(h.value("taskwatch_clients_rejected_total{reason=\"byte_limit\"}") == "1")
+        #expect(h.text().contains("process=\"app4\",pid=\"14\""))
+        #expect(!h.text().contains("process=\"app0\""))
+    }
+
+    /// `Registry.connectionLineNames` is what the exposition shows for a connection beside its series:
+    /// its own process here, so that `/proc` has every series to show.
+    @Test func theLinesChargedForAConnectionAreTheLinesShownForIt() {
+        let h = Harness()
+        let pid = getpid()
+        h.open(1, pid: pid)
+        h.hello(1, process: "self")
+        // A report, so that `taskwatch_client_last_report_timestamp_seconds` shows.
+        h.send(1, .declare([tasksGauge]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 1)]))
+        let connection = "{process=\"self\",pid=\"\(pid)\"}"
+        let shown = h.text().split(separator: "\n").filter { $0.contains(connection) }.map {
+            String($0.prefix { $0 != "{" })
+        }.filter { $0 != "swift_tasks" }
+        #expect(shown.sorted() == Registry.connectionLineNames.sorted())
     }
 
     @Test func tooManyClientsAreRefused() {
@@ -749,7 +811,7 @@ let threeGauges = (0..<3).map {
         // once.
         let series = 6 + 5 + 21 + 32
         var limits = RegistryLimits()
-        limits.maxLabelBytes = 2 * (series + 4_000) + series
+        limits.maxLabelBytes = 2 * (series + 4_000) + series + Registry.connectionLineBytes(connectionLabels: 21)
         let h = Harness(limits: limits)
         h.connect(1, process: "app", declaring: (0..<3).map { gauge(UInt32(10 + $0), "app_g\($0)", "a") })
         #expect(h.dropped(.byteLimit) == "1")
@@ -870,7 +932,7 @@ let threeGauges = (0..<3).map {
         // Each `app_g{i="…"}` takes 5 + 5 + 21 (`process="app",pid="1"`; "oth" and pid 2 for the
         // other) + 32 bytes of the budget, and the family's help is held once.
         let help = "Reported by a TaskWatch client without help text.".utf8.count
-        limits.maxLabelBytes = 3 * (5 + 5 + 21 + 32) + help
+        limits.maxLabelBytes = 3 * (5 + 5 + 21 + 32) + help + 2 * Registry.connectionLineBytes(connectionLabels: 21)
         let h = Harness(limits: limits)
         h.connect(1, process: "app", declaring: threeGauges)
         #expect(h.dropped(.byteLimit) == "0")

@@ -12,6 +12,8 @@ struct ClientState {
     var connected = true
     /// Set when another connection from the same process took over: the next frame closes this one.
     var superseded = false
+    /// Set when the daemon refused the hello (`byte_limit`): the connection is closed.
+    var refused: ClientRejection?
     /// Set by a goodbye: when the connection closes, its series go at once instead of after the grace.
     var saidGoodbye = false
     var disconnectedAt: UInt64 = 0
@@ -40,6 +42,9 @@ struct ClientState {
     /// Bytes charged for the live series, declared and added `_peak` ones, as
     /// `RegistryLimits.maxLabelBytesPerClient` counts them (`Registry.chargedBytes`).
     var labelBytes = 0
+    /// Bytes charged overall, from the hello on, for the lines the daemon adds for the connection
+    /// (`Registry.connectionLineBytes`).
+    var connectionBytes = 0
     /// For gauges that receive peak samples: the derived `_peak` series and its window.
     var peaks: [Int32: PeakState] = [:]
     /// Gauges whose `_peak` name and labels the client declared itself: their peak samples are ignored,

@@ -86,6 +86,9 @@ public enum ClientRejection: String, Sendable, CaseIterable {
     case unknownPID = "unknown_pid"
     /// `--ingest.max-clients-per-uid` connections of the peer's uid were already open.
     case uidLimit = "uid_limit"
+    /// The lines the daemon adds for the connection (its status and `/proc` series, each with the
+    /// hello's labels) would take it past `RegistryLimits.maxLabelBytes`: the hello is refused.
+    case byteLimit = "byte_limit"
     /// Too many consecutive refused frames.
     case badFrames = "bad_frames"
     /// No hello within `IngestListener.Options.helloTimeout` of connecting: such a connection would

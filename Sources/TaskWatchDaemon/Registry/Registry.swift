@@ -22,7 +22,8 @@ public struct RegistryLimits: Sendable {
     /// connection's own labels. The series caps alone bound neither memory nor a scrape: a series may
     /// carry 32 labels of 4 KiB, so 10,000 of them would take about 2 GB (a review sent 300 such series,
     /// 17 MB, and the daemon grew by 63 MB), and a histogram of 256 bounds repeats its labels on 259
-    /// lines. The help texts of all families count against the overall budget too. 16 MiB is 1.6 KiB a
+    /// lines. The help texts of all families, and the lines the daemon adds for each connection
+    /// (`Registry.connectionLineBytes`), count against the overall budget too. 16 MiB is 1.6 KiB a
     /// series at the default series cap, far more than real series take; 256 MiB overall.
     /// `--ingest.max-label-bytes-per-client` and `--ingest.max-label-bytes`.
     public var maxLabelBytesPerClient = 16 << 20
@@ -139,15 +140,21 @@ public final class Registry: IngestSink, Sendable {
         }
         guard let refused else { return true }
         // Outside the lock: the line may wait on a slow log, and scrapes must not wait with it.
-        let details: Logger.Metadata =
-            switch refused {
-            case .maxClients: ["limit": "\(limits.maxClients)"]
-            case .uidLimit: ["limit": "\(limits.maxClientsPerUID)"]
-            case .unknownPID: ["hint": "\(Self.unknownPIDHint)"]
-            default: [:]
-            }
-        if let log, let line = log.clientRejected(refused, peer: peer, details: details) { log.write([line]) }
+        if let log, let line = log.clientRejected(refused, peer: peer, details: refusalDetails(refused)) {
+            log.write([line])
+        }
         return false
+    }
+
+    /// What a refused client's log line adds: the limit it ran into, or what to do.
+    private func refusalDetails(_ reason: ClientRejection) -> Logger.Metadata {
+        switch reason {
+        case .maxClients: ["limit": "\(limits.maxClients)"]
+        case .uidLimit: ["limit": "\(limits.maxClientsPerUID)"]
+        case .byteLimit: ["limit": "\(limits.maxLabelBytes)"]
+        case .unknownPID: ["hint": "\(Self.unknownPIDHint)"]
+        default: [:]
+        }
     }
 
     public func frameReceived(_ id: ConnectionID, bytes: UnsafeRawBufferPointer, truncated: Bool) -> IngestVerdict {
@@ -175,7 +182,7 @@ public final class Registry: IngestSink, Sendable {
                 return verdict
             }
             guard var client = state.clients.removeValue(forKey: id), client.connected else { return .disconnect }
-            if client.superseded {
+            if client.superseded || client.refused != nil {
                 state.clients[id] = client
                 return .disconnect
             }
@@ -185,7 +192,15 @@ public final class Registry: IngestSink, Sendable {
                 : apply(
                     bytes, decoded: decoded, to: &client, state: &state, now: clock.monotonicNanoseconds(),
                     warnings: &warnings)
-            let verdict = settle(outcome, client: &client, stats: &state.stats, wall: wall, warnings: &warnings)
+            var verdict = settle(outcome, client: &client, stats: &state.stats, wall: wall, warnings: &warnings)
+            if let refused = client.refused {
+                state.stats.rejectedClients[refused, default: 0] += 1
+                if let log, let line = log.clientRejected(refused, peer: client.peer, details: refusalDetails(refused))
+                {
+                    warnings.append(line)
+                }
+                verdict = .disconnect
+            }
             state.clients[id] = client
             return verdict
         }
@@ -251,7 +266,7 @@ public final class Registry: IngestSink, Sendable {
         // connection that another of its process took over said hello, and was not silent.
         let (close, silent): (Bool, PeerCredentials?) = state.withLock { state in
             guard let client = state.clients[id], client.connected, client.hello == nil else { return (false, nil) }
-            if client.superseded { return (true, nil) }
+            if client.superseded || client.refused != nil { return (true, nil) }
             state.stats.rejectedClients[.helloTimeout, default: 0] += 1
             return (true, client.peer)
         }
@@ -373,6 +388,7 @@ public final class Registry: IngestSink, Sendable {
         }
         let identity = [Label("process", hello.process), Label("pid", String(client.peer.pid))]
         let labelText = Escaping.labelText(identity + hello.labels)
+        let connectionBytes = Self.connectionLineBytes(connectionLabels: labelText.count)
         // This hello takes over from earlier clients of its pid (never 0: refused at connect). Their
         // series go at once, as at the end of a grace period; a connected one is closed at its next
         // frame. Taken over are:
@@ -400,8 +416,20 @@ public final class Registry: IngestSink, Sendable {
                 state.clients[other] = nil
             }
         }
+        // The connection's own lines count against the overall budget like series: 4,096 connections
+        // with 8 KiB of hello labels each would otherwise add about 270 MB to every scrape, past any
+        // budget. Checked after the takeover above, which may have freed room. Refused, the connection is
+        // closed: without a hello it can report nothing.
+        while state.labelBytes + state.families.helpBytes + connectionBytes > limits.maxLabelBytes {
+            guard evictGraceHeld(&state) else {
+                client.refused = .byteLimit
+                return .success(())
+            }
+        }
         client.hello = hello
         client.labelText = labelText
+        client.connectionBytes = connectionBytes
+        state.labelBytes += connectionBytes
         return .success(())
     }
 
@@ -582,6 +610,20 @@ public final class Registry: IngestSink, Sendable {
     }
 
     static let lineOverhead = 32
+
+    /// The lines the daemon adds for every connection that said hello, each with the connection's labels:
+    /// its status and the six `/proc` series (`ExpositionRenderer.writeClientStatus`, `writeKernelSeries`).
+    static let connectionLineNames = [
+        "taskwatch_client_up", "taskwatch_client_last_report_timestamp_seconds",
+        "swift_process_cpu_seconds_total", "swift_process_open_fds", "swift_process_resident_memory_bytes",
+        "swift_process_start_time_seconds", "swift_process_threads", "swift_process_virtual_memory_bytes",
+    ]
+
+    /// What a connection's own lines count against `RegistryLimits.maxLabelBytes`, as `chargedBytes`
+    /// counts a series' lines. Not against the connection's budget, which is for what it declares.
+    static func connectionLineBytes(connectionLabels: Int) -> Int {
+        connectionLineNames.reduce(0) { $0 + $1.utf8.count + connectionLabels + lineOverhead }
+    }
 
     /// The limit a `client_limit` or `global_limit` drop ran into, for its log line.
     private func limit(of reason: SeriesRejection) -> Int? {
@@ -859,7 +901,7 @@ public final class Registry: IngestSink, Sendable {
         for (family, count) in client.familyCounts { state.families.release(family, count: count) }
         state.seriesTotal -= client.liveCount
         if client.liveCount > 0 { state.seriesFreed &+= 1 }
-        state.labelBytes -= client.labelBytes
+        state.labelBytes -= client.labelBytes + client.connectionBytes
         state.usageByUID[client.peer.uid, default: UIDUsage()].series -= client.liveCount
         Self.forgetIfUnused(client.peer.uid, in: &state)
     }
