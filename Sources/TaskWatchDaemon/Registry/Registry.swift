@@ -193,6 +193,7 @@ public final class Registry: IngestSink, Sendable {
                     bytes, decoded: decoded, to: &client, state: &state, now: clock.monotonicNanoseconds(),
                     warnings: &warnings)
             var verdict = settle(outcome, client: &client, stats: &state.stats, wall: wall, warnings: &warnings)
+            if client.superseded { verdict = .disconnect }
             if let refused = client.refused {
                 state.stats.rejectedClients[refused, default: 0] += 1
                 if let log, let line = log.clientRejected(refused, peer: client.peer, details: refusalDetails(refused))
@@ -389,6 +390,14 @@ public final class Registry: IngestSink, Sendable {
         let identity = [Label("process", hello.process), Label("pid", String(client.peer.pid))]
         let labelText = Escaping.labelText(identity + hello.labels)
         let connectionBytes = Self.connectionLineBytes(connectionLabels: labelText.count)
+        // A hello late enough that a connection accepted after this one, from a process started since
+        // under the same pid, said hello first: this connection's process had exited when that one
+        // connected (a descendant holds it), so its pid now names the other process. It is closed as
+        // if taken over, and, as a taken-over one does, reconnects under its own pid.
+        if state.clients.values.contains(where: { $0.hello != nil && Self.hadExited(client, when: $0) }) {
+            client.superseded = true
+            return .success(())
+        }
         // This hello takes over from earlier clients of its pid (never 0: refused at connect). Their
         // series go at once, as at the end of a grace period; a connected one is closed at its next
         // frame. Taken over are:
@@ -403,7 +412,8 @@ public final class Registry: IngestSink, Sendable {
         // Connections of one process under different names stay side by side.
         for (other, earlier) in state.clients
         where earlier.peer.pid == client.peer.pid
-            && (earlier.hello?.process == hello.process || Self.hadExited(earlier, when: client))
+            && (earlier.hello?.process == hello.process
+                || (earlier.hello != nil && Self.hadExited(earlier, when: client)))
         {
             if !earlier.connected { Self.releaseGraceHeld(earlier, in: &state) }
             removeSeries(of: earlier, from: &state)
@@ -438,7 +448,7 @@ public final class Registry: IngestSink, Sendable {
     /// follow) differ. Never when either is unknown: nil matches nothing, not even nil. A connection
     /// opened after `later`'s never counts, as its start time is the newer reading.
     private static func hadExited(_ earlier: ClientState, when later: ClientState) -> Bool {
-        guard earlier.hello != nil, earlier.connection.rawValue < later.connection.rawValue,
+        guard earlier.peer.pid == later.peer.pid, earlier.connection.rawValue < later.connection.rawValue,
             let before = earlier.processStartTicks, let after = later.processStartTicks
         else { return false }
         return before != after
