@@ -110,6 +110,35 @@ final class SlowServer: Sendable {
         #expect(rows[0].createdPerSecond == nil && rows[1].createdPerSecond == 5)
     }
 
+    /// A lag count that did not move in the interval is a blocked executor (`SwiftExecutorStalled`):
+    /// `top` showed the lifetime mean, a healthy figure, instead. An interval under a second proves
+    /// nothing (a probe is due every 100 ms), and a process that left is not stalled.
+    @Test func aLagCountThatDidNotMoveShowsAsStalled() {
+        func snapshot(_ at: UInt64, count: Int, sum: Double = 0.01) -> MetricsSnapshot {
+            let text = ["up", "gone"].map { process in
+                let labels = "process=\"\(process)\",pid=\"\(process == "up" ? 1 : 2)\""
+                return """
+                    taskwatch_client_up{\(labels)} \(process == "up" ? 1 : 0)
+                    swift_executor_lag_seconds_sum{\(labels)} \(sum)
+                    swift_executor_lag_seconds_count{\(labels)} \(count)
+                    """
+            }.joined(separator: "\n")
+            return MetricsSnapshot(nanoseconds: at, samples: PrometheusText.parse(text))
+        }
+        let first = snapshot(0, count: 100)
+        let frozen = ClientTable.sorted(
+            ClientTable.rows(previous: first, current: snapshot(2_000_000_000, count: 100)), by: .process)
+        #expect(frozen.map(\.process) == ["gone", "up"])
+        #expect(frozen[1].lagStalled && frozen[1].lag == nil)
+        #expect(!frozen[0].lagStalled)
+        #expect(ClientTable.render(frozen).contains(" stalled "), "\(ClientTable.render(frozen))")
+        #expect(ClientTable.sorted(frozen, by: .lag).first?.process == "up", "a stall sorts as the worst lag")
+        let soon = ClientTable.rows(previous: first, current: snapshot(500_000_000, count: 100))
+        #expect(soon.allSatisfy { !$0.lagStalled })
+        let moving = ClientTable.rows(previous: first, current: snapshot(2_000_000_000, count: 120, sum: 0.03))
+        #expect(moving.allSatisfy { !$0.lagStalled && abs(($0.lag ?? 0) - 0.001) < 1e-12 })
+    }
+
     /// A Ctrl-C during a scrape that hangs ends `top` at once and cleanly (it used to be ignored until
     /// the 5 s timeout, then exit 1); a failed scrape is shown and tried again, not the end of the view.
     @Test func topStopsAtOnceDuringAStalledScrapeAndRetriesAFailedOne() throws {

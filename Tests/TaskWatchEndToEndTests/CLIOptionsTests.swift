@@ -186,7 +186,18 @@ import Testing
         (["stress", "--rate", "-5"], "--rate must be from 0 to 10000000 jobs a second"),
         (["stress", "--concurrency", "-2"], "--concurrency must be at least 1"),
         (["stress", "--hold", "1x"], "The value '1x' is invalid for '--hold <hold>'"),
-        (["leak", "stream", "--rate", "-1"], "--rate must be above 0 and at most 100000"),
+        (["leak", "stream", "--rate", "-1"], "--rate must be from 0.001 to 100000"),
+        // It crashed: 1e9 / rate nanoseconds did not fit a UInt64.
+        (["leak", "stream", "--rate", "1e-11"], "--rate must be from 0.001 to 100000"),
+        (["leak", "stream", "--socket", ""], "--socket must not be empty"),
+        (["stress", "--process", ""], "--process must not be empty"),
+        (["check", "--socket", ""], "--socket must not be empty"),
+        // Values the daemon would refuse without a word to the sender.
+        (["send", "--task", "a=nan"], "--task a: the live count must be finite"),
+        (["send", "--created", "-5"], "--created must be 0 or more (a counter)"),
+        (["send", "--grow", "-1"], "--grow must be 0 or more: it is added to a counter, which may not go down"),
+        (["send", "--process", ""], "--process must be 1 to 4096 bytes"),
+        (["send", "--process", String(repeating: "p", count: 4_097)], "--process must be 1 to 4096 bytes"),
         (["leak", "stream", "--duration", "later"], "The value 'later' is invalid for '--duration <duration>'"),
         (["top", "--interval", "0"], "--interval must be above 0"),
         (["top", "--limit", "-1"], "--limit must not be negative"),
@@ -217,6 +228,29 @@ import Testing
         let daemon = try DaemonProcess()
         let listened = try runProcess(taskwatchBinary, stress + [daemon.socketPath])
         #expect(listened.status == 0 && listened.errorOutput.isEmpty, "\(listened.errorOutput)")
+    }
+
+    /// The kernel completes a connect before the daemon accepts it, so a daemon that refuses this user
+    /// (here: its uid is not allowed) looked like a working one: `send` and `check` said so and exited
+    /// 0, and `stress` and `leak` warned of nothing while every report was dropped.
+    @Test func aDaemonThatRefusesThisUserIsReportedAsRefusing() throws {
+        let other = getuid() == 4_242 ? "4243" : "4242"
+        let daemon = try DaemonProcess(arguments: ["--ingest.allowed-uids", other])
+        let refusal = "closed the connection at once: it refuses this process (uid \(getuid()))"
+        let send = try runProcess(taskwatchBinary, ["send", "--socket", daemon.socketPath])
+        #expect(send.status == 1 && send.errorOutput.contains(refusal), "\(send.errorOutput)")
+        let check = try runProcess(
+            taskwatchBinary, ["check", "--socket", daemon.socketPath, "--address", "127.0.0.1:\(daemon.port)"])
+        #expect(check.status == 1, "\(check.outputText)")
+        #expect(
+            check.outputText.contains("FAIL  ingest socket \(daemon.socketPath): taskwatchd at"), "\(check.outputText)")
+        #expect(check.outputText.contains(refusal), "\(check.outputText)")
+        let stress = try runProcess(
+            taskwatchBinary, ["stress", "--tasks", "20", "--hold", "1ms", "--quiet", "--socket", daemon.socketPath])
+        #expect(stress.status == 0 && stress.errorOutput.contains(refusal), "\(stress.errorOutput)")
+        let leak = try runProcess(
+            taskwatchBinary, ["leak", "stream", "--duration", "200ms", "--socket", daemon.socketPath])
+        #expect(leak.status == 0 && leak.errorOutput.contains(refusal), "\(leak.errorOutput)")
     }
 
     @Test func helpShowsDefaultsAndHowTheSocketPathIsChosen() throws {

@@ -115,6 +115,38 @@ func childPIDs(of parent: Int32) -> [Int32] {
         #expect(status == 128 + SIGINT || status == 128 + SIGTERM, "exit status \(String(describing: status))")
     }
 
+    /// A paced run sleeps a `--step` between admissions; a Ctrl-C during a long one waited for it to end.
+    @Test func aStopDuringALongStepEndsTheRunAtOnce() throws {
+        let directory = ScratchDirectory()
+        let run = try ChildProcess(
+            taskwatchBinary,
+            [
+                "stress", "--limit", "10", "--step", "5s", "--hold", "60s", "--json", "--quiet", "--socket",
+                directory.file("absent.sock"),
+            ], output: directory.file("out"), errors: directory.file("err"))
+        usleep(700_000)
+        let clock = ContinuousClock()
+        let signalled = clock.now
+        run.signal(SIGINT)
+        let status = run.waitForExit(timeout: .seconds(5))
+        #expect(status == 0 && clock.now - signalled < .seconds(2), "\(String(describing: status)) \(run.log)")
+        if status == nil { run.signal(SIGKILL) }
+    }
+
+    /// A run over before the observer's first sample reported 0 B of memory at its peak.
+    @Test func aRunShorterThanOneSampleReportsTheMemoryItHad() throws {
+        let directory = ScratchDirectory()
+        let result = try runProcess(
+            taskwatchBinary,
+            [
+                "stress", "--tasks", "100", "--hold", "0s", "--json", "--quiet", "--socket",
+                directory.file("absent.sock"),
+            ])
+        #expect(result.status == 0, "\(result.errorOutput)")
+        let report = try JSONDecoder().decode(StressReport.self, from: Data(result.outputText.utf8))
+        #expect(report.atPeak.rssBytes > 0 && report.atPeak.heapInUseBytes > 0)
+    }
+
     /// The child of `--compare` runs in a process group of its own, out of reach of a Ctrl-C: the parent
     /// passes the signal on and prints the child's partial report, and no child is left behind.
     @Test func compareStopsItsChildAndPrintsWhatItHas() throws {

@@ -53,8 +53,10 @@ import Testing
         #expect(stat(fixture.socket, &status) == 0 && status.st_mode & 0o777 == 0o666)
 
         let intruder = try fixture.sendAsNobody("intruder", groups: ["--clear-groups"])
-        // The kernel let it connect (the file mode allows it), so the refusal is the daemon's.
-        #expect(intruder.status == 0, "\(intruder.errorOutput)")
+        // The kernel let it connect (the file mode allows it), so the refusal is the daemon's, which the
+        // sender sees as its connection closed at once.
+        #expect(intruder.status == 1, "\(intruder.errorOutput)")
+        #expect(intruder.errorOutput.contains("closed the connection at once: it refuses this process (uid 65534)"))
         let allowed = try runProcess(
             builtExecutable("taskwatch"),
             ["send", "--socket", fixture.socket, "--process", "insider", "--hold", "0s"])
@@ -106,7 +108,7 @@ import Testing
         try #require(getuid() == 0, "needs root to run senders as nobody with chosen groups")
         let fixture = try OpenDaemon(allowing: ["--ingest.allowed-gids", "4242"])
         #expect(try fixture.sendAsNobody("member", groups: ["--groups=4242"]).status == 0)
-        #expect(try fixture.sendAsNobody("outsider", groups: ["--clear-groups"]).status == 0)
+        #expect(try fixture.sendAsNobody("outsider", groups: ["--clear-groups"]).status == 1)
 
         let (refused, body) = fixture.metricsOnceRefused { $0.contains("process=\"member\"") }
         #expect(refused, "\(body)")

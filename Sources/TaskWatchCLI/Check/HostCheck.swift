@@ -42,8 +42,8 @@ struct HostCheck {
         checkHTTP()
     }
 
-    /// The socket file exists, is a socket, and accepts a connection. The connection is closed at once
-    /// without a hello, so the daemon lists no client for it.
+    /// The socket file exists, is a socket, and accepts a connection, which the daemon keeps. The
+    /// connection is closed without a hello, so the daemon lists no client for it.
     mutating func checkSocket() {
         var info = stat()
         guard stat(socketPath, &info) == 0 else {
@@ -63,7 +63,12 @@ struct HostCheck {
             fail("ingest socket \(socketPath) exists but is not a socket", Self.socketFailure)
             return
         }
-        if let error = IngestSocket.connectError(socketPath) {
+        let probe = IngestSocket.probe(socketPath)
+        if probe == .closedByDaemon {
+            fail("ingest socket \(socketPath): \(IngestSocket.refusalAdvice(socketPath))", Self.socketFailure)
+            return
+        }
+        if case .failed(let error) = probe {
             // Not a stale file: the daemon may well be there, and this user is simply not let in.
             if error == EACCES || error == EPERM {
                 fail("ingest socket \(socketPath): \(IngestSocket.permissionAdvice(info))", Self.socketFailure)

@@ -26,6 +26,7 @@ struct CheckCommand: ParsableCommand {
 
     func validate() throws {
         if timeout < 1 { throw ValidationError("--timeout must be at least 1 (milliseconds)") }
+        try validateSocketOption(socket)
     }
 
     func run() throws {

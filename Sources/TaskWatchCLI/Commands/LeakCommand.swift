@@ -36,7 +36,10 @@ struct LeakCommand: AsyncParsableCommand {
     var socket: String?
 
     func validate() throws {
-        if !(rate > 0 && rate <= 100_000) { throw ValidationError("--rate must be above 0 and at most 100000") }
+        // At most 1,000 s between requests: the interval is kept in nanoseconds as an integer.
+        if !(rate >= 0.001 && rate <= 100_000) { throw ValidationError("--rate must be from 0.001 to 100000") }
+        try validateSocketOption(socket)
+        try validateProcessOption(process)
     }
 
     func run() async throws {

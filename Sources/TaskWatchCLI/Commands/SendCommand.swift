@@ -51,6 +51,22 @@ struct SendCommand: ParsableCommand {
             }
         }
         if interval.nanoseconds == 0 { throw ValidationError("--interval must be above 0") }
+        // What the daemon would refuse, said here: it refuses without a word to the sender.
+        if process.isEmpty || process.utf8.count > Wire.maxTextLength {
+            throw ValidationError("--process must be 1 to \(Wire.maxTextLength) bytes")
+        }
+        for monitor in tasks.compactMap(Self.monitor) {
+            if monitor.name.utf8.count > Wire.maxTextLength {
+                throw ValidationError(
+                    "--task name longer than \(Wire.maxTextLength) bytes: \(monitor.name.prefix(40))…")
+            }
+            if !monitor.live.isFinite { throw ValidationError("--task \(monitor.name): the live count must be finite") }
+        }
+        if !(created >= 0 && created.isFinite) { throw ValidationError("--created must be 0 or more (a counter)") }
+        if !(grow >= 0 && grow.isFinite) {
+            throw ValidationError("--grow must be 0 or more: it is added to a counter, which may not go down")
+        }
+        try validateSocketOption(socket)
     }
 
     /// `NAME=LIVE` as a name and a live count, or nil.
@@ -87,6 +103,7 @@ struct SendCommand: ParsableCommand {
         let schedule = SendSchedule(interval: intervalNanos, end: due + holdNanos)
         var warned = false
         while true {
+            connection.checkKept(waitMilliseconds: 0)
             var updates: [ValueUpdate] = []
             for (index, monitor) in monitors.enumerated() {
                 updates.append(ValueUpdate(id: UInt32(2 * index + 1), value: monitor.live))
@@ -110,12 +127,26 @@ struct SendCommand: ParsableCommand {
             created += grow
             for index in monitors.indices { monitors[index].live += grow }
         }
+        connection.checkKept(waitMilliseconds: IngestSocket.refusalWaitMilliseconds)
         // A goodbye ends the series at once; a single send is there to be seen, so it leaves them for
         // the grace period.
         if holdNanos > 0 { connection.send(greeting: [], report: [FrameEncoder.goodbye()]) }
         if !connection.everConnected {
             Terminal.line("taskwatch send: cannot connect to \(path): \(connection.lastErrorText)", to: STDERR_FILENO)
             throw ExitCode.failure
+        }
+        // Connecting proves little: the kernel completes a connect before the daemon accepts it, and the
+        // daemon refuses a peer (its uid, a limit) or its hello by closing the connection.
+        if !connection.everKept {
+            Terminal.line(
+                "taskwatch send: \(IngestSocket.refusalAdvice(path)) (or refused its hello: "
+                    + "taskwatch_messages_rejected_total)", to: STDERR_FILENO)
+            throw ExitCode.failure
+        }
+        if connection.closedByDaemon > 0 {
+            Terminal.line(
+                "taskwatch send: the daemon closed the connection \(connection.closedByDaemon) time(s) "
+                    + "(a restart, or a refusal); the last one was kept", to: STDERR_FILENO)
         }
     }
 }
@@ -125,6 +156,11 @@ struct RawConnection {
     let path: String
     private var fd: Int32 = -1
     private(set) var everConnected = false
+    /// Whether a connection was still open when checked after its greeting: the daemon kept it.
+    private(set) var everKept = false
+    /// Connections the daemon closed: refused at accept or at the hello, closed for refused frames, or
+    /// gone with a daemon that stopped.
+    private(set) var closedByDaemon = 0
     /// The errno of the last failed connect, for the error message when none succeeded.
     private(set) var lastError: Int32 = 0
     /// `lastError` in words.
@@ -138,6 +174,18 @@ struct RawConnection {
             for frame in greeting where !write(frame) { return reset() }
         }
         for frame in report where !write(frame) { return reset() }
+    }
+
+    /// Notes whether the daemon closed the connection, waiting up to `waitMilliseconds` for it to, and
+    /// closes this end if it did (the next send reconnects).
+    mutating func checkKept(waitMilliseconds: Int32) {
+        guard fd >= 0 else { return }
+        if IngestSocket.peerClosed(fd, waitMilliseconds: waitMilliseconds) {
+            closedByDaemon += 1
+            reset()
+        } else {
+            everKept = true
+        }
     }
 
     private mutating func connect() -> Bool {

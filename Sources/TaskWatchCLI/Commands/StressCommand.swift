@@ -80,6 +80,8 @@ struct StressCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let tasks, tasks < 0 { throw ValidationError("--tasks must not be negative") }
+        try validateSocketOption(socket)
+        try validateProcessOption(process)
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
         if !(rate >= 0 && rate <= Self.maximumRate) {
             throw ValidationError("--rate must be from 0 to \(Int(Self.maximumRate)) jobs a second")

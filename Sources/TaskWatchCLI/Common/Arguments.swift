@@ -26,6 +26,16 @@ let socketHelp = ArgumentHelp(
         + "$XDG_RUNTIME_DIR/taskwatch/ingest.sock, else /tmp/taskwatch-$UID/ingest.sock).",
     valueName: "path")
 
+/// Refuses an empty `--socket`, which would otherwise fail later as a path too long or missing.
+func validateSocketOption(_ socket: String?) throws {
+    if socket?.isEmpty == true { throw ValidationError("--socket must not be empty") }
+}
+
+/// Refuses an empty `--process`: the series would carry `process=""`, which says nothing.
+func validateProcessOption(_ process: String?) throws {
+    if process?.isEmpty == true { throw ValidationError("--process must not be empty") }
+}
+
 /// The environment variable that holds the password for `--basic-auth-user`. Never a flag, so the
 /// password does not show in `ps` or the shell's history.
 let basicAuthPasswordVariable = "TASKWATCH_BASIC_AUTH_PASSWORD"

@@ -3,16 +3,51 @@ import Glibc
 
 /// One-shot probes of the daemon's ingest socket.
 enum IngestSocket {
-    /// Connects once and closes at once, without a hello, so the daemon lists no client for it. The
-    /// socket is non-blocking, so this never waits. Nil when the connection was accepted (or the
-    /// backlog was full, which also means a daemon listens), else the errno.
-    static func connectError(_ path: String) -> Int32? {
+    /// What connecting once found.
+    enum Probe: Equatable {
+        /// Connected, and the daemon kept the connection (or the backlog was full, which also means a
+        /// daemon listens).
+        case accepted
+        /// Connected, and the daemon closed the connection at once: it refuses this peer at accept.
+        case closedByDaemon
+        /// The connect failed with this errno.
+        case failed(Int32)
+    }
+
+    /// How long a probe waits for the daemon to close a connection it refuses. It decides at accept,
+    /// within a few milliseconds of the connect; `connect` itself succeeds before that, once the
+    /// connection is in the listen backlog.
+    static let refusalWaitMilliseconds: Int32 = 200
+
+    /// Connects once and closes, without a hello, so the daemon lists no client for it; waits up to
+    /// `refusalWaitMilliseconds` to see whether the daemon closes the connection first.
+    static func probe(_ path: String) -> Probe {
         let fd = tw_seqpacket_socket()
-        guard fd >= 0 else { return errno }
+        guard fd >= 0 else { return .failed(errno) }
         defer { close(fd) }
-        if tw_unix_connect(fd, path) == 0 { return nil }
-        let error = errno
-        return error == EAGAIN ? nil : error
+        guard tw_unix_connect(fd, path) == 0 else {
+            let error = errno
+            return error == EAGAIN ? .accepted : .failed(error)
+        }
+        return peerClosed(fd, waitMilliseconds: refusalWaitMilliseconds) ? .closedByDaemon : .accepted
+    }
+
+    /// Whether the peer of connected socket `fd` has closed it, waiting up to `waitMilliseconds` for it
+    /// to. The daemon never writes to a client, so anything readable is the end of the connection.
+    static func peerClosed(_ fd: Int32, waitMilliseconds: Int32) -> Bool {
+        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            let ready = poll(&descriptor, 1, waitMilliseconds)
+            if ready < 0 && errno == EINTR { continue }
+            return ready > 0 && descriptor.revents != 0
+        }
+    }
+
+    /// What to say when the daemon closed a connection at once, before any hello.
+    static func refusalAdvice(_ path: String) -> String {
+        "taskwatchd at \(path) closed the connection at once: it refuses this process (uid \(getuid())): its "
+            + "uid or groups are not in --ingest.allowed-uids/--ingest.allowed-gids, or --ingest.max-clients "
+            + "is reached; taskwatch_clients_rejected_total{reason} and the daemon's log say which"
     }
 
     /// What to say when connecting to the socket whose `stat` is `info` was refused for lack of
@@ -29,7 +64,12 @@ enum IngestSocket {
     /// library drops reports silently by design (it must never block the process it watches), so the
     /// tool says it once at start instead.
     static func warning(_ path: String) -> String? {
-        guard let error = connectError(path) else { return nil }
+        let error: Int32
+        switch probe(path) {
+        case .accepted: return nil
+        case .closedByDaemon: return "taskwatch: \(refusalAdvice(path)); reports are dropped"
+        case .failed(let errno): error = errno
+        }
         if error == ENOENT || error == ECONNREFUSED {
             return "taskwatch: nothing listens on \(path); reports are dropped until a daemon starts"
         }

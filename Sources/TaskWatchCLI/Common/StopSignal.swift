@@ -14,6 +14,17 @@ enum StopSignal {
 
     static var isRequested: Bool { requested.load(ordering: .relaxed) }
 
+    /// Sleeps `nanoseconds` in slices of at most 100 ms, and returns early once a stop is requested: a
+    /// long `--step` held a Ctrl-C up for as long.
+    static func sleep(nanoseconds: UInt64) async {
+        var left = nanoseconds
+        while left > 0 && !isRequested {
+            let slice = min(left, 100_000_000)
+            try? await Task.sleep(nanoseconds: slice)
+            left -= slice
+        }
+    }
+
     static func install() {
         // Touched here first: a global's lazy initialisation is not async-signal-safe.
         _ = requested.load(ordering: .relaxed)

@@ -19,6 +19,13 @@ enum Terminal {
 
     static func line(_ text: String, to fd: Int32 = STDOUT_FILENO) { write(text + "\n", to: fd) }
 
+    /// The width of the terminal on `fd`, or nil when it is not one (or says 0).
+    static func columns(_ fd: Int32) -> Int? {
+        var size = winsize()
+        guard ioctl(fd, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 else { return nil }
+        return Int(size.ws_col)
+    }
+
     /// Clears the screen and moves the cursor home.
     static let clearScreen = "\u{1B}[H\u{1B}[2J"
     /// Returns to the start of the line and clears it.

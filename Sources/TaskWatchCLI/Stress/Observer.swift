@@ -25,13 +25,16 @@ final class Observer: Sendable {
     let options: StressOptions
     let counters: StressCounters
     let before: MemorySample
-    private let state = Mutex(PeakSample())
+    /// The before figures until a sample is taken: a run shorter than the first sample took none, and
+    /// reported 0 B at the peak.
+    private let state: Mutex<PeakSample>
     private let stopped = Atomic<Bool>(false)
 
     init(options: StressOptions, counters: StressCounters, before: MemorySample) {
         self.options = options
         self.counters = counters
         self.before = before
+        state = Mutex(PeakSample(memory: before))
     }
 
     var peak: PeakSample { state.withLock { $0 } }
@@ -72,7 +75,10 @@ final class Observer: Sendable {
                 lastPrint = now
                 let line = progressLine(elapsed: Double(now - started) / 1e9, rate: rate)
                 if options.progress == .terminal {
-                    Terminal.write(Terminal.clearLine + line, to: STDERR_FILENO)
+                    // Cut to the terminal's width: a wrapped line is not cleared by the next rewrite,
+                    // and each would leave a stale row behind.
+                    let width = Terminal.columns(STDERR_FILENO) ?? 80
+                    Terminal.write(Terminal.clearLine + line.prefix(max(1, width - 1)), to: STDERR_FILENO)
                 } else {
                     Terminal.line(line, to: STDERR_FILENO)
                 }

@@ -115,14 +115,16 @@ struct Admission {
         var room = Int.max
         if options.mode != .pool, let cap = options.concurrency { room = max(0, cap - counters.inFlight) }
         if unpaced {
+            // Tracked here too: the observer's 100 ms samples miss a run shorter than one.
+            peakInFlight = max(peakInFlight, counters.inFlight)
             if room == 0 {
-                try? await Task.sleep(nanoseconds: options.stepNanoseconds)
+                await StopSignal.sleep(nanoseconds: options.stepNanoseconds)
                 return 0
             }
             await Task.yield()
             return min(remaining, room, 1_000)
         }
-        try? await Task.sleep(nanoseconds: options.stepNanoseconds)
+        await StopSignal.sleep(nanoseconds: options.stepNanoseconds)
         now = monotonicNanoseconds()
         let live = counters.inFlight
         peakInFlight = max(peakInFlight, live)
@@ -324,6 +326,9 @@ struct StressRunner {
         let first = counters.firstCompletion.load(ordering: .relaxed)
         let last = counters.lastCompletion.load(ordering: .relaxed)
         let completionSeconds = last > first ? Double(last - first) / 1e9 : 0
+        // Jobs that ended, not jobs submitted (a stop drops queued ones), and n completions span n − 1
+        // intervals.
+        let ended = counters.completed.load(ordering: .relaxed)
         let heapDelta = Double(peak.memory.heapInUseBytes) - Double(before.heapInUseBytes)
         let rssDelta = Double(peak.memory.rssBytes) - Double(before.rssBytes)
         func per(_ delta: Double, _ count: Int) -> Double { count > 0 ? delta / Double(count) : 0 }
@@ -332,7 +337,7 @@ struct StressRunner {
             profile: Profile.name,
             instrumentationDisabled: options.instrumentationDisabled,
             jobs: jobs,
-            jobsEnded: counters.completed.load(ordering: .relaxed),
+            jobsEnded: ended,
             concurrency: options.mode == .pool
                 ? max(1, options.concurrency ?? StressOptions.defaultWorkers) : options.concurrency,
             holdSeconds: Double(options.holdNanoseconds) / 1e9,
@@ -347,7 +352,7 @@ struct StressRunner {
             heapBytesPerJob: per(heapDelta, peak.jobs),
             rssBytesPerJob: per(rssDelta, peak.jobs),
             creationRate: submitSeconds > 0 ? Double(jobs) / submitSeconds : 0,
-            completionRate: completionSeconds > 0 ? Double(jobs) / completionSeconds : 0,
+            completionRate: completionSeconds > 0 ? Double(ended - 1) / completionSeconds : 0,
             submitSeconds: submitSeconds,
             drainSeconds: Double(drained - admission.finished) / 1e9,
             afterDrain: afterDrain,

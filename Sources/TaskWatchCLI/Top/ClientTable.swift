@@ -46,6 +46,9 @@ struct ClientRow: Sendable, Equatable {
     var heap: Double?
     /// Mean executor lag over the interval (since start when there is no earlier sample).
     var lag: Double?
+    /// No executor-lag probe started in an interval of a second or more while the process was
+    /// connected: the cooperative pool is blocked (what `SwiftExecutorStalled` alerts on). `lag` is nil.
+    var lagStalled = false
     /// Seconds from the process's last accepted report to the scrape.
     var age: Double? = nil
 }
@@ -93,12 +96,23 @@ enum ClientTable {
         return keys.map { key in
             let process = key.processKey
             var lag: Double?
+            var stalled = false
+            let connected = (up[process] ?? 0) >= 1
             if let sum = lagSum[process], let count = lagCount[process], count > 0 {
-                lag = sum / count
-                if let then = before, let sumThen = then.lagSum[process], let countThen = then.lagCount[process],
-                    count > countThen
-                {
-                    lag = (sum - sumThen) / (count - countThen)
+                if let then = before, let sumThen = then.lagSum[process], let countThen = then.lagCount[process] {
+                    if count > countThen {
+                        lag = (sum - sumThen) / (count - countThen)
+                    } else if count < countThen {
+                        // The series restarted: all it holds is since then.
+                        lag = sum / count
+                    } else {
+                        // No probe started in the interval. The lifetime mean shown here before looked
+                        // healthy while the pool was blocked. A probe is due every 100 ms (10 ms in Stress),
+                        // so a second without one is a stall; a shorter interval says nothing.
+                        stalled = connected && seconds >= Self.stallSeconds
+                    }
+                } else {
+                    lag = sum / count
                 }
             }
             return ClientRow(
@@ -106,11 +120,14 @@ enum ClientTable {
                 live: live[key], peak: peak[key],
                 createdPerSecond: rate(created, before?.created, key),
                 finishedPerSecond: rate(finished, before?.finished, key),
-                rss: rss[process], heap: heap[process], lag: lag,
+                rss: rss[process], heap: heap[process], lag: lag, lagStalled: stalled,
                 // Clamped: a report stamped a moment after the scrape's clock reading is not from the future.
                 age: current.unixSeconds.flatMap { now in lastReport[process].map { max(0, now - $0) } })
         }
     }
+
+    /// The shortest interval without a lag probe that `top` calls a stall: ten probe intervals.
+    static let stallSeconds = 1.0
 
     static func sorted(_ rows: [ClientRow], by column: TopSort) -> [ClientRow] {
         func number(_ row: ClientRow) -> Double {
@@ -122,7 +139,7 @@ enum ClientTable {
                 case .finished: row.finishedPerSecond
                 case .rss: row.rss
                 case .heap: row.heap
-                case .lag: row.lag
+                case .lag: row.lagStalled ? .infinity : row.lag
                 case .age: row.age
                 case .pid: Double(row.pid)
                 case .process, .task: nil
@@ -171,7 +188,7 @@ enum ClientTable {
         Column("FINISHED/s", \.finishedPerSecond) { Format.fixed($0, 1) },
         Column("RSS", \.rss, Format.bytes),
         Column("HEAP", \.heap, Format.bytes),
-        Column("LAG", \.lag, Format.seconds),
+        Column("LAG") { row in row.lagStalled ? "stalled" : row.lag.map(Format.seconds) ?? "-" },
         Column("AGE", \.age, Format.age),
     ]
 
