@@ -21,6 +21,17 @@ public enum TaskWatch {
         #endif
     }
 
+    /// The names of the constant labels the running reporter's hello puts on every series of the process
+    /// (`Configuration.labels`); empty when it is not running. A series may not carry one itself: the
+    /// daemon refuses it (`reserved_label`).
+    public static var constantLabelNames: Set<String> {
+        #if TASKWATCH_SILENT
+            []
+        #else
+            Set(Reporter.shared?.configuration.labels.keys ?? [:].keys)
+        #endif
+    }
+
     /// Whether the reporter is running.
     public static var isRunning: Bool {
         #if TASKWATCH_SILENT

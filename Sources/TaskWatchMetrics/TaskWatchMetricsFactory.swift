@@ -7,7 +7,9 @@ import TaskWatchWire
 ///
 /// Names are sanitized to the Prometheus rules and dimensions become labels, sorted by name (the first
 /// of a repeated name kept); `process` and `pid`, which the daemon sets, become `exported_process` and
-/// `exported_pid`, and on timers and aggregating recorders `le` becomes `exported_le`. A label value
+/// `exported_pid`, as does a dimension named like one of `Configuration.labels` (which the reporter puts
+/// on every series; for metrics made after `TaskWatch.start`), and on timers and aggregating recorders
+/// `le` becomes `exported_le`. A label value
 /// longer than the protocol allows (4,096 bytes) is cut at a character boundary.
 ///
 /// Handlers of one Prometheus series are shared: the same name and dimensions, in any order, and a
@@ -23,7 +25,10 @@ import TaskWatchWire
 /// the built-in series), outside the protocol's limits (a metric or dimension name over 256 bytes,
 /// more than 32 dimensions), or with a name this factory already uses for another type or other
 /// dimension names (a counter `x` also takes `x_total`, a histogram `x` also `x_bucket`, `x_sum` and
-/// `x_count`): as in the daemon, the first one made keeps the name while it lives. Names starting with
+/// `x_count`): as in the daemon, the first one made keeps the name while it lives; or with a name of the
+/// library's own series (`swift_tasks`, `swift_executor_lag_seconds`, … `ContractSeries`), or one they
+/// write besides (`swift_tasks_created`, `swift_executor_lag_seconds_count`), which would take the name
+/// from the task series of every process on the host. Names starting with
 /// `process_` or `taskwatch_`, and the six `swift_process_*` series the daemon reads from `/proc`, are
 /// the daemon's own: it refuses them, as it refuses a name another process uses for another type or
 /// label set (counted in its `taskwatch_series_dropped_total`).
@@ -97,6 +102,7 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
     private let retire: @Sendable (SeriesID) -> Void
     private let retired: @Sendable () -> UInt64
     private let countConflict: @Sendable () -> Void
+    private let constantLabelNames: @Sendable () -> Set<String>
 
     /// A factory; call `TaskWatch.register(source:)` with it, or use `TaskWatchMetrics.bootstrap()`.
     public convenience init(
@@ -106,7 +112,7 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
         self.init(
             recorderBounds: recorderBounds, timerBounds: timerBounds, declare: TaskWatch.declare,
             retire: TaskWatch.retire, retired: { TaskWatch.seriesRetired },
-            countConflict: { TaskWatch.countDroppedSeries() })
+            countConflict: { TaskWatch.countDroppedSeries() }, constantLabelNames: { TaskWatch.constantLabelNames })
     }
 
     /// A factory declaring its series elsewhere than in the process-wide table, for tests.
@@ -116,7 +122,8 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
         declare: @escaping @Sendable ([SeriesDescriptor]) -> [SeriesID]?,
         retire: @escaping @Sendable (SeriesID) -> Void,
         retired: @escaping @Sendable () -> UInt64 = { 0 },
-        countConflict: @escaping @Sendable () -> Void = {}
+        countConflict: @escaping @Sendable () -> Void = {},
+        constantLabelNames: @escaping @Sendable () -> Set<String> = { [] }
     ) {
         self.recorderBounds = Self.usableBounds(recorderBounds, default: HistogramBounds.prometheusDefault)
         self.timerBounds = Self.usableBounds(timerBounds, default: HistogramBounds.taskDuration)
@@ -124,6 +131,7 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
         self.retire = retire
         self.retired = retired
         self.countConflict = countConflict
+        self.constantLabelNames = constantLabelNames
     }
 
     /// Series this factory refused: past the per-process cap, outside the protocol's limits, or in
@@ -190,7 +198,8 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
     ) -> (any ReportingHandler)? {
         let type = kind.type
         let name = Names.sanitizeMetricName(label)
-        let key = Key(type: type, name: type.exposedName(name), labels: Self.labels(dimensions, for: type))
+        let labels = Self.labels(dimensions, for: type, constant: constantLabelNames())
+        let key = Key(type: type, name: type.exposedName(name), labels: labels)
         return state.withLock { state -> (any ReportingHandler)? in
             if var entry = state.entries[key] {
                 entry.references += 1
@@ -205,7 +214,8 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
             if refusedAt == retirements { return nil }
             let descriptor = SeriesDescriptor(
                 name: name, help: kind.help, type: type, labels: key.labels, bounds: bounds)
-            let admitted = state.families.admits(key.name, type, key.labels)
+            let admitted =
+                !ContractSeries.touches(name: key.name, type: type) && state.families.admits(key.name, type, key.labels)
             guard admitted, let id = declare([descriptor])?.first else {
                 if refusedAt == nil {
                     dropped.add(1, ordering: .relaxed)
@@ -257,15 +267,20 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
 
     /// Dimensions as labels, canonical so that the same dimensions in another order are the same
     /// series, as the daemon sees them: names sanitized, the first of a repeated name kept, sorted by
-    /// name. `process` and `pid` (the daemon's), and `le` on a histogram (its buckets'), take the
-    /// `exported_` prefix, as Prometheus does on conflicts. Values are cut to the protocol's limit at a
-    /// character boundary.
-    static func labels(_ dimensions: [(String, String)], for type: SeriesType) -> [Label] {
+    /// name. `process` and `pid` (the daemon's), the `constant` labels the reporter's hello puts on every
+    /// series (`Configuration.labels`), and `le` on a histogram (its buckets'), take the `exported_`
+    /// prefix, as Prometheus does on conflicts. Values are cut to the protocol's limit at a character
+    /// boundary.
+    static func labels(
+        _ dimensions: [(String, String)], for type: SeriesType, constant: Set<String> = []
+    ) -> [Label] {
         var labels: [Label] = []
         labels.reserveCapacity(dimensions.count)
         for (name, value) in dimensions {
             var sanitized = Names.sanitizeLabelName(name)
-            if sanitized == "process" || sanitized == "pid" || (sanitized == "le" && type == .histogram) {
+            if sanitized == "process" || sanitized == "pid" || (sanitized == "le" && type == .histogram)
+                || constant.contains(sanitized)
+            {
                 sanitized = "exported_" + sanitized
             }
             if labels.contains(where: { $0.name == sanitized }) { continue }

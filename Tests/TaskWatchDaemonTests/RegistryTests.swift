@@ -414,6 +414,33 @@ let threeGauges = (0..<3).map {
         #expect(h.rejected(.unknownSeries) == "0")
     }
 
+    /// A review's repro: an app's `swift_tasks` gauge without labels, declared before any task monitor,
+    /// took the name, and the task series of every other process were dropped as conflicts. The
+    /// contract's names keep the contract's shape whoever comes first.
+    @Test func theContractsSeriesKeepTheirShapeWhoeverDeclaresFirst() {
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1, process: "squatter")
+        h.send(
+            1,
+            .declare([
+                SeriesDeclaration(id: 1, type: .gauge, name: "swift_tasks", help: "", labels: []),
+                SeriesDeclaration(id: 2, type: .counter, name: "swift_tasks", help: "", labels: []),
+                SeriesDeclaration(id: 3, type: .gauge, name: "swift_tasks_created", help: "", labels: []),
+                SeriesDeclaration(id: 4, type: .gauge, name: "swift_executor_lag_seconds_count", help: "", labels: []),
+                SeriesDeclaration(id: 5, type: .gauge, name: "swift_task_duration_seconds", help: "", labels: []),
+                SeriesDeclaration(id: 6, type: .gauge, name: "swift_tasks_queued", help: "", labels: []),
+            ]))
+        #expect(h.dropped(.conflict) == "5")
+        h.open(2, pid: 11)
+        h.hello(2)
+        h.send(2, .declare([tasksGauge, createdCounter]))
+        h.send(2, .values([ValueUpdate(id: 1, value: 17), ValueUpdate(id: 2, value: 20)]))
+        #expect(h.dropped(.conflict) == "5")
+        #expect(h.value("swift_tasks{process=\"app\",pid=\"11\",task=\"default\"}") == "17")
+        #expect(h.value("swift_tasks_created_total{process=\"app\",pid=\"11\",task=\"default\"}") == "20")
+    }
+
     @Test func reservedAndInvalidNamesAreDropped() {
         let h = Harness()
         ready(h)

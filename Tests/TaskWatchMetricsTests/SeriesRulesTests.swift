@@ -54,6 +54,43 @@ func declaration(_ handler: AnyObject, in table: SeriesTable) -> SeriesDeclarati
         #expect(collect(factory).value(of: try #require(seriesID(both))) == .greatestFiniteMagnitude)
     }
 
+    /// A review's repro: `Meter("swift_tasks")`, made before any task monitor, took the name from the
+    /// task series of every process on the host (the daemon keeps a name's first type and labels). The
+    /// library's own names, and those they write besides, are refused and counted, in any shape.
+    @Test func theLibrarysOwnSeriesNamesAreRefusedAndCounted() {
+        let (factory, table) = isolatedFactory()
+        let taken: [(String, AnyObject)] = [
+            ("swift_tasks", factory.makeMeter(label: "swift_tasks", dimensions: [])),
+            ("swift_tasks task", factory.makeMeter(label: "swift_tasks", dimensions: [("task", "x")])),
+            ("swift_tasks_created", factory.makeMeter(label: "swift_tasks_created", dimensions: [("task", "x")])),
+            ("counter swift_tasks", factory.makeCounter(label: "swift_tasks", dimensions: [])),
+            (
+                "lag count",
+                factory.makeRecorder(label: "swift_executor_lag_seconds_count", dimensions: [], aggregate: false)
+            ),
+            ("series dropped", factory.makeCounter(label: "swift_taskwatch_series_dropped", dimensions: [])),
+        ]
+        for (what, handler) in taken { #expect(seriesID(handler) == nil, "\(what)") }
+        #expect(factory.seriesDropped == UInt64(taken.count))
+        #expect(table.liveCount == 0)
+        #expect(table.dropped == UInt64(taken.count), "counted as conflicts in the process's table too")
+        // Names beside them are the app's.
+        #expect(seriesID(factory.makeMeter(label: "swift_tasks_queued", dimensions: [])) != nil)
+        #expect(seriesID(factory.makeCounter(label: "swift_executor_custom", dimensions: [])) != nil)
+    }
+
+    /// A dimension named like one of the reporter's constant labels (`Configuration.labels`, on every
+    /// series of the connection) was refused by the daemon as `reserved_label`, and nothing in the
+    /// process counted it. It takes the `exported_` prefix, as `process` and `pid` do.
+    @Test func aDimensionNamedLikeAConstantLabelIsExported() throws {
+        let table = SeriesTable(limit: 100)
+        let factory = TaskWatchMetricsFactory(
+            declare: { table.declare(all: $0) }, retire: table.retire, constantLabelNames: { ["env"] })
+        let counter = factory.makeCounter(label: "hits", dimensions: [("env", "staging"), ("zone", "a")])
+        let declared = try #require(declaration(counter, in: table))
+        #expect(declared.labels == [Label("exported_env", "staging"), Label("zone", "a")])
+    }
+
     @Test func dimensionsInAnotherOrderAreTheSameSeries() throws {
         let (factory, table) = isolatedFactory()
         let first = factory.makeCounter(label: "orders", dimensions: [("b", "2"), ("a", "1"), ("b", "3")])

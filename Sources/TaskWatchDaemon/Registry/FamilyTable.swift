@@ -45,6 +45,9 @@ struct FamilyTable {
         labelNames: [String],
         help: String
     ) -> Result<Int, SeriesRejection> {
+        // Before any family exists: a name the client library's series use keeps the contract's type
+        // and labels even when another client declares it first.
+        guard ContractSeries.admits(name: name, type: type, labelNames: labelNames) else { return .failure(.conflict) }
         if let index = indexByName[name] {
             guard let family = families[index], family.type == type, family.labelNames == labelNames else {
                 return .failure(.conflict)
