@@ -78,9 +78,11 @@ final class NotifySocket {
         #expect(eventually { (try? fetch("http://127.0.0.1:\(port)/-/ready").status) == 200 })
         let client = try RawClient(path: ingestPath)
         client.send(.hello(Hello(claimedPID: 0, intervalNanoseconds: 1, process: "activated", clientVersion: "t")))
-        client.send(.declare([SeriesDeclaration(id: 1, type: .gauge, name: "swift_tasks", help: "Live.")]))
+        let task = [Label("task", "default")]
+        client.send(
+            .declare([SeriesDeclaration(id: 1, type: .gauge, name: "swift_tasks", help: "Live.", labels: task)]))
         client.send(.values([ValueUpdate(id: 1, value: 11)]))
-        let series = "swift_tasks{process=\"activated\",pid=\"\(getpid())\"} 11"
+        let series = "swift_tasks{process=\"activated\",pid=\"\(getpid())\",task=\"default\"} 11"
         #expect(
             eventually {
                 (try? fetch("http://127.0.0.1:\(port)/metrics").text.contains(series)) == true
