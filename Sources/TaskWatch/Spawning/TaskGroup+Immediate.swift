@@ -1,9 +1,8 @@
 // `addImmediateTask` (SE-0472) on task groups, counted. An immediate child starts running synchronously
 // in the caller's context when its operation's isolation allows it, so the wrapper keeps that isolation
-// as `TaskMonitor.immediate` does: the caller's `isolation` is captured when the operation shares it.
-// Without it, an operation isolated to the caller's actor would sit behind a nonisolated wrapper, which
-// starts at once but must then hop to the actor the caller still holds: the child would enqueue instead.
-// An operation isolated elsewhere gets that nonisolated wrapper and hops to its actor. The 6.3 group's
+// as `TaskMonitor.immediate` does: `wrap` isolates it to the operation's own actor. A nonisolated
+// wrapper around an operation isolated to the caller's actor would start at once but must then hop to
+// the actor the caller still holds: the child would enqueue instead. The 6.3 group's
 // own `addImmediateTask` starts the child at once whatever its isolation: a standalone check on
 // 2026-11-30 saw a `@MainActor` child added from a nonisolated caller run while another job held the
 // main actor. The counted child waits for the main actor, as `Task.immediate` would.
@@ -18,7 +17,6 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async -> ChildTaskResult
         ) {
@@ -31,17 +29,6 @@
                     return
                 }
                 let start = counts.created()
-                if _sharesIsolation(operation, isolation) {
-                    addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor) {
-                        // Capturing the isolated parameter isolates this wrapper to the caller's actor: it
-                        // starts synchronously where the caller is, as the operation would have.
-                        _ = isolation
-                        let result = await operation()
-                        counts.finished(start, .returned())
-                        return result
-                    }
-                    return
-                }
                 addImmediateTask(
                     name: name, priority: priority, executorPreference: taskExecutor,
                     operation: counts.wrap(start, operation))
@@ -61,14 +48,13 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async -> ChildTaskResult
         ) -> Bool {
             guard !isCancelled else { return false }
             addImmediateTask(
                 monitor: monitor, name: name, priority: priority, executorPreference: taskExecutor,
-                isolation: isolation, operation: operation)
+                operation: operation)
             return true
         }
     }
@@ -82,7 +68,6 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async throws -> ChildTaskResult
         ) {
@@ -95,21 +80,6 @@
                     return
                 }
                 let start = counts.created()
-                if _sharesIsolation(operation, isolation) {
-                    addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor) {
-                        // Capturing the isolated parameter isolates this wrapper to the caller's actor.
-                        _ = isolation
-                        do {
-                            let result = try await operation()
-                            counts.finished(start, .returned())
-                            return result
-                        } catch {
-                            counts.finished(start, .threw(error))
-                            throw error
-                        }
-                    }
-                    return
-                }
                 addImmediateTask(
                     name: name, priority: priority, executorPreference: taskExecutor,
                     operation: counts.wrap(start, operation))
@@ -129,14 +99,13 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async throws -> ChildTaskResult
         ) -> Bool {
             guard !isCancelled else { return false }
             addImmediateTask(
                 monitor: monitor, name: name, priority: priority, executorPreference: taskExecutor,
-                isolation: isolation, operation: operation)
+                operation: operation)
             return true
         }
     }
@@ -150,7 +119,6 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async -> Void
         ) {
@@ -163,16 +131,6 @@
                     return
                 }
                 let start = counts.created()
-                if _sharesIsolation(operation, isolation) {
-                    addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor) {
-                        // Capturing the isolated parameter isolates this wrapper to the caller's actor: it
-                        // starts synchronously where the caller is, as the operation would have.
-                        _ = isolation
-                        await operation()
-                        counts.finished(start, .returned())
-                    }
-                    return
-                }
                 addImmediateTask(
                     name: name, priority: priority, executorPreference: taskExecutor,
                     operation: counts.wrap(start, operation))
@@ -192,14 +150,13 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async -> Void
         ) -> Bool {
             guard !isCancelled else { return false }
             addImmediateTask(
                 monitor: monitor, name: name, priority: priority, executorPreference: taskExecutor,
-                isolation: isolation, operation: operation)
+                operation: operation)
             return true
         }
     }
@@ -213,7 +170,6 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async throws -> Void
         ) {
@@ -226,20 +182,6 @@
                     return
                 }
                 let start = counts.created()
-                if _sharesIsolation(operation, isolation) {
-                    addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor) {
-                        // Capturing the isolated parameter isolates this wrapper to the caller's actor.
-                        _ = isolation
-                        do {
-                            try await operation()
-                            counts.finished(start, .returned())
-                        } catch {
-                            counts.finished(start, .threw(error))
-                            throw error
-                        }
-                    }
-                    return
-                }
                 addImmediateTask(
                     name: name, priority: priority, executorPreference: taskExecutor,
                     operation: counts.wrap(start, operation))
@@ -259,14 +201,13 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async throws -> Void
         ) -> Bool {
             guard !isCancelled else { return false }
             addImmediateTask(
                 monitor: monitor, name: name, priority: priority, executorPreference: taskExecutor,
-                isolation: isolation, operation: operation)
+                operation: operation)
             return true
         }
     }

@@ -13,7 +13,6 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_implicitSelfCapture @_inheritActorContext(always) operation:
                 sending @escaping @isolated(any) () async -> Success
         ) -> Task<Success, Never> {
@@ -26,16 +25,6 @@
                         name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
                 }
                 let start = counts.created()
-                if _sharesIsolation(operation, isolation) {
-                    return Task.immediate(name: name, priority: priority, executorPreference: taskExecutor) {
-                        // Capturing the isolated parameter isolates this wrapper to the caller's actor: it
-                        // starts synchronously where the caller is, as the operation would have.
-                        _ = isolation
-                        let result = await operation()
-                        counts.finished(start, .returned())
-                        return result
-                    }
-                }
                 return Task.immediate(
                     name: name, priority: priority, executorPreference: taskExecutor,
                     operation: counts.wrap(start, operation))
@@ -49,7 +38,6 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_implicitSelfCapture @_inheritActorContext(always) operation:
                 sending @escaping @isolated(any) () async throws -> Success
         ) -> Task<Success, any Error> {
@@ -62,20 +50,6 @@
                         name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
                 }
                 let start = counts.created()
-                if _sharesIsolation(operation, isolation) {
-                    return Task.immediate(name: name, priority: priority, executorPreference: taskExecutor) {
-                        // Capturing the isolated parameter isolates this wrapper to the caller's actor.
-                        _ = isolation
-                        do {
-                            let result = try await operation()
-                            counts.finished(start, .returned())
-                            return result
-                        } catch {
-                            counts.finished(start, .threw(error))
-                            throw error
-                        }
-                    }
-                }
                 return Task.immediate(
                     name: name, priority: priority, executorPreference: taskExecutor,
                     operation: counts.wrap(start, operation))
@@ -95,7 +69,6 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_implicitSelfCapture @_inheritActorContext(always) operation:
                 sending @escaping @isolated(any) () async -> Success
         ) -> Task<Success, Never> {
@@ -108,16 +81,6 @@
                         name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
                 }
                 let start = counts.created()
-                if _sharesIsolation(operation, isolation) {
-                    return Task.immediateDetached(name: name, priority: priority, executorPreference: taskExecutor) {
-                        // Capturing the isolated parameter isolates this wrapper to the caller's actor: it
-                        // starts synchronously where the caller is, as the operation would have.
-                        _ = isolation
-                        let result = await operation()
-                        counts.finished(start, .returned())
-                        return result
-                    }
-                }
                 return Task.immediateDetached(
                     name: name, priority: priority, executorPreference: taskExecutor,
                     operation: counts.wrap(start, operation))
@@ -131,7 +94,6 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_implicitSelfCapture @_inheritActorContext(always) operation:
                 sending @escaping @isolated(any) () async throws -> Success
         ) -> Task<Success, any Error> {
@@ -144,20 +106,6 @@
                         name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
                 }
                 let start = counts.created()
-                if _sharesIsolation(operation, isolation) {
-                    return Task.immediateDetached(name: name, priority: priority, executorPreference: taskExecutor) {
-                        // Capturing the isolated parameter isolates this wrapper to the caller's actor.
-                        _ = isolation
-                        do {
-                            let result = try await operation()
-                            counts.finished(start, .returned())
-                            return result
-                        } catch {
-                            counts.finished(start, .threw(error))
-                            throw error
-                        }
-                    }
-                }
                 return Task.immediateDetached(
                     name: name, priority: priority, executorPreference: taskExecutor,
                     operation: counts.wrap(start, operation))
@@ -173,12 +121,11 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_implicitSelfCapture @_inheritActorContext(always) operation:
                 sending @escaping @isolated(any) () async -> Success
         ) -> Task<Success, Never> {
             TaskMonitor.default.immediate(
-                name: name, priority: priority, executorPreference: taskExecutor, isolation: isolation,
+                name: name, priority: priority, executorPreference: taskExecutor,
                 operation: operation)
         }
 
@@ -189,12 +136,11 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_implicitSelfCapture @_inheritActorContext(always) operation:
                 sending @escaping @isolated(any) () async throws -> Success
         ) -> Task<Success, any Error> {
             TaskMonitor.default.immediate(
-                name: name, priority: priority, executorPreference: taskExecutor, isolation: isolation,
+                name: name, priority: priority, executorPreference: taskExecutor,
                 operation: operation)
         }
 
@@ -205,12 +151,11 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_implicitSelfCapture @_inheritActorContext(always) operation:
                 sending @escaping @isolated(any) () async -> Success
         ) -> Task<Success, Never> {
             TaskMonitor.default.immediateDetached(
-                name: name, priority: priority, executorPreference: taskExecutor, isolation: isolation,
+                name: name, priority: priority, executorPreference: taskExecutor,
                 operation: operation)
         }
 
@@ -221,12 +166,11 @@
             name: String? = nil,
             priority: TaskPriority? = nil,
             executorPreference taskExecutor: consuming (any TaskExecutor)? = nil,
-            isolation: isolated (any Actor)? = #isolation,
             @_implicitSelfCapture @_inheritActorContext(always) operation:
                 sending @escaping @isolated(any) () async throws -> Success
         ) -> Task<Success, any Error> {
             TaskMonitor.default.immediateDetached(
-                name: name, priority: priority, executorPreference: taskExecutor, isolation: isolation,
+                name: name, priority: priority, executorPreference: taskExecutor,
                 operation: operation)
         }
     }

@@ -6,7 +6,6 @@ extension TaskMonitor {
     public func task<Success: Sendable>(
         name: String? = nil,
         priority: TaskPriority? = nil,
-        isolation: isolated (any Actor)? = #isolation,
         @_inheritActorContext @_implicitSelfCapture operation: sending @escaping @isolated(any) () async -> Success
     ) -> Task<Success, Never> {
         #if TASKWATCH_SILENT
@@ -14,15 +13,6 @@ extension TaskMonitor {
         #else
             guard let counts = spawnCounts else { return Task(name: name, priority: priority, operation: operation) }
             let start = counts.created()
-            if _sharesIsolation(operation, isolation) {
-                return Task(name: name, priority: priority) {
-                    // Capturing the isolated parameter isolates this wrapper to the caller's actor: no hop.
-                    _ = isolation
-                    let result = await operation()
-                    counts.finished(start, .returned())
-                    return result
-                }
-            }
             return Task(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif
     }
@@ -33,7 +23,6 @@ extension TaskMonitor {
     public func task<Success: Sendable>(
         name: String? = nil,
         priority: TaskPriority? = nil,
-        isolation: isolated (any Actor)? = #isolation,
         @_inheritActorContext @_implicitSelfCapture operation:
             sending @escaping @isolated(any) () async throws
             -> Success
@@ -43,20 +32,6 @@ extension TaskMonitor {
         #else
             guard let counts = spawnCounts else { return Task(name: name, priority: priority, operation: operation) }
             let start = counts.created()
-            if _sharesIsolation(operation, isolation) {
-                return Task(name: name, priority: priority) {
-                    // Capturing the isolated parameter isolates this wrapper to the caller's actor: no hop.
-                    _ = isolation
-                    do {
-                        let result = try await operation()
-                        counts.finished(start, .returned())
-                        return result
-                    } catch {
-                        counts.finished(start, .threw(error))
-                        throw error
-                    }
-                }
-            }
             return Task(name: name, priority: priority, operation: counts.wrap(start, operation))
         #endif
     }
@@ -107,10 +82,9 @@ extension TaskWatch {
     public static func task<Success: Sendable>(
         name: String? = nil,
         priority: TaskPriority? = nil,
-        isolation: isolated (any Actor)? = #isolation,
         @_inheritActorContext @_implicitSelfCapture operation: sending @escaping @isolated(any) () async -> Success
     ) -> Task<Success, Never> {
-        TaskMonitor.default.task(name: name, priority: priority, isolation: isolation, operation: operation)
+        TaskMonitor.default.task(name: name, priority: priority, operation: operation)
     }
 
     /// The throwing `Task.init`, counted by `TaskMonitor.default`.
@@ -119,12 +93,11 @@ extension TaskWatch {
     public static func task<Success: Sendable>(
         name: String? = nil,
         priority: TaskPriority? = nil,
-        isolation: isolated (any Actor)? = #isolation,
         @_inheritActorContext @_implicitSelfCapture operation:
             sending @escaping @isolated(any) () async throws
             -> Success
     ) -> Task<Success, any Error> {
-        TaskMonitor.default.task(name: name, priority: priority, isolation: isolation, operation: operation)
+        TaskMonitor.default.task(name: name, priority: priority, operation: operation)
     }
 
     /// `Task.detached`, counted by `TaskMonitor.default`.

@@ -2,24 +2,24 @@
 ///
 /// The wrapper must run where the operation would have run: re-wrapping an actor-isolated operation
 /// in a nonisolated closure starts the task on the global executor and then hops to the actor, an
-/// extra executor hop per task. `TaskMonitor.task` avoids it in the common case (the operation has
-/// the caller's isolation, as `@_inheritActorContext` gives it) by capturing the caller's `isolated`
-/// parameter in the wrapper, which makes the wrapper isolated to the same actor; calling the
-/// operation from there is a same-executor call, not a hop.
+/// extra executor hop per task, and tasks spawned after it onto the same actor would overtake it (a
+/// plain `Task` is enqueued on its actor at once, in spawn order). So a nonisolated operation gets a
+/// nonisolated wrapper (both run on the global executor), and an operation isolated to an actor gets
+/// a wrapper isolated to that actor, made by `_isolatedWrapper`; calling the operation from there is
+/// a same-executor call, not a hop. Every spawn form goes through it: `Task`-like, detached, group
+/// children and immediate tasks.
 ///
-/// The counting is written out in each wrapper (and in `TaskTicket.run` and `TaskMonitor.immediate`)
-/// rather than shared through one async helper with an `isolated` parameter: tried on 2026-11-30,
-/// such a helper cost each wrapped task one more async frame and one more executor switch (the
-/// drop-in's own counting went from 1.03 to 1.12 in `ClientMeasure spawn-ab`), and on an actor it
-/// made `Task.immediate` suspend before the operation ran.
+/// The spawn functions take no `isolated` parameter for the caller's actor, though capturing one
+/// would isolate a wrapper just as well: with an `isolated` parameter the compiler takes the call for
+/// one that stays on the caller's actor and skips its check of the `sending` operation, so a closure
+/// that shares an actor's non-Sendable state with the new task compiled, where `Task { … }` refuses
+/// it (a review's repro, 2026-11-30; `Tests/TaskWatchTests/SendingCheckTests`).
 ///
-/// `wrap` serves everything else: detached tasks and group children (whose `operation` parameters
-/// do not inherit isolation) and operations isolated to another actor than the caller's
-/// (`Task { @MainActor in … }` from nonisolated code). A nonisolated operation gets a nonisolated
-/// wrapper (both run on the global executor). An operation isolated to an actor gets a wrapper
-/// isolated to that actor, made by `_isolatedWrapper`: a nonisolated one would start the task on the
-/// global executor and hop, one more enqueue, and tasks spawned after it onto the same actor would
-/// overtake it (a plain `Task` is enqueued on its actor at once, in spawn order).
+/// The counting is written out in each wrapper (and in `TaskTicket.run`) rather than shared through
+/// one async helper with an `isolated` parameter: tried on 2026-11-30, such a helper cost each
+/// wrapped task one more async frame and one more executor switch (the drop-in's own counting went
+/// from 1.03 to 1.12 in `ClientMeasure spawn-ab`), and on an actor it made `Task.immediate` suspend
+/// before the operation ran.
 extension TaskCounts {
     @inlinable
     func wrap<Success: Sendable>(
@@ -161,28 +161,11 @@ extension TaskCounts {
     }
 }
 
-/// Whether `operation` is isolated to exactly `actor` (both nil counts). A separate function because
-/// reading `.isolation` of an `@_inheritActorContext` parameter in place crashes the 6.3 compiler.
+/// The actor `operation` is isolated to, if any. A separate function because reading `.isolation` of
+/// an `@_inheritActorContext` parameter in place crashes the 6.3 compiler.
 ///
 /// Two overloads, not one taking the throwing type: passing a non-throwing closure where a throwing
 /// one is expected wraps it in a conversion thunk, a heap allocation on every spawn.
-@inlinable
-func _sharesIsolation<Success>(
-    _ operation: @escaping @isolated(any) () async -> Success,
-    _ actor: (any Actor)?
-) -> Bool {
-    _isSameActor(operation.isolation, actor)
-}
-
-@inlinable
-func _sharesIsolation<Success>(
-    _ operation: @escaping @isolated(any) () async throws -> Success,
-    _ actor: (any Actor)?
-) -> Bool {
-    _isSameActor(operation.isolation, actor)
-}
-
-/// The actor `operation` is isolated to, if any (a separate function: see `_sharesIsolation`).
 @inlinable
 func _isolation<Success>(of operation: @escaping @isolated(any) () async -> Success) -> (any Actor)? {
     operation.isolation
@@ -191,13 +174,4 @@ func _isolation<Success>(of operation: @escaping @isolated(any) () async -> Succ
 @inlinable
 func _isolation<Success>(of operation: @escaping @isolated(any) () async throws -> Success) -> (any Actor)? {
     operation.isolation
-}
-
-@inlinable
-func _isSameActor(_ target: (any Actor)?, _ current: (any Actor)?) -> Bool {
-    switch (target, current) {
-    case (nil, nil): true
-    case (let target?, let current?): target === current
-    default: false
-    }
 }
