@@ -121,3 +121,28 @@ static inline size_t tw_mhd_client_certificate_names(
     gnutls_x509_crt_deinit(certificate);
     return written;
 }
+
+// Why the PEM certificate chain `cert` and private key `key` cannot serve TLS together (GnuTLS's own
+// words: a key that does not match the certificate, a body that is no certificate), or NULL when they
+// can. libmicrohttpd only says that TLS support failed to initialize.
+static inline const char *tw_tls_key_pair_error(const char *cert, size_t cert_length, const char *key, size_t key_length) {
+    gnutls_certificate_credentials_t credentials;
+    if (gnutls_certificate_allocate_credentials(&credentials) < 0) return "GnuTLS could not allocate credentials";
+    gnutls_datum_t certificate = {(unsigned char *)cert, (unsigned int)cert_length};
+    gnutls_datum_t private_key = {(unsigned char *)key, (unsigned int)key_length};
+    int result = gnutls_certificate_set_x509_key_mem2(
+        credentials, &certificate, &private_key, GNUTLS_X509_FMT_PEM, NULL, 0);
+    gnutls_certificate_free_credentials(credentials);
+    return result < 0 ? gnutls_strerror(result) : NULL;
+}
+
+// Why the PEM `cas` hold no certificate GnuTLS can trust, or NULL when they hold at least one.
+static inline const char *tw_tls_trust_error(const char *cas, size_t length) {
+    gnutls_certificate_credentials_t credentials;
+    if (gnutls_certificate_allocate_credentials(&credentials) < 0) return "GnuTLS could not allocate credentials";
+    gnutls_datum_t data = {(unsigned char *)cas, (unsigned int)length};
+    int result = gnutls_certificate_set_x509_trust_mem(credentials, &data, GNUTLS_X509_FMT_PEM);
+    gnutls_certificate_free_credentials(credentials);
+    if (result < 0) return gnutls_strerror(result);
+    return result == 0 ? "no certificate in it" : NULL;
+}

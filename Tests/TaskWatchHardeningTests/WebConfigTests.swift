@@ -40,7 +40,7 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
         #expect(tls.certificateFile == directory.file("server.crt"))
         #expect(tls.certificatePEM.contains("BEGIN CERTIFICATE"))
         #expect(tls.keyPEM.contains("PRIVATE KEY"))
-        #expect(tls.priorities == "NORMAL:-VERS-ALL:+VERS-TLS1.3")
+        #expect(tls.priorities == "NORMAL:-RSA:-VERS-ALL:+VERS-TLS1.3")
         #expect(config.basicAuthUsers == ["alice": hash])
     }
 
@@ -64,11 +64,30 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
         #expect(required.serverTLS.clientCAPEM == required.clientCAPEM)
         let ifGiven = try tls("  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n")
         #expect(ifGiven.clientAuth == .verifiedIfGiven)
-        // RequestClientCert lets every client in, and so does NoClientCert with a CA file: the CAs go unused.
-        for lines in ["  client_auth_type: RequestClientCert\n", "  client_ca_file: ca.crt\n"] {
+        // RequestClientCert lets every client in, with or without CAs: they go unused.
+        for lines in [
+            "  client_auth_type: RequestClientCert\n",
+            "  client_auth_type: RequestClientCert\n  client_ca_file: ca.crt\n",
+        ] {
             let ignored = try tls(lines)
             #expect(ignored.clientAuth == .ignored)
             #expect(ignored.serverTLS.clientCAPEM == nil)
+        }
+        // A review's repro: CAs without a policy served every client, where the exporter-toolkit (and
+        // node_exporter) refuse the file.
+        for lines in ["  client_ca_file: ca.crt\n", "  client_auth_type: NoClientCert\n  client_ca_file: ca.crt\n"] {
+            #expect {
+                try tls(lines)
+            } throws: { error in
+                "\(error)".contains("client_ca_file is set but client_auth_type is NoClientCert")
+            }
+        }
+        // A CA file with no certificate GnuTLS can read.
+        try directory.write("junk.crt", "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+        #expect {
+            try tls("  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: junk.crt\n")
+        } throws: { error in
+            "\(error)".contains("tls_server_config.client_ca_file \(directory.file("junk.crt")):")
         }
     }
 
@@ -95,7 +114,8 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
     @Test func defaultVersionsAreTLS12AndUp() {
         let tls = WebConfig.TLSConfig(
             certificateFile: "", keyFile: "", certificatePEM: "", keyPEM: "", minVersion: .tls12, maxVersion: .tls13)
-        #expect(tls.priorities == "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2")
+        #expect(tls.priorities == "NORMAL:-RSA:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2")
+        #expect(tls.priorities == HTTPServer.defaultPriorities)
     }
 
     @Test func emptyFileMeansPlainHTTPWithoutAuth() throws {
@@ -119,6 +139,19 @@ func quickHash(_ password: String, cost: UInt = 4) throws -> String {
             (
                 "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n",
                 "RequireAnyClientCert is not supported: taskwatchd verifies client certificates"
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireClientCert\n",
+                "RequireClientCert is not supported: taskwatchd verifies client certificates"
+            ),
+            // The exporter-toolkit's schema has lists here: told it is unsupported, not that it is no string.
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
+                "tls_server_config.cipher_suites is not supported by taskwatchd"
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  curve_preferences: [X25519]\n",
+                "tls_server_config.curve_preferences is not supported by taskwatchd"
             ),
             (
                 "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Sometimes\n",

@@ -88,7 +88,7 @@ public final class HTTPServer: Sendable {
         public var clientAllowedSANs: [String]
 
         public init(
-            certificatePEM: String, keyPEM: String, priorities: String = "NORMAL:-VERS-TLS1.0:-VERS-TLS1.1",
+            certificatePEM: String, keyPEM: String, priorities: String = HTTPServer.defaultPriorities,
             clientCAPEM: String? = nil, clientCertificates: ClientCertificates = .ignored,
             clientAllowedSANs: [String] = []
         ) {
@@ -99,6 +99,38 @@ public final class HTTPServer: Sendable {
             self.clientCertificates = clientCertificates
             self.clientAllowedSANs = clientAllowedSANs
         }
+    }
+
+    /// TLS 1.2 and 1.3 with forward-secret key exchange only: `-RSA` drops static RSA key exchange
+    /// (`AES128-GCM-SHA256` and the like), which Go's crypto/tls, and so node_exporter, no longer offers
+    /// and scanners flag.
+    public static let defaultPriorities = "NORMAL:-RSA:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+
+    /// Why `certificatePEM` and `keyPEM` cannot serve TLS together, in GnuTLS's words, or nil when they
+    /// can: checked when a web config is read, so that a mismatch is named there rather than as
+    /// libmicrohttpd's "Failed to initialize TLS support" when the server starts.
+    public static func keyPairError(certificatePEM: String, keyPEM: String) -> String? {
+        let certificate = Array(certificatePEM.utf8)
+        let key = Array(keyPEM.utf8)
+        let message = certificate.withUnsafeBufferPointer { c in
+            key.withUnsafeBufferPointer { k in
+                c.withMemoryRebound(to: CChar.self) { c in
+                    k.withMemoryRebound(to: CChar.self) { k in
+                        tw_tls_key_pair_error(c.baseAddress, c.count, k.baseAddress, k.count)
+                    }
+                }
+            }
+        }
+        return message.map { String(cString: $0) }
+    }
+
+    /// Why `pem` holds no certificate authority GnuTLS can use, or nil when it holds one.
+    public static func trustError(_ pem: String) -> String? {
+        let bytes = Array(pem.utf8)
+        let message = bytes.withUnsafeBufferPointer { b in
+            b.withMemoryRebound(to: CChar.self) { tw_tls_trust_error($0.baseAddress, $0.count) }
+        }
+        return message.map { String(cString: $0) }
     }
 
     /// Which client certificates a request needs. A request that lacks what the policy asks for gets

@@ -39,7 +39,8 @@ public struct WebConfig: Sendable, Equatable {
         /// The GnuTLS priority string allowing exactly the versions from `minVersion` to `maxVersion`.
         public var priorities: String {
             let versions = TLSVersion.allCases.filter { $0 >= minVersion && $0 <= maxVersion }
-            return "NORMAL:-VERS-ALL" + versions.reversed().map { ":+VERS-\($0.gnuTLSName)" }.joined()
+            // `-RSA`: forward-secret key exchange only, as `HTTPServer.defaultPriorities`.
+            return "NORMAL:-RSA:-VERS-ALL" + versions.reversed().map { ":+VERS-\($0.gnuTLSName)" }.joined()
         }
 
         /// What `HTTPServer` takes.
@@ -146,6 +147,11 @@ public struct WebConfig: Sendable, Equatable {
         return config
     }
 
+    /// exporter-toolkit `tls_server_config` keys taskwatchd does not serve.
+    static let unsupportedTLSKeys: Set<String> = [
+        "client_ca", "cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "cert", "key",
+    ]
+
     private static func parseTLS(_ node: Node, path: String, directory: String) throws(LoadError) -> TLSConfig {
         var certFile: String?
         var keyFile: String?
@@ -159,6 +165,11 @@ public struct WebConfig: Sendable, Equatable {
                 allowedSANs = try strings(value, key: "tls_server_config.client_allowed_sans", path: path)
                 continue
             }
+            // Before the value's type is checked: `cipher_suites` is a list in the exporter-toolkit's
+            // schema, and "must be a string" would send the operator after the wrong problem.
+            if Self.unsupportedTLSKeys.contains(key) {
+                throw LoadError(path: path, "tls_server_config.\(key) is not supported by taskwatchd")
+            }
             let text = try scalar(value, key: "tls_server_config.\(key)", path: path)
             switch key {
             case "cert_file": certFile = text
@@ -171,8 +182,6 @@ public struct WebConfig: Sendable, Equatable {
                         path: path, "tls_server_config.\(key) must be TLS10, TLS11, TLS12 or TLS13, not \"\(text)\"")
                 }
                 if key == "min_version" { minVersion = version } else { maxVersion = version }
-            case "client_ca", "cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "cert", "key":
-                throw LoadError(path: path, "tls_server_config.\(key) is not supported by taskwatchd")
             default:
                 throw LoadError(path: path, "unknown key \"\(key)\"\(lineText(value)) in tls_server_config")
             }
@@ -193,13 +202,21 @@ public struct WebConfig: Sendable, Equatable {
             certificatePEM: try pemFile(certPath, what: "cert_file", marker: "CERTIFICATE", path: path),
             keyPEM: try pemFile(keyPath, what: "key_file", marker: "PRIVATE KEY", path: path),
             minVersion: minVersion, maxVersion: maxVersion)
+        if let reason = HTTPServer.keyPairError(certificatePEM: config.certificatePEM, keyPEM: config.keyPEM) {
+            throw LoadError(
+                path: path,
+                "tls_server_config: cert_file \(certPath) and key_file \(keyPath) cannot serve TLS: \(reason)")
+        }
         config.clientAuth = clientAuth
         config.clientAllowedSANs = allowedSANs
-        // With no certificate to check, the CAs go unused, as in the exporter-toolkit.
+        // RequestClientCert asks for no verification, so its CAs go unused, as in the exporter-toolkit.
         if let clientCAFile, clientAuth != .ignored {
             config.clientCAFile = resolved(clientCAFile)
-            config.clientCAPEM = try pemFile(
-                resolved(clientCAFile), what: "client_ca_file", marker: "CERTIFICATE", path: path)
+            let pem = try pemFile(resolved(clientCAFile), what: "client_ca_file", marker: "CERTIFICATE", path: path)
+            if let reason = HTTPServer.trustError(pem) {
+                throw LoadError(path: path, "tls_server_config.client_ca_file \(resolved(clientCAFile)): \(reason)")
+            }
+            config.clientCAPEM = pem
         }
         return config
     }
@@ -285,10 +302,11 @@ public struct WebConfig: Sendable, Equatable {
         case "NoClientCert", "RequestClientCert": policy = .ignored
         case "VerifyClientCertIfGiven": policy = .verifiedIfGiven
         case "RequireAndVerifyClientCert": policy = .required
-        case "RequireAnyClientCert":
+        case "RequireAnyClientCert", "RequireClientCert":
+            // RequireClientCert: the exporter-toolkit's older name for RequireAnyClientCert.
             throw LoadError(
                 path: path,
-                "tls_server_config.client_auth_type RequireAnyClientCert is not supported: taskwatchd verifies "
+                "tls_server_config.client_auth_type \(type) is not supported: taskwatchd verifies "
                     + "client certificates against client_ca_file (use RequireAndVerifyClientCert)")
         default:
             throw LoadError(
@@ -298,6 +316,15 @@ public struct WebConfig: Sendable, Equatable {
         }
         if policy != .ignored, caFile == nil {
             throw LoadError(path: path, "tls_server_config.client_auth_type \(type) needs client_ca_file")
+        }
+        // As the exporter-toolkit refuses it: an operator who sets the CAs expects them to be checked,
+        // and serving would let every client in.
+        if type == "NoClientCert", caFile != nil {
+            throw LoadError(
+                path: path,
+                "tls_server_config.client_ca_file is set but client_auth_type is NoClientCert (the default), "
+                    + "which checks no client certificate: set client_auth_type to RequireAndVerifyClientCert "
+                    + "or VerifyClientCertIfGiven")
         }
         if !sans.isEmpty, policy != .required {
             throw LoadError(
