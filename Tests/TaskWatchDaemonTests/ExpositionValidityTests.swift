@@ -67,6 +67,41 @@ import Testing
         #expect(text.contains("app_requests_total{"))
     }
 
+    /// `le` in OpenMetrics' canonical form, as client_python (and client_golang) write it: a bound of
+    /// 1e6 was `1000000.0`, another label value than every other exporter's `1e+06`. Checked against
+    /// prometheus_client's own `floatToGoString`.
+    @Test func bucketBoundsAreWrittenAsOtherExportersWriteThem() throws {
+        let bounds: [Double] = [
+            1e6, 2.5e6, 1e10, 123456789, 1234567.5, 999999, 100000, 0.5, 1e-5, 0.0001, 3e-7, 0.1, 1, 9.5e15, 1e16,
+            1e21, 9007199254740992,
+        ]
+        let script =
+            "from prometheus_client.utils import floatToGoString as f\nimport sys\n"
+            + "for line in sys.stdin: print(f(float(line)))"
+        let python = try runProcess(
+            "/usr/bin/env", ["python3", "-c", script], input: Data(bounds.map { "\($0)\n" }.joined().utf8))
+        try #require(python.status == 0, "\(python.errorOutput)")
+        #expect(bounds.map(BucketBound.text) == python.outputText.split(separator: "\n").map(String.init))
+        // Negative bounds as Go's %g writes them (client_python leaves them in decimal).
+        #expect(BucketBound.text(-2e6) == "-2e+06")
+        #expect(BucketBound.text(-0.5) == "-0.5")
+        // On /metrics, in both formats.
+        let h = Harness()
+        h.open(1, pid: 10)
+        h.hello(1)
+        h.send(
+            1,
+            .declare([
+                SeriesDeclaration(id: 1, type: .histogram, name: "app_bytes", help: "", bounds: [1024, 1e6, 2.5e7])
+            ]))
+        h.send(1, .histograms([HistogramUpdate(id: 1, buckets: [1, 2, 3, 4], sum: 5)]))
+        for format in [ExpositionFormat.text, .openMetrics] {
+            let text = h.text(format)
+            #expect(text.contains("le=\"1024.0\"} 1") && text.contains("le=\"1e+06\"} 3"), "\(text)")
+            #expect(text.contains("le=\"2.5e+07\"} 6"), "\(text)")
+        }
+    }
+
     @Test func emptyRegistryIsValid() throws {
         let h = Harness()
         try expectValidExposition(Data(h.exporter.render(.text)))

@@ -246,3 +246,27 @@ enum Escaping {
         return out
     }
 }
+
+/// Bucket bounds as `le` label values.
+enum BucketBound {
+    /// `bound` as OpenMetrics' canonical numbers write it (Go's `%g` with the shortest digits, as
+    /// client_golang and client_python write `le`): the shortest round-tripping decimal, in exponent form
+    /// below 1e-4 and from 1e6 up (`1e+06`, `2.5e+07`), an integer with `.0`. OpenMetrics requires the
+    /// canonical form for `le`; with `description`, a bound of 1e6 was `1000000.0`, a different label
+    /// value from every other exporter's `1e+06`, so `sum by (le)` across exporters split the bucket.
+    static func text(_ bound: Double) -> String {
+        let text = bound.description
+        // `description` already matches Go below 1e6 (`100000.0`, `1e-05`) and from 2^53 up (`1e+16`).
+        guard bound.isFinite, abs(bound) >= 1e6, !text.contains("e") else { return text }
+        let negative = bound < 0
+        let unsigned = negative ? text.dropFirst() : Substring(text)
+        let parts = unsigned.split(separator: ".", maxSplits: 1)
+        let integer = parts[0]
+        let fraction = parts.count > 1 && parts[1] != "0" ? parts[1] : ""
+        var digits = Array(integer + fraction)
+        while digits.count > 1, digits.last == "0" { digits.removeLast() }
+        let exponent = integer.count - 1
+        let mantissa = String(digits[0]) + (digits.count > 1 ? "." + String(digits[1...]) : "")
+        return (negative ? "-" : "") + mantissa + "e+" + (exponent < 10 ? "0" : "") + String(exponent)
+    }
+}

@@ -110,6 +110,6 @@ struct BoundSet {
 
     init(bounds: [Double]) {
         self.bounds = bounds
-        leTexts = bounds.map { Array("le=\"\($0.description)\"".utf8) } + [Array("le=\"+Inf\"".utf8)]
+        leTexts = bounds.map { Array("le=\"\(BucketBound.text($0))\"".utf8) } + [Array("le=\"+Inf\"".utf8)]
     }
 }
