@@ -817,8 +817,23 @@ public final class Registry: IngestSink, Sendable {
     }
 
     /// Sets every derived peak to the window's maximum, never below the gauge's current value.
+    /// Every gauge's derived peak, at the daemon's tick. In place, through the dictionary's indices: a
+    /// lookup and a store of each `PeakState` by key (as `refreshPeak` does for one gauge) took an idle
+    /// release daemon with 50,000 gauges with peaks to 5.8–6.6 % of a core, this 3.1–3.9 %
+    /// (`scripts/bench-peak-tick.py NEW OLD`).
     private func refreshPeaks(of client: inout ClientState, now: UInt64) {
-        for gauge in client.peaks.keys { refreshPeak(of: gauge, in: &client, now: now) }
+        var index = client.peaks.startIndex
+        while index != client.peaks.endIndex {
+            let gauge = Int(client.peaks.keys[index])
+            let derived = Int(client.peaks.values[index].derivedIndex)
+            var shown = client.table.values[gauge]
+            if let windowMax = client.peaks.values[index].window.maximum(at: now) {
+                shown = shown.bitPattern == SeriesTable.unset.bitPattern ? windowMax : max(shown, windowMax)
+            }
+            // Unchanged, not stored: the first store after a scrape's snapshot copies the whole table.
+            if client.table.values[derived].bitPattern != shown.bitPattern { client.table.values[derived] = shown }
+            client.peaks.formIndex(after: &index)
+        }
     }
 
     /// Sets one gauge's derived peak to its window's maximum, never below the gauge's current value.
