@@ -19,19 +19,29 @@ if [ -n "$socket" ]; then
 fi
 
 pids=()
+log=$(mktemp)
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    rm -f "$log"
 }
 trap cleanup EXIT INT TERM
 
-"$bin/taskwatchd" "${daemon_args[@]}" &
+# Its log goes to the terminal and to $log: ready means this daemon logged the ports it listens on and
+# answers /-/ready. /-/ready alone could be another daemon's on the same port, which made a daemon that
+# could not bind look like it was serving.
+"$bin/taskwatchd" "${daemon_args[@]}" 2> >(tee "$log" >&2) &
 pids+=($!)
+ready=false
 for _ in $(seq 1 100); do
-    curl -fs "http://localhost:$port/-/ready" >/dev/null 2>&1 && break
     kill -0 "${pids[0]}" 2>/dev/null || { echo "run-demo: taskwatchd exited; see its message above" >&2; exit 1; }
+    if grep -q " ports=" "$log" && curl -fs "http://localhost:$port/-/ready" >/dev/null 2>&1; then
+        ready=true
+        break
+    fi
     sleep 0.1
 done
+$ready || { echo "run-demo: taskwatchd did not become ready on port $port within 10 s" >&2; exit 1; }
 
 # A small server-like workload that leaks one request task in 50, so the growth is visible.
 env "${demo_env[@]}" "$bin/TaskWatchDemo" --rate 200 --leak 50 &
