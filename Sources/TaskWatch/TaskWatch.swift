@@ -28,7 +28,7 @@ public enum TaskWatch {
         #if TASKWATCH_SILENT
             []
         #else
-            Set(Reporter.shared?.configuration.labels.keys ?? [:].keys)
+            Reporter.shared.map { Set($0.configuration.labels.keys) } ?? []
         #endif
     }
 

@@ -13,7 +13,7 @@
 /// would isolate a wrapper just as well: with an `isolated` parameter the compiler takes the call for
 /// one that stays on the caller's actor and skips its check of the `sending` operation, so a closure
 /// that shares an actor's non-Sendable state with the new task compiled, where `Task { … }` refuses
-/// it (a review's repro, 2026-11-30; `Tests/TaskWatchTests/SendingCheckTests`).
+/// it (a review's repro, 2026-11-30; `Tests/TaskWatchClientEndToEndTests/SendingCheckTests.swift`).
 ///
 /// The counting is written out in each wrapper (and in `TaskTicket.run`) rather than shared through
 /// one async helper with an `isolated` parameter: tried on 2026-11-30, such a helper cost each
