@@ -445,6 +445,9 @@ import Testing
             return HTTPResponse(status: 200, body: Array("old".utf8))
         }
         serving.withLock { $0 = server.server }
+        // The handler holds the server through `serving`: without this the server was never stopped
+        // (its threads and port lived to the end of the run; LeakSanitizer reported the cycle).
+        defer { serving.withLock { $0 = nil } }
         let base = server.base
         let slow = BackgroundCall { try curl(base + "/slow") }
         while !entered.load(ordering: .acquiring) { usleep(5_000) }

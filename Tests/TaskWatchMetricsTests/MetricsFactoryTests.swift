@@ -138,6 +138,8 @@ func unique(_ name: String) -> String { "\(name)_\(UUID().uuidString.prefix(8))"
                 table.retire(id)
             })
         factoryBox.withLock { $0 = factory }
+        // The factory's retire closure holds the box that holds the factory (LeakSanitizer's cycle).
+        defer { factoryBox.withLock { $0 = nil } }
         let first = factory.makeCounter(label: name, dimensions: [])
         factory.destroyCounter(first)
         let deadline = ContinuousClock.now + .seconds(10)
