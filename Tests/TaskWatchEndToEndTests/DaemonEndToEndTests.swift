@@ -387,7 +387,7 @@ import Testing
     @Test func headOnMetricsAnswersWithTheGetHeadersAndNoBody() throws {
         let daemon = try DaemonProcess()
         let text = "text/plain; version=0.0.4; charset=utf-8"
-        let openMetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        let openMetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"
         let cases: [(request: [String], type: String, encoding: String?)] = [
             ([], text, nil), (["Accept-Encoding: gzip"], text, "gzip"),
             (["Accept: application/openmetrics-text; version=1.0.0", "Accept-Encoding: gzip"], openMetrics, "gzip"),
