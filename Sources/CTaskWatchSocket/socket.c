@@ -2,6 +2,9 @@
 #include "CTaskWatchSocket.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -88,6 +91,39 @@ int tw_unix_bind(int fd, const char *path) {
     struct sockaddr_un address;
     if (fill_address(&address, path) != 0) return -1;
     return bind(fd, (struct sockaddr *)&address, sizeof(address));
+}
+
+// chmod(2) on the path follows a symlink: someone who can rename entries in the socket's directory
+// could put one there between bind and chmod and have a root daemon chmod any file. O_PATH|O_NOFOLLOW
+// pins the entry itself; the mode is then set through the descriptor's /proc link, as glibc's
+// fchmodat(AT_SYMLINK_NOFOLLOW) does, after checking it is our socket.
+int tw_chmod_own_socket(const char *path, unsigned int mode) {
+    int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct stat status;
+    if (fstat(fd, &status) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    if (S_ISLNK(status.st_mode)) {
+        close(fd);
+        errno = ELOOP;
+        return -1;
+    }
+    if (!S_ISSOCK(status.st_mode) || status.st_uid != geteuid()) {
+        close(fd);
+        errno = EPERM;
+        return -1;
+    }
+    char link[64];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    int result = chmod(link, (mode_t)mode);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return result;
 }
 
 int tw_unix_connect(int fd, const char *path) {

@@ -124,6 +124,55 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: foreign + "/ingest.sock"))
     }
 
+    /// A review bound a root daemon into a `/run/taskwatch` owned by another account, which then moved
+    /// the socket aside and put its own in place. Outside world-writable places too, the socket's
+    /// directory must be ours or root's, and writable by no one else unless sticky.
+    @Test(.enabled(if: geteuid() == 0, "needs root to give a directory away"))
+    func aSocketDirectoryOwnedBySomeoneElseIsRefusedAnywhere() throws {
+        let directory = ScratchDirectory()
+        let run = directory.file("run")
+        #expect(mkdir(run, 0o755) == 0)
+        let foreign = run + "/taskwatch"
+        #expect(mkdir(foreign, 0o755) == 0)
+        #expect(chown(foreign, 4_242, 4_242) == 0)
+        let error = #expect(throws: IngestSocketError.self) { try IngestSocket.bind(path: foreign + "/ingest.sock") }
+        #expect(error?.description.contains("is owned by uid 4242, not by us (uid 0) or root") == true)
+        #expect(!FileManager.default.fileExists(atPath: foreign + "/ingest.sock"))
+    }
+
+    @Test func aSocketDirectoryOthersMayWriteIsRefusedUnlessSticky() throws {
+        let directory = ScratchDirectory()
+        let run = directory.file("run")
+        #expect(mkdir(run, 0o755) == 0)
+        let loose = run + "/loose"
+        #expect(mkdir(loose, 0o755) == 0 && chmod(loose, 0o775) == 0)
+        let error = #expect(throws: IngestSocketError.self) { try IngestSocket.bind(path: loose + "/ingest.sock") }
+        #expect(error?.description.contains("is writable by its group or by others (mode 775)") == true)
+        // Sticky, as /tmp is: others may not rename or remove what is ours there.
+        #expect(chmod(loose, 0o1775) == 0)
+        let socket = try IngestSocket.bind(path: loose + "/ingest.sock")
+        socket.close()
+    }
+
+    /// chmod(2) follows a symlink: one put in the socket's place between bind and chmod had a root
+    /// daemon chmod any file (a review's race won 10 times in 30). The mode is set only on the entry
+    /// itself, and only if it is a socket of ours.
+    @Test func theSocketModeIsNeverSetThroughASymlinkOrOnAnotherFile() throws {
+        let directory = ScratchDirectory()
+        let target = directory.file("target")
+        try directory.write("target", "secret")
+        #expect(chmod(target, 0o600) == 0)
+        #expect(symlink(target, directory.file("link.sock")) == 0)
+        #expect(tw_chmod_own_socket(directory.file("link.sock"), 0o666) == -1 && errno == ELOOP)
+        #expect(tw_chmod_own_socket(target, 0o666) == -1 && errno == EPERM)
+        var status = stat()
+        #expect(stat(target, &status) == 0 && status.st_mode & 0o777 == 0o600)
+        let socket = try IngestSocket.bind(path: directory.file("ingest.sock"), mode: 0o600)
+        defer { socket.close() }
+        #expect(tw_chmod_own_socket(directory.file("ingest.sock"), 0o640) == 0)
+        #expect(lstat(directory.file("ingest.sock"), &status) == 0 && status.st_mode & 0o777 == 0o640)
+    }
+
     @Test func adoptsAnActivatedListeningSeqpacketSocket() throws {
         let directory = ScratchDirectory()
         let path = directory.file("activated.sock")

@@ -42,6 +42,11 @@ int tw_seqpacket_socket(void);
 /// Binds `fd` to a filesystem path (which must fit sun_path). Returns 0 or -1 with errno set.
 int tw_unix_bind(int fd, const char *path);
 
+/// Sets the mode of the socket file at `path` without following a symlink there, and only if it is a
+/// socket owned by this process's effective uid. Returns 0, or -1 with errno set (ELOOP: a symlink;
+/// EPERM: not a socket of ours).
+int tw_chmod_own_socket(const char *path, unsigned int mode);
+
 /// Connects `fd` to a filesystem path. Returns 0 or -1 with errno set (EINPROGRESS never happens for
 /// AF_UNIX; EAGAIN means the listener's backlog is full).
 int tw_unix_connect(int fd, const char *path);

@@ -62,8 +62,9 @@ public struct IngestSocket: Sendable {
         }
         // From here on the file is ours; undo it if anything below fails.
         let identity = FileIdentity(path: path)
-        // Before listen: until then a connect is refused, so the umask-derived mode is never usable.
-        guard chmod(path, mode) == 0 else {
+        // Before listen: until then a connect is refused, so the umask-derived mode is never usable. Not
+        // chmod(2), which follows a symlink put in the socket's place (`tw_chmod_own_socket`).
+        guard tw_chmod_own_socket(path, UInt32(mode)) == 0 else {
             let code = errno
             _ = Glibc.close(fd)
             unlink(path)
@@ -135,6 +136,31 @@ public struct IngestSocket: Sendable {
             try preparePrivateDirectory(parent)
         } else {
             try makeDirectories(parent)
+            try checkTrustedDirectory(parent)
+        }
+    }
+
+    /// The socket's directory must be ours (or root's), and writable by no one else unless it is sticky
+    /// (`/tmp`): whoever can rename entries there can put their own socket in place of ours, or a
+    /// symlink for us to follow. A review bound a root daemon into `/run/taskwatch` owned by another
+    /// account and took its socket over.
+    private static func checkTrustedDirectory(_ directory: String) throws(IngestSocketError) {
+        var status = stat()
+        guard lstat(directory, &status) == 0 else {
+            throw IngestSocketError("cannot inspect directory \(directory)", errno: errno)
+        }
+        guard status.st_mode & S_IFMT == S_IFDIR else {
+            throw IngestSocketError("\(directory) is not a directory; refusing to use it")
+        }
+        guard status.st_uid == geteuid() || status.st_uid == 0 else {
+            throw IngestSocketError(
+                "\(directory) is owned by uid \(status.st_uid), not by us (uid \(geteuid())) or root; "
+                    + "refusing to put the socket there (chown it, or choose another --ingest.socket)")
+        }
+        if status.st_mode & (S_IWGRP | S_IWOTH) != 0 && status.st_mode & S_ISVTX == 0 {
+            throw IngestSocketError(
+                "\(directory) is writable by its group or by others (mode "
+                    + "\(String(status.st_mode & 0o7777, radix: 8))); refusing to put the socket there")
         }
     }
 
