@@ -54,6 +54,27 @@ import Testing
         #expect(probe.finish() == 0)
     }
 
+    /// A review's repro: with 1,400 monitors a report was larger than the socket's buffer (about three
+    /// 64 KiB frames), met a full socket at the same frame every time while the daemon read at full
+    /// speed, and was dropped whole: later histograms and every peak never reached /metrics, and every
+    /// report counted as dropped.
+    @Test func aReportLargerThanTheSocketBufferArrivesWhole() throws {
+        let monitors = 1_200
+        let daemon = try DaemonProcess.forProbe()
+        let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["monitors", "\(monitors)"])
+        #expect(try probe.json(with: "monitors")["monitors"] == Double(monitors))
+        let pid = ["process": "probe", "pid": "\(probe.pid)"]
+        func shown(_ name: String) -> Int {
+            daemon.samples().filter { $0.matches(name, pid) && $0.labels["task"]?.hasPrefix("probe-m") == true }
+                .count
+        }
+        #expect(
+            eventually(timeout: .seconds(20)) {
+                shown("swift_tasks_peak") == monitors && shown("swift_task_duration_seconds_count") == monitors
+            }, "peaks \(shown("swift_tasks_peak")), histograms \(shown("swift_task_duration_seconds_count"))")
+        #expect(probe.finish() == 0)
+    }
+
     /// `exact` counts through the drop-in spawns, `tickets` through `TaskTicket`.
     @Test(arguments: ["exact", "tickets"])
     func everyKindOfTaskIsCountedExactlyInProcessAndOnMetrics(workload: String) throws {

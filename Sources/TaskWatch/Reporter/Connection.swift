@@ -37,6 +37,12 @@ final class Connection {
         close(fd)
     }
 
+    /// Waits up to `milliseconds` for the socket to have room for a frame; true when it has.
+    func waitForRoom(milliseconds: Int32) -> Bool {
+        var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        return poll(&descriptor, 1, milliseconds) > 0 && descriptor.revents & Int16(POLLOUT) != 0
+    }
+
     /// Sends one frame without blocking and without SIGPIPE.
     func send(_ frame: [UInt8]) -> SendResult {
         let sent = frame.withUnsafeBytes { tw_send_message(fd, $0.baseAddress, $0.count) }

@@ -87,6 +87,10 @@ final class Reporter: @unchecked Sendable {
     /// Hello, declare and retire frames not sent yet, in order: unlike values, the next report would
     /// not repeat them.
     private var pendingControl: [[UInt8]] = []
+    /// How long this report may still wait for room in the socket, in nanoseconds (`deliver`).
+    private var roomWaitLeft: UInt64 = 0
+    /// What each report may wait in all for room in the socket.
+    static let roomWait: UInt64 = 20_000_000
     /// Whether hello, declare or retire frames wait to be sent. For tests.
     var hasPendingControl: Bool { !pendingControl.isEmpty }
     private var backoff: UInt64 = Reporter.minimumBackoff
@@ -336,6 +340,7 @@ final class Reporter: @unchecked Sendable {
         // count from before it.
         let number = reportsBegun.add(1, ordering: .sequentiallyConsistent).newValue
         defer { lastReportDone.store(number, ordering: .releasing) }
+        roomWaitLeft = Self.roomWait
         refreshMonitors()
         let isConnected = connected(now: now)
         var builder = ReportBuilder()
@@ -572,7 +577,20 @@ final class Reporter: @unchecked Sendable {
 
     private func deliver(_ frame: [UInt8]) -> Bool {
         guard let connection else { return false }
-        switch connection.send(frame) {
+        var result = connection.send(frame)
+        // A report larger than the socket's buffer (about three 64 KiB frames: some 900 monitors, or
+        // large app histograms) met a full socket at the same frame every time while the daemon read
+        // at full speed, and was dropped whole, forever. This thread waits a little for the daemon to
+        // drain it: the app never waits on the reporter, and a daemon that does not read costs each
+        // report at most `roomWait` before it is dropped and counted.
+        while case .wouldBlock = result, roomWaitLeft > 0 {
+            let started = MonotonicClock.now()
+            let room = connection.waitForRoom(milliseconds: Int32((roomWaitLeft + 999_999) / 1_000_000))
+            roomWaitLeft -= min(roomWaitLeft, max(1, MonotonicClock.now() &- started))
+            guard room else { break }
+            result = connection.send(frame)
+        }
+        switch result {
         case .sent:
             return true
         case .wouldBlock:

@@ -135,6 +135,13 @@ enum Probe {
             ])
     }
 
+    /// `count` monitors `probe-m0`… (the default and the probe's own besides), each with one task run to
+    /// completion: a report larger than the socket's buffer.
+    static func monitors(_ count: Int) async -> String {
+        for index in 0..<count { _ = await TaskMonitor("probe-m\(index)").task { 1 }.value }
+        return "{\"monitors\":\(count)}"
+    }
+
     /// A spawn-heavy workload: `count` tasks spawned and completed in batches of 1,000.
     static func spawnload(_ count: Int) async -> String {
         let before = monitor.snapshot()

@@ -16,6 +16,7 @@ import TaskWatch
 //   burst N HOLD_MS       after a line on stdin, N tasks alive together for HOLD_MS
 //   spawnload N [--trigger]  N tasks spawned and completed in batches; elapsed nanoseconds. With
 //                         --trigger, it starts after a line on stdin
+//   monitors N            N monitors with one finished task each (a report larger than the socket buffer)
 //   retire N              N gauges `probe_item{item="0"…}` of value 7 through a ReportSource; after
 //                         a line on stdin, every one retired but `item="0"`
 //
@@ -24,7 +25,7 @@ import TaskWatch
 let arguments = Array(CommandLine.arguments.dropFirst())
 guard let command = arguments.first, let count = arguments.dropFirst().first.flatMap({ Int($0) }), count > 0 else {
     Probe.fail(
-        "usage: TaskWatchProbe exact N | tickets N | spawners S M | burst N HOLD_MS | spawnload N [--trigger] | retire N"
+        "usage: TaskWatchProbe exact N | tickets N | spawners S M | burst N HOLD_MS | spawnload N [--trigger] | monitors N | retire N"
     )
 }
 let extra = arguments.dropFirst(2).first.flatMap { Int($0) }
@@ -48,6 +49,8 @@ case "burst":
 case "spawnload":
     if arguments.contains("--trigger") { _ = readLine() }
     report = await Task.detached { await Probe.spawnload(count) }.value
+case "monitors":
+    report = await Task.detached { await Probe.monitors(count) }.value
 case "retire":
     let items = ProbeItems(count)
     _ = readLine()
