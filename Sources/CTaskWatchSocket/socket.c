@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <stdatomic.h>
@@ -91,6 +92,27 @@ int tw_unix_bind(int fd, const char *path) {
     struct sockaddr_un address;
     if (fill_address(&address, path) != 0) return -1;
     return bind(fd, (struct sockaddr *)&address, sizeof(address));
+}
+
+int tw_client_directory_trusted(const char *path) {
+    char directory[PATH_MAX];
+    size_t length = strlen(path);
+    if (length == 0 || length >= sizeof(directory)) return 1;
+    memcpy(directory, path, length + 1);
+    char *slash = strrchr(directory, '/');
+    if (slash == NULL || slash == directory) return 1;
+    *slash = '\0';
+    char parent[PATH_MAX];
+    memcpy(parent, directory, strlen(directory) + 1);
+    char *parentSlash = strrchr(parent, '/');
+    if (parentSlash == NULL) return 1;
+    if (parentSlash == parent) parentSlash[1] = '\0'; else *parentSlash = '\0';
+    struct stat status;
+    if (stat(parent, &status) != 0 || (status.st_mode & S_IWOTH) == 0) return 1;
+    if (lstat(directory, &status) != 0) return 0;
+    // Root's is trusted too: a root daemon's socket in /tmp, named through TASKWATCH_SOCKET.
+    return S_ISDIR(status.st_mode) && (status.st_uid == geteuid() || status.st_uid == 0) &&
+           (status.st_mode & (S_IWGRP | S_IWOTH)) == 0;
 }
 
 // chmod(2) on the path follows a symlink: someone who can rename entries in the socket's directory

@@ -173,6 +173,34 @@ import Testing
         #expect(lstat(directory.file("ingest.sock"), &status) == 0 && status.st_mode & 0o777 == 0o640)
     }
 
+    /// A review created `/tmp/taskwatch-<uid>` as another user, listened there, and received that uid's
+    /// reports (process names, labels, values): clients connected to whatever socket sat at the default
+    /// path. In a world-writable place the client now trusts the directory only if it is ours (or
+    /// root's) and writable by no one else.
+    @Test func aClientTrustsASocketDirectoryInAWorldWritablePlaceOnlyIfItIsOurs() throws {
+        let directory = ScratchDirectory()
+        let shared = directory.file("tmp")
+        #expect(mkdir(shared, 0o777) == 0 && chmod(shared, 0o1777) == 0)
+        let ours = shared + "/taskwatch-\(getuid())"
+        #expect(mkdir(ours, 0o700) == 0)
+        #expect(tw_client_directory_trusted(ours + "/ingest.sock") == 1)
+        #expect(chmod(ours, 0o770) == 0)
+        #expect(tw_client_directory_trusted(ours + "/ingest.sock") == 0, "writable by its group")
+        #expect(mkdir(directory.file("elsewhere"), 0o700) == 0)
+        #expect(symlink(directory.file("elsewhere"), shared + "/taskwatch-link") == 0)
+        #expect(tw_client_directory_trusted(shared + "/taskwatch-link/ingest.sock") == 0, "a symlink")
+        #expect(tw_client_directory_trusted(shared + "/taskwatch-missing/ingest.sock") == 0)
+        if geteuid() == 0 {
+            let foreign = shared + "/taskwatch-foreign"
+            #expect(mkdir(foreign, 0o700) == 0 && chown(foreign, 4_242, 4_242) == 0)
+            #expect(tw_client_directory_trusted(foreign + "/ingest.sock") == 0, "another user's")
+        }
+        // Outside world-writable places nothing is required (the daemon's /run/taskwatch may belong to
+        // its own account).
+        #expect(mkdir(directory.file("run"), 0o755) == 0)
+        #expect(tw_client_directory_trusted(directory.file("run") + "/ingest.sock") == 1)
+    }
+
     @Test func adoptsAnActivatedListeningSeqpacketSocket() throws {
         let directory = ScratchDirectory()
         let path = directory.file("activated.sock")

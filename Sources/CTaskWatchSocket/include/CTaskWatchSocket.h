@@ -42,6 +42,12 @@ int tw_seqpacket_socket(void);
 /// Binds `fd` to a filesystem path (which must fit sun_path). Returns 0 or -1 with errno set.
 int tw_unix_bind(int fd, const char *path);
 
+/// Whether a client may trust the directory of the socket at `path`: 1 unless that directory sits in a
+/// world-writable one (`/tmp/taskwatch-$UID`), where it must be a real directory owned by this
+/// process's effective uid (or root) and writable by no one else; 0 otherwise. Anyone can create
+/// `/tmp/taskwatch-<uid>` first and listen there for that uid's reports.
+int tw_client_directory_trusted(const char *path);
+
 /// Sets the mode of the socket file at `path` without following a symlink there, and only if it is a
 /// socket owned by this process's effective uid. Returns 0, or -1 with errno set (ELOOP: a symlink;
 /// EPERM: not a socket of ours).

@@ -20,6 +20,9 @@ final class Connection {
 
     /// Connects to the socket at `path`, or returns nil (no daemon, no file, backlog full).
     init?(path: String) {
+        // In a world-writable place (the `/tmp/taskwatch-$UID` fallback) the directory must be ours:
+        // a review had another user create it first, listen there, and receive this process's reports.
+        guard tw_client_directory_trusted(path) == 1 else { return nil }
         let fd = tw_seqpacket_socket()
         guard fd >= 0 else { return nil }
         guard tw_unix_connect(fd, path) == 0 else {
