@@ -32,6 +32,9 @@ public struct DaemonConfiguration: Sendable {
     /// which picks up a certificate renewed in place (cert-manager, certbot) with nobody sending
     /// SIGHUP, as the exporter-toolkit does by reading its files on each handshake. Nil: never.
     public var webConfigCheckInterval: Duration? = .seconds(30)
+    /// How long the ingest thread, the HTTP accept thread or one request handler may go without
+    /// progress before `/-/healthy` fails and the systemd watchdog is no longer pinged.
+    public var stallLimit: Duration = .seconds(15)
 
     public init() {}
 
@@ -52,11 +55,14 @@ public struct DaemonError: Error, CustomStringConvertible {
 public final class Daemon: Sendable {
     public let registry: Registry
     public let exporter: Exporter
-    private let listener: IngestListener
+    /// Internal so tests can stop its thread and watch the daemon notice.
+    let listener: IngestListener
     private let server: HTTPServer
     private let notifier: SystemdNotifier
     private let logger: Logger
     private let ready = ReadinessFlag()
+    private let liveness: LivenessCheck
+    private let requestsInFlight = RequestsInFlight()
     /// The TCP ports actually bound, in listener order (useful with port 0).
     public let httpPorts: [UInt16]
     /// The ingest socket path, when known.
@@ -65,6 +71,7 @@ public final class Daemon: Sendable {
     /// Binds both sockets (or adopts them from systemd) and starts serving.
     public init(configuration: DaemonConfiguration, logger: Logger) throws(DaemonError) {
         self.logger = logger
+        liveness = LivenessCheck(limit: configuration.stallLimit)
         notifier = SystemdNotifier.fromProcessEnvironment()
         let passed: [SocketActivation.PassedSocket]
         do { passed = try SocketActivation.takeFromProcessEnvironment() } catch {
@@ -136,14 +143,18 @@ public final class Daemon: Sendable {
 
         let exporter = exporter
         let ready = ready
+        // The stall check reads the server's heartbeat, which exists only once the server does.
+        let stallSource = StallSource()
         let handler = WebHandler(
             telemetryPath: configuration.telemetryPath,
             isReady: { ready.isReady },
+            healthProblem: { stallSource.stall() },
             authorize: authorize,
             render: { exporter.render($0) },
             renderBody: { exporter.renderBody($0) }
         )
         let errorLogger = logger
+        let requestsInFlight = requestsInFlight
         do {
             server = try HTTPServer(
                 options: HTTPServer.Options(
@@ -152,11 +163,13 @@ public final class Daemon: Sendable {
                     errorLog: { errorLogger.debug("web server: \($0)") },
                     answered: { httpRequests.count(path: $0, status: $1) }, connections: httpConnections),
                 handler: { [web = configuration.web] request in
-                    guard let web else { return handler.handle(request) }
-                    // The rate limit comes first, so a flood of wrong passwords never reaches bcrypt.
-                    var response = web.admit() ?? handler.handle(request)
-                    response.headers += web.responseHeaders
-                    return response
+                    requestsInFlight.track {
+                        guard let web else { return handler.handle(request) }
+                        // The rate limit comes first, so a flood of wrong passwords never reaches bcrypt.
+                        var response = web.admit() ?? handler.handle(request)
+                        response.headers += web.responseHeaders
+                        return response
+                    }
                 })
         } catch {
             listener.stop()
@@ -166,6 +179,7 @@ public final class Daemon: Sendable {
             server.stop()
             throw DaemonError("ingest listener: \(error)")
         }
+        stallSource.set { [weak self] in self?.stall() }
         ready.set(true)
         logger.info(
             "Listening",
@@ -181,8 +195,23 @@ public final class Daemon: Sendable {
     /// How often to ping the systemd watchdog, if it is enabled.
     public var watchdogInterval: Duration? { notifier.watchdogPingInterval }
 
-    /// Pings the systemd watchdog.
-    public func watchdogPing() { notifier.watchdog() }
+    /// Pings the systemd watchdog, unless a part of the daemon has stalled (see `stall()`): then
+    /// systemd restarts it once the watchdog interval passes. Returns the stall, if any.
+    @discardableResult
+    public func watchdogPing() -> String? {
+        if let stall = stall() { return stall }
+        notifier.watchdog()
+        return nil
+    }
+
+    /// Which part of the daemon has made no progress for longer than `stallLimit`, or nil when the
+    /// ingest thread, the HTTP accept thread and every request handler are working.
+    public func stall() -> String? {
+        liveness.stall(
+            now: Heartbeat.now(), ingestBeat: listener.heartbeat.lastBeatNanoseconds,
+            acceptBeat: server.acceptHeartbeat.lastBeatNanoseconds,
+            oldestRequestStart: requestsInFlight.oldestStartNanoseconds)
+    }
 
     /// Serves HTTPS with `tls` (HTTP when nil) from now on, with no gap on the port; see
     /// `HTTPServer.reconfigure(tls:)`. Throws, and keeps serving as before, when `tls` cannot be used.
@@ -214,6 +243,15 @@ func currentEnvironment() -> [String: String] {
         pointer += 1
     }
     return result
+}
+
+/// `Daemon.stall` for the HTTP handler, which is made before the daemon it reports on.
+final class StallSource: Sendable {
+    private let check = Mutex<(@Sendable () -> String?)?>(nil)
+
+    func set(_ stall: @escaping @Sendable () -> String?) { check.withLock { $0 = stall } }
+
+    func stall() -> String? { check.withLock { $0 }?() }
 }
 
 /// Whether `/-/ready` says yes: shared by reference with the HTTP handler.

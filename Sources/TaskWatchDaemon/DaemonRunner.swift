@@ -1,7 +1,8 @@
 import Glibc
 import Logging
 
-/// Runs a daemon until SIGTERM or SIGINT, pinging the systemd watchdog meanwhile.
+/// Runs a daemon until SIGTERM or SIGINT, pinging the systemd watchdog meanwhile while the daemon
+/// shows progress (see `Daemon.stall()`).
 public enum DaemonRunner {
     /// Starts the daemon and blocks until it has shut down. Returns the process exit status.
     /// `onReload` runs on SIGHUP, and every `configuration.webConfigCheckInterval` as a `.check`.
@@ -37,12 +38,26 @@ public enum DaemonRunner {
             return 1
         }
         let checkInterval = configuration.webConfigCheckInterval
-        let tick = min(daemon.watchdogInterval ?? .seconds(1), checkInterval ?? .seconds(1), .seconds(1))
+        let watchdogInterval = daemon.watchdogInterval
+        let tick = min(watchdogInterval ?? .seconds(1), checkInterval ?? .seconds(1), .seconds(1))
         let clock = ContinuousClock()
         var nextCheck = checkInterval.map { clock.now.advanced(by: $0) }
+        var nextPing = clock.now
+        var reportedStall: String?
         while true {
             let received = Signals.wait(for: handled, timeout: tick)
-            daemon.watchdogPing()
+            if let watchdogInterval, clock.now >= nextPing {
+                nextPing = clock.now.advanced(by: watchdogInterval)
+                let stall = daemon.watchdogPing()
+                if let stall, reportedStall == nil {
+                    logger.error(
+                        "Not pinging the systemd watchdog: the daemon has stopped making progress",
+                        metadata: ["stall": "\(stall)"])
+                } else if stall == nil, reportedStall != nil {
+                    logger.info("Pinging the systemd watchdog again: the daemon is making progress")
+                }
+                reportedStall = stall
+            }
             switch received {
             case SIGHUP?:
                 logger.info("Reloading on SIGHUP")

@@ -7,17 +7,31 @@ public final class Exporter: Sendable {
     private let webConfigStatus: (@Sendable () -> WebConfigStatus)?
     private let httpRequests: HTTPRequestCounts?
     private let httpConnections: HTTPConnectionCounts?
+    private let processStats: @Sendable (Int32) -> ProcessStats?
 
     /// - Parameters:
     ///   - acceptFailures: connections the listener could not accept for lack of descriptors.
     ///   - webConfigStatus: the latest load of `--web.config.file`; nil when there is none.
     ///   - httpRequests: the HTTP server's answers; nil leaves `taskwatch_http_requests_total` out.
     ///   - httpConnections: the HTTP server's connections; nil leaves `taskwatch_http_connections_*` out.
-    public init(
+    public convenience init(
         registry: Registry, build: BuildInfo, acceptFailures: @escaping @Sendable () -> UInt64 = { 0 },
         webConfigStatus: (@Sendable () -> WebConfigStatus)? = nil, httpRequests: HTTPRequestCounts? = nil,
         httpConnections: HTTPConnectionCounts? = nil
     ) {
+        self.init(
+            registry: registry, build: build, acceptFailures: acceptFailures, webConfigStatus: webConfigStatus,
+            httpRequests: httpRequests, httpConnections: httpConnections,
+            processStats: { ProcessReader.stats(pid: String($0)) })
+    }
+
+    /// As above, with the `/proc` reader replaced (tests count its calls).
+    init(
+        registry: Registry, build: BuildInfo, acceptFailures: @escaping @Sendable () -> UInt64 = { 0 },
+        webConfigStatus: (@Sendable () -> WebConfigStatus)? = nil, httpRequests: HTTPRequestCounts? = nil,
+        httpConnections: HTTPConnectionCounts? = nil, processStats: @escaping @Sendable (Int32) -> ProcessStats?
+    ) {
+        self.processStats = processStats
         self.registry = registry
         self.build = build
         self.acceptFailures = acceptFailures
@@ -35,12 +49,19 @@ public final class Exporter: Sendable {
     public func renderBody(_ format: ExpositionFormat) -> ResponseBody {
         var snapshot = registry.snapshot()
         snapshot.stats.rejectedClients[.noFileDescriptors, default: 0] += acceptFailures()
-        // /proc is read after the lock is released: a slow read never delays ingest.
+        // /proc is read after the lock is released: a slow read never delays ingest. Once per process,
+        // not per connection: one process can hold thousands of connections, each a client here.
         var kernel: [Int: ProcessStats] = [:]
+        var byPID: [Int32: ProcessStats?] = [:]
         for (index, client) in snapshot.clients.enumerated() {
-            guard let stats = ProcessReader.stats(pid: String(client.pid)),
-                stats.startTicks == client.processStartTicks
-            else { continue }
+            let read: ProcessStats?
+            if let known = byPID[client.pid] {
+                read = known
+            } else {
+                read = processStats(client.pid)
+                byPID[client.pid] = read
+            }
+            guard let stats = read, stats.startTicks == client.processStartTicks else { continue }
             kernel[index] = stats
         }
         return ExpositionRenderer.render(

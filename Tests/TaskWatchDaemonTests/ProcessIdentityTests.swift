@@ -217,3 +217,51 @@ import Testing
         withExtendedLifetime(second) {}
     }
 }
+
+/// What a scrape costs in `/proc` reads: one per process, however many connections it holds.
+@Suite struct ProcessReadCostTests {
+    /// A review opened thousands of connections from one process and stretched every scrape to
+    /// seconds, since each connection read the process's `/proc` files (its whole `fd` directory).
+    @Test func aProcessWithManyConnectionsIsReadOncePerScrape() {
+        let times = FakeStartTimes()
+        let pid = getpid()
+        let ticks = ProcessReader.startTicks(pid: pid)
+        times.set(pid, ticks)
+        let registry = Registry(
+            limits: RegistryLimits(), clock: SystemClock(), log: nil, startTicks: { times.read($0) })
+        let reads = Mutex<[Int32]>([])
+        let exporter = Exporter(
+            registry: registry, build: BuildInfo(version: "test", revision: "abc", swiftVersion: "6.3"),
+            processStats: { pid in
+                reads.withLock { $0.append(pid) }
+                return ProcessReader.stats(pid: String(pid))
+            })
+        for connection in UInt64(1)...50 {
+            #expect(
+                registry.connectionOpened(ConnectionID(connection), peer: PeerCredentials(pid: pid, uid: 0, gid: 0)))
+            for bytes in FrameEncoder.encode(
+                .hello(
+                    Hello(claimedPID: 0, intervalNanoseconds: 10_000_000, process: "p\(connection)", clientVersion: "t")
+                ))
+            {
+                _ = bytes.withUnsafeBytes {
+                    registry.frameReceived(ConnectionID(connection), bytes: $0, truncated: false)
+                }
+            }
+        }
+        let text = String(decoding: exporter.render(.text), as: UTF8.self)
+        #expect(reads.withLock { $0 } == [pid])
+        // Every connection still gets the process's figures.
+        #expect(text.split(separator: "\n").filter { $0.hasPrefix("swift_process_open_fds{") }.count == 50)
+    }
+
+    /// The count of open descriptors, read from the `fd` directory's size where the kernel gives it.
+    @Test func openDescriptorsFollowWhatTheProcessOpens() throws {
+        let before = try #require(ProcessReader.stats(pid: String(getpid()))?.openFDs)
+        let opened = (0..<100).map { _ in open("/dev/null", O_RDONLY | O_CLOEXEC) }
+        defer { for fd in opened { close(fd) } }
+        #expect(opened.allSatisfy { $0 >= 0 })
+        let after = try #require(ProcessReader.stats(pid: String(getpid()))?.openFDs)
+        #expect(after == before + 100)
+    }
+}

@@ -61,6 +61,26 @@ final class NotifySocket {
         #expect(process.waitOrKill(timeout: .seconds(15)) == 0)
     }
 
+    /// `WATCHDOG=1` goes to systemd only when it asked for it (a review counted a ping every tick
+    /// with no `WATCHDOG_USEC`, up to 780 a second with a short `--web.config.check-interval`).
+    @Test func sendsNoWatchdogPingsWhenTheWatchdogIsOff() throws {
+        let directory = ScratchDirectory()
+        let notify = NotifySocket(path: directory.file("notify"))
+        let port = try freePort()
+        var environment = ProcessInfo.processInfo.environment
+        environment["NOTIFY_SOCKET"] = notify.path
+        environment["WATCHDOG_USEC"] = nil
+        let process = try ChildProcess(
+            builtExecutable("taskwatchd"),
+            ["--ingest.socket", directory.file("ingest.sock"), "--web.listen-address", "127.0.0.1:\(port)"],
+            environment: environment)
+        #expect(notify.waitFor("READY=1", within: 10))
+        #expect(!notify.waitFor("WATCHDOG=1", within: 2.5))
+        process.signal(SIGTERM)
+        #expect(notify.waitFor("STOPPING=1", within: 5))
+        #expect(process.waitOrKill(timeout: .seconds(15)) == 0)
+    }
+
     @Test func takesBothSocketsFromSocketActivation() throws {
         let directory = ScratchDirectory()
         let port = try freePort()

@@ -55,7 +55,7 @@ enum ProcessReader {
             startTimeSeconds: bootTime + Double(startTicks) / ticksPerSecond,
             virtualBytes: UInt64(fields[20]) ?? 0,
             residentBytes: (UInt64(fields[21]) ?? 0) * pageSize,
-            openFDs: countEntries("/proc/\(pid)/fd"),
+            openFDs: openDescriptors(pid: pid),
             maxFDs: maxOpenFiles(pid: pid),
             maxVirtualBytes: addressSpaceLimit(pid: pid)
         )
@@ -99,8 +99,21 @@ enum ProcessReader {
         return String(decoding: buffer[..<total], as: UTF8.self)
     }
 
-    private static func countEntries(_ path: String) -> Int? {
-        guard let directory = opendir(path) else { return nil }
+    /// The number of open descriptors of `pid`, or nil when its `fd` directory is not ours to read.
+    ///
+    /// Why not just count the entries: a client with many descriptors (or many connections of one
+    /// process, each read) made every scrape walk them all; a review stretched one scrape to 28 s.
+    /// Since Linux 6.2 the directory's size is the count, at no cost; older kernels report 0 and are
+    /// walked. Opening first keeps the old answer for processes we may not inspect.
+    private static func openDescriptors(pid: String) -> Int? {
+        let fd = open("/proc/\(pid)/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        var status = stat()
+        let size = fstat(fd, &status) == 0 ? Int(status.st_size) : 0
+        guard size == 0, let directory = fdopendir(fd) else {
+            close(fd)
+            return size
+        }
         defer { closedir(directory) }
         var count = 0
         while let entry = readdir(directory) {

@@ -28,6 +28,8 @@ final class HTTPAcceptor: Sendable {
     private let wakeFD: Int32
     private let state = Mutex(State.idle)
     private let stopRequested = Atomic(false)
+    /// Stamped on every turn of the accepting loop, which turns at least once a second.
+    let heartbeat = Heartbeat()
 
     /// - Parameters:
     ///   - sockets: listening sockets, made non-blocking here; the caller keeps ownership.
@@ -111,11 +113,15 @@ final class HTTPAcceptor: Sendable {
         var resumeAt: ContinuousClock.Instant?
         let clock = ContinuousClock()
         while !stopRequested.load(ordering: .acquiring) {
-            var timeout: Int32 = -1
+            heartbeat.beat()
+            // Woken at least once a second, so the heartbeat shows this thread is not stuck.
+            var timeout: Int32 = 1_000
             if let resumeAt {
                 let left = clock.now.duration(to: resumeAt)
                 let (seconds, attoseconds) = left.components
-                timeout = left > .zero ? Int32(clamping: seconds * 1_000 + attoseconds / 1_000_000_000_000_000 + 1) : 0
+                timeout =
+                    left > .zero
+                    ? min(1_000, Int32(clamping: seconds * 1_000 + attoseconds / 1_000_000_000_000_000 + 1)) : 0
             }
             let count = events.withUnsafeMutableBufferPointer {
                 tw_epoll_wait(epollFD, $0.baseAddress, capacity, timeout)

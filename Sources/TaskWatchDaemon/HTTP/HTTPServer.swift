@@ -235,6 +235,10 @@ public final class HTTPServer: Sendable {
         self.acceptor = acceptor
     }
 
+    /// Stamped by the thread that accepts connections and hands them to libmicrohttpd, at least once a
+    /// second: a stuck hand-over (libmicrohttpd's lock) stops it.
+    public var acceptHeartbeat: Heartbeat { acceptor.heartbeat }
+
     /// Gives an accepted socket to the generation in force; called on the acceptor's thread.
     private static func handOver(_ fd: Int32, to shared: Shared) {
         // The limit comes before libmicrohttpd's (see `defaultConnectionLimit`). Only this thread adds

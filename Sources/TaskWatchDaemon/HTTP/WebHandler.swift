@@ -7,18 +7,21 @@ public struct WebHandler: Sendable {
     /// zlib level for compressed scrapes.
     public let gzipLevel: Int32
     private let isReady: @Sendable () -> Bool
+    private let healthProblem: @Sendable () -> String?
     private let authorize: @Sendable (HTTPRequest) -> HTTPResponse?
     private let render: @Sendable (ExpositionFormat) -> [UInt8]
     private let renderBody: (@Sendable (ExpositionFormat) -> ResponseBody)?
 
     /// - Parameters:
     ///   - isReady: answers `/-/ready`.
+    ///   - healthProblem: answers `/-/healthy`: nil is healthy, a text says what is wrong.
     ///   - authorize: runs before routing; a response refuses the request (for example a 401 with
     ///     `WWW-Authenticate`), nil lets it through.
     ///   - render: produces the metrics body in the negotiated format.
     public init(
         telemetryPath: String = "/metrics", version: String = TaskWatchDaemonInfo.version, gzipLevel: Int32 = 1,
         isReady: @escaping @Sendable () -> Bool = { true },
+        healthProblem: @escaping @Sendable () -> String? = { nil },
         authorize: @escaping @Sendable (HTTPRequest) -> HTTPResponse? = { _ in nil },
         render: @escaping @Sendable (ExpositionFormat) -> [UInt8],
         renderBody: (@Sendable (ExpositionFormat) -> ResponseBody)? = nil
@@ -27,6 +30,7 @@ public struct WebHandler: Sendable {
         self.version = version
         self.gzipLevel = gzipLevel
         self.isReady = isReady
+        self.healthProblem = healthProblem
         self.authorize = authorize
         self.render = render
         self.renderBody = renderBody
@@ -49,7 +53,11 @@ public struct WebHandler: Sendable {
         switch request.path {
         case telemetryPath: return metrics(request)
         case "/": return landingPage()
-        case "/-/healthy": return Self.plain(200, "Healthy")
+        case "/-/healthy":
+            // A stalled part makes an orchestrator's liveness probe restart the daemon, as the
+            // systemd watchdog does.
+            if let problem = healthProblem() { return Self.plain(503, "Unhealthy: \(problem)\n") }
+            return Self.plain(200, "Healthy")
         case "/-/ready": return isReady() ? Self.plain(200, "Ready") : Self.plain(503, "Not ready")
         default: return Self.plain(404, "Not Found\n")
         }

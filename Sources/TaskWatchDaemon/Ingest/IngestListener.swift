@@ -75,6 +75,9 @@ public final class IngestListener: @unchecked Sendable {
     /// The socket being served.
     public var listeningSocket: IngestSocket { socket }
 
+    /// Stamped by the listener thread on every turn of its loop, at least every `tickInterval`.
+    public let heartbeat = Heartbeat()
+
     /// Prepares a listener for `socket`; nothing is accepted until `start()`. From here on the listener
     /// owns the socket and closes it in `stop()`. `acceptFailed` hears, on the listener thread, of each
     /// failure counted in `acceptFailures`, with its errno: the sink never sees those clients, so this
@@ -163,7 +166,8 @@ public final class IngestListener: @unchecked Sendable {
             epollFD: epollFD,
             wakeFD: wakeFD,
             sink: sink,
-            options: options
+            options: options,
+            heartbeat: heartbeat
         )
         loop.run(
             stopRequested: { self.stopRequested.load(ordering: .acquiring) },
@@ -194,6 +198,7 @@ private final class EventLoop {
     private let wakeFD: Int32
     private let sink: any IngestSink
     private let options: Options
+    private let heartbeat: Heartbeat
     /// `batchSize` receive buffers of `IngestListener.receiveCapacity` bytes each, back to back, and
     /// each one's length and truncation as `tw_recv_messages` reports them.
     private let buffers: UnsafeMutableRawPointer
@@ -210,8 +215,11 @@ private final class EventLoop {
 
     typealias Options = IngestListener.Options
 
-    init(listener: Int32, epollFD: Int32, wakeFD: Int32, sink: any IngestSink, options: Options) {
+    init(
+        listener: Int32, epollFD: Int32, wakeFD: Int32, sink: any IngestSink, options: Options, heartbeat: Heartbeat
+    ) {
         self.listener = listener
+        self.heartbeat = heartbeat
         self.epollFD = epollFD
         self.wakeFD = wakeFD
         self.sink = sink
@@ -235,6 +243,7 @@ private final class EventLoop {
         var events = [tw_poll_event](repeating: tw_poll_event(), count: Int(Self.maxEvents))
 
         while !stopRequested() {
+            heartbeat.beat()
             var now = monotonicNanoseconds()
             var deadline = nextTick
             if let resume = acceptResumesAt { deadline = min(deadline, resume) }
