@@ -83,6 +83,11 @@ public final class Daemon: Sendable {
             if let inherited = passed.first(where: { $0.role == .ingest }) {
                 ingestSocket = try IngestSocket.adopt(fd: inherited.fd)
                 logger.info("Using ingest socket from systemd", metadata: ["fd": "\(inherited.fd)"])
+                if configuration.ingestSocketPath != nil || configuration.ingestSocketMode != IngestSocket.defaultMode {
+                    logger.warning(
+                        "--ingest.socket and --ingest.socket-mode have no effect on a socket systemd passes; set ListenSequentialPacket= and SocketMode= in taskwatchd.socket instead"
+                    )
+                }
             } else {
                 ingestSocket = try IngestSocket.bind(
                     path: configuration.resolvedIngestSocketPath, mode: configuration.ingestSocketMode)
@@ -95,6 +100,12 @@ public final class Daemon: Sendable {
         var httpSockets: [Int32] = []
         do {
             if configuration.systemdSocket {
+                if configuration.listenAddresses != DaemonConfiguration().listenAddresses {
+                    // The exporter-toolkit ignores it silently; a runbook advising the flag met exactly that.
+                    logger.warning(
+                        "--web.listen-address has no effect with --web.systemd-socket; set ListenStream= in a drop-in for taskwatchd-http.socket instead",
+                        metadata: ["ignored": "\(configuration.listenAddresses.joined(separator: ","))"])
+                }
                 httpSockets = try passed.filter { $0.role == .http }.map {
                     try ListenAddress.adoptListeningSocket($0.fd)
                 }

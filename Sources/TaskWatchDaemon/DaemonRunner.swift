@@ -15,6 +15,10 @@ public enum DaemonRunner {
         let handled = [SIGTERM, SIGINT, SIGHUP]
         Signals.block(handled)
         signal(SIGPIPE, SIG_IGN)
+        // Their default action ends the process and leaves the socket file behind; Go daemons such as
+        // node_exporter ignore them, so a stray `kill -USR1` (log rotation scripts) must not stop us.
+        signal(SIGUSR1, SIG_IGN)
+        signal(SIGUSR2, SIG_IGN)
         var configuration = requested
         let limit = FileDescriptorLimit.raise()
         (configuration.limits.maxClients, configuration.httpMaxConnections) = FileDescriptorLimit.caps(
@@ -30,6 +34,12 @@ public enum DaemonRunner {
                     "web_max_connections": "\(configuration.httpMaxConnections) of \(requested.httpMaxConnections)",
                 ])
         }
+        logger.info(
+            "Starting taskwatchd",
+            metadata: [
+                "version": "\(TaskWatchDaemonInfo.version)", "revision": "\(TaskWatchDaemonInfo.revision)",
+                "swift": "\(TaskWatchDaemonInfo.swiftVersion)",
+            ])
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: configuration, logger: logger)

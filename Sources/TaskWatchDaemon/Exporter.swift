@@ -54,6 +54,9 @@ public final class Exporter: Sendable {
         var kernel: [Int: ProcessStats] = [:]
         var byPID: [Int32: ProcessStats?] = [:]
         for (index, client) in snapshot.clients.enumerated() {
+            // A gone connection's process may live on as something else: `exec` keeps the pid and the
+            // start time, so a review saw the new program's figures under both names for the grace period.
+            guard client.connected else { continue }
             let read: ProcessStats?
             if let known = byPID[client.pid] {
                 read = known

@@ -255,6 +255,32 @@ import Testing
         #expect(text.split(separator: "\n").filter { $0.hasPrefix("swift_process_open_fds{") }.count == 50)
     }
 
+    /// A connection that closed shows no `/proc` figures during its grace period, though its process
+    /// is alive with the same start time: after `exec` it is another program (review finding).
+    @Test func aGoneConnectionShowsNoProcessFigures() {
+        let times = FakeStartTimes()
+        let pid = getpid()
+        times.set(pid, ProcessReader.startTicks(pid: pid))
+        let registry = Registry(
+            limits: RegistryLimits(), clock: SystemClock(), log: nil, startTicks: { times.read($0) })
+        let exporter = Exporter(
+            registry: registry, build: BuildInfo(version: "test", revision: "abc", swiftVersion: "6.3"))
+        #expect(registry.connectionOpened(ConnectionID(1), peer: PeerCredentials(pid: pid, uid: 0, gid: 0)))
+        for bytes in FrameEncoder.encode(
+            .hello(Hello(claimedPID: 0, intervalNanoseconds: 10_000_000, process: "before", clientVersion: "t")))
+        {
+            _ = bytes.withUnsafeBytes { registry.frameReceived(ConnectionID(1), bytes: $0, truncated: false) }
+        }
+        func lines() -> [Substring] {
+            String(decoding: exporter.render(.text), as: UTF8.self).split(separator: "\n").filter {
+                $0.hasPrefix("swift_process_threads{") || $0.hasPrefix("taskwatch_client_up{")
+            }
+        }
+        #expect(lines().count == 2)
+        registry.connectionClosed(ConnectionID(1))
+        #expect(lines() == ["taskwatch_client_up{process=\"before\",pid=\"\(pid)\"} 0"])
+    }
+
     /// The count of open descriptors, read from the `fd` directory's size where the kernel gives it.
     @Test func openDescriptorsFollowWhatTheProcessOpens() throws {
         let before = try #require(ProcessReader.stats(pid: String(getpid()))?.openFDs)

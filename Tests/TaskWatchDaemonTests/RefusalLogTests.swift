@@ -106,7 +106,7 @@ import Testing
                 return !found.isEmpty
             }, "\(daemon.log)")
         let line = try #require(found.first)
-        #expect(line["level"] == "warning")
+        #expect(line["level"] == "warn")
         #expect(line["reason"] == "conflict")
         #expect(line["metric"] == "app_jobs")
         #expect(line["type"] == "gauge")

@@ -93,7 +93,9 @@ final class NotifySocket {
                 "-l", "127.0.0.1:\(port)", "--fdname=http",
                 "/usr/bin/systemd-socket-activate", "--seqpacket", "-l", ingestPath, "--fdname=ingest",
                 builtExecutable("taskwatchd"), "--web.systemd-socket",
-            ])
+                // Both have no effect on sockets systemd passes, which the daemon says.
+                "--web.listen-address", "127.0.0.1:1", "--ingest.socket", directory.file("unused.sock"),
+            ], errors: directory.file("daemon.log"))
         // The first HTTP connection starts the chain; it waits in the backlog until the daemon accepts.
         #expect(eventually { (try? fetch("http://127.0.0.1:\(port)/-/ready").status) == 200 })
         let client = try RawClient(path: ingestPath)
@@ -107,6 +109,9 @@ final class NotifySocket {
             eventually {
                 (try? fetch("http://127.0.0.1:\(port)/metrics").text.contains(series)) == true
             })
+        #expect(process.log.contains("--web.listen-address has no effect with --web.systemd-socket"), "\(process.log)")
+        #expect(process.log.contains("--ingest.socket and --ingest.socket-mode have no effect"), "\(process.log)")
+        #expect(!FileManager.default.fileExists(atPath: directory.file("unused.sock")))
         process.signal(SIGTERM)
         #expect(process.waitOrKill(timeout: .seconds(15)) == 0)
     }

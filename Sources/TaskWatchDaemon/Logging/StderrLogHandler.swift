@@ -23,6 +23,17 @@ public struct StderrLogHandler: LogHandler {
         logLevel = level
     }
 
+    /// The level as `--log.level` spells it and go-kit's logfmt writes it (`warn`, not `warning`), so a
+    /// log query written for the other exporters matches ours.
+    static func levelName(_ level: Logger.Level) -> String {
+        switch level {
+        case .warning: "warn"
+        case .critical: "error"
+        case .trace: "debug"
+        default: level.rawValue
+        }
+    }
+
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
@@ -30,7 +41,7 @@ public struct StderrLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         var fields: [(String, String)] = [
-            ("ts", Self.timestamp()), ("level", event.level.rawValue), ("caller", label),
+            ("ts", Self.timestamp()), ("level", Self.levelName(event.level)), ("caller", label),
             ("msg", event.message.description),
         ]
         let merged = metadata.merging(event.metadata ?? [:]) { $1 }
