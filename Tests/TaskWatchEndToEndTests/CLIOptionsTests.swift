@@ -1,5 +1,6 @@
 import Foundation
 import TaskWatchTestSupport
+import TaskWatchWire
 import Testing
 
 @testable import TaskWatchCLI
@@ -251,6 +252,27 @@ import Testing
         let leak = try runProcess(
             taskwatchBinary, ["leak", "stream", "--duration", "200ms", "--socket", daemon.socketPath])
         #expect(leak.status == 0 && leak.errorOutput.contains(refusal), "\(leak.errorOutput)")
+    }
+
+    /// The daemon refuses at accept for more than its allowed lists and overall cap: past
+    /// `--ingest.max-clients-per-uid` (here held by a connection of this test's own uid) and, for a peer
+    /// outside its pid namespace, as `unknown_pid` (IngestAccessTests runs that one). The advice named
+    /// neither, so a user at the per-uid cap was pointed at flags that were not the cause.
+    @Test func theRefusalAdviceNamesThePerUIDCapAndThePidNamespace() throws {
+        let daemon = try DaemonProcess(arguments: ["--ingest.max-clients-per-uid", "1"])
+        let holder = try RawClient(path: daemon.socketPath)
+        holder.send(
+            .hello(Hello(claimedPID: 0, intervalNanoseconds: 10_000_000, process: "holder", clientVersion: "t")))
+        #expect(try eventually { try daemon.value("taskwatch_clients") == 1 })
+        let send = try runProcess(taskwatchBinary, ["send", "--socket", daemon.socketPath])
+        #expect(send.status == 1, "\(send.errorOutput)")
+        #expect(send.errorOutput.contains("closed the connection at once"), "\(send.errorOutput)")
+        #expect(send.errorOutput.contains("--ingest.max-clients-per-uid is reached"), "\(send.errorOutput)")
+        #expect(send.errorOutput.contains("outside the daemon's pid namespace"), "\(send.errorOutput)")
+        #expect(send.errorOutput.contains("\"Ingest client rejected\""), "\(send.errorOutput)")
+        #expect((try daemon.value("taskwatch_clients_rejected_total{reason=\"uid_limit\"}") ?? 0) >= 1)
+        #expect(try daemon.value("taskwatch_clients_rejected_total{reason=\"max_clients\"}") == 0)
+        withExtendedLifetime(holder) {}
     }
 
     @Test func helpShowsDefaultsAndHowTheSocketPathIsChosen() throws {

@@ -84,8 +84,11 @@ import Testing
             ], log: directory.file("daemon.log"))
         let port = try #require(loggedPort(daemon), "\(daemon.log)")
         for _ in 0..<2 {
-            _ = try runProcess(
+            let send = try runProcess(
                 builtExecutable("taskwatch"), ["send", "--socket", socket, "--process", "app", "--hold", "0s"])
+            // The sender is told, among the causes of a refusal at accept, the one that applies here.
+            #expect(send.status == 1, "\(send.errorOutput)")
+            #expect(send.errorOutput.contains("outside the daemon's pid namespace"), "\(send.errorOutput)")
         }
         var body = ""
         let refused = eventually(timeout: .seconds(15)) {

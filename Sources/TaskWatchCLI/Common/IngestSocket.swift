@@ -43,11 +43,15 @@ enum IngestSocket {
         }
     }
 
-    /// What to say when the daemon closed a connection at once, before any hello.
+    /// What to say when the daemon closed a connection at once, before any hello: each check the daemon
+    /// makes at accept (`not_allowed`, `max_clients`, `uid_limit`, and `unknown_pid` for a peer whose pid
+    /// the kernel gives the daemon as 0), which its counter and log name.
     static func refusalAdvice(_ path: String) -> String {
         "taskwatchd at \(path) closed the connection at once: it refuses this process (uid \(getuid())): its "
-            + "uid or groups are not in --ingest.allowed-uids/--ingest.allowed-gids, or --ingest.max-clients "
-            + "is reached; taskwatch_clients_rejected_total{reason} and the daemon's log say which"
+            + "uid or groups are not in --ingest.allowed-uids/--ingest.allowed-gids, --ingest.max-clients or "
+            + "--ingest.max-clients-per-uid is reached, or this process is outside the daemon's pid namespace "
+            + "(run taskwatchd in the host's: hostPID, --pid=host); taskwatch_clients_rejected_total{reason} "
+            + "and the daemon's log (\"Ingest client rejected\") say which"
     }
 
     /// What to say when connecting to the socket whose `stat` is `info` was refused for lack of
