@@ -216,6 +216,59 @@ import Testing
         #expect(DurationText.format(nanoseconds: 10_000_000) == "10ms")
         #expect(DurationText.format(nanoseconds: 90_000_000_000) == "90s")
     }
+
+    /// What Prometheus and Go accept as well: compound durations, in descending unit order, and the
+    /// units `w` and `y` (365 days). Refused before: `--client.grace 1h30m` or `1w` stopped taskwatchd.
+    @Test func parsesCompoundDurationsAndWeeksAndYears() {
+        let second: UInt64 = 1_000_000_000
+        #expect(DurationText.nanoseconds("1h30m") == 5_400 * second)
+        #expect(DurationText.nanoseconds("1m30s") == 90 * second)
+        #expect(DurationText.nanoseconds("1s500ms") == 1_500_000_000)
+        #expect(DurationText.nanoseconds("1w") == 604_800 * second)
+        #expect(DurationText.nanoseconds("1d") == 86_400 * second)
+        #expect(DurationText.nanoseconds("1y") == 31_536_000 * second)
+        #expect(DurationText.nanoseconds("90m") == 5_400 * second)
+        #expect(DurationText.nanoseconds("1y2w3d4h5m6s7ms8us9ns") == 33_019_506_007_008_009)
+        #expect(DurationText.nanoseconds("1ms500µs") == 1_500_000)
+        #expect(DurationText.nanoseconds("2μs") == 2_000)
+        #expect(DurationText.nanoseconds("0h0m0s") == 0)
+        for bad in [
+            "30m1h", "1s1m", "1m1m", "1us1µs", "1ms1s", "1h 30m", " 1s", "1s ", "1h-30m", "1h+30m", "h1",
+            "1m30", "1hm", "1S", "1H", "+1s", "1_000s", "1.5.5s", ".s", "1.s5", "0.0", "00", "1h30", "1x1s",
+        ] {
+            #expect(DurationText.nanoseconds(bad) == nil, "\(bad)")
+        }
+    }
+
+    /// Decimals stay accepted (a Go extension Prometheus lacks) in any part, computed exactly: digits
+    /// below a nanosecond are cut off, never rounded up or lost to binary floating point.
+    @Test func decimalsAreExact() {
+        #expect(DurationText.nanoseconds(".5s") == 500_000_000)
+        #expect(DurationText.nanoseconds("5.s") == 5_000_000_000)
+        #expect(DurationText.nanoseconds("1.5h") == 5_400_000_000_000)
+        #expect(DurationText.nanoseconds("1h0.5m") == 3_630_000_000_000)
+        #expect(DurationText.nanoseconds("0.29s") == 290_000_000)
+        #expect(DurationText.nanoseconds("0.29000000000000000000000s") == 290_000_000)
+        #expect(DurationText.nanoseconds("0.123456789s") == 123_456_789)
+        #expect(DurationText.nanoseconds("0.9999999999ns") == 0)
+        #expect(DurationText.nanoseconds("1.5ns") == 1)
+        #expect(DurationText.nanoseconds("0.1ms") == 100_000)
+    }
+
+    /// Nothing wraps: at most Int64.max nanoseconds (about 292 years, Go's time.Duration range), so a
+    /// value fits a Duration and can be added to a clock reading.
+    @Test func refusesDurationsPastTheLimit() {
+        #expect(DurationText.nanoseconds("9223372036854775807ns") == UInt64(Int64.max))
+        #expect(DurationText.nanoseconds("9223372036.854775807s") == UInt64(Int64.max))
+        #expect(DurationText.nanoseconds("292y") == 9_208_512_000_000_000_000)
+        #expect(DurationText.nanoseconds("292y1w") == 9_209_116_800_000_000_000)
+        for bad in [
+            "9223372036854775808ns", "18446744073709551616ns", "99999999999999999999999s", "293y", "292y52w",
+            "9223372036s854775808ns", "5000000000h", "100000000000000000000000y", "9223372036.854775808s",
+        ] {
+            #expect(DurationText.nanoseconds(bad) == nil, "\(bad)")
+        }
+    }
 }
 
 @Suite struct SocketLocationTests {
