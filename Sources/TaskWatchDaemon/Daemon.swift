@@ -132,7 +132,8 @@ public final class Daemon: Sendable {
             swiftVersion: TaskWatchDaemonInfo.swiftVersion)
         do {
             listener = try IngestListener(
-                socket: ingestSocket, sink: registry, acceptFailed: { refusals.acceptFailed(errno: $0) })
+                socket: ingestSocket, sink: registry, acceptFailed: { refusals.acceptFailed(errno: $0) },
+                socketFileChanged: { logger.warning("\($0)", metadata: ["path": "\($0.path)"]) })
         } catch {
             ingestSocket.close()
             for fd in httpSockets { close(fd) }

@@ -15,6 +15,12 @@ import TaskWatchWire
 /// backlog, and counts the failure in `acceptFailures`. The sink never sees those clients, so the
 /// daemon reads `acceptFailures` at scrape time to export it.
 ///
+/// For a socket it bound itself, the listener checks every `Options.socketCheckInterval` that the path
+/// still names that socket. If the file is gone (tmpfiles aging `/tmp/taskwatch-$UID`, a stray `rm`),
+/// no new client could connect, so it binds a new socket at the path through `IngestSocket.bind`'s
+/// checks, serves it in the old one's place and closes the old one; connections already open stay. If
+/// the path names something else, that is left alone. Either way `socketFileChanged` hears of it.
+///
 /// Sendable because its only mutable state is behind `Mutex` and `Atomic`, and the non-Sendable sink
 /// is touched by the listener thread alone: `start()` hands it over, `stop()` joins the thread.
 public final class IngestListener: @unchecked Sendable {
@@ -31,19 +37,62 @@ public final class IngestListener: @unchecked Sendable {
         /// How long a new connection has to say hello before the sink is asked whether to close it.
         /// Checked at ticks, so it may take up to one `tickInterval` more.
         public var helloTimeout: Duration
+        /// How often to check that the socket's path still names the socket bound there (one `lstat`).
+        /// Checked at ticks, so it may take up to one `tickInterval` more.
+        public var socketCheckInterval: Duration
 
         public init(
             tickInterval: Duration = IngestListener.tickInterval,
             messagesPerWakeup: Int = 64,
             acceptsPerWakeup: Int = 256,
             acceptBackoff: Duration = .milliseconds(100),
-            helloTimeout: Duration = .seconds(5)
+            helloTimeout: Duration = .seconds(5),
+            socketCheckInterval: Duration = .seconds(1)
         ) {
             self.tickInterval = tickInterval
             self.messagesPerWakeup = max(1, messagesPerWakeup)
             self.acceptsPerWakeup = max(1, acceptsPerWakeup)
             self.acceptBackoff = acceptBackoff
             self.helloTimeout = helloTimeout
+            self.socketCheckInterval = socketCheckInterval
+        }
+    }
+
+    /// What the listener found at its socket's path, for the daemon to log as a warning. Each is
+    /// reported once, until the path changes again.
+    public enum SocketFileEvent: Sendable, Equatable, CustomStringConvertible {
+        /// The file was gone; a new socket listens at the path now, and connections already open stay.
+        case recreated(path: String)
+        /// The file was gone and a new one could not be bound; tried again at every check.
+        case recreateFailed(path: String, reason: String)
+        /// The path names something other than the socket bound there (`what`, such as "another
+        /// socket"), which is left alone: clients connecting there do not reach this listener.
+        case occupied(path: String, what: String)
+        /// The path could not be checked.
+        case uncheckable(path: String, reason: String)
+
+        public var path: String {
+            switch self {
+            case .recreated(let path), .recreateFailed(let path, _), .occupied(let path, _),
+                .uncheckable(let path, _):
+                path
+            }
+        }
+
+        public var description: String {
+            switch self {
+            case .recreated:
+                "The ingest socket file was removed; listening on a new one at the same path "
+                    + "(connections already open are kept)"
+            case .recreateFailed(_, let reason):
+                "The ingest socket file was removed and cannot be bound again, so no client can connect; "
+                    + "retrying every check: \(reason)"
+            case .occupied(_, let what):
+                "The ingest socket path now holds \(what), not this daemon's socket; leaving it alone, "
+                    + "so clients connecting there do not reach this daemon"
+            case .uncheckable(_, let reason):
+                "Cannot check the ingest socket file: \(reason)"
+            }
         }
     }
 
@@ -59,7 +108,9 @@ public final class IngestListener: @unchecked Sendable {
         case stopped
     }
 
-    private let socket: IngestSocket
+    /// Replaced by the listener thread when it binds the path again; read elsewhere only by
+    /// `listeningSocket`, and by `stop()` and `deinit` when the thread never ran.
+    private let socket: Mutex<IngestSocket>
     private let sink: any IngestSink
     private let options: Options
     private let epollFD: Int32
@@ -68,12 +119,13 @@ public final class IngestListener: @unchecked Sendable {
     private let stopRequested = Atomic(false)
     private let acceptFailureCount = Atomic<UInt64>(0)
     private let acceptFailed: (@Sendable (_ errno: Int32) -> Void)?
+    private let socketFileChanged: (@Sendable (SocketFileEvent) -> Void)?
 
     /// Accept calls that failed for a reason other than a client giving up; readable from any thread.
     public var acceptFailures: UInt64 { acceptFailureCount.load(ordering: .relaxed) }
 
-    /// The socket being served.
-    public var listeningSocket: IngestSocket { socket }
+    /// The socket being served (a new one once the listener has bound its path again).
+    public var listeningSocket: IngestSocket { socket.withLock { $0 } }
 
     /// Stamped by the listener thread on every turn of its loop, at least every `tickInterval`.
     public let heartbeat = Heartbeat()
@@ -81,10 +133,12 @@ public final class IngestListener: @unchecked Sendable {
     /// Prepares a listener for `socket`; nothing is accepted until `start()`. From here on the listener
     /// owns the socket and closes it in `stop()`. `acceptFailed` hears, on the listener thread, of each
     /// failure counted in `acceptFailures`, with its errno: the sink never sees those clients, so this
-    /// is how the daemon can log them.
+    /// is how the daemon can log them. `socketFileChanged` hears, on the listener thread, what the
+    /// socket file checks found (see `SocketFileEvent`).
     public init(
         socket: IngestSocket, sink: any IngestSink, options: Options = Options(),
-        acceptFailed: (@Sendable (_ errno: Int32) -> Void)? = nil
+        acceptFailed: (@Sendable (_ errno: Int32) -> Void)? = nil,
+        socketFileChanged: (@Sendable (SocketFileEvent) -> Void)? = nil
     ) throws(IngestSocketError) {
         let epollFD = tw_epoll_create()
         guard epollFD >= 0 else { throw IngestSocketError("cannot create an epoll instance", errno: errno) }
@@ -94,17 +148,18 @@ public final class IngestListener: @unchecked Sendable {
             _ = close(epollFD)
             throw IngestSocketError("cannot create an eventfd", errno: code)
         }
-        self.socket = socket
+        self.socket = Mutex(socket)
         self.sink = sink
         self.options = options
         self.acceptFailed = acceptFailed
+        self.socketFileChanged = socketFileChanged
         self.epollFD = epollFD
         self.wakeFD = wakeFD
     }
 
     deinit {
         // The running thread holds a reference, so reaching here means it has ended or never began.
-        if case .idle = state.withLock({ $0 }) { socket.close() }
+        if case .idle = state.withLock({ $0 }) { socket.withLock { $0 }.close() }
         _ = close(epollFD)
         _ = close(wakeFD)
     }
@@ -144,7 +199,7 @@ public final class IngestListener: @unchecked Sendable {
         }
         switch previous {
         case .idle:
-            socket.close()
+            socket.withLock { $0 }.close()
         case .stopped:
             return
         case .running(let thread):
@@ -162,24 +217,61 @@ public final class IngestListener: @unchecked Sendable {
     private func run() {
         tw_thread_set_name("tw-ingest")
         let loop = EventLoop(
-            listener: socket.fd,
+            listener: listeningSocket.fd,
             epollFD: epollFD,
             wakeFD: wakeFD,
             sink: sink,
             options: options,
             heartbeat: heartbeat
         )
+        var reported: SocketFileEvent?
         loop.run(
             stopRequested: { self.stopRequested.load(ordering: .acquiring) },
-            acceptFailed: { code in
-                self.acceptFailureCount.add(1, ordering: .relaxed)
-                self.acceptFailed?(code)
-            }
+            acceptFailed: noteAcceptFailure,
+            checkSocketFile: { checkSocketFile(loop: loop, reported: &reported) }
         )
         // Listener first, so no client queues up in the backlog while the others are closed.
+        let socket = listeningSocket
         _ = tw_epoll_remove(epollFD, socket.fd)
         socket.close()
         loop.closeAll()
+    }
+
+    private func noteAcceptFailure(_ code: Int32) {
+        acceptFailureCount.add(1, ordering: .relaxed)
+        acceptFailed?(code)
+    }
+
+    /// Binds the socket's path again if its file is gone; reports what it found unless `reported`
+    /// already says so. On the listener thread.
+    private func checkSocketFile(loop: EventLoop, reported: inout SocketFileEvent?) {
+        let current = listeningSocket
+        guard let state = current.fileState(), let path = current.path else { return }
+        let event: SocketFileEvent
+        switch state {
+        case .ours:
+            reported = nil
+            return
+        case .missing:
+            do {
+                let fresh = try current.rebound()
+                loop.replaceListener(with: fresh.fd, acceptFailed: noteAcceptFailure)
+                socket.withLock { $0 = fresh }
+                // Not `close()`: the path is the new socket's now.
+                current.closeDescriptor()
+                event = .recreated(path: path)
+            } catch {
+                event = .recreateFailed(path: path, reason: error.description)
+            }
+        case .other(let what):
+            event = .occupied(path: path, what: what)
+        case .unknown(let code):
+            event = .uncheckable(path: path, reason: String(cString: strerror(code)))
+        }
+        guard event != reported else { return }
+        socketFileChanged?(event)
+        // A recreated socket is ours again: whatever happens to it next is news.
+        reported = if case .recreated = event { nil } else { event }
     }
 }
 
@@ -193,7 +285,7 @@ private final class EventLoop {
     /// memory until a message fills them: small frames touch one page each.
     private static let batchSize = Int(TW_RECV_BATCH_MAX)
 
-    private let listener: Int32
+    private var listener: Int32
     private let epollFD: Int32
     private let wakeFD: Int32
     private let sink: any IngestSink
@@ -235,11 +327,13 @@ private final class EventLoop {
         truncated.deallocate()
     }
 
-    func run(stopRequested: () -> Bool, acceptFailed: (_ errno: Int32) -> Void) {
+    func run(stopRequested: () -> Bool, acceptFailed: (_ errno: Int32) -> Void, checkSocketFile: () -> Void) {
         register(wakeFD, token: Self.wakeToken)
         register(listener, token: Self.listenerToken)
         let tickNanoseconds = max(1_000_000, nanoseconds(options.tickInterval))
+        let socketCheckNanoseconds = nanoseconds(options.socketCheckInterval)
         var nextTick = monotonicNanoseconds() + tickNanoseconds
+        var nextSocketCheck = nextTick
         var events = [tw_poll_event](repeating: tw_poll_event(), count: Int(Self.maxEvents))
 
         while !stopRequested() {
@@ -273,7 +367,24 @@ private final class EventLoop {
                 sink.tick(nowNanoseconds: now)
                 closeSilentConnections(now: now)
                 nextTick = now + tickNanoseconds
+                if now >= nextSocketCheck {
+                    checkSocketFile()
+                    nextSocketCheck = now + socketCheckNanoseconds
+                }
             }
+        }
+    }
+
+    /// Serves `fd` as the listening socket in place of the current one, which the caller then closes.
+    /// Clients already waiting in the old one's backlog get a round of accepts first, so that closing it
+    /// cuts off as few as possible.
+    func replaceListener(with fd: Int32, acceptFailed: (_ errno: Int32) -> Void) {
+        if acceptResumesAt == nil { acceptConnections(acceptFailed: acceptFailed) }
+        _ = tw_epoll_remove(epollFD, listener)
+        listener = fd
+        // While accepting is paused, or if epoll cannot take it now, resuming registers it.
+        if acceptResumesAt == nil && !register(listener, token: Self.listenerToken) {
+            acceptResumesAt = monotonicNanoseconds() + nanoseconds(options.acceptBackoff)
         }
     }
 

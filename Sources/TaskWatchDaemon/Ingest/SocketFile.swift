@@ -30,6 +30,9 @@ public struct IngestSocket: Sendable {
     /// Whether this process created the socket file, and therefore removes it at shutdown.
     public let ownsFile: Bool
     private let fileIdentity: FileIdentity?
+    /// The permission bits and backlog it was bound with, so that `rebound()` binds the same socket.
+    private let mode: mode_t
+    private let backlog: Int32
 
     /// Creates, binds and listens on a socket at `path`.
     ///
@@ -76,7 +79,8 @@ public struct IngestSocket: Sendable {
             unlink(path)
             throw IngestSocketError("cannot listen on \(path)", errno: code)
         }
-        return IngestSocket(fd: fd, path: path, ownsFile: true, fileIdentity: identity)
+        return IngestSocket(
+            fd: fd, path: path, ownsFile: true, fileIdentity: identity, mode: mode, backlog: backlog)
     }
 
     /// Takes over a socket that is already listening, as systemd socket activation passes it.
@@ -97,7 +101,9 @@ public struct IngestSocket: Sendable {
         guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else {
             throw IngestSocketError("cannot configure inherited ingest socket fd \(fd)", errno: errno)
         }
-        return IngestSocket(fd: fd, path: boundPath(of: fd), ownsFile: false, fileIdentity: nil)
+        return IngestSocket(
+            fd: fd, path: boundPath(of: fd), ownsFile: false, fileIdentity: nil, mode: 0,
+            backlog: IngestSocket.defaultBacklog)
     }
 
     /// Closes the descriptor and removes the socket file if this process created it and it is still
@@ -113,11 +119,61 @@ public struct IngestSocket: Sendable {
         unlink(path)
     }
 
-    private init(fd: Int32, path: String?, ownsFile: Bool, fileIdentity: FileIdentity?) {
+    /// Closes the descriptor and leaves the path alone: for a socket whose file is gone, since a file
+    /// made there since may have been given the old one's inode number.
+    func closeDescriptor() {
+        _ = Glibc.close(fd)
+    }
+
+    /// What the path of a socket file this process created names now (one `lstat`).
+    enum FileState: Equatable, Sendable {
+        /// Still the file `bind` created.
+        case ours
+        /// Nothing: the file, or a directory above it, was removed.
+        case missing
+        /// Something else, described for a person ("a regular file"): left alone.
+        case other(String)
+        /// `lstat` failed for another reason than the file being gone.
+        case unknown(errno: Int32)
+    }
+
+    /// What the path names now compared with the file `bind` created; nil for a socket whose file is
+    /// not this process's (adopted from systemd), which is never checked.
+    func fileState() -> FileState? {
+        guard ownsFile, let path, let fileIdentity else { return nil }
+        var status = stat()
+        guard lstat(path, &status) == 0 else {
+            switch errno {
+            case ENOENT: return .missing
+            case ENOTDIR: return .other("a file where a directory of the path should be")
+            case let code: return .unknown(errno: code)
+            }
+        }
+        if FileIdentity(status) == fileIdentity { return .ours }
+        switch status.st_mode & S_IFMT {
+        case S_IFSOCK: return .other("another socket")
+        case S_IFREG: return .other("a regular file")
+        case S_IFDIR: return .other("a directory")
+        case S_IFLNK: return .other("a symbolic link")
+        default: return .other("a file that is not our socket")
+        }
+    }
+
+    /// A new socket at the same path, with the same mode and backlog, through all of `bind`'s checks.
+    func rebound() throws(IngestSocketError) -> IngestSocket {
+        guard ownsFile, let path else { throw IngestSocketError("the ingest socket's file is not ours to bind") }
+        return try IngestSocket.bind(path: path, mode: mode, backlog: backlog)
+    }
+
+    private init(
+        fd: Int32, path: String?, ownsFile: Bool, fileIdentity: FileIdentity?, mode: mode_t, backlog: Int32
+    ) {
         self.fd = fd
         self.path = path
         self.ownsFile = ownsFile
         self.fileIdentity = fileIdentity
+        self.mode = mode
+        self.backlog = backlog
     }
 
     private static func prepareParentDirectory(of path: String) throws(IngestSocketError) {
@@ -266,6 +322,10 @@ private struct FileIdentity: Equatable, Sendable {
     init?(path: String) {
         var status = stat()
         guard lstat(path, &status) == 0 else { return nil }
+        self.init(status)
+    }
+
+    init(_ status: stat) {
         device = UInt64(status.st_dev)
         inode = UInt64(status.st_ino)
     }
