@@ -248,6 +248,30 @@ import Testing
         #expect(perSender.values.allSatisfy { $0 == (0..<perThread).map(Double.init) })
     }
 
+    /// A peer's supplementary groups (`SO_PEERGROUPS`, up to 65,536 of them) were read at every accept
+    /// and kept for the connection's life even with no gid allow-list: 256 KiB a connection. They are
+    /// read only when the sink names groups, and only the first such one the peer is in is kept.
+    @Test(.enabled(if: geteuid() == 0, "needs root to connect with chosen supplementary groups"))
+    func supplementaryGroupsAreReadOnlyForTheSinksGroupsAndNotKept() throws {
+        /// Connects as root with supplementary groups 4242, 4343 and 4444; the groups the sink received.
+        func groupsSeen(by sink: RecordingSink) throws -> [UInt32] {
+            let running = try RunningListener(sink: sink)
+            _ = try runProcess(
+                "/usr/bin/setpriv",
+                [
+                    "--groups=4242,4343,4444", builtExecutable("taskwatch"), "send", "--socket", running.path,
+                    "--process", "grouped", "--hold", "0s",
+                ], timeout: .seconds(30))
+            #expect(eventually { sink.opened.count == 1 })
+            let peer = try #require(sink.opened.first?.1)
+            #expect(peer.uid == 0 && peer.gid == 0)
+            return peer.groups
+        }
+        #expect(try groupsSeen(by: RecordingSink()) == [])
+        #expect(try groupsSeen(by: RecordingSink(peerGroupsOfInterest: [4343, 9999])) == [4343])
+        #expect(try groupsSeen(by: RecordingSink(peerGroupsOfInterest: [9999])) == [])
+    }
+
     @Test func stopFromInsideASinkCallbackDoesNotDeadlock() throws {
         final class StoppingSink: IngestSink, Sendable {
             let listener = Mutex<IngestListener?>(nil)

@@ -23,11 +23,16 @@ final class RecordingSink: IngestSink, Sendable {
     /// Whether a connection that sent no frame by its hello deadline is to be closed.
     private let closesSilentConnections: Bool
     private let deadlines = Mutex<[ConnectionID]>([])
+    let peerGroupsOfInterest: Set<UInt32>
 
-    init(acceptsConnections: Bool = true, disconnectMarker: UInt8? = nil, closesSilentConnections: Bool = false) {
+    init(
+        acceptsConnections: Bool = true, disconnectMarker: UInt8? = nil, closesSilentConnections: Bool = false,
+        peerGroupsOfInterest: Set<UInt32> = []
+    ) {
         self.acceptsConnections = acceptsConnections
         self.disconnectMarker = disconnectMarker
         self.closesSilentConnections = closesSilentConnections
+        self.peerGroupsOfInterest = peerGroupsOfInterest
     }
 
     /// The connections the listener asked about, as their hello deadlines passed.

@@ -291,6 +291,8 @@ private final class EventLoop {
     private let sink: any IngestSink
     private let options: Options
     private let heartbeat: Heartbeat
+    /// The sink's `peerGroupsOfInterest`: empty, and a peer's supplementary groups are never read.
+    private let groupsOfInterest: Set<UInt32>
     /// `batchSize` receive buffers of `IngestListener.receiveCapacity` bytes each, back to back, and
     /// each one's length and truncation as `tw_recv_messages` reports them.
     private let buffers: UnsafeMutableRawPointer
@@ -316,6 +318,7 @@ private final class EventLoop {
         self.wakeFD = wakeFD
         self.sink = sink
         self.options = options
+        self.groupsOfInterest = sink.peerGroupsOfInterest
         self.buffers = .allocate(byteCount: Self.batchSize * IngestListener.receiveCapacity, alignment: 16)
         self.lengths = .allocate(capacity: Self.batchSize)
         self.truncated = .allocate(capacity: Self.batchSize)
@@ -419,7 +422,9 @@ private final class EventLoop {
             }
             let token = nextID
             nextID += 1
-            let peer = PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid, groups: Self.peerGroups(fd))
+            var groups: [UInt32] = []
+            if !groupsOfInterest.isEmpty, let member = Self.peerGroup(fd, in: groupsOfInterest) { groups = [member] }
+            let peer = PeerCredentials(pid: raw.pid, uid: raw.uid, gid: raw.gid, groups: groups)
             guard sink.connectionOpened(ConnectionID(token), peer: peer) else {
                 _ = close(fd)
                 continue
@@ -433,17 +438,18 @@ private final class EventLoop {
         }
     }
 
-    /// The peer's supplementary groups, or none when the kernel cannot tell (before Linux 4.13).
-    private static func peerGroups(_ fd: Int32) -> [UInt32] {
+    /// The first of the peer's supplementary groups that is in `wanted`; nil when none is, or when the
+    /// kernel cannot tell (before Linux 4.13). The list itself is dropped here.
+    private static func peerGroup(_ fd: Int32, in wanted: Set<UInt32>) -> UInt32? {
         var capacity = 32
         while true {
             var groups = [UInt32](repeating: 0, count: capacity)
             let count = groups.withUnsafeMutableBufferPointer {
                 tw_peer_groups_get(fd, $0.baseAddress, Int32(capacity))
             }
-            if count < 0 { return [] }
+            if count < 0 { return nil }
             // NGROUPS_MAX is 65536, so this asks at most twice.
-            if Int(count) <= capacity { return Array(groups.prefix(Int(count))) }
+            if Int(count) <= capacity { return groups.prefix(Int(count)).first { wanted.contains($0) } }
             capacity = Int(count)
         }
     }

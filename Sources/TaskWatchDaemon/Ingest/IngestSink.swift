@@ -15,8 +15,11 @@ public struct PeerCredentials: Sendable, Equatable {
     public var pid: Int32
     public var uid: UInt32
     public var gid: UInt32
-    /// Supplementary groups. `SO_PEERCRED` gives only the primary gid, while a service that joined the
-    /// socket's group with `SupplementaryGroups=` has it here; `--ingest.allowed-gids` checks both.
+    /// Of the peer's supplementary groups, the first that is in the sink's `peerGroupsOfInterest`, if
+    /// any; never more. `SO_PEERCRED` gives only the primary gid, while a service that joined the
+    /// socket's group with `SupplementaryGroups=` has it here; `--ingest.allowed-gids` checks both. The
+    /// whole list (`SO_PEERGROUPS`, up to 65,536 gids, 256 KiB) is read only when the sink names some
+    /// groups, and is not kept with the connection.
     public var groups: [UInt32]
 
     public init(pid: Int32, uid: UInt32, gid: UInt32, groups: [UInt32] = []) {
@@ -50,12 +53,19 @@ public protocol IngestSink: AnyObject {
     func connectionClosed(_ id: ConnectionID)
     /// Called at least every `IngestListener.tickInterval`, for time-based work such as grace expiry.
     func tick(nowNanoseconds: UInt64)
+    /// The gids whose membership as a supplementary group `connectionOpened` needs to know. Empty (the
+    /// default): the listener never reads a peer's supplementary groups. Read once, when the listener
+    /// starts.
+    var peerGroupsOfInterest: Set<UInt32> { get }
     /// The connection has been open for `IngestListener.Options.helloTimeout`; asked once. Returning
     /// true closes it (the sink counts why), as for a connection that has not said hello by then.
     func helloDeadlinePassed(_ id: ConnectionID) -> Bool
 }
 
 extension IngestSink {
+    /// No group matters: `PeerCredentials.groups` stays empty.
+    public var peerGroupsOfInterest: Set<UInt32> { [] }
+
     /// No deadline: every connection stays.
     public func helloDeadlinePassed(_ id: ConnectionID) -> Bool { false }
 }

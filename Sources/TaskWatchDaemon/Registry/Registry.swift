@@ -105,6 +105,9 @@ public final class Registry: IngestSink, Sendable {
 
     // MARK: IngestSink
 
+    /// `--ingest.allowed-gids`: the only groups `connectionOpened` asks a peer's membership of.
+    public var peerGroupsOfInterest: Set<UInt32> { limits.allowedGIDs }
+
     public func connectionOpened(_ id: ConnectionID, peer: PeerCredentials) -> Bool {
         // Read outside the lock. Nil also when `/proc` hides the process (`hidepid`) or it has exited
         // already; such a peer is still served, its pid being right (see `applyHello`).
