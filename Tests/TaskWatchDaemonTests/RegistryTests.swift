@@ -747,6 +747,32 @@ let threeGauges = (0..<3).map {
         #expect(h.rejected(.unknownSeries) == "1")
     }
 
+    /// An id whose declaration was dropped for good (its name here) is free again: declared again,
+    /// properly, it is admitted, not refused as `duplicate_series`; retired, it gives back its place
+    /// among the connection's `maxSeriesPerClient` dropped ids, whose values are skipped, not refused.
+    @Test func anIdDroppedForGoodMayBeDeclaredAgainOrRetired() {
+        var limits = RegistryLimits()
+        limits.maxSeriesPerClient = 2
+        let h = Harness(limits: limits)
+        h.open(1, pid: 1)
+        h.hello(1)
+        let bad = { (id: UInt32) in SeriesDeclaration(id: id, type: .gauge, name: "\(id)bad", help: "") }
+        h.send(1, .declare([bad(1), bad(2)]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 1)]))
+        #expect(h.rejected(.unknownSeries) == "0")
+        h.send(1, .retire([2]))
+        // Id 3 gets the place id 2 gave back: its values are skipped, not refused as unknown.
+        h.send(1, .declare([bad(3)]))
+        h.send(1, .values([ValueUpdate(id: 3, value: 1), ValueUpdate(id: 2, value: 1)]))
+        #expect(h.rejected(.unknownSeries) == "0")
+        #expect(h.dropped(.invalidName) == "3")
+        // Id 1 again, properly this time.
+        h.send(1, .declare([tasksGauge]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 2)]))
+        #expect(h.value("swift_tasks{process=\"app\",pid=\"1\",task=\"default\"}") == "2")
+        #expect(h.dropped(.duplicateSeries) == "0")
+    }
+
     /// What a series takes of the byte budget is what it adds to `/metrics`: a counter's name with
     /// `_total`, its labels rendered and escaped, and the connection's labels. A budget of exactly one
     /// such series shows all three, and that a retirement gives back exactly what the declaration took.

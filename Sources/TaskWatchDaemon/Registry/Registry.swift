@@ -461,8 +461,12 @@ public final class Registry: IngestSink, Sendable {
         _ declaration: SeriesDeclaration, in client: inout ClientState, state: inout State,
         warnings: inout [RefusalLine]
     ) {
+        let existing = client.indexByID[declaration.id]
         let result = admit(declaration, in: &client, state: &state)
-        guard case .failure(let reason) = result else { return }
+        guard case .failure(let reason) = result else {
+            if existing == ClientState.droppedID { client.droppedIDs -= 1 }
+            return
+        }
         state.stats.droppedSeries[reason, default: 0] += 1
         // Named as it would be exposed, with `_total`, since that is the name that conflicts.
         let line = log?.seriesDropped(
@@ -483,11 +487,11 @@ public final class Registry: IngestSink, Sendable {
         in client: inout ClientState,
         state: inout State
     ) -> Result<Void, SeriesRejection> {
-        let existing = client.indexByID[declaration.id]
-        if let existing, existing != ClientState.retiredID {
-            if existing >= 0 && client.declarationHashes[Int(existing)] == SeriesIdentity.hash(declaration) {
-                return .success(())
-            }
+        // An id admitted before; one retired, or whose declaration was dropped, may be declared anew: a
+        // declaration refused at a limit must not stay refused once there is room, and one refused for
+        // its name may be sent again fixed.
+        if let existing = client.indexByID[declaration.id], existing >= 0 {
+            if client.declarationHashes[Int(existing)] == SeriesIdentity.hash(declaration) { return .success(()) }
             return .failure(.duplicateSeries)
         }
         // Limits first: a client flooding declarations past its cap is refused before any hashing or
@@ -561,17 +565,22 @@ public final class Registry: IngestSink, Sendable {
     }
 
     /// Stops showing the series of `id` (and its added `_peak`), gives back its place under every limit
-    /// and forgets its identity, so it may be declared again, under this id or another. An id that is
-    /// unknown, refused or already retired changes nothing: a retire can pass a declaration the
-    /// daemon refused, and repeating one does no harm.
+    /// and forgets its identity, so it may be declared again, under this id or another. An id whose
+    /// declaration was dropped is marked retired, its place among the dropped ids given back. An id that
+    /// is unknown or already retired changes nothing: a retire can pass a declaration the daemon
+    /// refused, and repeating one does no harm.
     private func retire(_ id: UInt32, in client: inout ClientState, state: inout State) {
-        guard let index = client.indexByID[id], index >= 0 else { return }
-        hide(Int(index), of: &client, state: &state)
-        if let peak = client.peaks.removeValue(forKey: index) {
-            hide(Int(peak.derivedIndex), of: &client, state: &state)
+        guard let index = client.indexByID[id], index != ClientState.retiredID else { return }
+        if index >= 0 {
+            hide(Int(index), of: &client, state: &state)
+            if let peak = client.peaks.removeValue(forKey: index) {
+                hide(Int(peak.derivedIndex), of: &client, state: &state)
+            }
+            client.declaredPeaks.remove(index)
+            client.refusedPeaks[index] = nil
+        } else {
+            client.droppedIDs -= 1
         }
-        client.declaredPeaks.remove(index)
-        client.refusedPeaks[index] = nil
         // The id stays known, marked, for the next `maxSeriesPerClient` retirements: values the client
         // collected before it retired the series may still be on their way, and an unknown id would
         // refuse their frame. Only that long, so a client that keeps retiring new ids leaves no trail.
