@@ -55,6 +55,10 @@ import Testing
         try Self.check("taskwatch_series_dropped_total", documents: SeriesRejection.allCases.map(\.rawValue))
     }
 
+    @Test func droppedValuesTableListsEveryLimitADeclarationWaitsOn() throws {
+        try Self.check("taskwatch_values_dropped_total", documents: SeriesRejection.waitingReasons.map(\.rawValue))
+    }
+
     @Test func refusedClientsTableListsEveryClientRejection() throws {
         try Self.check("taskwatch_clients_rejected_total", documents: ClientRejection.allCases.map(\.rawValue))
     }

@@ -873,11 +873,14 @@ let threeGauges = (0..<3).map {
         h.send(1, .declare([gauge(20, "app_g9", "a"), gauge(21, "app_g0", "b")]))
         #expect(h.dropped(.byteLimit) == "2")
         #expect(h.value("taskwatch_series") == "3")
-        // A family gone gives its help back.
+        // A family gone gives its help back: the new family refused first, which waits for room since
+        // (`app_g2`), takes it, ahead of one declared after the retire.
         h.send(1, .retire([11]))
-        h.send(1, .declare([gauge(22, "app_g9", "a")]))
-        #expect(h.dropped(.byteLimit) == "2")
+        h.send(1, .declare([gauge(22, "app_g8", "a")]))
+        #expect(h.dropped(.byteLimit) == "3")
         #expect(h.value("taskwatch_series") == "3")
+        h.send(1, .values([ValueUpdate(id: 12, value: 1)]))
+        #expect(h.value("app_g2{process=\"app\",pid=\"1\",k=\"a\"}") == "1")
     }
 
     /// A hello's labels go on every line of the connection: past `Wire.maxHelloLabelBytes` of names and

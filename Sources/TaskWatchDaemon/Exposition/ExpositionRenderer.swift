@@ -387,6 +387,11 @@ enum ExpositionRenderer {
             "taskwatch_series_dropped_total", help: "Declared series not admitted, by reason.",
             SeriesRejection.allCases.map { ($0.rawValue, snapshot.stats.droppedSeries[$0] ?? 0) }, into: &writer)
         writeReasons(
+            "taskwatch_values_dropped_total",
+            help: "Reported values dropped while their series waits for room under a limit, by that limit.",
+            SeriesRejection.waitingReasons.map { ($0.rawValue, snapshot.stats.droppedValues[$0] ?? 0) },
+            into: &writer)
+        writeReasons(
             "taskwatch_clients_rejected_total", help: "Connections refused or closed by the daemon, by reason.",
             ClientRejection.allCases.map { ($0.rawValue, snapshot.stats.rejectedClients[$0] ?? 0) }, into: &writer)
         guard let daemon else { return }

@@ -23,7 +23,7 @@ struct ClientState {
 
     var table = SeriesTable()
     /// Series index by the client's id; `droppedID` for ids whose declaration was refused, `retiredID`
-    /// for ids the client retired lately.
+    /// for ids the client retired lately, `pendingID` for ids whose declaration waits in `pending`.
     var indexByID = SeriesIndex()
     /// Ids marked `droppedID`, bounded so that marking cannot grow without end.
     var droppedIDs = 0
@@ -54,9 +54,26 @@ struct ClientState {
     /// Gauges whose `_peak` was refused at a limit, and `Registry.State.seriesFreed` when it last was:
     /// counted once, tried again only after a series went away.
     var refusedPeaks: [Int32: UInt64] = [:]
+    /// Declarations refused at a limit that can free up, by id, kept to be admitted once room frees
+    /// (`Registry.retryPending`). Bounded by `Registry.mayWait`: at most `maxSeriesPerClient` of them and
+    /// `maxLabelBytesPerClient` bytes as `PendingDeclaration.cost` counts them, and all connections'
+    /// together at most `maxLabelBytes`.
+    var pending: [UInt32: PendingDeclaration] = [:]
+    /// The ids of `pending` in the order they were refused, from `pendingHead` on, each with the stamp
+    /// of its entry: an id retired and refused again is listed twice, and only the stamp of its
+    /// current entry counts. Entries of ids no longer waiting are skipped, and dropped when they pile up.
+    var pendingOrder: [(id: UInt32, stamp: UInt64)] = []
+    var pendingHead = 0
+    var pendingStamps: UInt64 = 0
+    /// What `pending` holds, as `PendingDeclaration.cost` counts it.
+    var pendingBytes = 0
+    /// `Registry.State.seriesFreed` when a retry of `pending` last stopped at a limit: nothing can fit
+    /// before a series goes away. Nil while a retry is due anyway (one that stopped at its batch).
+    var pendingCheckedAt: UInt64?
 
     static let droppedID: Int32 = -1
     static let retiredID: Int32 = -2
+    static let pendingID: Int32 = -3
 
     init(connection: ConnectionID, peer: PeerCredentials, processStartTicks: UInt64?) {
         self.connection = connection
@@ -65,6 +82,39 @@ struct ClientState {
     }
 
     var processName: String { hello?.process ?? "" }
+
+    /// Whether declarations wait and room may have freed since they were last tried.
+    @inline(__always)
+    func pendingRetryDue(seriesFreed: UInt64) -> Bool {
+        !pending.isEmpty && pendingCheckedAt != seriesFreed
+    }
+
+    /// Appends `id` to the waiting ones, under a new stamp.
+    mutating func enqueuePending(_ declaration: SeriesDeclaration, reason: SeriesRejection, cost: Int, hash: UInt64) {
+        pendingStamps &+= 1
+        pending[declaration.id] = PendingDeclaration(
+            declaration: declaration, reason: reason, cost: cost, hash: hash, stamp: pendingStamps)
+        pendingOrder.append((declaration.id, pendingStamps))
+        pendingBytes += cost
+        indexByID[declaration.id] = Self.pendingID
+    }
+
+    /// Takes `id` out of the waiting ones, and returns what it held (0 when it was not waiting). Its
+    /// entry in `pendingOrder` stays until passed over; they are rebuilt once stale ones outnumber the
+    /// live, so a client that declares and retires at a limit forever leaves no trail.
+    mutating func removePending(_ id: UInt32) -> Int {
+        guard let waiting = pending.removeValue(forKey: id) else { return 0 }
+        pendingBytes -= waiting.cost
+        if pending.isEmpty {
+            pendingOrder = []
+            pendingHead = 0
+            pendingCheckedAt = nil
+        } else if pendingOrder.count - pendingHead > 2 * pending.count + 64 {
+            pendingOrder = pendingOrder[pendingHead...].filter { pending[$0.id]?.stamp == $0.stamp }
+            pendingHead = 0
+        }
+        return waiting.cost
+    }
 
     /// Series held and counted against the limits: those declared (and added) and not retired.
     var liveCount: Int { table.count - retired.count }
@@ -141,6 +191,28 @@ extension SeriesIndex {
     mutating func remap(_ transform: (Int32) -> Int32) {
         for position in dense.indices where dense[position] >= 0 { dense[position] = transform(dense[position]) }
         for (id, index) in sparse where index >= 0 { sparse[id] = transform(index) }
+    }
+}
+
+/// A declaration refused at a limit that can free up, waiting for room (`Registry.retryPending`).
+struct PendingDeclaration {
+    let declaration: SeriesDeclaration
+    /// The limit it last ran into: what its values are counted under while it waits.
+    var reason: SeriesRejection
+    let cost: Int
+    /// `SeriesIdentity.hash(declaration)`, to tell an identical re-declaration of its id.
+    let hash: UInt64
+    let stamp: UInt64
+
+    /// What a waiting declaration is counted as against the bound on them: the bytes of its strings,
+    /// 32 more for each (a string's storage and its place in the declaration), 8 a bound, and 128 for
+    /// the entry itself (the declaration, its place in `pending` and `pendingOrder`). An upper bound of
+    /// what it holds in memory, which a declaration's charged bytes are not (32 labels of one character
+    /// are charged 192 bytes and take about 2 KiB).
+    static func cost(of declaration: SeriesDeclaration) -> Int {
+        var bytes = 128 + 8 * declaration.bounds.count + 64 + declaration.name.utf8.count + declaration.help.utf8.count
+        for label in declaration.labels { bytes += 64 + label.name.utf8.count + label.value.utf8.count }
+        return bytes
     }
 }
 

@@ -51,7 +51,8 @@ public enum FrameRejection: String, Error, Sendable, CaseIterable {
 }
 
 /// Why a declared series was not admitted: `taskwatch_series_dropped_total{reason}`. The rest of its frame
-/// still counts; later updates for its id are ignored without further counting.
+/// still counts. Refused at a limit that can free up (`canWait`), it waits for room; otherwise later
+/// updates for its id are ignored without further counting.
 public enum SeriesRejection: String, Error, Sendable, CaseIterable {
     /// The metric name or a label name breaks the Prometheus naming rules.
     case invalidName = "invalid_name"
@@ -72,6 +73,20 @@ public enum SeriesRejection: String, Error, Sendable, CaseIterable {
     /// The series' name and labels would take the connection past `RegistryLimits.maxLabelBytesPerClient`
     /// or the daemon past `RegistryLimits.maxLabelBytes`.
     case byteLimit = "byte_limit"
+
+    /// The limits whose room can free up while the connection lives: a declaration refused at one of
+    /// them waits for room (`Registry.retryPending`) instead of being dropped for the connection's
+    /// life, and the values reported for it meanwhile are counted by it in
+    /// `taskwatch_values_dropped_total{reason}`. The connection's own cap frees only when it retires
+    /// series itself; the others also when other connections retire series or go.
+    public static let waitingReasons = allCases.filter(\.canWait)
+
+    public var canWait: Bool {
+        switch self {
+        case .clientLimit, .globalLimit, .uidLimit, .byteLimit: true
+        case .invalidName, .reservedLabel, .reservedName, .duplicateSeries, .conflict: false
+        }
+    }
 }
 
 /// Why a connection was refused or closed: `taskwatch_clients_rejected_total{reason}`.

@@ -58,6 +58,9 @@ public final class Registry: IngestSink, Sendable {
         var messagesReceived: UInt64 = 0
         var rejectedFrames: [FrameRejection: UInt64] = [:]
         var droppedSeries: [SeriesRejection: UInt64] = [:]
+        /// Entries of values, histograms and peaks frames for series whose declaration waits for room, by
+        /// the limit it waits on: `taskwatch_values_dropped_total{reason}`.
+        var droppedValues: [SeriesRejection: UInt64] = [:]
         var rejectedClients: [ClientRejection: UInt64] = [:]
     }
 
@@ -70,9 +73,12 @@ public final class Registry: IngestSink, Sendable {
         /// Clients gone and held only for their grace period (an upper bound: see `evictGraceHeld`).
         var graceHeld = 0
         var connectedCount = 0
-        /// Counts the times series went away (retired, or their client removed): what may make room for
-        /// a derived `_peak` refused at a limit.
+        /// Counts the times series went away (retired, or their client removed, or a client without
+        /// series that had said hello): what may make room for a derived `_peak` or a waiting declaration
+        /// refused at a limit.
         var seriesFreed: UInt64 = 0
+        /// What the waiting declarations of every connection hold, as `PendingDeclaration.cost` counts it.
+        var pendingBytes = 0
         /// Open connections and series held, by the sender's uid; a uid with neither has no entry.
         var usageByUID: [UInt32: UIDUsage] = [:]
         var stats = Stats()
@@ -177,10 +183,12 @@ public final class Registry: IngestSink, Sendable {
         let verdict = state.withLock { state in
             state.stats.messagesReceived += 1
             // The hot path: a values frame from a live client touches only that client, in place.
+            let seriesFreed = state.seriesFreed
             if !truncated, let slot = state.clients.index(forKey: id), let reader = try? FrameDecoder.open(bytes),
                 reader.kind == .values,
                 let verdict = applyValuesInPlace(
-                    reader, to: &state.clients.values[slot], stats: &state.stats, wall: wall, warnings: &warnings)
+                    reader, to: &state.clients.values[slot], stats: &state.stats, seriesFreed: seriesFreed,
+                    wall: wall, warnings: &warnings)
             {
                 return verdict
             }
@@ -189,6 +197,8 @@ public final class Registry: IngestSink, Sendable {
                 state.clients[id] = client
                 return .disconnect
             }
+            // Before the frame, so that values it carries for a series admitted now are shown.
+            if client.pendingRetryDue(seriesFreed: state.seriesFreed) { retryPending(&client, state: &state) }
             let outcome =
                 truncated
                 ? .failure(.oversize)
@@ -212,18 +222,21 @@ public final class Registry: IngestSink, Sendable {
         return verdict
     }
 
-    /// Applies a values frame to a live client that has said hello, or returns nil and touches nothing.
+    /// Applies a values frame to a live client that has said hello, or returns nil and touches nothing:
+    /// also when its waiting declarations are due to be tried again, which the slow path does.
     ///
     /// The client's flags are checked here, through one in-place access, because reading each through
     /// the dictionary's subscript copied the whole `ClientState`, retaining and releasing every one of
     /// its references: a quarter of the ingest thread's time with 4-update frames (`perf record`).
     @inline(__always)
     private func applyValuesInPlace(
-        _ reader: FrameReader, to client: inout ClientState, stats: inout Stats, wall: Double,
+        _ reader: FrameReader, to client: inout ClientState, stats: inout Stats, seriesFreed: UInt64, wall: Double,
         warnings: inout [RefusalLine]
     ) -> IngestVerdict? {
-        guard client.connected, !client.superseded, client.hello != nil else { return nil }
-        let outcome = applyValues(reader, to: &client).map { true }
+        guard client.connected, !client.superseded, client.hello != nil,
+            !client.pendingRetryDue(seriesFreed: seriesFreed)
+        else { return nil }
+        let outcome = applyValues(reader, to: &client, stats: &stats).map { true }
         return settle(outcome, client: &client, stats: &stats, wall: wall, warnings: &warnings)
     }
 
@@ -284,6 +297,7 @@ public final class Registry: IngestSink, Sendable {
             guard var client = state.clients[id], client.connected else { return }
             client.connected = false
             client.disconnectedAt = now
+            Self.dropPending(of: &client, in: &state)
             state.connectedCount -= 1
             state.usageByUID[client.peer.uid, default: UIDUsage()].connections -= 1
             Self.forgetIfUnused(client.peer.uid, in: &state)
@@ -308,6 +322,9 @@ public final class Registry: IngestSink, Sendable {
 
     /// Uids with an entry in the per-uid usage: for tests that nothing is left behind.
     var trackedUIDCount: Int { state.withLock { $0.usageByUID.count } }
+
+    /// What waiting declarations hold, all connections together: for tests that nothing is left behind.
+    var pendingBytes: Int { state.withLock { $0.pendingBytes } }
 
     public func tick(nowNanoseconds: UInt64) {
         let now = clock.monotonicNanoseconds()
@@ -340,7 +357,7 @@ public final class Registry: IngestSink, Sendable {
         if reader.kind != .hello && client.hello == nil { return .failure(.noHello) }
         switch reader.kind {
         case .values:
-            return applyValues(reader, to: &client).map { true }
+            return applyValues(reader, to: &client, stats: &state.stats).map { true }
         case .peaks:
             return applyPeaks(reader, to: &client, state: &state, now: now, warnings: &warnings).map { true }
         case .goodbye:
@@ -363,7 +380,7 @@ public final class Registry: IngestSink, Sendable {
                 }
                 return .success(false)
             case .histograms(let updates):
-                return applyHistograms(updates, to: &client).map { true }
+                return applyHistograms(updates, to: &client, stats: &state.stats).map { true }
             case .retire(let ids):
                 for id in ids { retire(id, in: &client, state: &state) }
                 if client.needsCompaction { client.compact() }
@@ -420,6 +437,7 @@ public final class Registry: IngestSink, Sendable {
         {
             if !earlier.connected { Self.releaseGraceHeld(earlier, in: &state) }
             removeSeries(of: earlier, from: &state)
+            state.pendingBytes -= earlier.pendingBytes
             if earlier.connected {
                 var retired = ClientState(
                     connection: other, peer: earlier.peer, processStartTicks: earlier.processStartTicks)
@@ -462,19 +480,25 @@ public final class Registry: IngestSink, Sendable {
         warnings: inout [RefusalLine]
     ) {
         let existing = client.indexByID[declaration.id]
+        if existing == ClientState.pendingID, let waiting = client.pending[declaration.id] {
+            // Declared again while it waits: the same declaration changes nothing, as for an admitted
+            // id; another one is a duplicate, and the waiting one stays.
+            if waiting.hash != SeriesIdentity.hash(declaration) {
+                noteDropped(declaration, .duplicateSeries, of: client, state: &state, warnings: &warnings)
+            }
+            return
+        }
         let result = admit(declaration, in: &client, state: &state)
         guard case .failure(let reason) = result else {
             if existing == ClientState.droppedID { client.droppedIDs -= 1 }
             return
         }
-        state.stats.droppedSeries[reason, default: 0] += 1
-        // Named as it would be exposed, with `_total`, since that is the name that conflicts.
-        let line = log?.seriesDropped(
-            reason,
-            name: declaration.type.exposedName(declaration.name),
-            type: declaration.type, labelNames: declaration.labels.map(\.name), client: client,
-            limit: limit(of: reason))
-        if let line { warnings.append(line) }
+        let waits = wait(declaration, refusedFor: reason, in: &client, state: &state)
+        noteDropped(declaration, reason, of: client, waiting: waits, state: &state, warnings: &warnings)
+        if waits {
+            if existing == ClientState.droppedID { client.droppedIDs -= 1 }
+            return
+        }
         // Remember refused ids (boundedly) so their updates are ignored rather than refused as unknown.
         if client.indexByID[declaration.id] == nil, client.droppedIDs < limits.maxSeriesPerClient {
             client.indexByID[declaration.id] = ClientState.droppedID
@@ -482,14 +506,147 @@ public final class Registry: IngestSink, Sendable {
         }
     }
 
+    /// Counts and logs a declaration not admitted: once, however long it then waits.
+    private func noteDropped(
+        _ declaration: SeriesDeclaration, _ reason: SeriesRejection, of client: borrowing ClientState,
+        waiting: Bool = false, state: inout State, warnings: inout [RefusalLine]
+    ) {
+        state.stats.droppedSeries[reason, default: 0] += 1
+        // Named as it would be exposed, with `_total`, since that is the name that conflicts.
+        let line = log?.seriesDropped(
+            reason,
+            name: declaration.type.exposedName(declaration.name),
+            type: declaration.type, labelNames: declaration.labels.map(\.name), client: client,
+            limit: limit(of: reason), waiting: waiting)
+        if let line { warnings.append(line) }
+    }
+
+    /// Keeps a declaration refused at a limit whose room can free up, to be admitted once it does
+    /// (`retryPending`), and says whether it does. The client library declares each series once per
+    /// connection and cannot see a refusal, so without this a few seconds of another client at
+    /// `--ingest.max-series` (or the byte budget, or the uid's cap) would remove its series until it
+    /// reconnects. The connection's own cap frees only when it retires series, but it may well do so.
+    ///
+    /// Bounded like the series themselves, by their own copy of the limits: a connection keeps at most
+    /// `maxSeriesPerClient` waiting declarations and `maxLabelBytesPerClient` bytes of them, all
+    /// connections together `maxLabelBytes`, counted by `PendingDeclaration.cost` (what one holds in
+    /// memory, not what it would add to `/metrics`: waiting, it adds nothing). Past that, it is dropped
+    /// as before. A declaration that breaks a rule of its own (its name or labels) does not wait: it
+    /// could never be admitted.
+    private func wait(
+        _ declaration: SeriesDeclaration, refusedFor reason: SeriesRejection, in client: inout ClientState,
+        state: inout State
+    ) -> Bool {
+        guard reason.canWait, client.pending.count < limits.maxSeriesPerClient else { return false }
+        let cost = PendingDeclaration.cost(of: declaration)
+        guard client.pendingBytes + cost <= limits.maxLabelBytesPerClient,
+            state.pendingBytes + cost <= limits.maxLabelBytes,
+            case .success = Self.checkNames(
+                declaration, shownName: declaration.type.exposedName(declaration.name), hello: client.hello)
+        else { return false }
+        let first = client.pending.isEmpty
+        client.enqueuePending(declaration, reason: reason, cost: cost, hash: SeriesIdentity.hash(declaration))
+        state.pendingBytes += cost
+        // Refused just now: nothing fits before a series goes away.
+        if first { client.pendingCheckedAt = state.seriesFreed }
+        return true
+    }
+
+    /// Waiting declarations a retry admits at most: about what one declare frame holds, so that a long
+    /// backlog neither holds the lock for long nor takes every place freed at once. The rest wait for the
+    /// client's next frame, when other waiting clients may have had their turn at their own frames.
+    static let pendingRetryBatch = 1_024
+
+    /// Tries the client's waiting declarations again, in the order they were refused, once room may
+    /// have freed (`State.seriesFreed` moved since the last try), at the client's next frame: the
+    /// `_peak` series' design. A retry stops at the first declaration still refused at a limit, so a
+    /// client at a cap costs one failed check per series gone elsewhere, not one per frame, and never
+    /// more than its backlog. One refused now for what other series hold (its name and labels under a
+    /// second id of the connection, a conflict with another client's family) is dropped for good, and
+    /// not counted again.
+    private func retryPending(_ client: inout ClientState, state: inout State) {
+        var admitted = 0
+        while client.pendingHead < client.pendingOrder.count {
+            let (id, stamp) = client.pendingOrder[client.pendingHead]
+            guard let waiting = client.pending[id], waiting.stamp == stamp else {
+                client.pendingHead += 1
+                continue
+            }
+            if admitted == Self.pendingRetryBatch {
+                client.pendingCheckedAt = nil
+                return
+            }
+            switch admit(waiting.declaration, in: &client, state: &state) {
+            case .success:
+                admitted += 1
+                client.pendingHead += 1
+                state.pendingBytes -= client.removePending(id)
+            case .failure(let reason) where reason.canWait:
+                client.pending[id]?.reason = reason
+                client.pendingCheckedAt = state.seriesFreed
+                return
+            case .failure:
+                client.pendingHead += 1
+                state.pendingBytes -= client.removePending(id)
+                if client.droppedIDs < limits.maxSeriesPerClient {
+                    client.indexByID[id] = ClientState.droppedID
+                    client.droppedIDs += 1
+                } else {
+                    client.indexByID[id] = nil
+                }
+            }
+        }
+    }
+
+    /// Forgets the waiting declarations of a connection that closed: it can report nothing more.
+    private static func dropPending(of client: inout ClientState, in state: inout State) {
+        state.pendingBytes -= client.pendingBytes
+        client.pending = [:]
+        client.pendingOrder = []
+        client.pendingHead = 0
+        client.pendingBytes = 0
+        client.pendingCheckedAt = nil
+    }
+
+    /// Counts an entry of a values, histograms or peaks frame for an id not shown: when its declaration
+    /// waits, by the limit it waits on. (Entries for ids dropped for good or retired are not counted.)
+    @inline(__always)
+    private static func countSkipped(
+        _ id: UInt32, marker: Int32, in client: borrowing ClientState, stats: inout Stats
+    ) {
+        guard marker == ClientState.pendingID, let reason = client.pending[id]?.reason else { return }
+        stats.droppedValues[reason, default: 0] += 1
+    }
+
+    /// Checks what a declaration's own name and labels must meet, whatever else the daemon holds, and
+    /// returns its sorted label names.
+    private static func checkNames(
+        _ declaration: SeriesDeclaration, shownName: String, hello: Hello?
+    ) -> Result<[String], SeriesRejection> {
+        guard Names.isValidMetricName(shownName) else { return .failure(.invalidName) }
+        if FamilyTable.isReserved(shownName, type: declaration.type) { return .failure(.reservedName) }
+        var labelNames: [String] = []
+        for label in declaration.labels {
+            guard Names.isValidLabelName(label.name) else { return .failure(.invalidName) }
+            labelNames.append(label.name)
+        }
+        let constantNames = Set(["process", "pid"] + (hello?.labels.map(\.name) ?? []))
+        let sortedNames = labelNames.sorted()
+        if Set(sortedNames).count != sortedNames.count || sortedNames.contains(where: constantNames.contains)
+            || (declaration.type == .histogram && sortedNames.contains("le"))
+        {
+            return .failure(.reservedLabel)
+        }
+        return .success(sortedNames)
+    }
+
     private func admit(
         _ declaration: SeriesDeclaration,
         in client: inout ClientState,
         state: inout State
     ) -> Result<Void, SeriesRejection> {
-        // An id admitted before; one retired, or whose declaration was dropped, may be declared anew: a
-        // declaration refused at a limit must not stay refused once there is room, and one refused for
-        // its name may be sent again fixed.
+        // An id admitted before; one retired, dropped or waiting (tried again by `retryPending`) may
+        // be declared anew.
         if let existing = client.indexByID[declaration.id], existing >= 0 {
             if client.declarationHashes[Int(existing)] == SeriesIdentity.hash(declaration) { return .success(()) }
             return .failure(.duplicateSeries)
@@ -524,19 +681,10 @@ public final class Registry: IngestSink, Sendable {
         let fullHash = SeriesIdentity.hash(declaration)
         var declaration = declaration
         declaration.name = shownName
-        guard Names.isValidMetricName(declaration.name) else { return .failure(.invalidName) }
-        if FamilyTable.isReserved(declaration.name, type: declaration.type) { return .failure(.reservedName) }
-        var labelNames: [String] = []
-        for label in declaration.labels {
-            guard Names.isValidLabelName(label.name) else { return .failure(.invalidName) }
-            labelNames.append(label.name)
-        }
-        let constantNames = Set(["process", "pid"] + (client.hello?.labels.map(\.name) ?? []))
-        let sortedNames = labelNames.sorted()
-        if Set(sortedNames).count != sortedNames.count || sortedNames.contains(where: constantNames.contains)
-            || (declaration.type == .histogram && sortedNames.contains("le"))
-        {
-            return .failure(.reservedLabel)
+        let sortedNames: [String]
+        switch Self.checkNames(declaration, shownName: shownName, hello: client.hello) {
+        case .success(let names): sortedNames = names
+        case .failure(let reason): return .failure(reason)
         }
         let identity = SeriesIdentity.hash(name: declaration.name, labels: declaration.labels)
         if client.identities[identity] != nil { return .failure(.duplicateSeries) }
@@ -565,10 +713,10 @@ public final class Registry: IngestSink, Sendable {
     }
 
     /// Stops showing the series of `id` (and its added `_peak`), gives back its place under every limit
-    /// and forgets its identity, so it may be declared again, under this id or another. An id whose
-    /// declaration was dropped is marked retired, its place among the dropped ids given back. An id that
-    /// is unknown or already retired changes nothing: a retire can pass a declaration the daemon
-    /// refused, and repeating one does no harm.
+    /// and forgets its identity, so it may be declared again, under this id or another. A waiting
+    /// declaration of `id` is forgotten, and an id whose declaration was dropped is marked retired (its
+    /// place among the dropped ids given back). An id that is unknown or already retired changes
+    /// nothing: a retire can pass a declaration the daemon refused, and repeating one does no harm.
     private func retire(_ id: UInt32, in client: inout ClientState, state: inout State) {
         guard let index = client.indexByID[id], index != ClientState.retiredID else { return }
         if index >= 0 {
@@ -578,6 +726,8 @@ public final class Registry: IngestSink, Sendable {
             }
             client.declaredPeaks.remove(index)
             client.refusedPeaks[index] = nil
+        } else if index == ClientState.pendingID {
+            state.pendingBytes -= client.removePending(id)
         } else {
             client.droppedIDs -= 1
         }
@@ -694,7 +844,9 @@ public final class Registry: IngestSink, Sendable {
 
     /// Applies absolute counter and gauge values. Every entry is checked before any is applied, so a
     /// frame is taken whole or not at all.
-    private func applyValues(_ reader: FrameReader, to client: inout ClientState) -> Result<Void, FrameRejection> {
+    private func applyValues(
+        _ reader: FrameReader, to client: inout ClientState, stats: inout Stats
+    ) -> Result<Void, FrameRejection> {
         let entries: ValueEntries
         switch checkedEntries(
             reader, in: client,
@@ -714,7 +866,11 @@ public final class Registry: IngestSink, Sendable {
         case .success(let checked): entries = checked
         }
         for (id, value) in entries {
-            guard let index = client.indexByID[id], index >= 0 else { continue }
+            let index = client.indexByID[id] ?? ClientState.droppedID
+            guard index >= 0 else {
+                Self.countSkipped(id, marker: index, in: client, stats: &stats)
+                continue
+            }
             client.table.values[Int(index)] = value
             if !client.peaks.isEmpty, let peak = client.peaks[index] {
                 let derived = Int(peak.derivedIndex)
@@ -748,7 +904,11 @@ public final class Registry: IngestSink, Sendable {
         // No separate pass folds a frame's samples to one per gauge: they all carry this frame's `now`,
         // so they fall in one slot of the gauge's window, which keeps only their maximum (PeakWindow).
         for (id, value) in entries {
-            guard let index = client.indexByID[id], index >= 0 else { continue }
+            let index = client.indexByID[id] ?? ClientState.droppedID
+            guard index >= 0 else {
+                Self.countSkipped(id, marker: index, in: client, stats: &state.stats)
+                continue
+            }
             if client.peaks[index] == nil {
                 if client.declaredPeaks.contains(index) { continue }
                 // Refused at a limit: tried again only once a series has gone somewhere, as nothing
@@ -862,7 +1022,8 @@ public final class Registry: IngestSink, Sendable {
     /// Applies absolute histogram states, whole frame or nothing.
     private func applyHistograms(
         _ updates: [HistogramUpdate],
-        to client: inout ClientState
+        to client: inout ClientState,
+        stats: inout Stats
     ) -> Result<Void, FrameRejection> {
         for update in updates {
             switch lookup(update.id, in: client) {
@@ -888,9 +1049,11 @@ public final class Registry: IngestSink, Sendable {
             }
         }
         for update in updates {
-            guard let index = client.indexByID[update.id], index >= 0,
-                let slot = client.table.histograms[index]
-            else { continue }
+            let index = client.indexByID[update.id] ?? ClientState.droppedID
+            guard index >= 0, let slot = client.table.histograms[index] else {
+                Self.countSkipped(update.id, marker: index, in: client, stats: &stats)
+                continue
+            }
             client.table.values[Int(index)] = update.sum
             for (offset, count) in update.buckets.enumerated() {
                 client.table.bucketCounts[slot.offset + offset] = count
@@ -937,7 +1100,8 @@ public final class Registry: IngestSink, Sendable {
     private func removeSeries(of client: ClientState, from state: inout State) {
         for (family, count) in client.familyCounts { state.families.release(family, count: count) }
         state.seriesTotal -= client.liveCount
-        if client.liveCount > 0 { state.seriesFreed &+= 1 }
+        // A connection's own lines free room in the byte budget too.
+        if client.liveCount > 0 || client.connectionBytes > 0 { state.seriesFreed &+= 1 }
         state.labelBytes -= client.labelBytes + client.connectionBytes
         state.usageByUID[client.peer.uid, default: UIDUsage()].series -= client.liveCount
         Self.forgetIfUnused(client.peer.uid, in: &state)

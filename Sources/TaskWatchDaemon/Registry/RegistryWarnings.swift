@@ -46,10 +46,12 @@ extension RefusalLog {
     /// A line for a series not admitted for `reason` (`taskwatch_series_dropped_total`), or nil when the
     /// rate limit holds it back. `name` is the metric name as it would be exposed. The name and labels
     /// are only built for a line that is written: a client flooding declarations past its limit holds
-    /// the registry's lock, and must not make it allocate for each one.
+    /// the registry's lock, and must not make it allocate for each one. `waiting`: the declaration is
+    /// kept, to be admitted once room frees (`waiting=true` on the line).
     func seriesDropped(
         _ reason: SeriesRejection, name: @autoclosure () -> String, type: SeriesType,
-        labelNames: @autoclosure () -> [String], client: borrowing ClientState, limit: Int? = nil
+        labelNames: @autoclosure () -> [String], client: borrowing ClientState, limit: Int? = nil,
+        waiting: Bool = false
     ) -> RefusalLine? {
         guard let suppressed = admit(counter: "taskwatch_series_dropped_total", reason: reason.rawValue) else {
             return nil
@@ -60,6 +62,7 @@ extension RefusalLog {
             "pid": "\(client.peer.pid)",
         ]
         if let limit { metadata["limit"] = "\(limit)" }
+        if waiting { metadata["waiting"] = "true" }
         return RefusalLine(message: "Series dropped", suppressed: suppressed, metadata: metadata)
     }
 
