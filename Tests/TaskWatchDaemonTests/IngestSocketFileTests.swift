@@ -25,7 +25,7 @@ import Testing
             $0["msg"]?.hasPrefix("The ingest socket file was removed") == true
         }
         #expect(warnings.count == 1, "\(daemon.log)")
-        #expect(warnings.first?["level"] == "warning")
+        #expect(warnings.first?["level"] == "warn")
         #expect(warnings.first?["path"] == daemon.socketPath)
     }
 }
