@@ -307,6 +307,38 @@ func makeReporter(
         #endif
     }
 
+    /// A monitor made between reports, as a `static let` is at its first spawn, is sampled from its first
+    /// burst on. Sampling walked the monitors of the last report, so a burst that ended before the next
+    /// one was missed: `swift_tasks_peak` 0 after 100 tasks alive together.
+    @Test func aMonitorMadeBetweenReportsIsSampledFromItsFirstBurst() async throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        // Samples 250 ms apart, and the next report two seconds after the one `flush` asks for: the burst
+        // below, 800 ms long, has ended by then, so only the samples between reports can see it.
+        let reporter = makeReporter(daemon, interval: .seconds(2), probe: .seconds(2))
+        reporter.start()
+        defer { reporter.stop() }
+        #expect(await Task.detached { reporter.flush(timeout: .seconds(5)) }.value)
+        let monitor = uniqueMonitor("late")
+        let burst = 100
+        let tasks = (0..<burst).map { _ in monitor.task { try? await Task.sleep(for: .milliseconds(800)) } }
+        for task in tasks { await task.value }
+        let task = Label("task", monitor.name)
+        var peak: Double?
+        #expect(
+            try await daemon.waitFor(timeout: .seconds(10)) { daemon in
+                guard let live = daemon.id("swift_tasks", [task]) else { return false }
+                peak = daemon.peaks(of: live).max()
+                return peak != nil
+            })
+        print("a monitor made between reports: first peak sample \(peak ?? -1) of a burst of \(burst)")
+        #if TASKWATCH_SILENT
+            #expect(peak == 0)
+        #else
+            #expect(peak == Double(burst))
+        #endif
+    }
+
     @Test func executorLagShowsABlockedPool() async throws {
         let daemon = FakeDaemon()
         daemon.listen()

@@ -32,6 +32,9 @@ final class MonitorRegistry: Sendable {
 
     private let table: SeriesTable
     private let state = Mutex(State())
+    /// Monitors made so far, readable without the lock: the reporter samples live counts between
+    /// reports from the list it took at the last one, and takes it again only when this moved.
+    private let made = Atomic<UInt64>(0)
 
     /// A registry declaring its monitors' series in `table`.
     init(table: SeriesTable) {
@@ -47,9 +50,13 @@ final class MonitorRegistry: Sendable {
             if series == nil { state.triedAt = retirements }
             state.byName[name] = state.entries.count
             state.entries.append(Entry(name: name, counters: counters, series: series))
+            made.add(1, ordering: .releasing)
             return counters
         }
     }
+
+    /// How many monitors have been made; it moves before `entries()` returns the new one. Lock-free.
+    var generation: UInt64 { made.load(ordering: .acquiring) }
 
     /// Every monitor. Monitors made while the cap left no room get their series here once a series
     /// has been retired since they were last tried (each report calls this); a monitor made at the cap

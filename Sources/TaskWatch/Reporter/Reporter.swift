@@ -100,6 +100,8 @@ final class Reporter: @unchecked Sendable {
     /// Reports sent in full on the current connection, counted up to `stableReports`.
     private var reportsOnConnection = 0
     private var monitors: [MonitorRegistry.Entry] = []
+    /// `MonitorRegistry.generation` when `monitors` was taken.
+    private var monitorsGeneration: UInt64 = 0
     /// Each monitor's highest live count since the last report that was sent.
     private var peaks: [UInt64] = []
     /// Each monitor's live count when the current report collected it.
@@ -306,6 +308,8 @@ final class Reporter: @unchecked Sendable {
     }
 
     private func refreshMonitors() {
+        // Read before the entries: a monitor made in between is in them, and taken again next time.
+        monitorsGeneration = MonitorRegistry.shared.generation
         monitors = MonitorRegistry.shared.entries()
         if peaks.count < monitors.count { peaks += Array(repeating: 0, count: monitors.count - peaks.count) }
         if collectedLive.count < monitors.count {
@@ -314,6 +318,11 @@ final class Reporter: @unchecked Sendable {
     }
 
     private func sampleLive() {
+        // A monitor made since the last report (a `static let` is made at its first spawn, which is
+        // also what wakes a quiet reporter) is sampled from its first burst on: sampling the list of
+        // the last report, its first burst was missed from `swift_tasks_peak` unless it lasted until
+        // the next report. One atomic load a sample; the list is taken again only when it moved.
+        if MonitorRegistry.shared.generation != monitorsGeneration { refreshMonitors() }
         for index in monitors.indices {
             peaks[index] = max(peaks[index], TaskMonitor.live(of: monitors[index].counters))
         }
