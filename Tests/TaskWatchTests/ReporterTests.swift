@@ -230,6 +230,36 @@ func makeReporter(
         #expect(try await waitUntil { reporter.reportsDropped.load(ordering: .relaxed) > dropped })
     }
 
+    /// A report that meets a full socket at its first frame is dropped and counted at once: the daemon
+    /// has not even drained the reports before it (it is stopped, or far behind). Only a report already
+    /// partly sent waits for room, so that one larger than the socket's buffer still arrives whole. Every
+    /// report used to wait up to `Reporter.roomWait` (20 ms) in `poll` for a stopped daemon, stalling
+    /// sampling and probing with it.
+    @Test func aReportThatMeetsAFullSocketIsDroppedWithoutWaitingForRoom() throws {
+        let daemon = FakeDaemon()
+        daemon.listen()
+        // No thread: the test makes the reports, and the daemon never reads them.
+        let reporter = makeReporter(daemon)
+        defer { reporter.stop() }
+        reporter.report(now: MonotonicClock.now())
+        #expect(daemon.accept())
+        var reports = 1
+        while reporter.reportsDropped.load(ordering: .relaxed) == 0, reports < 100_000 {
+            reporter.report(now: MonotonicClock.now())
+            reports += 1
+        }
+        let dropped = reporter.reportsDropped.load(ordering: .relaxed)
+        #expect(dropped == 1, "the socket never filled")
+        // A frame smaller than the one that met the full socket may still fit once; then the socket is
+        // full for every frame.
+        reporter.report(now: MonotonicClock.now())
+        let waits = reporter.roomWaits
+        for _ in 0..<10 { reporter.report(now: MonotonicClock.now()) }
+        print("socket full after \(reports) reports; room waits in the 10 reports after: \(reporter.roomWaits - waits)")
+        #expect(reporter.reportsDropped.load(ordering: .relaxed) == dropped + 11)
+        #expect(reporter.roomWaits == waits, "a report that could send nothing waited for room")
+    }
+
     /// A daemon that does not read while the process keeps making and retiring series: the changes
     /// wait in the process-wide table, whose backlog is bounded, not in the reporter's queue; once the
     /// daemon reads again, the reporter, too far behind, starts over on a new connection.

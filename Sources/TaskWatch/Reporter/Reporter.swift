@@ -91,8 +91,12 @@ final class Reporter: @unchecked Sendable {
     private var pendingControl: [[UInt8]] = []
     /// How long this report may still wait for room in the socket, in nanoseconds (`deliver`).
     private var roomWaitLeft: UInt64 = 0
+    /// Whether a frame of this report went out: only then does `deliver` wait for room.
+    private var reportUnderway = false
     /// What each report may wait in all for room in the socket.
     static let roomWait: UInt64 = 20_000_000
+    /// Times a report waited for room in the socket. For tests.
+    private(set) var roomWaits = 0
     /// Whether hello, declare or retire frames wait to be sent. For tests.
     var hasPendingControl: Bool { !pendingControl.isEmpty }
     private var backoff: UInt64 = Reporter.minimumBackoff
@@ -352,6 +356,7 @@ final class Reporter: @unchecked Sendable {
         let number = reportsBegun.add(1, ordering: .sequentiallyConsistent).newValue
         defer { lastReportDone.store(number, ordering: .releasing) }
         roomWaitLeft = Self.roomWait
+        reportUnderway = false
         refreshMonitors()
         let isConnected = connected(now: now)
         var builder = ReportBuilder()
@@ -592,9 +597,13 @@ final class Reporter: @unchecked Sendable {
         // A report larger than the socket's buffer (about three 64 KiB frames: some 900 monitors, or
         // large app histograms) met a full socket at the same frame every time while the daemon read
         // at full speed, and was dropped whole, forever. This thread waits a little for the daemon to
-        // drain it: the app never waits on the reporter, and a daemon that does not read costs each
-        // report at most `roomWait` before it is dropped and counted.
-        while case .wouldBlock = result, roomWaitLeft > 0 {
+        // drain it: the app never waits on the reporter, and a report costs at most `roomWait` before it
+        // is dropped and counted. Only a report already partly sent waits: one that meets a full socket
+        // at its first frame is dropped at once, since the daemon did not even drain what came before
+        // (it is stopped, or far behind). Waiting there too stalled sampling and probing by `roomWait`
+        // at every report of a stopped daemon.
+        while case .wouldBlock = result, reportUnderway, roomWaitLeft > 0 {
+            roomWaits += 1
             let started = MonotonicClock.now()
             let room = connection.waitForRoom(milliseconds: Int32((roomWaitLeft + 999_999) / 1_000_000))
             roomWaitLeft -= min(roomWaitLeft, max(1, MonotonicClock.now() &- started))
@@ -603,6 +612,7 @@ final class Reporter: @unchecked Sendable {
         }
         switch result {
         case .sent:
+            reportUnderway = true
             return true
         case .wouldBlock:
             return false
