@@ -10,13 +10,15 @@ public enum TaskWatch {
     /// later calls do nothing and return false. Also false, with nothing started, when the thread cannot
     /// be created (the process is out of memory or threads); a later call tries again. Does nothing
     /// under the `Silent` trait or with `TASKWATCH_DISABLED=1`. Never blocks on the daemon: an absent
-    /// daemon is retried in the background.
+    /// daemon is retried in the background. An environment value it ignores (`Configuration`) is said
+    /// once on standard error, one line each, starting `TaskWatch:`.
     @discardableResult
     public static func start(_ configuration: Configuration = .init()) -> Bool {
         #if TASKWATCH_SILENT
             return false
         #else
             if configuration.isDisabled || instrumentationDisabled { return false }
+            configuration.writeNotices()
             return Reporter.startShared(configuration)
         #endif
     }

@@ -118,6 +118,33 @@ import Testing
         #expect(probe.finish() == 0)
     }
 
+    /// An environment value the client does not take as written is said once on standard error, one
+    /// line each, with what is used instead, and the process reports all the same. Both fell back
+    /// silently (`10 ms` to the default interval; `" 2"` left instrumentation on without a word).
+    @Test func ignoredEnvironmentValuesAreSaidOnceAtStart() throws {
+        let daemon = try DaemonProcess.forProbe()
+        let probe = try ProbeProcess(
+            socket: daemon.socketPath, arguments: ["exact", "20"],
+            environment: ["TASKWATCH_INTERVAL": "10 ms", "TASKWATCH_DISABLED": " 2"])
+        #expect(try probe.json(with: "created")["created"] == 100)
+        #expect(eventually { daemon.value("taskwatch_client_up", probe.processLabels) == 1 })
+        #expect(probe.finish() == 0)
+        #if TASKWATCH_STRESS
+            let interval = "1ms"
+        #else
+            let interval = "10ms"
+        #endif
+        let lines = probe.errorOutput.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(
+            lines == [
+                "TaskWatch: TASKWATCH_INTERVAL=\"10 ms\" is not a duration (a number and ns, us, ms, s, m or h, "
+                    + "e.g. 10ms); using \(interval)",
+                "TaskWatch: TASKWATCH_DISABLED=\" 2\" is not one of 1, true, yes, on, 0, false, no, off; "
+                    + "instrumentation stays on",
+                "",
+            ], "\(probe.errorOutput)")
+    }
+
     @Test func eightConcurrentSpawnersOfAMillionTasksLoseNoCount() throws {
         let daemon = try DaemonProcess.forProbe()
         let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["spawners", "8", "125000"])

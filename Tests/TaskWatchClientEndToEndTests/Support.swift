@@ -18,11 +18,14 @@ final class ProbeProcess {
     let process = Process()
     let stdin = Pipe()
     let outputFile: URL
+    let errorFile: URL
     private let directory = ScratchDirectory()
 
     init(socket: String, arguments: [String], environment extra: [String: String] = [:]) throws {
         outputFile = URL(fileURLWithPath: directory.file("probe.out"))
+        errorFile = URL(fileURLWithPath: directory.file("probe.err"))
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorFile.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: builtExecutable("TaskWatchProbe"))
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
@@ -37,11 +40,14 @@ final class ProbeProcess {
         _ = fcntl(stdin.fileHandleForWriting.fileDescriptor, F_SETFD, FD_CLOEXEC)
         process.standardInput = stdin
         process.standardOutput = try FileHandle(forWritingTo: outputFile)
-        process.standardError = FileHandle.nullDevice
+        process.standardError = try FileHandle(forWritingTo: errorFile)
         try process.run()
     }
 
     var pid: Int32 { process.processIdentifier }
+
+    /// What the probe wrote to its standard error so far.
+    var errorOutput: String { (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "" }
 
     /// The labels that pick this probe's task series.
     var taskLabels: [String: String] { ["process": "probe", "pid": "\(pid)", "task": "probe"] }

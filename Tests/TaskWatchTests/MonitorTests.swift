@@ -336,15 +336,72 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
 
     @Test(arguments: [
         ("10ms", Duration.milliseconds(10)), ("1s", .seconds(1)), ("500us", .microseconds(500)),
-        ("2m", .seconds(120)), ("25", .milliseconds(25)), ("1.5s", .milliseconds(1500)),
+        ("250µs", .microseconds(250)), ("100ns", .nanoseconds(100)), ("2m", .seconds(120)), ("1h", .seconds(3_600)),
+        ("25", .milliseconds(25)), ("1.5s", .milliseconds(1500)), ("0.25ms", .microseconds(250)),
+        (" 10ms\t", .milliseconds(10)), ("\n7s ", .seconds(7)), ("007ms", .milliseconds(7)),
     ])
     func durationsParse(text: String, expected: Duration) {
+        #expect(Environment.readDuration(text) == .valid(expected))
         #expect(Environment.parseDuration(text) == expected)
     }
 
-    @Test(arguments: ["", "fast", "-1s", "0ms", "ms"])
+    /// Each of these fell back to the default silently, or was read as something else (`0x10` as 16 ms).
+    @Test(arguments: [
+        "", " ", "fast", "-1s", "+5ms", "ms", "10MS", "1H", "10 ms", "1,5ms", "1.", ".5s", "1.2.3s", "nan", "inf",
+        "infms", "1e9s", "1e3", "0x10", "5d", "10ms5", "1ms1s", "١٠ms",
+    ])
     func badDurationsAreRefused(text: String) {
+        #expect(Environment.readDuration(text) == .malformed)
         #expect(Environment.parseDuration(text) == nil)
+    }
+
+    /// Out of range, a well-formed duration is clamped to the range, as one set in code is.
+    @Test(arguments: [
+        ("0.5ns", Configuration.durationRange.lowerBound), ("0", Configuration.durationRange.lowerBound),
+        ("0ms", Configuration.durationRange.lowerBound), ("0.0000000001s", .nanoseconds(1)),
+        ("999999999999", Configuration.durationRange.upperBound),
+        ("1000000000000000ns", Configuration.durationRange.upperBound),
+        (String(repeating: "9", count: 400) + "h", Configuration.durationRange.upperBound),
+    ])
+    func outOfRangeDurationsAreClamped(text: String, expected: Duration) {
+        guard case .clamped(let duration, _) = Environment.readDuration(text) else {
+            Issue.record("\(text) was not clamped")
+            return
+        }
+        #expect(duration == expected)
+    }
+
+    /// `TaskWatch.start()` says once, on one line each, which value it ignored and what it uses instead.
+    @Test func ignoredValuesAreSaidWithWhatIsUsedInstead() {
+        let malformed = Configuration(environment: ["TASKWATCH_INTERVAL": "10MS", "TASKWATCH_DISABLED": "maybe"])
+        #expect(malformed.interval == Profile.reportInterval)
+        #expect(!malformed.isDisabled)
+        let interval = Environment.format(Profile.reportInterval)
+        #expect(
+            malformed.noticeLines == [
+                "TaskWatch: TASKWATCH_INTERVAL=\"10MS\" is not a duration (a number and ns, us, ms, s, m or h, "
+                    + "e.g. 10ms); using \(interval)",
+                "TaskWatch: TASKWATCH_DISABLED=\"maybe\" is not one of 1, true, yes, on, 0, false, no, off; "
+                    + "instrumentation stays on",
+            ])
+        let clamped = Configuration(environment: ["TASKWATCH_INTERVAL": "999999999999"])
+        #expect(clamped.interval == Configuration.durationRange.upperBound)
+        #expect(
+            clamped.noticeLines == [
+                "TaskWatch: TASKWATCH_INTERVAL=\"999999999999\" is above the longest interval, 999999999999999ns; "
+                    + "using 999999999999999ns"
+            ])
+        // A value with a line break stays on one line; a long one is cut.
+        let escaped = Configuration(environment: ["TASKWATCH_INTERVAL": "1\n" + String(repeating: "x", count: 100)])
+        #expect(escaped.noticeLines.count == 1)
+        #expect(escaped.noticeLines.allSatisfy { !$0.contains("\n") && $0.count < 250 })
+        // Valid, empty or absent values say nothing.
+        for environment in [
+            [:], ["TASKWATCH_INTERVAL": "", "TASKWATCH_DISABLED": ""],
+            ["TASKWATCH_INTERVAL": " 2s ", "TASKWATCH_DISABLED": "off"],
+        ] {
+            #expect(Configuration(environment: environment).noticeLines.isEmpty)
+        }
     }
 
     /// Set in code, durations are held to the range the environment accepts: a negative one under a
@@ -368,15 +425,26 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         #expect(Duration.seconds(Int64.max).nanoseconds == 999_999_999_999_999)
         #expect(Duration.milliseconds(3).nanoseconds == 3_000_000)
         // The environment's bounds are the same.
-        #expect(Environment.parseDuration("1ns") == range.lowerBound)
-        #expect(Environment.parseDuration("999999999999999ns") == range.upperBound)
-        #expect(Environment.parseDuration("1000000000000000ns") == nil)
+        #expect(Environment.readDuration("1ns") == .valid(range.lowerBound))
+        #expect(Environment.readDuration("999999999999999ns") == .valid(range.upperBound))
+        #expect(Environment.parseDuration("1000000000000000ns") == range.upperBound)
     }
 
+    /// Read as `TASKWATCH_INTERVAL` is: surrounding whitespace ignored (`" 1"` did not disable, while the
+    /// interval was trimmed), any case.
     @Test func disabledValues() {
-        #expect(Environment.isDisabled(["TASKWATCH_DISABLED": "1"]))
-        #expect(Environment.isDisabled(["TASKWATCH_DISABLED": "true"]))
-        #expect(!Environment.isDisabled(["TASKWATCH_DISABLED": "0"]))
+        for value in ["1", "true", "yes", "on", "TRUE", "Yes", " 1", "1\n", "\ttrue "] {
+            #expect(Environment.isDisabled(["TASKWATCH_DISABLED": value]), "\(value.debugDescription)")
+            #expect(Environment.disabledSetting(["TASKWATCH_DISABLED": value]).notice == nil)
+        }
+        for value in ["0", "false", "no", "off", "", " ", "OFF"] {
+            #expect(!Environment.isDisabled(["TASKWATCH_DISABLED": value]), "\(value.debugDescription)")
+            #expect(Environment.disabledSetting(["TASKWATCH_DISABLED": value]).notice == nil)
+        }
+        for value in ["2", "y", "disabled", "1 1"] {
+            #expect(!Environment.isDisabled(["TASKWATCH_DISABLED": value]), "\(value.debugDescription)")
+            #expect(Environment.disabledSetting(["TASKWATCH_DISABLED": value]).notice != nil)
+        }
         #expect(!Environment.isDisabled([:]))
     }
 }

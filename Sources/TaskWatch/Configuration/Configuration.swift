@@ -1,3 +1,4 @@
+import Synchronization
 import TaskWatchWire
 
 #if canImport(Glibc)
@@ -8,7 +9,12 @@ import TaskWatchWire
 
 /// How the reporter connects and how often it reports. The defaults come from the environment
 /// (`TASKWATCH_SOCKET`, `TASKWATCH_PROCESS`, `TASKWATCH_INTERVAL`, `TASKWATCH_DISABLED`) and the
-/// package trait.
+/// package trait. `TASKWATCH_INTERVAL` is a number and a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`;
+/// none means milliseconds), clamped to `durationRange`; `TASKWATCH_DISABLED` is `1`, `true`, `yes`
+/// or `on` to disable, `0`, `false`, `no` or `off` not to (any case). Surrounding whitespace is
+/// ignored and an empty value counts as unset. A value that is not one of these is ignored, and
+/// `TaskWatch.start()` says so once on standard error, one line starting `TaskWatch:`, with what it
+/// uses instead.
 public struct Configuration: Sendable {
     /// The daemon's ingest socket.
     public var socketPath: String
@@ -35,10 +41,39 @@ public struct Configuration: Sendable {
         let environment = environment ?? Environment.current()
         socketPath = SocketLocation.clientPath(environment: environment, uid: UInt32(getuid()))
         processName = environment["TASKWATCH_PROCESS"].flatMap { $0.isEmpty ? nil : $0 } ?? Self.executableName()
-        interval = environment["TASKWATCH_INTERVAL"].flatMap(Environment.parseDuration) ?? Profile.reportInterval
+        let (interval, intervalNotice) = Environment.interval(environment)
+        self.interval = interval ?? Profile.reportInterval
         probeInterval = Profile.probeInterval
         labels = [:]
-        isDisabled = Environment.isDisabled(environment)
+        let (disabled, disabledNotice) = Environment.disabledSetting(environment)
+        isDisabled = disabled
+        environmentNotices = [intervalNotice, disabledNotice].compactMap { $0 }
+    }
+
+    /// Values of the environment that were not taken as written.
+    var environmentNotices: [EnvironmentNotice] = []
+
+    /// Whether `writeNotices()` wrote anything yet in this process.
+    private static let noticesWritten = Atomic<Bool>(false)
+
+    /// A line for each of `environmentNotices`, ending with what is used instead.
+    var noticeLines: [String] {
+        environmentNotices.map { notice in
+            notice.variable == "TASKWATCH_INTERVAL"
+                ? notice.line(instead: "using \(Environment.format(interval))")
+                : notice.line(instead: "instrumentation stays on")
+        }
+    }
+
+    /// Writes `noticeLines` to standard error, unless some were written before in this process. Called by
+    /// `TaskWatch.start()`, never on a hot path.
+    func writeNotices() {
+        let lines = noticeLines
+        guard !lines.isEmpty, !Self.noticesWritten.exchange(true, ordering: .relaxed) else { return }
+        for line in lines {
+            let bytes = Array((line + "\n").utf8)
+            _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+        }
     }
 
     /// The durations the reporter accepts: from 1 ns to just under 10^15 ns (about 11.5 days), as for

@@ -5,6 +5,11 @@
 #endif
 
 /// Reads the process environment without Foundation, so the client library does not pull it in.
+///
+/// Values are read strictly and the same way for every variable: surrounding ASCII whitespace is
+/// ignored, an empty value is as good as none, and anything else that is not exactly one of the forms
+/// below is ignored. `TaskWatch.start()` says so once, one line on standard error per value, with what
+/// it uses instead (`EnvironmentNotice`); nothing is ever said on a hot path.
 enum Environment {
     static func current() -> [String: String] {
         var result: [String: String] = [:]
@@ -19,40 +24,142 @@ enum Environment {
         return result
     }
 
-    /// Whether `TASKWATCH_DISABLED` asks for no instrumentation (`1`, `true` or `yes`).
-    static func isDisabled(_ environment: [String: String]) -> Bool {
-        guard let value = environment["TASKWATCH_DISABLED"]?.lowercased() else { return false }
-        return value == "1" || value == "true" || value == "yes"
+    /// `TASKWATCH_DISABLED`: `1`, `true`, `yes` or `on` (any case) disable instrumentation; `0`, `false`,
+    /// `no`, `off` or nothing leave it on, and so does any other value, with a notice.
+    static func disabledSetting(_ environment: [String: String]) -> (disabled: Bool, notice: EnvironmentNotice?) {
+        let variable = "TASKWATCH_DISABLED"
+        guard let raw = environment[variable] else { return (false, nil) }
+        switch raw.trimmingASCIIWhitespace().lowercased() {
+        case "1", "true", "yes", "on": return (true, nil)
+        case "", "0", "false", "no", "off": return (false, nil)
+        default:
+            return (false, EnvironmentNotice(variable, raw, "is not one of 1, true, yes, on, 0, false, no, off"))
+        }
     }
 
-    /// Parses `10ms`, `1s`, `500us`, `250µs`, `100ns`, `2m`; a bare number means milliseconds.
-    /// Returns nil for anything else, and for zero or negative durations.
-    static func parseDuration(_ text: String) -> Duration? {
-        let trimmed = text.trimmingWhitespace()
-        let units: [(String, Double)] = [
-            ("ns", 1e-9), ("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1), ("m", 60),
-        ]
-        var number = Substring(trimmed)
-        var scale = 1e-3
-        // Longest suffixes first, so "ms" is not read as "s".
-        for (suffix, factor) in units.sorted(by: { $0.0.count > $1.0.count }) where trimmed.hasSuffix(suffix) {
-            number = trimmed.dropLast(suffix.count)
-            scale = factor
+    /// Whether `TASKWATCH_DISABLED` asks for no instrumentation (see `disabledSetting`).
+    static func isDisabled(_ environment: [String: String]) -> Bool {
+        disabledSetting(environment).disabled
+    }
+
+    /// What a duration's text comes to.
+    enum DurationReading: Equatable {
+        /// Written correctly and within `Configuration.durationRange`.
+        case valid(Duration)
+        /// Written correctly but outside the range: the nearest bound, and which it is.
+        case clamped(Duration, String)
+        /// Not a duration as `parseDuration` documents it.
+        case malformed
+    }
+
+    /// The units of a duration and their length in nanoseconds, longest suffixes first.
+    private static let units: [(suffix: String, nanoseconds: Double)] = [
+        ("ns", 1), ("us", 1e3), ("µs", 1e3), ("ms", 1e6), ("s", 1e9), ("m", 60e9), ("h", 3_600e9),
+    ]
+
+    /// Reads a duration: decimal digits, optionally a point and more digits, then a unit (`ns`, `us` or
+    /// `µs`, `ms`, `s`, `m`, `h`, lower case, right after the number) or none, which means milliseconds:
+    /// `10ms`, `1.5s`, `250µs`, `2m`, `25`. Surrounding whitespace is ignored. No sign, exponent,
+    /// hexadecimal, `nan` or `inf`, no space or comma inside. A value outside
+    /// `Configuration.durationRange` (1 ns to just under 10^15 ns, about 11.5 days; zero included) is
+    /// clamped to it, as a duration set in code is; whole nanoseconds, rounded down.
+    static func readDuration(_ text: String) -> DurationReading {
+        let trimmed = Substring(text.trimmingASCIIWhitespace())
+        var number = trimmed
+        var scale = 1e6
+        for unit in units where trimmed.hasSuffix(unit.suffix) {
+            number = trimmed.dropLast(unit.suffix.count)
+            scale = unit.nanoseconds
             break
         }
-        guard let value = Double(number), value.isFinite, value > 0 else { return nil }
-        let nanoseconds = value * scale * 1e9
-        guard nanoseconds >= 1, nanoseconds < 1e15 else { return nil }
-        return .nanoseconds(Int64(nanoseconds))
+        // Digits, or digits, a point and digits: nothing else, so that `Double` reads no sign, exponent,
+        // hexadecimal, `nan` or `inf`. Too many digits for a `Double` read as infinity, and are clamped.
+        let isDigit: (UInt8) -> Bool = { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        let parts = number.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy(isDigit) }), let value = Double(number)
+        else { return .malformed }
+        let nanoseconds = value * scale
+        let range = Configuration.durationRange
+        let lowest = Double(range.lowerBound.nanoseconds)
+        let highest = Double(range.upperBound.nanoseconds)
+        if nanoseconds < lowest {
+            return .clamped(range.lowerBound, "is below the shortest interval, \(format(range.lowerBound))")
+        }
+        if nanoseconds > highest {
+            return .clamped(range.upperBound, "is above the longest interval, \(format(range.upperBound))")
+        }
+        return .valid(.nanoseconds(Int64(nanoseconds.rounded(.down))))
+    }
+
+    /// The duration `text` stands for (see `readDuration`), clamped to the range; nil when it is not one.
+    static func parseDuration(_ text: String) -> Duration? {
+        switch readDuration(text) {
+        case .valid(let duration), .clamped(let duration, _): duration
+        case .malformed: nil
+        }
+    }
+
+    /// `TASKWATCH_INTERVAL`: the interval to use, or nil for the profile's, and a notice when the value
+    /// was not taken as written.
+    static func interval(_ environment: [String: String]) -> (interval: Duration?, notice: EnvironmentNotice?) {
+        let variable = "TASKWATCH_INTERVAL"
+        guard let raw = environment[variable], !raw.trimmingASCIIWhitespace().isEmpty else { return (nil, nil) }
+        switch readDuration(raw) {
+        case .valid(let duration): return (duration, nil)
+        case .clamped(let duration, let reason): return (duration, EnvironmentNotice(variable, raw, reason))
+        case .malformed:
+            let form = "is not a duration (a number and ns, us, ms, s, m or h, e.g. 10ms)"
+            return (nil, EnvironmentNotice(variable, raw, form))
+        }
+    }
+
+    /// `duration` in the largest unit that writes it exactly: `10ms`, `2m`, `1500us`.
+    static func format(_ duration: Duration) -> String {
+        let nanoseconds = duration.nanoseconds
+        let lengths: [(String, UInt64)] = [
+            ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000),
+        ]
+        for (suffix, length) in lengths where nanoseconds % length == 0 {
+            return "\(nanoseconds / length)\(suffix)"
+        }
+        return "\(nanoseconds)ns"
+    }
+}
+
+/// A value of the environment that was not taken as written. `TaskWatch.start()` writes each once on
+/// standard error, one line, with what is used instead.
+struct EnvironmentNotice: Sendable, Equatable {
+    let variable: String
+    /// The value as written.
+    let value: String
+    /// What is wrong with it.
+    let problem: String
+
+    init(_ variable: String, _ value: String, _ problem: String) {
+        self.variable = variable
+        self.value = value
+        self.problem = problem
+    }
+
+    /// The line to write: the value quoted and escaped (a newline in it cannot break the line) and cut
+    /// to 64 characters, then the problem and `instead`.
+    func line(instead: String) -> String {
+        let shown = value.count > 64 ? String(value.prefix(64)) + "…" : value
+        return "TaskWatch: \(variable)=\(shown.debugDescription) \(problem); \(instead)"
     }
 }
 
 extension String {
-    fileprivate func trimmingWhitespace() -> String {
-        let scalars = unicodeScalars.drop(while: { $0 == " " || $0 == "\t" })
-        var text = String(scalars)
-        while text.last == " " || text.last == "\t" { text.removeLast() }
-        return text
+    /// Without leading and trailing spaces, tabs, line feeds, carriage returns, vertical tabs and form
+    /// feeds.
+    fileprivate func trimmingASCIIWhitespace() -> String {
+        let isSpace: (Unicode.Scalar) -> Bool = { $0 == " " || ("\t"..."\r").contains($0) }
+        let scalars = unicodeScalars.drop(while: isSpace)
+        var end = scalars.endIndex
+        while end > scalars.startIndex, isSpace(scalars[scalars.index(before: end)]) {
+            end = scalars.index(before: end)
+        }
+        return String(String.UnicodeScalarView(scalars[..<end]))
     }
 }
 
