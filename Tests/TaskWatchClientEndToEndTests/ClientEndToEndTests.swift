@@ -75,6 +75,19 @@ import Testing
         #expect(probe.finish() == 0)
     }
 
+    /// A monitor name over 4,096 bytes is cut there, as the process name is: its series reach
+    /// `/metrics`. They were refused whole, and only `swift_taskwatch_series_dropped_total` rose.
+    @Test func aMonitorWithAVeryLongNameShowsOnMetrics() throws {
+        let daemon = try DaemonProcess.forProbe()
+        let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["names", "5000"])
+        #expect(try probe.json(with: "names")["series_dropped"] == 0)
+        let long = String(repeating: "x", count: 4_096)
+        let labels = probe.processLabels.merging(["task": long]) { $1 }
+        #expect(eventually { daemon.value("swift_tasks_created_total", labels) == 1 }, "\(daemon.log)")
+        #expect(daemon.value("swift_taskwatch_series_dropped_total", probe.processLabels) == 0)
+        #expect(probe.finish() == 0)
+    }
+
     /// `exact` counts through the drop-in spawns, `tickets` through `TaskTicket`.
     @Test(arguments: ["exact", "tickets"])
     func everyKindOfTaskIsCountedExactlyInProcessAndOnMetrics(workload: String) throws {

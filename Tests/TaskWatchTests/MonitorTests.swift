@@ -280,6 +280,25 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         #endif
     }
 
+    /// A name over the protocol's 4,096 bytes is cut at a character boundary, as the process name and
+    /// swift-metrics label values are: the monitor's series were refused whole (counted in
+    /// `seriesDropped`) while it counted in-process.
+    @Test func aLongNameIsCutAtACharacterBoundaryAndItsSeriesAreDeclared() async throws {
+        // 15 bytes of ASCII, then 2-byte characters: a cut at 4,096 bytes would fall inside one.
+        let long = "long_\(UUID().uuidString.prefix(8))_x" + String(repeating: "é", count: 3_000)
+        let monitor = TaskMonitor(long)
+        #expect(monitor.name.utf8.count == 4_095)
+        #expect(long.hasPrefix(monitor.name))
+        #expect(MonitorRegistry.shared.entries().last { $0.name == monitor.name }?.series != nil)
+        let declared = SeriesTable.shared.liveDeclarations.filter { $0.labels.contains(Label("task", monitor.name)) }
+        #expect(declared.count == 6)
+        // Names that are the same once cut are one monitor.
+        _ = await TaskMonitor(long + "more").task { 1 }.value
+        #if !TASKWATCH_SILENT
+            #expect(monitor.snapshot().created == 1)
+        #endif
+    }
+
     @Test(.timeLimit(.minutes(1))) func eightConcurrentSpawnersLoseNoCount() async throws {
         try await ProcessWide.exclusive {
             let monitor = uniqueMonitor("concurrent")

@@ -1,4 +1,5 @@
 import CTaskWatchRuntime
+import TaskWatchWire
 
 /// Counts the tasks spawned through it: live, created, finished by outcome, and a sampled lifetime
 /// histogram. Its series carry the label `task` with the monitor's name.
@@ -19,11 +20,22 @@ public final class TaskMonitor: Sendable {
     public static let `default` = TaskMonitor("default")
 
     /// A monitor named `name`, or a handle on the existing one with that name.
+    ///
+    /// A name longer than 4,096 bytes of UTF-8 is cut to that, at a character boundary, as the process
+    /// name and swift-metrics label values are: the daemon refuses a longer label value, and with it
+    /// every series of the monitor. `name` is then the cut one, and monitors whose names are the same
+    /// once cut share their counters.
     public init(_ name: String) {
+        let name = Self.label(for: name)
         self.name = name
         counters = MonitorRegistry.shared.counters(for: name)
         counts = TaskCounts(counters)
         spawnCounts = instrumentationDisabled ? nil : counts
+    }
+
+    /// The `task` label value of a monitor named `name`.
+    static func label(for name: String) -> String {
+        Wire.prefix(name, utf8Limit: Wire.maxTextLength)
     }
 
     /// Counter values at one moment.

@@ -19,13 +19,14 @@ import TaskWatch
 //   monitors N            N monitors with one finished task each (a report larger than the socket buffer)
 //   retire N              N gauges `probe_item{item="0"…}` of value 7 through a ReportSource; after
 //                         a line on stdin, every one retired but `item="0"`
+//   names N               a monitor named N bytes of `x`, with one finished task
 //
 // Workloads run in `Task.detached`: a `Task {}` in main.swift would inherit the main actor.
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 guard let command = arguments.first, let count = arguments.dropFirst().first.flatMap({ Int($0) }), count > 0 else {
     Probe.fail(
-        "usage: TaskWatchProbe exact N | tickets N | spawners S M | burst N HOLD_MS | spawnload N [--trigger] | monitors N | retire N"
+        "usage: TaskWatchProbe exact N | tickets N | spawners S M | burst N HOLD_MS | spawnload N [--trigger] | monitors N | retire N | names N"
     )
 }
 let extra = arguments.dropFirst(2).first.flatMap { Int($0) }
@@ -51,6 +52,8 @@ case "spawnload":
     report = await Task.detached { await Probe.spawnload(count) }.value
 case "monitors":
     report = await Task.detached { await Probe.monitors(count) }.value
+case "names":
+    report = await Task.detached { await Probe.names(count) }.value
 case "retire":
     let items = ProbeItems(count)
     _ = readLine()
