@@ -76,14 +76,18 @@ import Testing
     }
 
     /// A monitor name over 4,096 bytes is cut there, as the process name is: its series reach
-    /// `/metrics`. They were refused whole, and only `swift_taskwatch_series_dropped_total` rose.
-    @Test func aMonitorWithAVeryLongNameShowsOnMetrics() throws {
+    /// `/metrics`. They were refused whole, and only `swift_taskwatch_series_dropped_total` rose. An
+    /// empty one is `unnamed`: `task=""` is no label to Prometheus.
+    @Test func monitorsWithAVeryLongOrAnEmptyNameShowOnMetrics() throws {
         let daemon = try DaemonProcess.forProbe()
         let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["names", "5000"])
         #expect(try probe.json(with: "names")["series_dropped"] == 0)
         let long = String(repeating: "x", count: 4_096)
         let labels = probe.processLabels.merging(["task": long]) { $1 }
         #expect(eventually { daemon.value("swift_tasks_created_total", labels) == 1 }, "\(daemon.log)")
+        let unnamed = probe.processLabels.merging(["task": "unnamed"]) { $1 }
+        #expect(eventually { daemon.value("swift_tasks_created_total", unnamed) == 1 })
+        #expect(!daemon.samples().contains { $0.labels["pid"] == "\(probe.pid)" && $0.labels["task"] == "" })
         #expect(daemon.value("swift_taskwatch_series_dropped_total", probe.processLabels) == 0)
         #expect(probe.finish() == 0)
     }

@@ -299,6 +299,21 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
         #endif
     }
 
+    /// An empty name is `unnamed`: Prometheus takes `task=""` for no label at all.
+    @Test func anEmptyNameIsUnnamed() async throws {
+        let monitor = TaskMonitor("")
+        #expect(monitor.name == "unnamed")
+        #expect(TaskMonitor.unnamed == "unnamed")
+        let declared = SeriesTable.shared.liveDeclarations.filter { $0.name == "swift_tasks" }
+        #expect(declared.contains { $0.labels == [Label("task", "unnamed")] })
+        #expect(!declared.contains { $0.labels == [Label("task", "")] })
+        let before = TaskMonitor("unnamed").snapshot().created
+        _ = await monitor.task { 1 }.value
+        #if !TASKWATCH_SILENT
+            #expect(TaskMonitor("unnamed").snapshot().created == before + 1)
+        #endif
+    }
+
     @Test(.timeLimit(.minutes(1))) func eightConcurrentSpawnersLoseNoCount() async throws {
         try await ProcessWide.exclusive {
             let monitor = uniqueMonitor("concurrent")

@@ -21,10 +21,12 @@ public final class TaskMonitor: Sendable {
 
     /// A monitor named `name`, or a handle on the existing one with that name.
     ///
-    /// A name longer than 4,096 bytes of UTF-8 is cut to that, at a character boundary, as the process
-    /// name and swift-metrics label values are: the daemon refuses a longer label value, and with it
-    /// every series of the monitor. `name` is then the cut one, and monitors whose names are the same
-    /// once cut share their counters.
+    /// An empty name becomes `unnamed`: Prometheus takes an empty label value for no label at all, so
+    /// `task=""` would not select the monitor's series. A name longer than 4,096 bytes of UTF-8 is cut
+    /// to that, at a character boundary, as the process name and swift-metrics label values are: the
+    /// daemon refuses a longer label value, and with it every series of the monitor. `name` is then
+    /// `unnamed` or the cut name, and monitors whose names become the same share their counters
+    /// (`TaskMonitor("")` with `TaskMonitor("unnamed")`).
     public init(_ name: String) {
         let name = Self.label(for: name)
         self.name = name
@@ -35,8 +37,11 @@ public final class TaskMonitor: Sendable {
 
     /// The `task` label value of a monitor named `name`.
     static func label(for name: String) -> String {
-        Wire.prefix(name, utf8Limit: Wire.maxTextLength)
+        name.isEmpty ? unnamed : Wire.prefix(name, utf8Limit: Wire.maxTextLength)
     }
+
+    /// The name of a monitor made with an empty one.
+    static let unnamed = "unnamed"
 
     /// Counter values at one moment.
     public struct Snapshot: Sendable, Equatable {

@@ -142,11 +142,12 @@ enum Probe {
         return "{\"monitors\":\(count)}"
     }
 
-    /// A monitor named `length` bytes of `x`, with one task run to completion; the series the process
-    /// refused.
+    /// A monitor named `length` bytes of `x` and one named "", each with one task run to completion; the
+    /// series the process refused.
     static func names(_ length: Int) async -> String {
         _ = await TaskMonitor(String(repeating: "x", count: length)).task { 1 }.value
-        return "{\"names\":1,\"series_dropped\":\(TaskWatch.seriesDropped)}"
+        _ = await TaskMonitor("").task { 1 }.value
+        return "{\"names\":2,\"series_dropped\":\(TaskWatch.seriesDropped)}"
     }
 
     /// A spawn-heavy workload: `count` tasks spawned and completed in batches of 1,000.

@@ -19,7 +19,7 @@ import TaskWatch
 //   monitors N            N monitors with one finished task each (a report larger than the socket buffer)
 //   retire N              N gauges `probe_item{item="0"…}` of value 7 through a ReportSource; after
 //                         a line on stdin, every one retired but `item="0"`
-//   names N               a monitor named N bytes of `x`, with one finished task
+//   names N               a monitor named N bytes of `x` and one named "", each with one finished task
 //
 // Workloads run in `Task.detached`: a `Task {}` in main.swift would inherit the main actor.
 
