@@ -8,8 +8,9 @@ import TaskWatchWire
 /// Names are sanitized to the Prometheus rules and dimensions become labels, sorted by name (the first
 /// of a repeated name kept); `process` and `pid`, which the daemon sets, become `exported_process` and
 /// `exported_pid`, as does a dimension named like one of `Configuration.labels` (which the reporter puts
-/// on every series; for metrics made after `TaskWatch.start`), and on timers and aggregating recorders
-/// `le` becomes `exported_le`. A label value
+/// on every series; for metrics made after `TaskWatch.start`), and so do `le` and `quantile`, which
+/// Prometheus keeps for histogram buckets and summary quantiles (promtool refuses them on any other
+/// type, and this backend makes no summaries). A label value
 /// longer than the protocol allows (4,096 bytes) is cut at a character boundary.
 ///
 /// Handlers of one Prometheus series are shared: the same name and dimensions, in any order, and a
@@ -270,9 +271,10 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
     /// Dimensions as labels, canonical so that the same dimensions in another order are the same
     /// series, as the daemon sees them: names sanitized, the first of a repeated name kept, sorted by
     /// name. `process` and `pid` (the daemon's), the `constant` labels the reporter's hello puts on every
-    /// series (`Configuration.labels`), and `le` on a histogram (its buckets'), take the `exported_`
-    /// prefix, as Prometheus does on conflicts. Values are cut to the protocol's limit at a character
-    /// boundary.
+    /// series (`Configuration.labels`), `le` (a histogram bucket's) and `quantile` (a summary's) take the
+    /// `exported_` prefix, as Prometheus does on conflicts: on every type, since promtool refuses `le`
+    /// on anything but a histogram and `quantile` on anything but a summary. Values are cut to the
+    /// protocol's limit at a character boundary.
     static func labels(
         _ dimensions: [(String, String)], for type: SeriesType, constant: Set<String> = []
     ) -> [Label] {
@@ -280,9 +282,7 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
         labels.reserveCapacity(dimensions.count)
         for (name, value) in dimensions {
             var sanitized = Names.sanitizeLabelName(name)
-            if sanitized == "process" || sanitized == "pid" || (sanitized == "le" && type == .histogram)
-                || constant.contains(sanitized)
-            {
+            if Self.exportedLabels.contains(sanitized) || constant.contains(sanitized) {
                 sanitized = "exported_" + sanitized
             }
             if labels.contains(where: { $0.name == sanitized }) { continue }
@@ -291,6 +291,9 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
         labels.sort { $0.name < $1.name }
         return labels
     }
+
+    /// Dimension names that take the `exported_` prefix on every type (see `labels`).
+    static let exportedLabels: Set<String> = ["process", "pid", "le", "quantile"]
 
     /// `bounds` finite, sorted and without repeats, at most `Wire.maxBounds` of them (the lowest); the
     /// fallback when none is left. The daemon refuses any other, and every histogram would be dropped.

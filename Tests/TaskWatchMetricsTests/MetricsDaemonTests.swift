@@ -129,6 +129,34 @@ final class ReportingToADaemon {
         #expect(setup.dropped("reserved_label") == 0)
     }
 
+    /// `le` and `quantile` dimensions on any type make an exposition promtool accepts: a counter or gauge
+    /// kept `le` (\"non-histogram metrics should not have \"le\" label\") and every type kept `quantile`.
+    @Test func leAndQuantileDimensionsPassPromtool() throws {
+        let setup = try ReportingToADaemon()
+        defer { setup.stop() }
+        let name = unique("reserved")
+        let dimensions = [("le", "1"), ("quantile", "0.5")]
+        setup.factory.makeCounter(label: name + "_hits", dimensions: dimensions).increment(by: 1)
+        setup.factory.makeMeter(label: name + "_level", dimensions: dimensions).set(Int64(2))
+        setup.factory.makeTimer(label: name + "_seconds", dimensions: dimensions).recordNanoseconds(1_000)
+        let exported = ["exported_le": "1", "exported_quantile": "0.5"]
+        #expect(
+            eventually {
+                setup.daemon.value(name + "_hits_total", exported) == 1
+                    && setup.daemon.value(name + "_level", exported) == 2
+                    && setup.daemon.value(name + "_seconds_count", exported) == 1
+            })
+        // These families alone: other tests' series of this process are not this test's to judge.
+        var families: [String] = []
+        var keep = false
+        for line in try setup.daemon.metrics().split(separator: "\n") {
+            if line.hasPrefix("# HELP ") { keep = line.dropFirst(7).hasPrefix(name) }
+            if keep { families.append(String(line)) }
+        }
+        #expect(families.count >= 10)
+        try expectValidExposition(Data((families.joined(separator: "\n") + "\n").utf8))
+    }
+
     /// At the cap, the client and the daemon count the same: every monitor's `swift_tasks_peak`, which
     /// the daemon adds, takes a place on both sides, so the daemon refuses nothing the process believes
     /// it reports. Fills the process-wide table with series of the monitors' priority to 12 places short

@@ -197,17 +197,26 @@ func declaration(_ handler: AnyObject, in table: SeriesTable) -> SeriesDeclarati
         #expect(factory.seriesDropped == made + 1)
     }
 
-    /// Valid dimensions never make a series vanish: `le` on a histogram is renamed as `process` and
+    /// Valid dimensions never make a series vanish: `le` and `quantile` are renamed as `process` and
     /// `pid` are, and a label value past the protocol's limit is cut at a character boundary.
-    @Test func leOnHistogramsIsRenamedAndLongValuesAreCut() throws {
+    @Test func leAndQuantileAreRenamedAndLongValuesAreCut() throws {
         let (factory, table) = isolatedFactory()
-        let timer = factory.makeTimer(label: "slow", dimensions: [("le", "0.5")])
-        #expect(declaration(timer, in: table)?.labels == [Label("exported_le", "0.5")])
+        let timer = factory.makeTimer(label: "slow", dimensions: [("le", "0.5"), ("quantile", "0.9")])
+        #expect(
+            declaration(timer, in: table)?.labels == [Label("exported_le", "0.5"), Label("exported_quantile", "0.9")])
         let recorder = factory.makeRecorder(label: "sizes", dimensions: [("le", "1")], aggregate: true)
         #expect(declaration(recorder, in: table)?.labels == [Label("exported_le", "1")])
-        // Only histograms write `le` themselves.
+        // On every type: promtool refuses `le` outside histograms and `quantile` outside summaries (and the
+        // daemon's own histograms' `le` must not meet one).
         let meter = factory.makeMeter(label: "level", dimensions: [("le", "1")])
-        #expect(declaration(meter, in: table)?.labels == [Label("le", "1")])
+        #expect(declaration(meter, in: table)?.labels == [Label("exported_le", "1")])
+        let gauge = factory.makeRecorder(label: "depth", dimensions: [("quantile", "0.5")], aggregate: false)
+        #expect(declaration(gauge, in: table)?.labels == [Label("exported_quantile", "0.5")])
+        let total = factory.makeCounter(label: "hits", dimensions: [("quantile", "0.5"), ("le", "2"), ("a", "b")])
+        #expect(
+            declaration(total, in: table)?.labels == [
+                Label("a", "b"), Label("exported_le", "2"), Label("exported_quantile", "0.5"),
+            ])
 
         let value = String(repeating: "a", count: Wire.maxTextLength - 1) + "€" + "tail"
         let counter = factory.makeCounter(label: "paths", dimensions: [("path", value)])
