@@ -92,6 +92,65 @@ import Testing
         #expect(probe.finish() == 0)
     }
 
+    /// A process that exits normally says goodbye (the exit handler `TaskWatch.start` installs): the
+    /// daemon drops its series at once. One killed keeps them through the grace period with
+    /// `taskwatch_client_up 0`, as for any crash, and so does one that exits normally with
+    /// `saysGoodbyeAtExit` false. Nothing sent the goodbye, so a clean exit looked exactly like a crash
+    /// for the 30 s of the default grace.
+    @Test func aProcessThatExitsNormallyLeavesMetricsAtOnceAndAKilledOneStays() throws {
+        // The default grace (this harness passes 2 s first; the last value given wins).
+        let daemon = try DaemonProcess(arguments: ["--client.grace", "30s"])
+        let clean = try ProbeProcess(socket: daemon.socketPath, arguments: ["exact", "10"])
+        let killed = try ProbeProcess(socket: daemon.socketPath, arguments: ["exact", "10"])
+        let kept = try ProbeProcess(socket: daemon.socketPath, arguments: ["exact", "10", "--no-goodbye"])
+        for probe in [clean, killed, kept] {
+            #expect(try probe.json(with: "created")["created"] == 50)
+            #expect(eventually { daemon.value("swift_tasks_created_total", probe.taskLabels) == 50 })
+        }
+        func shown(_ probe: ProbeProcess) -> Bool {
+            daemon.samples().contains { $0.labels["pid"] == "\(probe.pid)" }
+        }
+        let exited = Date()
+        #expect(clean.finish() == 0)
+        #expect(kept.finish() == 0)
+        kill(killed.pid, SIGKILL)
+        killed.process.waitUntilExit()
+        // At once: the daemon drops them when it reads the goodbye and the close, well before any grace.
+        #expect(eventually(timeout: .seconds(5)) { !shown(clean) }, "a clean exit kept its series")
+        print("clean exit: series gone from /metrics after \(Int(Date().timeIntervalSince(exited) * 1000)) ms")
+        // Past the harness's 2 s, to show the 30 s grace is in force: the killed one is still there.
+        Thread.sleep(forTimeInterval: max(0, 3 - Date().timeIntervalSince(exited)))
+        for probe in [killed, kept] {
+            #expect(daemon.value("taskwatch_client_up", probe.processLabels) == 0)
+            #expect(daemon.value("swift_tasks_created_total", probe.taskLabels) == 50)
+        }
+        #expect(!shown(clean))
+    }
+
+    /// The exit handler never holds up an exit: with the daemon stopped (its socket full or not read),
+    /// a forked child's exit (whose handler must do nothing) and the process's own exit both end
+    /// promptly, and the child leaves the parent reporting.
+    @Test func theExitHandlerNeverHoldsUpAnExit() throws {
+        let daemon = try DaemonProcess.forProbe()
+        let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["fork", "1"])
+        let forked = try probe.json(with: "child_status")
+        #expect(forked["child_status"] == 0)
+        print("forked child: exit took \(Int((forked["child_exit_ns"] ?? 0) / 1e6)) ms")
+        #expect(eventually { daemon.value("taskwatch_client_up", probe.processLabels) == 1 })
+        usleep(200_000)
+        #expect(daemon.value("taskwatch_client_up", probe.processLabels) == 1, "the child's exit ended the parent's")
+        daemon.signal(SIGSTOP)
+        defer { daemon.signal(SIGCONT) }
+        // Reports fill the socket of the stopped daemon meanwhile.
+        usleep(300_000)
+        let exiting = Date()
+        #expect(probe.finish() == 0)
+        let took = Date().timeIntervalSince(exiting)
+        print("exit with the daemon stopped: \(Int(took * 1000)) ms")
+        // The handler waits at most 100 ms; the bound is for a hang, not a measurement.
+        #expect(took < 5)
+    }
+
     /// `exact` counts through the drop-in spawns, `tickets` through `TaskTicket`.
     @Test(arguments: ["exact", "tickets"])
     func everyKindOfTaskIsCountedExactlyInProcessAndOnMetrics(workload: String) throws {

@@ -758,6 +758,46 @@ func makeReporter(
         #expect(!again)
     }
 
+    /// `TaskWatch.shutdown` has the reporter thread send a goodbye and close the connection, so that the
+    /// daemon drops the process's series at once (a daemon keeps a process that went without one through
+    /// its grace period, as a crash); the reporter is then gone, and `start` starts another.
+    @Test func shutdownSaysGoodbyeAndStartStartsAgain() async throws {
+        TaskWatch.shutdown(timeout: .seconds(5))
+        #expect(!TaskWatch.isRunning)
+        let daemon = FakeDaemon()
+        daemon.listen()
+        var configuration = Configuration(environment: [:])
+        configuration.socketPath = daemon.path
+        configuration.interval = .milliseconds(5)
+        let started = TaskWatch.start(configuration)
+        #if TASKWATCH_SILENT
+            #expect(!started && !TaskWatch.shutdown(timeout: .seconds(1)))
+        #else
+            #expect(started)
+            #expect(try await daemon.waitFor { !$0.declarations.isEmpty })
+            #expect(await Task.detached { TaskWatch.shutdown(timeout: .seconds(5)) }.value)
+            #expect(!TaskWatch.isRunning)
+            #expect(try await daemon.waitFor { $0.clientClosed })
+            #expect(daemon.frames.last == .goodbye)
+            #expect(!TaskWatch.shutdown(timeout: .seconds(1)), "nothing left to shut down")
+
+            // Quiet this time: woken, it says goodbye as promptly.
+            #expect(TaskWatch.start(configuration))
+            #expect(try await daemon.waitFor { $0.connections == 2 && $0.hellos.count == 2 })
+            try await Task.sleep(for: .milliseconds(300))
+            daemon.clearFrames()
+            #expect(await Task.detached { TaskWatch.shutdown(timeout: .seconds(5)) }.value)
+            #expect(try await daemon.waitFor { $0.clientClosed })
+            #expect(daemon.frames.last == .goodbye)
+
+            // No daemon: nothing to say goodbye to, and no wait for it.
+            daemon.stop()
+            #expect(TaskWatch.start(configuration))
+            #expect(!(await Task.detached { TaskWatch.shutdown(timeout: .seconds(5)) }.value))
+            #expect(!TaskWatch.isRunning)
+        #endif
+    }
+
     @Test func startIsIdempotent() {
         let daemon = FakeDaemon()
         var configuration = Configuration(environment: [:])

@@ -35,6 +35,12 @@ public struct Configuration: Sendable {
     public var labels: [String: String]
     /// When true, `start()` does nothing.
     public var isDisabled: Bool
+    /// Whether a normal exit of the process sends the daemon a goodbye (the `atexit` handler
+    /// `TaskWatch.start()` installs), so that it drops the process's series at once. True by default.
+    /// False keeps the last values on `/metrics` through the daemon's grace period, with
+    /// `taskwatch_client_up 0`, as after a crash: for a short run whose final counts (`TaskWatch.flush`)
+    /// should stay visible after it ends.
+    public var saysGoodbyeAtExit = true
 
     /// A configuration from the given environment, by default the process's own.
     public init(environment: [String: String]? = nil) {

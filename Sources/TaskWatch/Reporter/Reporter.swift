@@ -46,6 +46,15 @@ final class Reporter: @unchecked Sendable {
         start(into: sharedReporter) { Reporter(configuration: configuration) }
     }
 
+    /// Takes the reporter started by `TaskWatch.start` out of its slot, so that a later `start` starts a
+    /// new one.
+    static func takeShared() -> Reporter? {
+        sharedReporter.withLock { current in
+            defer { current = nil }
+            return current
+        }
+    }
+
     /// Starts the reporter `make` returns and keeps it in `slot`, unless `slot` holds one already. False
     /// when it does, or when the thread could not be created: then `slot` stays empty, so that a later
     /// call tries again.
@@ -75,6 +84,12 @@ final class Reporter: @unchecked Sendable {
     /// Successful connections, the first included.
     let connections = Atomic<UInt64>(0)
     private let stopRequested = Atomic<Bool>(false)
+    /// Set by the thread when it has said goodbye (or had no one to say it to) and is about to end.
+    private let threadFinished = Atomic<Bool>(false)
+    /// Whether the goodbye went out.
+    private let goodbyeSent = Atomic<Bool>(false)
+    /// Set when `shutdown` gave up waiting and detached the thread, which then still owns the connection.
+    private var detached = false
     /// Set by `flush`: report at once.
     private let flushRequested = Atomic<Bool>(false)
     /// Reports begun (numbered from 1), the last one done (sent or not) and the last one sent in full:
@@ -193,19 +208,56 @@ final class Reporter: @unchecked Sendable {
         return true
     }
 
-    /// Stops the thread, says goodbye to the daemon and closes the connection. For tests and shutdown.
+    /// Stops the thread, which says goodbye to the daemon and closes the connection, and waits for it.
+    /// For tests.
     func stop() {
+        requestStop()
+        if let thread {
+            pthread_join(thread, nil)
+            self.thread = nil
+        } else if !detached {
+            // Without a thread: a test may have driven `report(now:)` itself.
+            sayGoodbye()
+        }
+    }
+
+    /// Asks the thread to say goodbye and end, and waits up to `timeout` for it (`TaskWatch.shutdown`);
+    /// true when the goodbye went out. The thread sees the request at once when it is quiet, otherwise
+    /// after its current sample period (a quarter of the interval, at most 250 ms) or report (at most
+    /// `roomWait` more). Past `timeout` the thread is left to finish on its own, detached.
+    func shutdown(timeout: Duration) -> Bool {
+        requestStop()
+        guard let thread else { return false }
+        let deadline = MonotonicClock.now() &+ timeout.nanoseconds
+        while !threadFinished.load(ordering: .acquiring) {
+            guard MonotonicClock.now() < deadline else {
+                pthread_detach(thread)
+                self.thread = nil
+                detached = true
+                return false
+            }
+            usleep(200)
+        }
+        pthread_join(thread, nil)
+        self.thread = nil
+        return goodbyeSent.load(ordering: .acquiring)
+    }
+
+    private func requestStop() {
         // Sequentially consistent, paired with the quiet reporter's flag store then load of this: either
         // the reporter sees the request before it sleeps, or this wake finds its flag set.
         stopRequested.store(true, ordering: .sequentiallyConsistent)
         if tw_reporter_is_idle() != 0 { tw_reporter_wake() }
-        if let thread {
-            pthread_join(thread, nil)
-            self.thread = nil
-        }
-        // Also without a thread: a test may have driven `report(now:)` itself.
-        if let connection {
-            _ = connection.send(FrameEncoder.goodbye())
+    }
+
+    /// Sends the goodbye, so that the daemon drops this process's series at once when the connection
+    /// closes instead of keeping them through its grace period as for a crash, and closes the
+    /// connection. Waits for room in the socket as a report under way does (at most `roomWait`).
+    private func sayGoodbye() {
+        if connection != nil {
+            roomWaitLeft = Self.roomWait
+            reportUnderway = true
+            if deliver(FrameEncoder.goodbye()) { goodbyeSent.store(true, ordering: .releasing) }
         }
         connection = nil
         table.forget(ObjectIdentifier(self))
@@ -275,6 +327,8 @@ final class Reporter: @unchecked Sendable {
             nextReport = min(nextReport, now + interval)
             nextProbe = min(nextProbe, now + probePeriod)
         }
+        sayGoodbye()
+        threadFinished.store(true, ordering: .releasing)
     }
 
     /// The report period after `quiet` consecutive reports without a change: doubling, up to

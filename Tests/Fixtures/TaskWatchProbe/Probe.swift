@@ -150,6 +150,25 @@ enum Probe {
         return "{\"names\":2,\"series_dropped\":\(TaskWatch.seriesDropped)}"
     }
 
+    /// Forks `count` children one after another; each calls `exit(0)` at once, which runs the exit
+    /// handlers, `TaskWatch`'s among them (inherited, with the reporter object but not its thread).
+    /// The last child's exit status and the nanoseconds from its fork to its reaping.
+    static func forkAndExit(_ count: Int) -> String {
+        var status: Int32 = -1
+        var elapsed: UInt64 = 0
+        for _ in 0..<count {
+            let start = monotonicNanoseconds()
+            let child = fork()
+            if child == 0 { exit(0) }
+            guard child > 0 else { fail("TaskWatchProbe: fork failed") }
+            var raw: Int32 = 0
+            waitpid(child, &raw, 0)
+            elapsed = monotonicNanoseconds() - start
+            status = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+        }
+        return "{\"child_status\":\(status),\"child_exit_ns\":\(elapsed)}"
+    }
+
     /// A spawn-heavy workload: `count` tasks spawned and completed in batches of 1,000.
     static func spawnload(_ count: Int) async -> String {
         let before = monitor.snapshot()

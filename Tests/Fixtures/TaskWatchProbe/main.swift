@@ -20,18 +20,26 @@ import TaskWatch
 //   retire N              N gauges `probe_item{item="0"…}` of value 7 through a ReportSource; after
 //                         a line on stdin, every one retired but `item="0"`
 //   names N               a monitor named N bytes of `x` and one named "", each with one finished task
+//   fork N                forks N children one after another, each of which exits at once with exit(0)
+//                         (running the exit handlers); prints the last one's status and how long its
+//                         exit took
+//
+// With --no-goodbye, a normal exit does not send the goodbye (`Configuration.saysGoodbyeAtExit`).
 //
 // Workloads run in `Task.detached`: a `Task {}` in main.swift would inherit the main actor.
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 guard let command = arguments.first, let count = arguments.dropFirst().first.flatMap({ Int($0) }), count > 0 else {
     Probe.fail(
-        "usage: TaskWatchProbe exact N | tickets N | spawners S M | burst N HOLD_MS | spawnload N [--trigger] | monitors N | retire N | names N"
+        "usage: TaskWatchProbe exact N | tickets N | spawners S M | burst N HOLD_MS | spawnload N [--trigger] | monitors N | retire N | names N | fork N"
     )
 }
 let extra = arguments.dropFirst(2).first.flatMap { Int($0) }
 
-TaskWatch.start()
+var configuration = Configuration()
+// A normal exit without the goodbye: the daemon keeps the series through its grace period.
+if arguments.contains("--no-goodbye") { configuration.saysGoodbyeAtExit = false }
+TaskWatch.start(configuration)
 // Registers the monitor now, so the daemon shows its zero series before any workload starts.
 _ = Probe.monitor
 
@@ -54,6 +62,8 @@ case "monitors":
     report = await Task.detached { await Probe.monitors(count) }.value
 case "names":
     report = await Task.detached { await Probe.names(count) }.value
+case "fork":
+    report = Probe.forkAndExit(count)
 case "retire":
     let items = ProbeItems(count)
     _ = readLine()
