@@ -115,6 +115,9 @@ struct StressCommand: AsyncParsableCommand {
         configuration.processName =
             process ?? Environment.variables()["TASKWATCH_PROCESS"].flatMap { $0.isEmpty ? nil : $0 }
             ?? "taskwatch-stress"
+        // A run's final report stays on /metrics for the daemon's grace period, so a scrape after the
+        // run (or after Ctrl-C) still sees its totals, as CLIStopTests expects.
+        configuration.saysGoodbyeAtExit = false
         return configuration
     }
 
