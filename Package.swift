@@ -122,7 +122,9 @@ let package = Package(
         .target(name: "TaskWatchTestSupport", path: "Tests/TaskWatchTestSupport"),
 
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
-        .testTarget(name: "TaskWatchDaemonTests", dependencies: ["TaskWatchDaemon", "TaskWatchTestSupport"]),
+        .testTarget(
+            name: "TaskWatchDaemonTests",
+            dependencies: ["TaskWatchDaemon", "TaskWatchTestSupport", "CTaskWatchRuntime"]),
         // Starts the built `taskwatchd` and `taskwatch` binaries; `make test` builds them first.
         .testTarget(
             name: "TaskWatchEndToEndTests",

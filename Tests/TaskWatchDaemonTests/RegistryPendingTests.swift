@@ -1,3 +1,4 @@
+import CTaskWatchRuntime
 import TaskWatchWire
 import Testing
 
@@ -261,4 +262,56 @@ import Testing
         #expect(h.value("vic_g{process=\"vic\",pid=\"2\",i=\"\(batch + 99)\"}") == "3")
         #expect(h.registry.pendingBytes == 0)
     }
+
+    /// A review kept two declarations waiting at the connection's cap and retired and re-declared one
+    /// of them in a loop: each cycle left 16 bytes in the queue of waiting ids for good (the daemon went
+    /// from 25 to 146 MB in 50 s). The queue stays within twice the waiting ones plus a constant.
+    @Test func retiringAndRedeclaringAtTheCapLeavesNoTrail() {
+        var limits = RegistryLimits()
+        limits.maxSeriesPerClient = 3
+        let h = Harness(limits: limits)
+        let gauges = (0..<3).map {
+            SeriesDeclaration(id: UInt32($0), type: .gauge, name: "churn_g", help: "", labels: [Label("i", "\($0)")])
+        }
+        h.connect(1, process: "churn", declaring: Self.hogGauges(2) + gauges)
+        #expect(h.dropped(.clientLimit) == "2")
+        for cycle in 0..<20_000 {
+            let gauge = gauges[cycle % 3]
+            h.send(1, .retire([gauge.id]))
+            h.send(1, .declare([gauge]))
+        }
+        #expect(h.registry.pendingQueueEntries <= 2 * 2 + 64 + 1, "\(h.registry.pendingQueueEntries) entries")
+        #expect(h.value("taskwatch_series") == "3")
+    }
+
+    /// What waiting declarations are counted as covers what they take on the heap (a review measured
+    /// twice the earlier estimate in resident memory): wide declarations of long strings, held waiting,
+    /// against glibc's count of bytes in use.
+    @Test func theCostOfAWaitingDeclarationCoversItsHeap() {
+        var limits = RegistryLimits()
+        limits.maxSeries = 1
+        for labels in [0, 1, 8, 32] {
+            let h = Harness(limits: limits)
+            h.connect(1, process: "hog", declaring: Self.hogGauges(1))
+            h.open(2, pid: 2)
+            h.hello(2, process: "vic")
+            let declarations = (0..<2_000).map { id in
+                SeriesDeclaration(
+                    id: UInt32(1_000 + id), type: .gauge, name: "wide_gauge_name_\(id % 10)", help: "sixteen byte help",
+                    labels: (0..<labels).map { Label("label_name_\($0)_xxxxx", "label_value_\($0)_\(id)_yyyyy") })
+            }
+            // Encoded before the count starts: what grows is what the registry decoded and keeps.
+            let frames = stride(from: 0, to: 2_000, by: 50).map { Frame.declare(Array(declarations[$0..<($0 + 50)])) }
+            let encoded = frames.flatMap { FrameEncoder.encode($0) }
+            let before = tw_heap_stats_read().in_use_bytes
+            for bytes in encoded { h.send(2, bytes) }
+            let grown = Int(tw_heap_stats_read().in_use_bytes) - Int(before)
+            #expect(h.dropped(.globalLimit) == "2000")
+            #expect(grown > 0)
+            #expect(
+                h.registry.pendingBytes >= grown,
+                "\(labels) labels: counted \(h.registry.pendingBytes) bytes for \(grown) allocated")
+        }
+    }
+
 }

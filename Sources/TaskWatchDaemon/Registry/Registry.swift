@@ -326,6 +326,10 @@ public final class Registry: IngestSink, Sendable {
     /// What waiting declarations hold, all connections together: for tests that nothing is left behind.
     var pendingBytes: Int { state.withLock { $0.pendingBytes } }
 
+    /// Entries in every connection's queue of waiting declarations, stale ones included: for tests that
+    /// the queue stays bounded.
+    var pendingQueueEntries: Int { state.withLock { $0.clients.values.reduce(0) { $0 + $1.pendingOrder.count } } }
+
     public func tick(nowNanoseconds: UInt64) {
         let now = clock.monotonicNanoseconds()
         state.withLock { state in
