@@ -18,9 +18,7 @@ import TaskWatchWire
 /// `Recorder`, a `Timer` with an aggregating `Recorder` (in the bounds of the one made first). Once
 /// every holder has destroyed one, its series is retired and leaves the daemon's `/metrics`. Counters
 /// and gauges are updated with atomics, so the hot path takes no lock; `make*` and `destroy*` (rare)
-/// take one. Every update also wakes the reporter when it has gone quiet (one load of a flag, as a
-/// spawn does), so it reaches the daemon within about one report interval even when it comes from a
-/// thread that runs no task in an otherwise idle process. Non-finite values and amounts are ignored, negative counter increments too, and a total
+/// take one. Non-finite values and amounts are ignored, negative counter increments too, and a total
 /// stops at its largest value (`Int64.max`, the largest finite `Double`) rather than wrap.
 ///
 /// `make*` returns a handler that drops everything, counted in `seriesDropped`, for a series the daemon

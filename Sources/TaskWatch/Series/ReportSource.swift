@@ -1,4 +1,3 @@
-import CTaskWatchRuntime
 import TaskWatchWire
 
 /// Something that reports extra series through the TaskWatch reporter (the swift-metrics backend is one).
@@ -32,23 +31,5 @@ public struct ReportBuilder {
     public mutating func histogram(_ id: SeriesID, buckets: [UInt64], sum: Double) {
         guard !sum.isNaN else { return }
         histograms.append(HistogramUpdate(id: id.rawValue, buckets: buckets, sum: sum))
-    }
-}
-
-extension TaskWatch {
-    /// Wakes the reporter if it is quiet, so that a value a source has just changed goes out within one
-    /// report interval instead of at the end of the idle back-off (up to a second). The swift-metrics
-    /// backend calls it on every update: spawns and executor jobs wake a quiet reporter, but an update
-    /// from a thread that runs no task (the main thread, an event loop) in an otherwise idle process did
-    /// not. One load of a flag that changes only when the reporter goes quiet or wakes; the wake itself,
-    /// a system call, is made by the first update after the reporter went quiet, as for spawns.
-    ///
-    /// An update between a report's collection and the reporter going quiet (a few microseconds) is
-    /// not seen by this check: it waits for the next scheduled report, as every update did before.
-    @inlinable
-    package static func wakeQuietReporter() {
-        #if !TASKWATCH_SILENT
-            if tw_reporter_is_idle() != 0 { tw_reporter_wake() }
-        #endif
     }
 }

@@ -52,7 +52,6 @@ final class CounterBox: CounterHandler, FloatingPointCounterHandler, ReportingHa
             // below stop there), and from there wrapping at 2^64 takes 2^31 adds of 4 GiB each: the
             // report clamps what it reads instead.
             integer.wrappingAdd(UInt64(amount), ordering: .relaxed)
-            TaskWatch.wakeQuietReporter()
             return
         }
         // Amounts that could reach 2^64 from a total near `Int64.max`: a compare-and-swap that stops at
@@ -63,16 +62,14 @@ final class CounterBox: CounterHandler, FloatingPointCounterHandler, ReportingHa
             let next = min(current + UInt64(amount), Self.saturated)
             let (exchanged, original) = integer.weakCompareExchange(
                 expected: current, desired: next, ordering: .relaxed)
-            if exchanged { break }
+            if exchanged { return }
             current = original
         }
-        TaskWatch.wakeQuietReporter()
     }
 
     func increment(by amount: Double) {
         guard amount > 0, amount.isFinite else { return }
         atomicAdd(floatingPointBits, amount)
-        TaskWatch.wakeQuietReporter()
     }
 
     func reset() {}
@@ -101,17 +98,14 @@ final class GaugeBox: MeterHandler, RecorderHandler, ReportingHandler {
     func set(_ value: Double) {
         guard value.isFinite else { return }
         bits.store(value.bitPattern, ordering: .relaxed)
-        TaskWatch.wakeQuietReporter()
     }
     func increment(by amount: Double) {
         guard amount.isFinite else { return }
         atomicAdd(bits, amount)
-        TaskWatch.wakeQuietReporter()
     }
     func decrement(by amount: Double) {
         guard amount.isFinite else { return }
         atomicAdd(bits, -amount)
-        TaskWatch.wakeQuietReporter()
     }
     func record(_ value: Int64) { set(Double(value)) }
     func record(_ value: Double) { set(value) }
@@ -132,12 +126,9 @@ final class HistogramBox: RecorderHandler, TimerHandler, ReportingHandler {
         histogram = AtomicHistogram(bounds: bounds)
     }
 
-    func record(_ value: Int64) { record(Double(value)) }
-    func record(_ value: Double) {
-        histogram.record(value)
-        TaskWatch.wakeQuietReporter()
-    }
-    func recordNanoseconds(_ duration: Int64) { record(Double(duration) / 1e9) }
+    func record(_ value: Int64) { histogram.record(Double(value)) }
+    func record(_ value: Double) { histogram.record(value) }
+    func recordNanoseconds(_ duration: Int64) { histogram.record(Double(duration) / 1e9) }
 
     func report(into report: inout ReportBuilder) {
         let snapshot = histogram.snapshot()
