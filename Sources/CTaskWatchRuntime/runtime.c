@@ -70,6 +70,13 @@ void tw_reporter_wake(void) {
     syscall(SYS_futex, &wake_sequence, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX, NULL, NULL, 0);
 }
 
+void tw_reporter_interrupt(void) {
+    atomic_fetch_add_explicit(&wake_sequence, 1, memory_order_release);
+    syscall(SYS_futex, &wake_sequence, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX, NULL, NULL, 0);
+}
+
+uint32_t tw_reporter_sequence(void) { return atomic_load_explicit(&wake_sequence, memory_order_acquire); }
+
 uint32_t tw_reporter_idle_begin(void) {
     uint32_t sequence = atomic_load_explicit(&wake_sequence, memory_order_acquire);
     // Sequentially consistent, so that the reporter's re-check of the counters after this store

@@ -26,7 +26,10 @@ public enum TaskWatch {
     /// them through its grace period as it does for a crash. It does nothing in a child forked from
     /// the process that started the reporter, once `shutdown` ran, or when the running reporter's
     /// `Configuration.saysGoodbyeAtExit` is false. A process ended by a signal (SIGKILL, or SIGTERM
-    /// without a handler) or by `_exit` runs no handler: the daemon sees a crash.
+    /// without a handler) or by `_exit` runs no handler: the daemon sees a crash. Nor is the goodbye
+    /// sure when two threads call `exit` at once (glibc lets the second end the process while the
+    /// first waits), when another thread holds the reporter's slot at that moment, or when `exit` is
+    /// called on the reporter thread itself.
     @discardableResult
     public static func start(_ configuration: Configuration = .init()) -> Bool {
         #if TASKWATCH_SILENT
@@ -162,9 +165,11 @@ enum ExitHook {
     }
 
     private static func run() {
-        guard installer.load(ordering: .relaxed) == getpid(),
-            Reporter.shared?.configuration.saysGoodbyeAtExit == true
-        else { return }
-        TaskWatch.shutdown(timeout: timeout)
+        guard installer.load(ordering: .relaxed) == getpid(), let reporter = Reporter.takeSharedForExit() else {
+            return
+        }
+        // An exit from the reporter thread itself (inside a report source) cannot wait for that thread.
+        guard !reporter.isCurrentThread else { return }
+        _ = reporter.shutdown(timeout: timeout)
     }
 }

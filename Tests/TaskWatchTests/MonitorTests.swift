@@ -425,6 +425,25 @@ func uniqueMonitor(_ label: String) -> TaskMonitor {
                 "TaskWatch: TASKWATCH_INTERVAL=\"999999999999\" is above the longest interval, 999999999999999ns; "
                     + "using 999999999999999ns"
             ])
+        // Zero asks for no interval, not the shortest: the profile's is used (it made a 100 µs reporter
+        // and said "using 1ns"). Below the reporter's floor, the floor is used and said.
+        for zero in ["0", "0ms", "0.0s", " 0 "] {
+            let configuration = Configuration(environment: ["TASKWATCH_INTERVAL": zero])
+            #expect(configuration.interval == Profile.reportInterval)
+            #expect(
+                configuration.noticeLines == ["TaskWatch: TASKWATCH_INTERVAL=\"\(zero)\" is zero; using \(interval)"])
+        }
+        let tiny = Configuration(environment: ["TASKWATCH_INTERVAL": "5us"])
+        #expect(tiny.interval == .microseconds(100))
+        #expect(
+            tiny.noticeLines == [
+                "TaskWatch: TASKWATCH_INTERVAL=\"5us\" is below the shortest report interval, 100us; using 100us"
+            ])
+        // TASKWATCH_PROCESS and TASKWATCH_SOCKET are read the same way: trimmed, empty as unset.
+        let spaced = Configuration(environment: ["TASKWATCH_PROCESS": " api\t", "TASKWATCH_SOCKET": " /tmp/x.sock "])
+        #expect(spaced.processName == "api")
+        #expect(spaced.socketPath == "/tmp/x.sock")
+        #expect(Configuration(environment: ["TASKWATCH_PROCESS": "  "]).processName == Configuration.executableName())
         // A value with a line break stays on one line; a long one is cut.
         let escaped = Configuration(environment: ["TASKWATCH_INTERVAL": "1\n" + String(repeating: "x", count: 100)])
         #expect(escaped.noticeLines.count == 1)

@@ -15,7 +15,9 @@ func makeReporter(
     configuration.processName = "reporter-test"
     configuration.interval = interval
     configuration.probeInterval = probe
-    configuration.labels = ["region": "test", "pid": "forbidden", "process": "forbidden", "le": "forbidden"]
+    configuration.labels = [
+        "region": "test", "pid": "forbidden", "process": "forbidden", "le": "forbidden", "quantile": "forbidden",
+    ]
     return Reporter(configuration: configuration)
 }
 
@@ -795,6 +797,36 @@ func makeReporter(
             #expect(TaskWatch.start(configuration))
             #expect(!(await Task.detached { TaskWatch.shutdown(timeout: .seconds(5)) }.value))
             #expect(!TaskWatch.isRunning)
+        #endif
+    }
+
+    /// With a long interval a busy reporter sub-samples every 250 ms; a stop must not wait that out, or
+    /// the exit handler's 100 ms pass with no goodbye (a review: every exit after recent tasks, with
+    /// `TASKWATCH_INTERVAL=1s`, looked like a crash).
+    @Test func aSubsamplingReporterSaysGoodbyeWithinTheExitHandlersBound() async throws {
+        TaskWatch.shutdown(timeout: .seconds(5))
+        let daemon = FakeDaemon()
+        daemon.listen()
+        var configuration = Configuration(environment: [:])
+        configuration.socketPath = daemon.path
+        configuration.interval = .seconds(2)
+        let started = TaskWatch.start(configuration)
+        #if TASKWATCH_SILENT
+            #expect(!started)
+        #else
+            #expect(started)
+            #expect(try await daemon.waitFor { !$0.declarations.isEmpty })
+            let monitor = TaskMonitor("goodbye_subsampling")
+            for round in 0..<5 {
+                // Spawns keep the reporter sub-sampling (its sleeps last a quarter of the interval, at most
+                // 250 ms); the stop comes in the middle of one.
+                for _ in 0..<100 { _ = await monitor.task { round }.value }
+                try await Task.sleep(for: .milliseconds(60))
+                if round < 4 { continue }
+                #expect(await Task.detached { TaskWatch.shutdown(timeout: .milliseconds(100)) }.value)
+                #expect(try await daemon.waitFor { $0.clientClosed })
+                #expect(daemon.frames.last == .goodbye)
+            }
         #endif
     }
 

@@ -49,6 +49,14 @@ void tw_reporter_wake(void);
 /// pass to `tw_reporter_idle_wait`, so a wake that comes between the two is not lost.
 uint32_t tw_reporter_idle_begin(void);
 
+/// Wakes the reporter from any `tw_reporter_idle_wait`, quiet or sub-sampling, whatever the idle flag:
+/// for a stop or flush request, never for the spawn path (a syscall every time).
+void tw_reporter_interrupt(void);
+
+/// The current wake sequence, for a `tw_reporter_idle_wait` that only `tw_reporter_interrupt` (or a
+/// quiet wake) ends: the sub-sampling sleep, which leaves the idle flag clear so spawns never wake it.
+uint32_t tw_reporter_sequence(void);
+
 /// Sleeps until `deadline_ns` on `CLOCK_MONOTONIC` or until a wake after `tw_reporter_idle_begin`
 /// returned `sequence`. Returns 1 when woken (or already woken), 0 on the deadline or a signal.
 int tw_reporter_idle_wait(uint32_t sequence, uint64_t deadline_ns);

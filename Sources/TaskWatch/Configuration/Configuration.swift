@@ -44,9 +44,14 @@ public struct Configuration: Sendable {
 
     /// A configuration from the given environment, by default the process's own.
     public init(environment: [String: String]? = nil) {
-        let environment = environment ?? Environment.current()
+        var environment = environment ?? Environment.current()
+        // Read as every variable is (`Environment`): surrounding whitespace ignored, empty as unset.
+        for variable in ["TASKWATCH_SOCKET", "TASKWATCH_PROCESS"] {
+            let trimmed = environment[variable]?.trimmingASCIIWhitespace()
+            environment[variable] = trimmed?.isEmpty == false ? trimmed : nil
+        }
         socketPath = SocketLocation.clientPath(environment: environment, uid: UInt32(getuid()))
-        processName = environment["TASKWATCH_PROCESS"].flatMap { $0.isEmpty ? nil : $0 } ?? Self.executableName()
+        processName = environment["TASKWATCH_PROCESS"] ?? Self.executableName()
         let (interval, intervalNotice) = Environment.interval(environment)
         self.interval = interval ?? Profile.reportInterval
         probeInterval = Profile.probeInterval

@@ -99,12 +99,27 @@ enum Environment {
         }
     }
 
+    /// The shortest report interval the reporter keeps (`Reporter.init`).
+    static let shortestReport: Duration = .microseconds(100)
+
     /// `TASKWATCH_INTERVAL`: the interval to use, or nil for the profile's, and a notice when the value
     /// was not taken as written.
     static func interval(_ environment: [String: String]) -> (interval: Duration?, notice: EnvironmentNotice?) {
         let variable = "TASKWATCH_INTERVAL"
         guard let raw = environment[variable], !raw.trimmingASCIIWhitespace().isEmpty else { return (nil, nil) }
-        switch readDuration(raw) {
+        // Digits all zero asks for no interval at all, not the shortest: the profile's is used.
+        let digits = raw.unicodeScalars.filter { ("0"..."9").contains($0) }
+        let reading = readDuration(raw)
+        if reading != .malformed, !digits.isEmpty, digits.allSatisfy({ $0 == "0" }) {
+            return (nil, EnvironmentNotice(variable, raw, "is zero"))
+        }
+        switch reading {
+        case .valid(let duration) where duration < Self.shortestReport,
+            .clamped(let duration, _) where duration < Self.shortestReport:
+            // The reporter's own floor (`Reporter.init`), so the notice says what is used.
+            return (
+                Self.shortestReport, EnvironmentNotice(variable, raw, "is below the shortest report interval, 100us")
+            )
         case .valid(let duration): return (duration, nil)
         case .clamped(let duration, let reason): return (duration, EnvironmentNotice(variable, raw, reason))
         case .malformed:
@@ -152,7 +167,7 @@ struct EnvironmentNotice: Sendable, Equatable {
 extension String {
     /// Without leading and trailing spaces, tabs, line feeds, carriage returns, vertical tabs and form
     /// feeds.
-    fileprivate func trimmingASCIIWhitespace() -> String {
+    func trimmingASCIIWhitespace() -> String {
         let isSpace: (Unicode.Scalar) -> Bool = { $0 == " " || ("\t"..."\r").contains($0) }
         let scalars = unicodeScalars.drop(while: isSpace)
         var end = scalars.endIndex

@@ -13,10 +13,4 @@ enum MonotonicClock {
         clock_gettime(CLOCK_MONOTONIC, &spec)
         return UInt64(spec.tv_sec) &* 1_000_000_000 &+ UInt64(spec.tv_nsec)
     }
-
-    /// Sleeps until the monotonic clock reaches `deadline`; returns early on a signal, which callers tolerate.
-    static func sleep(until deadline: UInt64) {
-        var spec = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
-        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &spec, nil)
-    }
 }

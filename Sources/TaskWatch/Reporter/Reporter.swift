@@ -55,6 +55,24 @@ final class Reporter: @unchecked Sendable {
         }
     }
 
+    /// As `takeShared`, for the exit handler: only a reporter that says goodbye at exit, and nil at once
+    /// when the slot's lock is held, even by this thread. An `exit` from a signal handler that
+    /// interrupted this thread inside the lock would otherwise take it again, which traps (a review
+    /// crashed a process so).
+    static func takeSharedForExit() -> Reporter? {
+        let taken = sharedReporter.withLockIfAvailable { current -> Reporter? in
+            guard let reporter = current, reporter.configuration.saysGoodbyeAtExit else { return nil }
+            current = nil
+            return reporter
+        }
+        return taken ?? nil
+    }
+
+    /// Whether the calling thread is this reporter's own (an `exit` from inside a report source).
+    var isCurrentThread: Bool {
+        runningThread.load(ordering: .relaxed) == UInt(bitPattern: Int(bitPattern: pthread_self()))
+    }
+
     /// Starts the reporter `make` returns and keeps it in `slot`, unless `slot` holds one already. False
     /// when it does, or when the thread could not be created: then `slot` stays empty, so that a later
     /// call tries again.
@@ -86,6 +104,8 @@ final class Reporter: @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
     /// Set by the thread when it has said goodbye (or had no one to say it to) and is about to end.
     private let threadFinished = Atomic<Bool>(false)
+    /// `pthread_self()` of the reporter thread while it runs; 0 before.
+    private let runningThread = Atomic<UInt>(0)
     /// Whether the goodbye went out.
     private let goodbyeSent = Atomic<Bool>(false)
     /// Set when `shutdown` gave up waiting and detached the thread, which then still owns the connection.
@@ -247,7 +267,7 @@ final class Reporter: @unchecked Sendable {
         // Sequentially consistent, paired with the quiet reporter's flag store then load of this: either
         // the reporter sees the request before it sleeps, or this wake finds its flag set.
         stopRequested.store(true, ordering: .sequentiallyConsistent)
-        if tw_reporter_is_idle() != 0 { tw_reporter_wake() }
+        if tw_reporter_is_idle() != 0 { tw_reporter_wake() } else { tw_reporter_interrupt() }
     }
 
     /// Sends the goodbye, so that the daemon drops this process's series at once when the connection
@@ -271,7 +291,7 @@ final class Reporter: @unchecked Sendable {
         // Sequentially consistent, paired with the quiet reporter's flag store then load of this, as for
         // `stop`: either it sees the request before it sleeps, or this wake finds its flag set.
         flushRequested.store(true, ordering: .sequentiallyConsistent)
-        if tw_reporter_is_idle() != 0 { tw_reporter_wake() }
+        if tw_reporter_is_idle() != 0 { tw_reporter_wake() } else { tw_reporter_interrupt() }
         let deadline = MonotonicClock.now() + timeout.nanoseconds
         while lastReportDone.load(ordering: .acquiring) < target {
             if stopRequested.load(ordering: .relaxed) || MonotonicClock.now() >= deadline { return false }
@@ -281,6 +301,7 @@ final class Reporter: @unchecked Sendable {
     }
 
     private func run() {
+        runningThread.store(UInt(bitPattern: Int(bitPattern: pthread_self())), ordering: .relaxed)
         var now = MonotonicClock.now()
         var nextSample = now
         var nextProbe = now
@@ -314,7 +335,12 @@ final class Reporter: @unchecked Sendable {
                 if subsampling { nextSample = min(nextSample, now + samplePeriod) }
             }
             guard !subsampling else {
-                MonotonicClock.sleep(until: min(nextSample, nextProbe, nextReport))
+                // On the futex, not a timer: a stop or flush (the exit handler's goodbye) must not wait out
+                // a sample period of up to 250 ms. The sequence is read before the requests are checked,
+                // so a request made after the check has moved it and the wait returns at once.
+                let sequence = tw_reporter_sequence()
+                if stopRequested.load(ordering: .acquiring) || flushRequested.load(ordering: .acquiring) { continue }
+                _ = tw_reporter_idle_wait(sequence, min(nextSample, nextProbe, nextReport))
                 continue
             }
             guard waitQuietly(until: min(nextProbe, nextReport)) else { continue }
@@ -585,8 +611,9 @@ final class Reporter: @unchecked Sendable {
         var labels: [Label] = []
         for (name, value) in configuration.labels.sorted(by: { $0.key < $1.key }) where labels.count < Wire.maxLabels {
             let sanitized = Names.sanitizeLabelName(name)
-            // `process` and `pid` are the daemon's to set, and `le` is every histogram bucket's own.
-            if sanitized == "process" || sanitized == "pid" || sanitized == "le"
+            // `process` and `pid` are the daemon's to set, `le` is every histogram bucket's own, and
+            // promtool refuses `quantile` on anything but a summary.
+            if sanitized == "process" || sanitized == "pid" || sanitized == "le" || sanitized == "quantile"
                 || sanitized.utf8.count > Wire.maxNameLength
                 || labels.contains(where: { $0.name == sanitized })
             {
