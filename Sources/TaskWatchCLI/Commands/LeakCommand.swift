@@ -49,6 +49,8 @@ struct LeakCommand: AsyncParsableCommand {
         configuration.processName =
             process ?? Environment.variables()["TASKWATCH_PROCESS"].flatMap { $0.isEmpty ? nil : $0 }
             ?? "taskwatch-leak"
+        // The leak's final counts stay on /metrics for the daemon's grace period, as stress's do.
+        configuration.saysGoodbyeAtExit = false
         let disabled = Instrumentation.disabledReason(configuration)
         if disabled == nil, let warning = IngestSocket.warning(configuration.socketPath) {
             Terminal.line(warning, to: STDERR_FILENO)
