@@ -18,12 +18,8 @@ public final class Heartbeat: Sendable {
     /// `CLOCK_MONOTONIC` nanoseconds of the last `beat()`.
     public var lastBeatNanoseconds: UInt64 { last.load(ordering: .relaxed) }
 
-    /// `CLOCK_MONOTONIC` in nanoseconds.
-    public static func now() -> UInt64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &spec)
-        return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
-    }
+    /// `CLOCK_MONOTONIC` in nanoseconds, as the registry reads it.
+    public static func now() -> UInt64 { SystemClock().monotonicNanoseconds() }
 }
 
 /// The requests being handled right now, by when each began.

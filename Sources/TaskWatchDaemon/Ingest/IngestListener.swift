@@ -526,11 +526,7 @@ private final class EventLoop {
     }
 }
 
-private func monotonicNanoseconds() -> UInt64 {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-}
+private func monotonicNanoseconds() -> UInt64 { SystemClock().monotonicNanoseconds() }
 
 private func nanoseconds(_ duration: Duration) -> UInt64 {
     let (seconds, attoseconds) = duration.components
