@@ -1,4 +1,3 @@
-import Glibc
 import Synchronization
 
 /// When a thread of the daemon last made progress, so that the systemd watchdog and `/-/healthy` see a

@@ -267,6 +267,12 @@ final class Reporter: @unchecked Sendable {
         // Sequentially consistent, paired with the quiet reporter's flag store then load of this: either
         // the reporter sees the request before it sleeps, or this wake finds its flag set.
         stopRequested.store(true, ordering: .sequentiallyConsistent)
+        wakeForRequest()
+    }
+
+    /// Wakes the thread for a stop or flush request, quiet or sub-sampling: a quiet one through the idle
+    /// flag (clearing it), a sub-sampling one through the sequence its sleep waits on.
+    private func wakeForRequest() {
         if tw_reporter_is_idle() != 0 { tw_reporter_wake() } else { tw_reporter_interrupt() }
     }
 
@@ -291,7 +297,7 @@ final class Reporter: @unchecked Sendable {
         // Sequentially consistent, paired with the quiet reporter's flag store then load of this, as for
         // `stop`: either it sees the request before it sleeps, or this wake finds its flag set.
         flushRequested.store(true, ordering: .sequentiallyConsistent)
-        if tw_reporter_is_idle() != 0 { tw_reporter_wake() } else { tw_reporter_interrupt() }
+        wakeForRequest()
         let deadline = MonotonicClock.now() + timeout.nanoseconds
         while lastReportDone.load(ordering: .acquiring) < target {
             if stopRequested.load(ordering: .relaxed) || MonotonicClock.now() >= deadline { return false }
