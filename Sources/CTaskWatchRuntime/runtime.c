@@ -77,11 +77,11 @@ void tw_reporter_interrupt(void) {
 
 uint32_t tw_reporter_sequence(void) { return atomic_load_explicit(&wake_sequence, memory_order_acquire); }
 
-uint32_t tw_reporter_idle_begin(void) {
+uint32_t tw_reporter_idle_begin(uint32_t level) {
     uint32_t sequence = atomic_load_explicit(&wake_sequence, memory_order_acquire);
     // Sequentially consistent, so that the reporter's re-check of the counters after this store
     // cannot be ordered before it.
-    __atomic_store_n(&tw_reporter_idle_flag, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&tw_reporter_idle_flag, level, __ATOMIC_SEQ_CST);
     return sequence;
 }
 

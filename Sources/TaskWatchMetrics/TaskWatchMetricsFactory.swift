@@ -18,7 +18,10 @@ import TaskWatchWire
 /// `Recorder`, a `Timer` with an aggregating `Recorder` (in the bounds of the one made first). Once
 /// every holder has destroyed one, its series is retired and leaves the daemon's `/metrics`. Counters
 /// and gauges are updated with atomics, so the hot path takes no lock; `make*` and `destroy*` (rare)
-/// take one. Non-finite values and amounts are ignored, negative counter increments too, and a total
+/// take one. An update that changes a value wakes a reporter that has backed off while nothing changed
+/// (`TaskWatch.reportSourceChanged`), so it reaches the daemon within about one report interval even
+/// from a thread that runs no task; a gauge set to the value it holds changes nothing and wakes
+/// nothing. Non-finite values and amounts are ignored, negative counter increments too, and a total
 /// stops at its largest value (`Int64.max`, the largest finite `Double`) rather than wrap.
 ///
 /// `make*` returns a handler that drops everything, counted in `seriesDropped`, for a series the daemon

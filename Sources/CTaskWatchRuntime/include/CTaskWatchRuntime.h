@@ -40,14 +40,28 @@ extern uint32_t tw_reporter_idle_flag;
 /// and the report waits up to a second. On x86 these are the same instructions as relaxed ones.
 static inline int tw_reporter_is_idle(void) { return __atomic_load_n(&tw_reporter_idle_flag, __ATOMIC_SEQ_CST) != 0; }
 
+/// `tw_reporter_idle_flag` of a quiet reporter that has also backed off (its next report is more than
+/// one interval away) while connected to a daemon: the level at which a changed value of a report
+/// source, not only a spawn or a job, is worth a wake-up.
+#define TW_REPORTER_BACKED_OFF 2u
+
+/// Whether a reporter has backed off and would report a changed value late: one load, for the
+/// swift-metrics backend's updates (which then call `tw_reporter_wake`). Relaxed: unlike a spawn, an
+/// update has no handshake with the reporter (it does not re-read every value before it sleeps), so an
+/// update just before the flag is set waits for the next scheduled report, as all did before.
+static inline int tw_reporter_is_backed_off(void) {
+    return __atomic_load_n(&tw_reporter_idle_flag, __ATOMIC_RELAXED) == TW_REPORTER_BACKED_OFF;
+}
+
 /// The slow path after `tw_reporter_is_idle()` returned true: clears the flag and wakes every quiet
 /// reporter. Of the many threads that may race here, only the one that clears the flag makes the
 /// system call.
 void tw_reporter_wake(void);
 
-/// Announces that the calling reporter is going quiet: sets the flag and returns the wake sequence to
-/// pass to `tw_reporter_idle_wait`, so a wake that comes between the two is not lost.
-uint32_t tw_reporter_idle_begin(void);
+/// Announces that the calling reporter is going quiet: sets the flag to `level` (1, or
+/// `TW_REPORTER_BACKED_OFF`) and returns the wake sequence to pass to `tw_reporter_idle_wait`, so a wake
+/// that comes between the two is not lost.
+uint32_t tw_reporter_idle_begin(uint32_t level);
 
 /// Wakes the reporter from any `tw_reporter_idle_wait`, quiet or sub-sampling, whatever the idle flag:
 /// for a stop or flush request, never for the spawn path (a syscall every time).

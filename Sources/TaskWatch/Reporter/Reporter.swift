@@ -27,7 +27,10 @@ import TaskWatchWire
 /// a plain timer, with `tw_reporter_idle_flag` set. The spawn path (`TaskCounts.created`) and the
 /// global-enqueue hook check that flag with one relaxed load and, only when it is set, clear it and wake
 /// the reporter, which returns at once to the normal cadence and sub-sampling: the first report after
-/// a quiet spell goes out within one normal interval of the first spawn.
+/// a quiet spell goes out within one normal interval of the first spawn. Once the reporter has backed
+/// off (and is connected), the first changed value of a report source (a swift-metrics update from a
+/// thread that runs no task) wakes it the same way; unchanged values do not, so a gauge set to the same
+/// value every few milliseconds costs no wake-ups.
 ///
 /// A report that cannot go out (no daemon, or one that does not read) is not activity: an idle process
 /// keeps backing off to one report a second while its daemon is gone, so after a daemon restart it
@@ -349,8 +352,12 @@ final class Reporter: @unchecked Sendable {
                 _ = tw_reporter_idle_wait(sequence, min(nextSample, nextProbe, nextReport))
                 continue
             }
-            guard waitQuietly(until: min(nextProbe, nextReport)) else { continue }
-            // Woken by a spawn or an enqueued job: the normal cadence, at once.
+            // Backed off and connected, a changed swift-metrics value wakes it too (`TW_REPORTER_BACKED_OFF`);
+            // at its normal cadence the next report is at most an interval away anyway, and a report
+            // that cannot go out is not worth a wake-up.
+            let backedOff = reportPeriod > interval && connection != nil
+            guard waitQuietly(until: min(nextProbe, nextReport), backedOff: backedOff) else { continue }
+            // Woken by a spawn, an enqueued job or a changed value: the normal cadence, at once.
             now = MonotonicClock.now()
             subsampling = true
             quietReports = 0
@@ -373,8 +380,8 @@ final class Reporter: @unchecked Sendable {
     }
 
     /// Sleeps until `deadline` unless woken; true when woken, or when there is work already.
-    private func waitQuietly(until deadline: UInt64) -> Bool {
-        let sequence = tw_reporter_idle_begin()
+    private func waitQuietly(until deadline: UInt64, backedOff: Bool) -> Bool {
+        let sequence = tw_reporter_idle_begin(backedOff ? TW_REPORTER_BACKED_OFF : 1)
         // Re-checked after the flag is set: a spawn or a stop that came just before it would not have
         // seen it and woken us.
         if stopRequested.load(ordering: .sequentiallyConsistent) { return false }

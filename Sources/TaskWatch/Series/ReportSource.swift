@@ -1,3 +1,4 @@
+import CTaskWatchRuntime
 import TaskWatchWire
 
 /// Something that reports extra series through the TaskWatch reporter (the swift-metrics backend is one).
@@ -11,6 +12,24 @@ public protocol ReportSource: AnyObject, Sendable {
     /// Adds the current value of each of this source's live series. Called on the reporter thread;
     /// keep it quick and never block.
     func collect(into report: inout ReportBuilder)
+}
+
+extension TaskWatch {
+    /// Tells the reporter that a source's value has just changed; call it after the change, on any
+    /// thread. A reporter that has backed off while nothing changed (reports up to a second apart)
+    /// comes back to its normal cadence, so the value goes out within about one report interval;
+    /// otherwise it does nothing. Spawns and executor jobs wake the reporter by themselves, a source's
+    /// update from a thread that runs no task (the main thread, an event loop) does not. Call it only
+    /// for a value that differs from before: each call on a backed-off reporter costs a wake-up.
+    ///
+    /// One relaxed load when the reporter is not backed off. An update made in the microseconds between
+    /// a report's collection and the reporter backing off waits for the next scheduled report.
+    @inlinable
+    public static func reportSourceChanged() {
+        #if !TASKWATCH_SILENT
+            if tw_reporter_is_backed_off() != 0 { tw_reporter_wake() }
+        #endif
+    }
 }
 
 /// Collects the values of one report.

@@ -52,6 +52,7 @@ final class CounterBox: CounterHandler, FloatingPointCounterHandler, ReportingHa
             // below stop there), and from there wrapping at 2^64 takes 2^31 adds of 4 GiB each: the
             // report clamps what it reads instead.
             integer.wrappingAdd(UInt64(amount), ordering: .relaxed)
+            TaskWatch.reportSourceChanged()
             return
         }
         // Amounts that could reach 2^64 from a total near `Int64.max`: a compare-and-swap that stops at
@@ -62,14 +63,16 @@ final class CounterBox: CounterHandler, FloatingPointCounterHandler, ReportingHa
             let next = min(current + UInt64(amount), Self.saturated)
             let (exchanged, original) = integer.weakCompareExchange(
                 expected: current, desired: next, ordering: .relaxed)
-            if exchanged { return }
+            if exchanged { break }
             current = original
         }
+        TaskWatch.reportSourceChanged()
     }
 
     func increment(by amount: Double) {
         guard amount > 0, amount.isFinite else { return }
         atomicAdd(floatingPointBits, amount)
+        TaskWatch.reportSourceChanged()
     }
 
     func reset() {}
@@ -97,15 +100,23 @@ final class GaugeBox: MeterHandler, RecorderHandler, ReportingHandler {
     func set(_ value: Int64) { set(Double(value)) }
     func set(_ value: Double) {
         guard value.isFinite else { return }
+        // A set to the value already held changes nothing and wakes no reporter: a gauge set every few
+        // milliseconds to the same value would otherwise keep a backed-off reporter waking as often.
+        // Load then store, not an exchange: concurrent sets have no order anyway, and a store is cheaper
+        // than a locked exchange.
+        guard bits.load(ordering: .relaxed) != value.bitPattern else { return }
         bits.store(value.bitPattern, ordering: .relaxed)
+        TaskWatch.reportSourceChanged()
     }
     func increment(by amount: Double) {
-        guard amount.isFinite else { return }
+        guard amount.isFinite, amount != 0 else { return }
         atomicAdd(bits, amount)
+        TaskWatch.reportSourceChanged()
     }
     func decrement(by amount: Double) {
-        guard amount.isFinite else { return }
+        guard amount.isFinite, amount != 0 else { return }
         atomicAdd(bits, -amount)
+        TaskWatch.reportSourceChanged()
     }
     func record(_ value: Int64) { set(Double(value)) }
     func record(_ value: Double) { set(value) }
@@ -126,9 +137,13 @@ final class HistogramBox: RecorderHandler, TimerHandler, ReportingHandler {
         histogram = AtomicHistogram(bounds: bounds)
     }
 
-    func record(_ value: Int64) { histogram.record(Double(value)) }
-    func record(_ value: Double) { histogram.record(value) }
-    func recordNanoseconds(_ duration: Int64) { histogram.record(Double(duration) / 1e9) }
+    func record(_ value: Int64) { record(Double(value)) }
+    func record(_ value: Double) {
+        guard value.isFinite else { return }  // the histogram ignores it: no change to report
+        histogram.record(value)
+        TaskWatch.reportSourceChanged()
+    }
+    func recordNanoseconds(_ duration: Int64) { record(Double(duration) / 1e9) }
 
     func report(into report: inout ReportBuilder) {
         let snapshot = histogram.snapshot()
