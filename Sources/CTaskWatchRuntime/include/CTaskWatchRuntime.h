@@ -26,7 +26,8 @@ void tw_enqueue_hook_install(void);
 /// Jobs enqueued on the global concurrent executor since the hook was installed.
 uint64_t tw_enqueue_count(void);
 
-/// Nonzero while some reporter is quiet and wants to hear of the next spawn or enqueued job. Written
+/// Nonzero while some reporter is quiet and wants to hear of the next spawn or enqueued job (1, or
+/// `TW_REPORTER_BACKED_OFF` when it also wants to hear of a changed swift-metrics value). Written
 /// only on quiet/active transitions and read on every instrumented spawn and global enqueue, so it sits
 /// on a cache line of its own: no hot counter shares it.
 extern uint32_t tw_reporter_idle_flag;
