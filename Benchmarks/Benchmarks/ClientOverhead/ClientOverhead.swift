@@ -125,6 +125,20 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("counterIncrementPrometheus", configuration: counterConfiguration) { benchmark in
         for _ in benchmark.scaledIterations { prometheus.increment(by: 1) }
     }
+
+    // The `MeterHandler.set(_:)` path (a swift-metrics `Gauge`/`Meter`), a new value every call: ours
+    // checks for a change and whether the reporter has backed off.
+    let ourGauge = TaskWatchMetricsFactory().makeMeter(label: "bench_in_flight", dimensions: [("route", "/")])
+    let prometheusGauge = PrometheusMetricsFactory(registry: PrometheusCollectorRegistry())
+        .makeMeter(label: "bench_in_flight", dimensions: [("route", "/")])
+
+    Benchmark("gaugeSetTaskWatch", configuration: counterConfiguration) { benchmark in
+        for index in benchmark.scaledIterations { ourGauge.set(Double(index)) }
+    }
+
+    Benchmark("gaugeSetPrometheus", configuration: counterConfiguration) { benchmark in
+        for index in benchmark.scaledIterations { prometheusGauge.set(Double(index)) }
+    }
 }
 
 /// The round counter of `spawnRatio`, so consecutive iterations alternate which side runs first.
