@@ -6,7 +6,8 @@
 #                          interleaved rounds, plus controls (SpawnPairs): ordo-one/benchmark
 #                          `spawnRatio` and the same pairs in a plain process (ClientMeasure spawn-ab); the
 #                          separate spawn* benchmarks give absolute times and exact malloc counts
-#   counter increment      ordo-one/benchmark: our swift-metrics backend vs swift-prometheus 2.x
+#   counter increment,     ordo-one/benchmark: our swift-metrics backend vs swift-prometheus 2.x
+#   gauge set
 #   reporter CPU           idle process, /proc/self/stat utime+stime over IDLE_SECONDS, reporter at the
 #                          default 10 ms and with the Stress trait (1 ms), minus a process without it
 #   never blocks           ClientMeasure never-blocks: one process owns a taskwatchd (and a bystander
