@@ -153,6 +153,43 @@ import Testing
         #expect(running.sink.deadlinesPassed.count == 2)
     }
 
+    /// Under a flood, a connection's hello can arrive in time and wait unread behind the other
+    /// connections' frames until after its deadline. Here one frame holds the listener thread instead
+    /// (the marker), so the order is fixed: `late` is accepted, the thread is held, `late`'s hello is
+    /// queued, and the deadline passes before the thread can read it.
+    @Test func aHelloQueuedBeforeItsDeadlineKeepsTheConnectionThoughTheLoopWasBusy() throws {
+        let timeout = 500
+        let running = try RunningListener(
+            sink: RecordingSink(closesSilentConnections: true, stallMarker: 0xEE),
+            options: .init(tickInterval: .milliseconds(10), helloTimeout: .milliseconds(timeout)))
+        // Whatever fails, `stop()` must not wait for a thread held forever.
+        defer { running.sink.releaseStall() }
+        let busy = try Client(path: running.path)
+        // Not silent itself, whenever its own deadline comes.
+        #expect(busy.send(Frame.values([ValueUpdate(id: 1, value: 1)]).bytes) == 0)
+        #expect(eventually { running.sink.frameCount == 1 })
+        let late = try Client(path: running.path)
+        #expect(eventually { running.sink.opened.count == 2 })
+        let lateID = running.sink.opened[1].0
+        #expect(busy.send([0xEE]) == 0)
+        #expect(eventually { running.sink.stalled })
+        // Otherwise this thread was too slow, and `late` was rightly judged silent before the stall.
+        try #require(!running.sink.deadlinesPassed.contains(lateID))
+
+        let hello = Frame.hello(
+            Hello(claimedPID: UInt32(getpid()), intervalNanoseconds: 10_000_000, process: "late", clientVersion: "1"))
+        #expect(late.send(hello.bytes) == 0)
+        usleep(UInt32(timeout + 200) * 1_000)
+        running.sink.releaseStall()
+
+        #expect(eventually { running.sink.deadlinesPassed.contains(lateID) })
+        try #require(running.sink.closed.isEmpty, "the hello was queued in time")
+        #expect(running.sink.frames.first { $0.id == lateID }?.bytes == hello.bytes)
+        #expect(late.send(Frame.goodbye.bytes) == 0)
+        #expect(eventually { running.sink.frames.last?.bytes == Frame.goodbye.bytes })
+        #expect(running.sink.closed.isEmpty)
+    }
+
     @Test func tickRunsWithoutTraffic() throws {
         let running = try RunningListener(options: .init(tickInterval: .milliseconds(10)))
         #expect(eventually { running.sink.ticks >= 5 })

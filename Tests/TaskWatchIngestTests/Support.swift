@@ -23,17 +23,29 @@ final class RecordingSink: IngestSink, Sendable {
     /// Whether a connection that sent no frame by its hello deadline is to be closed.
     private let closesSilentConnections: Bool
     private let deadlines = Mutex<[ConnectionID]>([])
+    /// Frames whose first byte is this hold the listener thread, once recorded, until `releaseStall()`:
+    /// the loop stays busy for as long as a test needs, as under a flood of other connections' frames.
+    private let stallMarker: UInt8?
+    private let stallEntered = Atomic(false)
+    private let stallReleased = DispatchSemaphore(value: 0)
     let peerGroupsOfInterest: Set<UInt32>
 
     init(
         acceptsConnections: Bool = true, disconnectMarker: UInt8? = nil, closesSilentConnections: Bool = false,
-        peerGroupsOfInterest: Set<UInt32> = []
+        stallMarker: UInt8? = nil, peerGroupsOfInterest: Set<UInt32> = []
     ) {
         self.acceptsConnections = acceptsConnections
         self.disconnectMarker = disconnectMarker
         self.closesSilentConnections = closesSilentConnections
+        self.stallMarker = stallMarker
         self.peerGroupsOfInterest = peerGroupsOfInterest
     }
+
+    /// Whether the listener thread is held, or was, by a frame carrying `stallMarker`.
+    var stalled: Bool { stallEntered.load(ordering: .acquiring) }
+
+    /// Lets the listener thread held by a `stallMarker` frame go on.
+    func releaseStall() { stallReleased.signal() }
 
     /// The connections the listener asked about, as their hello deadlines passed.
     var deadlinesPassed: [ConnectionID] { deadlines.withLock { $0 } }
@@ -72,6 +84,10 @@ final class RecordingSink: IngestSink, Sendable {
     func frameReceived(_ id: ConnectionID, bytes: UnsafeRawBufferPointer, truncated: Bool) -> IngestVerdict {
         noteThread()
         events.withLock { $0.append(.frame(id, Array(bytes), truncated: truncated)) }
+        if let stallMarker, bytes.first == stallMarker {
+            stallEntered.store(true, ordering: .releasing)
+            stallReleased.wait()
+        }
         if let disconnectMarker, bytes.first == disconnectMarker { return .disconnect }
         return .keep
     }

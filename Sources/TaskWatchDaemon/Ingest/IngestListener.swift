@@ -35,7 +35,8 @@ public final class IngestListener: @unchecked Sendable {
         /// How long to stop accepting after running out of descriptors or memory.
         public var acceptBackoff: Duration
         /// How long a new connection has to say hello before the sink is asked whether to close it.
-        /// Checked at ticks, so it may take up to one `tickInterval` more.
+        /// Checked at ticks, so it may take up to one `tickInterval` more. A hello queued by then counts
+        /// even if the listener had not read it yet: the connection is read before the sink is asked.
         public var helloTimeout: Duration
         /// How often to check that the socket's path still names the socket bound there (one `lstat`).
         /// Checked at ticks, so it may take up to one `tickInterval` more.
@@ -456,10 +457,18 @@ private final class EventLoop {
 
     /// Asks the sink about every connection whose hello deadline has passed, and closes those it says
     /// to close. Connections already gone are skipped.
+    ///
+    /// Each one's queue is read first: while other connections' frames keep the loop busy, a hello can
+    /// sit unread past the deadline (a round of 256 connections at 64 frames each can take seconds), and
+    /// a client that did say hello in time must not be closed for the daemon's delay. Once in each
+    /// connection's life, and one `recvmmsg` when nothing is queued, as for a client that never said
+    /// hello, which is still closed.
     private func closeSilentConnections(now: UInt64) {
         while helloDeadlinesHead < helloDeadlines.count, helloDeadlines[helloDeadlinesHead].deadline <= now {
             let token = helloDeadlines[helloDeadlinesHead].token
             helloDeadlinesHead += 1
+            guard connections[token] != nil else { continue }
+            serve(token, hangup: false)
             if connections[token] != nil, sink.helloDeadlinePassed(ConnectionID(token)) { closeConnection(token) }
         }
         // Compacted in batches, so each entry is moved O(1) times.
