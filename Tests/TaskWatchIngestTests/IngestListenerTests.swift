@@ -190,6 +190,34 @@ import Testing
         #expect(running.sink.closed.isEmpty)
     }
 
+    /// One round of the loop serves every connection with frames queued, up to 64 frames each: seconds
+    /// under a flood of large frames. The liveness heartbeat is beaten for each connection served, not
+    /// only between rounds, so a thread busy for longer than the stall limit is not taken for a stalled
+    /// one. Here two connections' frames wait for the same round, and each one holds the thread.
+    @Test func theHeartbeatGoesOnWithinARound() throws {
+        let running = try RunningListener(
+            sink: RecordingSink(stallMarker: 0xEE), options: .init(tickInterval: .milliseconds(10)))
+        defer { for _ in 0..<3 { running.sink.releaseStall() } }
+        let first = try Client(path: running.path)
+        let second = try Client(path: running.path)
+        let third = try Client(path: running.path)
+        #expect(eventually { running.sink.opened.count == 3 })
+        // Held by the first, the thread finds the other two ready together in its next round.
+        #expect(first.send([0xEE]) == 0)
+        #expect(eventually { running.sink.stalls == 1 })
+        #expect(second.send([0xEE]) == 0)
+        #expect(third.send([0xEE]) == 0)
+        running.sink.releaseStall()
+        #expect(eventually { running.sink.stalls == 2 })
+        usleep(50_000)
+        let released = Heartbeat.now()
+        running.sink.releaseStall()
+        try #require(eventually { running.sink.stalls == 3 })
+        #expect(
+            running.listener.heartbeat.lastBeatNanoseconds >= released,
+            "no beat between the two connections of one round")
+    }
+
     @Test func tickRunsWithoutTraffic() throws {
         let running = try RunningListener(options: .init(tickInterval: .milliseconds(10)))
         #expect(eventually { running.sink.ticks >= 5 })

@@ -26,7 +26,7 @@ final class RecordingSink: IngestSink, Sendable {
     /// Frames whose first byte is this hold the listener thread, once recorded, until `releaseStall()`:
     /// the loop stays busy for as long as a test needs, as under a flood of other connections' frames.
     private let stallMarker: UInt8?
-    private let stallEntered = Atomic(false)
+    private let stallsEntered = Atomic(0)
     private let stallReleased = DispatchSemaphore(value: 0)
     let peerGroupsOfInterest: Set<UInt32>
 
@@ -42,7 +42,10 @@ final class RecordingSink: IngestSink, Sendable {
     }
 
     /// Whether the listener thread is held, or was, by a frame carrying `stallMarker`.
-    var stalled: Bool { stallEntered.load(ordering: .acquiring) }
+    var stalled: Bool { stalls > 0 }
+
+    /// How many `stallMarker` frames have held the listener thread so far.
+    var stalls: Int { stallsEntered.load(ordering: .acquiring) }
 
     /// Lets the listener thread held by a `stallMarker` frame go on.
     func releaseStall() { stallReleased.signal() }
@@ -85,7 +88,7 @@ final class RecordingSink: IngestSink, Sendable {
         noteThread()
         events.withLock { $0.append(.frame(id, Array(bytes), truncated: truncated)) }
         if let stallMarker, bytes.first == stallMarker {
-            stallEntered.store(true, ordering: .releasing)
+            stallsEntered.add(1, ordering: .releasing)
             stallReleased.wait()
         }
         if let disconnectMarker, bytes.first == disconnectMarker { return .disconnect }

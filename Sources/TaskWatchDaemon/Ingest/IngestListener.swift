@@ -359,6 +359,10 @@ private final class EventLoop {
                     acceptConnections(acceptFailed: acceptFailed)
                 case let token:
                     serve(token, hangup: event.hangup != 0)
+                    // A round serves up to `maxEvents` connections of up to 64 frames each: seconds under a
+                    // flood of large frames (a debug build's estimate neared the 15 s stall limit). Each
+                    // connection served is progress, so a busy thread is not taken for a stalled one.
+                    heartbeat.beat()
                 }
                 if stopRequested() { return }
             }
