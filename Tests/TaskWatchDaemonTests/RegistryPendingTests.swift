@@ -314,4 +314,32 @@ import Testing
         }
     }
 
+    /// A review declared a histogram whose lines alone took more than the connection's byte budget,
+    /// then a gauge, both refused at the daemon's cap: once the hog left, the histogram was refused at
+    /// `byte_limit` at every retry, which stopped there, and the gauge waited for the connection's life
+    /// with the room free. One that could never fit does not wait; the gauge behind it is admitted.
+    @Test func aDeclarationThatCouldNeverFitDoesNotHoldUpTheOthers() {
+        var limits = RegistryLimits()
+        limits.maxSeries = 1
+        limits.maxLabelBytesPerClient = 4_096
+        let h = Harness(limits: limits)
+        // 67 lines of more than 200 bytes each.
+        let histogram = SeriesDeclaration(
+            id: 1, type: .histogram, name: "vic_h", help: "", labels: [Label("v", String(repeating: "x", count: 200))],
+            bounds: (1...64).map(Double.init))
+        h.connect(1, process: "hog", declaring: Self.hogGauges(1))
+        h.connect(2, process: "vic", declaring: [histogram] + Self.victimGauges(1))
+        #expect(h.dropped(.globalLimit) == "2")
+        #expect(h.registry.pendingBytes == PendingDeclaration.cost(of: Self.victimGauges(1)[0]))
+        h.send(1, .goodbye)
+        h.registry.connectionClosed(ConnectionID(1))
+        h.send(2, .values([ValueUpdate(id: 100, value: 7)]))
+        #expect(h.value("vic_g{process=\"vic\",pid=\"2\",i=\"0\"}") == "7")
+        #expect(h.registry.pendingBytes == 0)
+        // Dropped for good: its entries are skipped, not counted, and do not refuse the frame.
+        h.send(2, .histograms([HistogramUpdate(id: 1, buckets: Array(repeating: 0, count: 65), sum: 0)]))
+        #expect(droppedValues(h, .byteLimit) == "0")
+        #expect(h.rejected(.unknownSeries) == "0")
+    }
+
 }

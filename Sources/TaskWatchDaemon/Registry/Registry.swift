@@ -535,18 +535,20 @@ public final class Registry: IngestSink, Sendable {
     /// `maxSeriesPerClient` waiting declarations and `maxLabelBytesPerClient` bytes of them, all
     /// connections together `maxLabelBytes`, counted by `PendingDeclaration.cost` (what one holds in
     /// memory, not what it would add to `/metrics`: waiting, it adds nothing). Past that, it is dropped
-    /// as before. A declaration that breaks a rule of its own (its name or labels) does not wait: it
-    /// could never be admitted.
+    /// as before. A declaration that could never be admitted does not wait: one that breaks a rule of
+    /// its own (its name or labels), or whose lines alone take more bytes than the connection may ever
+    /// hold (`canEverFit`).
     private func wait(
         _ declaration: SeriesDeclaration, refusedFor reason: SeriesRejection, in client: inout ClientState,
         state: inout State
     ) -> Bool {
         guard reason.canWait, client.pending.count < limits.maxSeriesPerClient else { return false }
         let cost = PendingDeclaration.cost(of: declaration)
+        let shownName = declaration.type.exposedName(declaration.name)
         guard client.pendingBytes + cost <= limits.maxLabelBytesPerClient,
             state.pendingBytes + cost <= limits.maxLabelBytes,
-            case .success = Self.checkNames(
-                declaration, shownName: declaration.type.exposedName(declaration.name), hello: client.hello)
+            case .success = Self.checkNames(declaration, shownName: shownName, hello: client.hello),
+            canEverFit(declaration, shownName: shownName, of: client)
         else { return false }
         let first = client.pending.isEmpty
         client.enqueuePending(declaration, reason: reason, cost: cost, hash: SeriesIdentity.hash(declaration))
@@ -554,6 +556,21 @@ public final class Registry: IngestSink, Sendable {
         // Refused just now: nothing fits before a series goes away.
         if first { client.pendingCheckedAt = state.seriesFreed }
         return true
+    }
+
+    /// Whether the declaration's lines fit the byte budgets once everything else the connection and
+    /// the daemon hold has gone, but the connection's own lines. One that does not (a histogram of 256
+    /// bounds is 259 lines: with its and the hello's labels at 65 KB, 16.8 MB, past the default 16 MiB) is
+    /// refused at `byte_limit` at every retry, and as retries go in order and stop at the first refused,
+    /// it kept every declaration refused after it waiting for the connection's life, with room free.
+    private func canEverFit(
+        _ declaration: SeriesDeclaration, shownName: String, of client: borrowing ClientState
+    ) -> Bool {
+        let bytes = Self.chargedBytes(
+            name: shownName, labelText: Escaping.labelText(declaration.labels).count,
+            connectionLabels: client.labelText.count,
+            bounds: declaration.type == .histogram ? declaration.bounds.count : nil)
+        return bytes <= limits.maxLabelBytesPerClient && bytes + client.connectionBytes <= limits.maxLabelBytes
     }
 
     /// Waiting declarations a retry admits at most: about what one declare frame holds, so that a long
