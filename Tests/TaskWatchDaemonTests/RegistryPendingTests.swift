@@ -342,4 +342,28 @@ import Testing
         #expect(h.rejected(.unknownSeries) == "0")
     }
 
+    /// A review had the hog go without a goodbye: its series, held for the grace period, give way to
+    /// any live client's declaration, but the waiting one was not tried until the grace period ended
+    /// (30.1 s against the real daemon), while a client that declared after the hog went was admitted
+    /// at once in its place. Now the waiting one is tried at its client's next frame, and the newcomer
+    /// waits behind it.
+    @Test func aClientGoneIntoItsGracePeriodMakesRoomForWaitingDeclarations() {
+        var limits = RegistryLimits()
+        limits.maxSeries = 1
+        let h = Harness(limits: limits)
+        h.connect(1, process: "hog", declaring: Self.hogGauges(1))
+        h.send(1, .values([ValueUpdate(id: 10, value: 1)]))
+        h.connect(2, process: "vic", declaring: [tasksGauge])
+        #expect(h.dropped(.globalLimit) == "1")
+        h.registry.connectionClosed(ConnectionID(1))
+        #expect(h.value("hog_g{process=\"hog\",pid=\"1\",i=\"0\"}") == "1", "held for its grace period")
+        h.send(2, .values([ValueUpdate(id: 1, value: 5)]))
+        #expect(h.value(Self.victimTasks) == "5")
+        #expect(h.value("hog_g{process=\"hog\",pid=\"1\",i=\"0\"}") == nil)
+        h.connect(3, process: "new", declaring: Self.victimGauges(1))
+        #expect(h.value("vic_g{process=\"new\",pid=\"3\",i=\"0\"}") == nil)
+        #expect(h.dropped(.globalLimit) == "2")
+        #expect(h.value("taskwatch_series") == "1")
+    }
+
 }

@@ -74,8 +74,9 @@ public final class Registry: IngestSink, Sendable {
         var graceHeld = 0
         var connectedCount = 0
         /// Counts the times series went away (retired, or their client removed, or a client without
-        /// series that had said hello): what may make room for a derived `_peak` or a waiting declaration
-        /// refused at a limit.
+        /// series that had said hello) or may be made to (their client gone, held for its grace period,
+        /// which a declaration evicts when it needs the room): what may make room for a derived `_peak`
+        /// or a waiting declaration refused at a limit.
         var seriesFreed: UInt64 = 0
         /// What the waiting declarations of every connection hold, as `PendingDeclaration.cost` counts it.
         var pendingBytes = 0
@@ -307,6 +308,11 @@ public final class Registry: IngestSink, Sendable {
                 state.clients[id] = nil
             } else {
                 state.clients[id] = client
+                // Its series may now give way to a live client's declaration (`evictGraceHeld`), so waiting
+                // ones are tried again as if they had gone. Without this they were not tried until the
+                // grace period ended, 30 s, while a declaration made meanwhile was admitted at once in
+                // their place: a waiting series came back after every newcomer's.
+                state.seriesFreed &+= 1
                 state.graceHeld += 1
                 state.usageByUID[client.peer.uid, default: UIDUsage()].graceHeld += 1
                 // Gone clients are capped like connected ones, or a loop of connect, hello and close
