@@ -21,7 +21,50 @@ func makeReporter(
     return Reporter(configuration: configuration)
 }
 
+/// A source whose every collection burns `cost` of the reporter thread's CPU and reports a value that
+/// changes each time (so the reporter never backs off): a report as dear as one with very many monitors.
+private final class DearSource: ReportSource, @unchecked Sendable {
+    // @unchecked: `collections` is atomic; the rest is immutable.
+    let id: SeriesID
+    let cost: UInt64
+    let collections = Atomic<Int>(0)
+
+    init(id: SeriesID, cost: Duration) {
+        self.id = id
+        self.cost = cost.nanoseconds
+    }
+
+    func collect(into report: inout ReportBuilder) {
+        let start = MonotonicClock.threadCPU()
+        while MonotonicClock.threadCPU() &- start < cost {}
+        report.value(id, Double(collections.add(1, ordering: .relaxed).newValue))
+    }
+}
+
 @Suite(.serialized) struct ReporterTests {
+    /// A report that costs more than a twentieth of the interval in CPU stretches the report period, so
+    /// the reporter stays near 5 % of a core: with 1,400 monitors all spawning, reports every 10 ms took
+    /// a quarter of one. Here each report burns 2 ms: every 40 ms, not every 10 ms.
+    @Test func aDearReportStretchesTheReportPeriod() throws {
+        let daemon = FakeDaemon()
+        let reporter = makeReporter(daemon, interval: .milliseconds(10), probe: .milliseconds(100))
+        let descriptor = SeriesDescriptor(name: "dear_\(UUID().uuidString.prefix(8))", help: "", type: .gauge)
+        let id = try #require(TaskWatch.declare([descriptor])?.first)
+        defer { TaskWatch.retire(id) }
+        let source = DearSource(id: id, cost: .milliseconds(2))
+        TaskWatch.register(source: source)
+        defer { TaskWatch.unregister(source: source) }
+        reporter.start()
+        defer { reporter.stop() }
+        usleep(200_000)
+        let before = source.collections.load(ordering: .relaxed)
+        usleep(1_000_000)
+        let reports = source.collections.load(ordering: .relaxed) - before
+        print("reports in 1 s, each burning 2 ms of CPU, interval 10 ms: \(reports)")
+        // About 25 (one per 40 ms) where the interval alone allows 100 (83 with the 2 ms each takes).
+        #expect(reports >= 5 && reports <= 50)
+    }
+
     @Test func helloComesFirstThenDeclarationsThenAbsoluteValues() async throws {
         let daemon = FakeDaemon()
         daemon.listen()

@@ -32,6 +32,38 @@ enum Measure {
             + "\"cpu_ns\":\(cpu)}"
     }
 
+    /// The reporter thread's share of a core while `monitors` monitors all keep spawning for `seconds`:
+    /// its sampling reads every monitor's counters every sample period, so its cost grows with their
+    /// number. Spawns go round the monitors in batches, so every one changes between samples.
+    static func busyMonitors(_ monitors: Int, seconds: Int) async -> String {
+        TaskWatch.start()
+        let list = (0..<monitors).map { TaskMonitor("busy_\($0)") }
+        let stop = MonotonicDeadline(seconds: 0.5)
+        while !stop.passed { _ = await spawnRound(list) }
+        guard let thread = threadDirectory(named: "taskwatch"), let before = threadCPUNanoseconds(thread) else {
+            return "{\"error\":\"no reporter thread\"}"
+        }
+        let wallBefore = cpuNanoseconds(CLOCK_MONOTONIC)
+        var spawned = 0
+        let end = MonotonicDeadline(seconds: Double(seconds))
+        while !end.passed { spawned += await spawnRound(list) }
+        let cpu = (threadCPUNanoseconds(thread) ?? before) - before
+        let wall = cpuNanoseconds(CLOCK_MONOTONIC) - wallBefore
+        return "{\"monitors\":\(monitors),\"wall_ns\":\(wall),\"reporter_cpu_ns\":\(cpu),"
+            + "\"reporter_share\":\(Double(cpu) / Double(wall)),\"tasks\":\(spawned)}"
+    }
+
+    /// One task in each monitor, awaited together; returns how many.
+    private static func spawnRound(_ list: [TaskMonitor]) async -> Int {
+        await withTaskGroup(of: Void.self) { group in
+            for monitor in list {
+                let ticket = monitor.ticket()
+                group.addTask { await ticket.run {} }
+            }
+        }
+        return list.count
+    }
+
     /// The CPU a loop costs that does nothing but sleep until the next deadline, `periodMicroseconds`
     /// apart, for `seconds`: on a virtual machine each timed wake-up has a price of its own.
     static func wakeFloor(periodMicroseconds: Int, seconds: Int) -> String {
@@ -172,4 +204,15 @@ final class Gauge: Sendable {
     }
 
     func leave() { running.wrappingSubtract(1, ordering: .relaxed) }
+}
+
+/// A point on the monotonic clock `seconds` from now.
+struct MonotonicDeadline {
+    let nanoseconds: UInt64
+
+    init(seconds: Double) {
+        nanoseconds = Measure.cpuNanoseconds(CLOCK_MONOTONIC) + UInt64(seconds * 1e9)
+    }
+
+    var passed: Bool { Measure.cpuNanoseconds(CLOCK_MONOTONIC) >= nanoseconds }
 }

@@ -20,6 +20,7 @@ import TaskWatch
 //   capture-ab ROUNDS               captured bytes against counting, interleaved rounds (CaptureCost)
 //   cancel-read ROUNDS              ns per cancellation read: `Task.isCancelled` against the runtime
 //                                   entry points the library calls, interleaved rounds (CaptureCost)
+//   busy-monitors N SECONDS         the reporter thread's CPU while N monitors all keep spawning
 //   burst N HOLD_MS PORT            N tasks alive together for HOLD_MS while a thread polls the daemon's
 //                                   /metrics on 127.0.0.1:PORT: when the burst shows, and its peak
 //
@@ -53,6 +54,9 @@ case "never-blocks":
     guard arguments.count > 1, let cycles = argument(2), let tasks = argument(3), cycles > 0, tasks > 0 else { usage() }
     let daemon = arguments[1]
     print(await Task.detached { await NeverBlocks.run(daemonPath: daemon, cycles: cycles, tasks: tasks) }.value)
+case "busy-monitors":
+    guard let monitors = argument(1), let seconds = argument(2), monitors > 0, seconds > 0 else { usage() }
+    print(await Task.detached { await Measure.busyMonitors(monitors, seconds: seconds) }.value)
 case "burst":
     guard let count = argument(1), let hold = argument(2), let port = argument(3), count > 0 else { usage() }
     TaskWatch.start()
@@ -64,7 +68,7 @@ exit(0)
 
 func usage() -> Never {
     let bytes = Array(
-        "usage: ClientMeasure idle-cpu SECONDS [--baseline] | wake-floor PERIOD_US SECONDS | spawn-ab ROUNDS BATCH [--high] | capture-ab ROUNDS | cancel-read ROUNDS | never-blocks DAEMON CYCLES N | burst N HOLD_MS PORT\n"
+        "usage: ClientMeasure idle-cpu SECONDS [--baseline] | wake-floor PERIOD_US SECONDS | spawn-ab ROUNDS BATCH [--high] | capture-ab ROUNDS | cancel-read ROUNDS | never-blocks DAEMON CYCLES N | busy-monitors N SECONDS | burst N HOLD_MS PORT\n"
             .utf8)
     _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     exit(2)
