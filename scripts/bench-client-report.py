@@ -167,6 +167,13 @@ for period in [10000, 2500, 250]:
     rows.append((f"bare timed wake-up every {period / 1000:g} ms (floor)", f"{percent:.3f} % ({per_wakeup:.1f} us each)",
                  "", "(context)", True))
 
+report["busy_monitors"] = []
+for monitors in [10, 100, 1400]:
+    busy = load(f"busy-{monitors}.json")
+    report["busy_monitors"].append(busy)
+    rows.append((f"reporter thread CPU, {monitors} monitors all spawning", f"{busy['reporter_share'] * 100:.2f} %",
+                 "", "(context)", True))
+
 # Never blocks: per pair, the median over cycles of a troubled round divided by its matched healthy
 # partner, with a bootstrap 95 % interval for that median (see NeverBlocks.swift for the matching).
 # `control` (healthy / healthy) shows the method's own noise; `bystander` the kernel's cost of killing a

@@ -9,7 +9,8 @@
 #   counter increment,     ordo-one/benchmark: our swift-metrics backend vs swift-prometheus 2.x
 #   gauge set
 #   reporter CPU           idle process, /proc/self/stat utime+stime over IDLE_SECONDS, reporter at the
-#                          default 10 ms and with the Stress trait (1 ms), minus a process without it
+#                          default 10 ms and with the Stress trait (1 ms), minus a process without it;
+#                          and busy: the reporter thread's share with 10, 100 and 1,400 monitors spawning
 #   never blocks           ClientMeasure never-blocks: one process owns a taskwatchd (and a bystander
 #                          one) and runs CYCLES cycles of SPAWNLOAD_TASKS-task rounds, each round with
 #                          the daemon stopped, absent or killed mid-round paired with a matched healthy
@@ -122,6 +123,10 @@ wait "$IDLE_A" "$IDLE_B" "$IDLE_C"
 "$MEASURE" wake-floor 10000 5 >"$WORK/wake-10000.json"
 "$MEASURE" wake-floor 2500 5 >"$WORK/wake-2500.json"
 "$MEASURE" wake-floor 250 5 >"$WORK/wake-250.json"
+# The reporter in a busy process: every monitor spawning, no daemon (the sampling and reports alone).
+for monitors in 10 100 1400; do
+    TASKWATCH_SOCKET="$WORK/absent.sock" "$MEASURE" busy-monitors "$monitors" 4 >"$WORK/busy-$monitors.json"
+done
 
 # 3. Never blocks: one process, its own daemon, the four daemon states interleaved.
 log "never blocks: $CYCLES cycles of $SPAWNLOAD_TASKS-task rounds, daemon stopped / absent / killed, each paired with a matched healthy round"
