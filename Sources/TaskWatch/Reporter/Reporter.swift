@@ -29,8 +29,10 @@ import TaskWatchWire
 /// the reporter, which returns at once to the normal cadence and sub-sampling: the first report after
 /// a quiet spell goes out within one normal interval of the first spawn. Once the reporter has backed
 /// off (and is connected), the first changed value of a report source (a swift-metrics update from a
-/// thread that runs no task) wakes it the same way; unchanged values do not, so a gauge set to the same
-/// value every few milliseconds costs no wake-ups.
+/// thread that runs no task) wakes it too, for one report an interval later, without sub-sampling;
+/// unchanged values do not, so a gauge set to the same value every few milliseconds costs no wake-ups,
+/// and a woken report that finds nothing changed (the value went back) leaves no value wake-up until
+/// the next scheduled report.
 ///
 /// Its cost is bounded in a busy process too: the work grows with the number of monitors (every sample
 /// and report reads each one's counters), so a report may take at most a twentieth of the report
@@ -159,6 +161,11 @@ final class Reporter: @unchecked Sendable {
     private var subsampling = true
     /// Consecutive reports that carried no changed value.
     private var quietReports = 0
+    /// Whether a changed value of a report source may wake the reporter once it has backed off. Spent by
+    /// such a wake whose report found nothing changed, until the next scheduled report.
+    private var valueWakeArmed = true
+    /// Whether the report due next was brought forward by a changed value of a report source.
+    private var valueWoken = false
     /// The previous report, to tell whether anything changed.
     private var previousValues: [ValueUpdate] = []
     private var previousHistograms: [HistogramUpdate] = []
@@ -364,6 +371,13 @@ final class Reporter: @unchecked Sendable {
                 reportFloor = (MonotonicClock.threadCPU() &- cpu) &* Self.reportDutyDivisor
                 subsampling = activity.monitors
                 quietReports = activity.any ? 0 : quietReports + 1
+                // A report a changed value brought forward that found nothing changed (a gauge back at its
+                // value, as an in-flight count between requests) spends the value wake-up until the next
+                // scheduled report: else every such update woke the reporter within the report interval,
+                // and it never backed off (~440 wake-ups a second for a count raised and lowered every
+                // millisecond, where the same process without the wake-up had 9).
+                valueWakeArmed = activity.any || !valueWoken
+                valueWoken = false
                 reportPeriod = max(period(afterQuietReports: quietReports), reportFloor)
                 nextReport = Self.advance(nextReport, by: reportPeriod, now: now)
                 // Backed off past the probe period, the probe rides on the report's wake-up.
@@ -379,13 +393,27 @@ final class Reporter: @unchecked Sendable {
                 _ = tw_reporter_idle_wait(sequence, min(nextSample, nextProbe, nextReport))
                 continue
             }
-            // Backed off and connected, a changed swift-metrics value wakes it too (`TW_REPORTER_BACKED_OFF`);
-            // at its normal cadence the next report is at most an interval away anyway, and a report
-            // that cannot go out is not worth a wake-up.
-            let backedOff = quietReports > 0 && connection != nil
+            // Backed off and connected, a changed swift-metrics value wakes it too (`TW_REPORTER_BACKED_OFF`),
+            // unless a wake-up of that kind was spent since the last scheduled report; at its normal
+            // cadence the next report is at most an interval away anyway, and a report that cannot go out
+            // is not worth a wake-up.
+            let backedOff = valueWakeArmed && quietReports > 0 && connection != nil
             guard waitQuietly(until: min(nextProbe, nextReport), backedOff: backedOff) else { continue }
-            // Woken by a spawn, an enqueued job or a changed value: the normal cadence, at once.
             now = MonotonicClock.now()
+            if !flushRequested.load(ordering: .relaxed), tw_enqueue_count() == expectedEnqueued,
+                MonitorRegistry.shared.generation == monitorsGeneration, !monitorsCreatedSinceReport()
+            {
+                // Woken by a changed value alone (a spawn or job after this check wakes the wait below; a
+                // new monitor's first spawn moves the generation, as its counters are not in `monitors`):
+                // a report one interval from now, so that a burst of updates goes in one, and no more.
+                // Not the normal cadence: live counts did not move, so there is nothing to sub-sample (four
+                // wake-ups a report), and whether the process is active is the report's to tell.
+                valueWakeArmed = false
+                valueWoken = true
+                nextReport = min(nextReport, now + max(interval, reportFloor))
+                continue
+            }
+            // Woken by a spawn, an enqueued job or a flush: the normal cadence, at once.
             subsampling = true
             quietReports = 0
             reportPeriod = max(interval, reportFloor)
