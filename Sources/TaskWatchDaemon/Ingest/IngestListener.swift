@@ -473,6 +473,9 @@ private final class EventLoop {
             helloDeadlinesHead += 1
             guard connections[token] != nil else { continue }
             serve(token, hangup: false)
+            // As in a round: connections accepted in one burst reach their deadlines in one sweep, and
+            // under the flood that delays hellos each may have 64 frames to read here.
+            heartbeat.beat()
             if connections[token] != nil, sink.helloDeadlinePassed(ConnectionID(token)) { closeConnection(token) }
         }
         // Compacted in batches, so each entry is moved O(1) times.
