@@ -205,8 +205,11 @@ private struct BackedOffReporter {
         print(
             "reports in 1.5 s of an in-flight count raised and lowered every 2 ms: \(reports), "
                 + "reporter wake-ups: \(wakeUps.map(String.init) ?? "unknown")")
-        // Backed off: a report a period of up to 1 s, and one woken report each; woken by every raise, ~70.
-        #expect(reports <= 10)
+        // Backed off: a report a period of up to 1 s, and one woken report each (7 on a quiet machine);
+        // woken by every raise, ~70. A report that catches the count raised (this thread preempted
+        // between the two updates, on a busy machine) rightly counts as a change and restarts the
+        // back-off, about six reports more each time: 16 and 21 seen with builds running beside.
+        #expect(reports <= 35)
     }
 
     /// A counter incremented every 50 ms from a thread that runs no task: each increment wakes the
