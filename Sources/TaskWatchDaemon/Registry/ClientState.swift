@@ -55,21 +55,20 @@ struct ClientState {
     /// counted once, tried again only after a series went away.
     var refusedPeaks: [Int32: UInt64] = [:]
     /// Declarations refused at a limit that can free up, by id, kept to be admitted once room frees
-    /// (`Registry.retryPending`). Bounded by `Registry.mayWait`: at most `maxSeriesPerClient` of them and
+    /// (`Registry.admitWaiting`). Bounded by `Registry.mayWait`: at most `maxSeriesPerClient` of them and
     /// `maxLabelBytesPerClient` bytes as `PendingDeclaration.cost` counts them, and all connections'
     /// together at most `maxLabelBytes`.
     var pending: [UInt32: PendingDeclaration] = [:]
     /// The ids of `pending` in the order they were refused, from `pendingHead` on, each with the stamp
-    /// of its entry: an id retired and refused again is listed twice, and only the stamp of its
-    /// current entry counts. Entries of ids no longer waiting are skipped, and dropped when they pile up.
+    /// of its entry (`Registry.State.waitStamps`, one order over all connections): an id retired and
+    /// refused again is listed twice, and only the stamp of its current entry counts. Entries of ids no
+    /// longer waiting are skipped, and dropped when they pile up.
     var pendingOrder: [(id: UInt32, stamp: UInt64)] = []
     var pendingHead = 0
-    var pendingStamps: UInt64 = 0
     /// What `pending` holds, as `PendingDeclaration.cost` counts it.
     var pendingBytes = 0
-    /// `Registry.State.seriesFreed` when a retry of `pending` last stopped at a limit: nothing can fit
-    /// before a series goes away. Nil while a retry is due anyway (one that stopped at its batch).
-    var pendingCheckedAt: UInt64?
+    /// Where the connection's oldest waiting declaration stands in the daemon's order (`WaitingState`).
+    var waiting = WaitingState.idle
 
     static let droppedID: Int32 = -1
     static let retiredID: Int32 = -2
@@ -83,18 +82,23 @@ struct ClientState {
 
     var processName: String { hello?.process ?? "" }
 
-    /// Whether declarations wait and room may have freed since they were last tried.
-    @inline(__always)
-    func pendingRetryDue(seriesFreed: UInt64) -> Bool {
-        !pending.isEmpty && pendingCheckedAt != seriesFreed
+    /// The oldest waiting declaration, passing over entries of ids no longer waiting.
+    mutating func waitingHead() -> (id: UInt32, stamp: UInt64)? {
+        while pendingHead < pendingOrder.count {
+            let entry = pendingOrder[pendingHead]
+            if pending[entry.id]?.stamp == entry.stamp { return entry }
+            pendingHead += 1
+        }
+        return nil
     }
 
-    /// Appends `id` to the waiting ones, under a new stamp.
-    mutating func enqueuePending(_ declaration: SeriesDeclaration, reason: SeriesRejection, cost: Int, hash: UInt64) {
-        pendingStamps &+= 1
+    /// Appends `id` to the waiting ones, under `stamp`.
+    mutating func enqueuePending(
+        _ declaration: SeriesDeclaration, reason: SeriesRejection, cost: Int, hash: UInt64, stamp: UInt64
+    ) {
         pending[declaration.id] = PendingDeclaration(
-            declaration: declaration, reason: reason, cost: cost, hash: hash, stamp: pendingStamps)
-        pendingOrder.append((declaration.id, pendingStamps))
+            declaration: declaration, reason: reason, cost: cost, hash: hash, stamp: stamp)
+        pendingOrder.append((declaration.id, stamp))
         pendingBytes += cost
         indexByID[declaration.id] = Self.pendingID
         compactPendingOrder()
@@ -109,7 +113,6 @@ struct ClientState {
         if pending.isEmpty {
             pendingOrder = []
             pendingHead = 0
-            pendingCheckedAt = nil
         } else {
             compactPendingOrder()
         }
@@ -204,7 +207,24 @@ extension SeriesIndex {
     }
 }
 
-/// A declaration refused at a limit that can free up, waiting for room (`Registry.retryPending`).
+/// Where a connection with waiting declarations stands. Only its oldest one is tried (a connection's
+/// declarations are admitted in the order they were refused), and only while it could fit: one refused
+/// at a limit of its own connection or uid is set aside until a series of that connection or uid goes,
+/// so a try of all waiting connections in order never passes over thousands that cannot fit.
+enum WaitingState {
+    /// Nothing waits.
+    case idle
+    /// In `Registry.State.waitQueue` under the stamp of its oldest declaration.
+    case queued
+    /// Refused at `client_limit` or the connection's byte budget: only its own retire makes room.
+    case parkedOnOwn
+    /// Refused at `uid_limit`: in `Registry.State.parkedByUID` until a series of its uid goes.
+    case parkedOnUID
+    /// Parked until its connection retired a series: in `Registry.State.requeue`.
+    case requeued
+}
+
+/// A declaration refused at a limit that can free up, waiting for room (`Registry.admitWaiting`).
 struct PendingDeclaration {
     let declaration: SeriesDeclaration
     /// The limit it last ran into: what its values are counted under while it waits.

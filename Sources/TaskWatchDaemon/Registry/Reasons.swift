@@ -75,7 +75,7 @@ public enum SeriesRejection: String, Error, Sendable, CaseIterable {
     case byteLimit = "byte_limit"
 
     /// The limits whose room can free up while the connection lives: a declaration refused at one of
-    /// them waits for room (`Registry.retryPending`) instead of being dropped for the connection's
+    /// them waits for room (`Registry.admitWaiting`) instead of being dropped for the connection's
     /// life, and the values reported for it meanwhile are counted by it in
     /// `taskwatch_values_dropped_total{reason}`. The connection's own cap frees only when it retires
     /// series itself; the others also when other connections retire series or go.

@@ -80,6 +80,27 @@ public final class Registry: IngestSink, Sendable {
         var seriesFreed: UInt64 = 0
         /// What the waiting declarations of every connection hold, as `PendingDeclaration.cost` counts it.
         var pendingBytes = 0
+        /// Stamps waiting declarations in the order they were refused, over all connections: freed room
+        /// goes to the lowest stamp first (`admitWaiting`).
+        var waitStamps: UInt64 = 0
+        /// Connections whose oldest waiting declaration may fit once room frees, by its stamp.
+        var waitQueue = WaitQueue()
+        /// Connections set aside because their oldest waiting declaration met the uid's cap, by uid.
+        var parkedByUID: [UInt32: Set<ConnectionID>] = [:]
+        /// Parked connections whose limit a series going has freed: queued again at the next try.
+        var requeue: [ConnectionID] = []
+        /// `seriesFreed` when waiting declarations were last tried (`admitWaiting`).
+        var waitCheckedAt: UInt64 = 0
+        /// Set when a try is due though no series went: one stopped at its batch, or a waiting
+        /// declaration went without being admitted (the one that blocked the others may be gone).
+        var waitRetryForced = false
+        /// The limit the oldest waiting declaration that could not fit met, when it is one every
+        /// declaration needs room under (`global_limit`, or `byte_limit` of all connections): until room
+        /// frees, a new declaration waits behind it rather than take room freed for it.
+        var waitBlocked: SeriesRejection?
+
+        /// Whether waiting declarations are to be tried before the next frame is applied.
+        var waitRetryDue: Bool { waitRetryForced || waitCheckedAt != seriesFreed }
         /// Open connections and series held, by the sender's uid; a uid with neither has no entry.
         var usageByUID: [UInt32: UIDUsage] = [:]
         var stats = Stats()
@@ -183,23 +204,23 @@ public final class Registry: IngestSink, Sendable {
         var warnings: [RefusalLine] = []
         let verdict = state.withLock { state in
             state.stats.messagesReceived += 1
-            // The hot path: a values frame from a live client touches only that client, in place.
-            let seriesFreed = state.seriesFreed
-            if !truncated, let slot = state.clients.index(forKey: id), let reader = try? FrameDecoder.open(bytes),
-                reader.kind == .values,
+            // The hot path: a values frame from a live client touches only that client, in place. Not
+            // while waiting declarations are due a try, which may admit some of this frame's series.
+            if !truncated, !state.waitRetryDue, let slot = state.clients.index(forKey: id),
+                let reader = try? FrameDecoder.open(bytes), reader.kind == .values,
                 let verdict = applyValuesInPlace(
-                    reader, to: &state.clients.values[slot], stats: &state.stats, seriesFreed: seriesFreed,
-                    wall: wall, warnings: &warnings)
+                    reader, to: &state.clients.values[slot], stats: &state.stats, wall: wall, warnings: &warnings)
             {
                 return verdict
             }
+            // Before the frame, so that values it carries for a series admitted now are shown.
+            let triedBefore = state.waitRetryDue
+            if triedBefore { admitWaiting(&state) }
             guard var client = state.clients.removeValue(forKey: id), client.connected else { return .disconnect }
             if client.superseded || client.refused != nil {
                 state.clients[id] = client
                 return .disconnect
             }
-            // Before the frame, so that values it carries for a series admitted now are shown.
-            if client.pendingRetryDue(seriesFreed: state.seriesFreed) { retryPending(&client, state: &state) }
             let outcome =
                 truncated
                 ? .failure(.oversize)
@@ -217,26 +238,28 @@ public final class Registry: IngestSink, Sendable {
                 verdict = .disconnect
             }
             state.clients[id] = client
+            // Room this frame freed (a retire) goes to the declarations that waited for it now, before
+            // the same connection's next frame could declare into it. One batch a frame otherwise.
+            if state.waitCheckedAt != state.seriesFreed || (state.waitRetryForced && !triedBefore) {
+                admitWaiting(&state)
+            }
             return verdict
         }
         if !warnings.isEmpty { log?.write(warnings) }
         return verdict
     }
 
-    /// Applies a values frame to a live client that has said hello, or returns nil and touches nothing:
-    /// also when its waiting declarations are due to be tried again, which the slow path does.
+    /// Applies a values frame to a live client that has said hello, or returns nil and touches nothing.
     ///
     /// The client's flags are checked here, through one in-place access, because reading each through
     /// the dictionary's subscript copied the whole `ClientState`, retaining and releasing every one of
     /// its references: a quarter of the ingest thread's time with 4-update frames (`perf record`).
     @inline(__always)
     private func applyValuesInPlace(
-        _ reader: FrameReader, to client: inout ClientState, stats: inout Stats, seriesFreed: UInt64, wall: Double,
+        _ reader: FrameReader, to client: inout ClientState, stats: inout Stats, wall: Double,
         warnings: inout [RefusalLine]
     ) -> IngestVerdict? {
-        guard client.connected, !client.superseded, client.hello != nil,
-            !client.pendingRetryDue(seriesFreed: seriesFreed)
-        else { return nil }
+        guard client.connected, !client.superseded, client.hello != nil else { return nil }
         let outcome = applyValues(reader, to: &client, stats: &stats).map { true }
         return settle(outcome, client: &client, stats: &stats, wall: wall, warnings: &warnings)
     }
@@ -313,6 +336,7 @@ public final class Registry: IngestSink, Sendable {
                 // grace period ended, 30 s, while a declaration made meanwhile was admitted at once in
                 // their place: a waiting series came back after every newcomer's.
                 state.seriesFreed &+= 1
+                if client.liveCount > 0 { Self.uidFreed(client.peer.uid, in: &state) }
                 state.graceHeld += 1
                 state.usageByUID[client.peer.uid, default: UIDUsage()].graceHeld += 1
                 // Gone clients are capped like connected ones, or a loop of connect, hello and close
@@ -336,6 +360,11 @@ public final class Registry: IngestSink, Sendable {
     /// the queue stays bounded.
     var pendingQueueEntries: Int { state.withLock { $0.clients.values.reduce(0) { $0 + $1.pendingOrder.count } } }
 
+    /// Tickets in the order of waiting connections, stale ones included, and uids with connections set
+    /// aside at their cap: for tests that both stay bounded and nothing is left behind.
+    var waitQueueTickets: Int { state.withLock { $0.waitQueue.count } }
+    var parkedUIDCount: Int { state.withLock { $0.parkedByUID.count } }
+
     public func tick(nowNanoseconds: UInt64) {
         let now = clock.monotonicNanoseconds()
         state.withLock { state in
@@ -345,6 +374,9 @@ public final class Registry: IngestSink, Sendable {
                 removeSeries(of: client, from: &state)
                 state.clients[id] = nil
             }
+            // Room freed by grace periods ending, or by a connection that closed, goes to the waiting
+            // declarations within a tick even while their connections send nothing.
+            if state.waitRetryDue { admitWaiting(&state) }
             for id in Array(state.clients.keys) where state.clients[id]?.peaks.isEmpty == false {
                 refreshPeaks(of: &state.clients[id]!, now: now)
             }
@@ -447,7 +479,8 @@ public final class Registry: IngestSink, Sendable {
         {
             if !earlier.connected { Self.releaseGraceHeld(earlier, in: &state) }
             removeSeries(of: earlier, from: &state)
-            state.pendingBytes -= earlier.pendingBytes
+            var gone = earlier
+            Self.dropPending(of: &gone, in: &state)
             if earlier.connected {
                 var retired = ClientState(
                     connection: other, peer: earlier.peer, processStartTicks: earlier.processStartTicks)
@@ -498,7 +531,15 @@ public final class Registry: IngestSink, Sendable {
             }
             return
         }
-        let result = admit(declaration, in: &client, state: &state)
+        // A new series behind declarations that wait for room it would need waits behind them: else
+        // a client retiring and declaring at a cap took every place freed before the waiting ones had
+        // their turn, for as long as it kept at it.
+        let result: Result<Void, SeriesRejection>
+        if existing.map({ $0 < 0 }) ?? true, let ahead = waitingAhead(of: &client, state: state) {
+            result = .failure(ahead)
+        } else {
+            result = admit(declaration, in: &client, state: &state)
+        }
         guard case .failure(let reason) = result else {
             if existing == ClientState.droppedID { client.droppedIDs -= 1 }
             return
@@ -532,7 +573,7 @@ public final class Registry: IngestSink, Sendable {
     }
 
     /// Keeps a declaration refused at a limit whose room can free up, to be admitted once it does
-    /// (`retryPending`), and says whether it does. The client library declares each series once per
+    /// (`admitWaiting`), and says whether it does. The client library declares each series once per
     /// connection and cannot see a refusal, so without this a few seconds of another client at
     /// `--ingest.max-series` (or the byte budget, or the uid's cap) would remove its series until it
     /// reconnects. The connection's own cap frees only when it retires series, but it may well do so.
@@ -557,11 +598,64 @@ public final class Registry: IngestSink, Sendable {
             canEverFit(declaration, shownName: shownName, of: client)
         else { return false }
         let first = client.pending.isEmpty
-        client.enqueuePending(declaration, reason: reason, cost: cost, hash: SeriesIdentity.hash(declaration))
+        state.waitStamps &+= 1
+        client.enqueuePending(
+            declaration, reason: reason, cost: cost, hash: SeriesIdentity.hash(declaration), stamp: state.waitStamps)
         state.pendingBytes += cost
-        // Refused just now: nothing fits before a series goes away.
-        if first { client.pendingCheckedAt = state.seriesFreed }
+        // Behind others of the connection, it is tried after them; first, it takes its place in the
+        // daemon's order, or is set aside at a limit of the connection's or its uid's own.
+        if first {
+            queueOrPark(&client, after: reason, declaration: declaration, stamp: state.waitStamps, state: &state)
+        }
         return true
+    }
+
+    /// What a new declaration of `client` would wait behind, by the limit it would wait on: the
+    /// connection's own waiting declarations (they are admitted in order), one blocked at a limit
+    /// every declaration needs room under, or a connection of the same uid set aside at its cap. Nil
+    /// when it may be tried at once.
+    private func waitingAhead(of client: inout ClientState, state: borrowing State) -> SeriesRejection? {
+        if let head = client.waitingHead() { return client.pending[head.id]?.reason }
+        if let blocked = state.waitBlocked { return blocked }
+        // A try stopped at its batch: the ones left are older.
+        if state.waitRetryForced && !state.waitQueue.isEmpty { return .globalLimit }
+        if limits.maxSeriesPerUID > 0, state.parkedByUID[client.peer.uid] != nil { return .uidLimit }
+        return nil
+    }
+
+    /// Puts a connection whose oldest waiting declaration was just refused at `reason` in the daemon's
+    /// order, under the declaration's stamp, or sets it aside until its own limit frees: whatever else
+    /// goes, it could not fit, and trying it at every series gone would cost a check per waiting
+    /// connection each time. Returns whether the limit is one every declaration needs room under.
+    @discardableResult
+    private func queueOrPark(
+        _ client: inout ClientState, after reason: SeriesRejection, declaration: SeriesDeclaration, stamp: UInt64,
+        state: inout State
+    ) -> Bool {
+        switch reason {
+        case .clientLimit:
+            client.waiting = .parkedOnOwn
+        case .uidLimit:
+            client.waiting = .parkedOnUID
+            state.parkedByUID[client.peer.uid, default: []].insert(client.connection)
+        case .byteLimit where exceedsOwnBytes(declaration, of: client):
+            client.waiting = .parkedOnOwn
+        default:
+            client.waiting = .queued
+            state.waitQueue.push(stamp: stamp, connection: client.connection)
+            return true
+        }
+        return false
+    }
+
+    /// Whether a declaration refused at `byte_limit` ran into the connection's own budget rather than
+    /// all connections': only the connection's own retires make room under it.
+    private func exceedsOwnBytes(_ declaration: SeriesDeclaration, of client: borrowing ClientState) -> Bool {
+        let bytes = Self.chargedBytes(
+            name: declaration.type.exposedName(declaration.name),
+            labelText: Escaping.labelText(declaration.labels).count, connectionLabels: client.labelText.count,
+            bounds: declaration.type == .histogram ? declaration.bounds.count : nil)
+        return client.labelBytes + bytes > limits.maxLabelBytesPerClient
     }
 
     /// Whether the declaration's lines fit the byte budgets once everything else the connection and
@@ -579,60 +673,154 @@ public final class Registry: IngestSink, Sendable {
         return bytes <= limits.maxLabelBytesPerClient && bytes + client.connectionBytes <= limits.maxLabelBytes
     }
 
-    /// Waiting declarations a retry admits at most: about what one declare frame holds, so that a long
-    /// backlog neither holds the lock for long nor takes every place freed at once. The rest wait for the
-    /// client's next frame, when other waiting clients may have had their turn at their own frames.
+    /// Waiting declarations a try admits at most: about what one declare frame holds, so that a long
+    /// backlog does not hold the lock for long. The rest are admitted, in order, at the next frame of
+    /// any connection or the next tick.
     static let pendingRetryBatch = 1_024
 
-    /// Tries the client's waiting declarations again, in the order they were refused, once room may
-    /// have freed (`State.seriesFreed` moved since the last try), at the client's next frame: the
-    /// `_peak` series' design. A retry stops at the first declaration still refused at a limit, so a
-    /// client at a cap costs one failed check per series gone elsewhere, not one per frame, and never
-    /// more than its backlog. One refused now for what other series hold (its name and labels under a
-    /// second id of the connection, a conflict with another client's family) is dropped for good, and
-    /// not counted again.
-    private func retryPending(_ client: inout ClientState, state: inout State) {
+    /// Gives room freed since the last try to the waiting declarations, oldest first over all
+    /// connections: run before and after a frame, and at the tick, whenever a series went (or may be
+    /// made to: a client gone into its grace period) since. It goes through the connections in the
+    /// order of their oldest waiting declaration, admitting each connection's in the order refused, and
+    /// stops at the first one refused at a limit every declaration needs room under (the daemon's
+    /// series cap, all connections' bytes): room freed later is kept for it, ahead of any other. One
+    /// refused at its own connection's limit or its uid's sets its connection aside (`queueOrPark`) and
+    /// the try goes on; the try of a connection set aside resumes once a series of that connection or
+    /// uid goes. So a try costs one failed check, the connections whose limit freed, and what it admits.
+    /// One refused now for what other series hold (its name and labels under a second id of the
+    /// connection, a conflict with another client's family) is dropped for good, and not counted again.
+    ///
+    /// Runs only with every connection in `State.clients`.
+    private func admitWaiting(_ state: inout State) {
+        state.waitRetryForced = false
+        state.waitBlocked = nil
+        Self.queueRequeued(&state)
+        // Stale tickets (their declaration admitted, retired or closed) are dropped at the top, or all
+        // at once when they outnumber the connections, so a client retiring its oldest waiting
+        // declaration in a loop leaves no trail.
+        if state.waitQueue.count > 2 * state.clients.count + 64 {
+            state.waitQueue.compact { ticket in
+                guard let slot = state.clients.index(forKey: ticket.connection),
+                    state.clients.values[slot].waiting == .queued
+                else { return false }
+                return state.clients.values[slot].waitingHead()?.stamp == ticket.stamp
+            }
+        }
         var admitted = 0
-        while client.pendingHead < client.pendingOrder.count {
-            let (id, stamp) = client.pendingOrder[client.pendingHead]
-            guard let waiting = client.pending[id], waiting.stamp == stamp else {
-                client.pendingHead += 1
+        // Admitting may evict a client held for its grace period, freeing room under its uid's cap.
+        trying: while !state.requeue.isEmpty || !state.waitQueue.isEmpty {
+            Self.queueRequeued(&state)
+            guard let ticket = state.waitQueue.top else { break }
+            guard let slot = state.clients.index(forKey: ticket.connection),
+                state.clients.values[slot].waiting == .queued,
+                let head = state.clients.values[slot].waitingHead(), head.stamp == ticket.stamp
+            else {
+                state.waitQueue.pop()
                 continue
             }
             if admitted == Self.pendingRetryBatch {
-                client.pendingCheckedAt = nil
-                return
+                state.waitRetryForced = true
+                break
             }
-            switch admit(waiting.declaration, in: &client, state: &state) {
+            // Out of the dictionary while it changes, so that its tables are not copied.
+            var client = state.clients.remove(at: slot).value
+            let declaration = client.pending[head.id]!.declaration
+            switch admit(declaration, in: &client, state: &state) {
             case .success:
                 admitted += 1
-                client.pendingHead += 1
-                state.pendingBytes -= client.removePending(id)
+                state.pendingBytes -= client.removePending(head.id)
             case .failure(let reason) where reason.canWait:
-                client.pending[id]?.reason = reason
-                client.pendingCheckedAt = state.seriesFreed
-                return
+                client.pending[head.id]?.reason = reason
+                state.waitQueue.pop()
+                let blocksAll = queueOrPark(
+                    &client, after: reason, declaration: declaration, stamp: head.stamp, state: &state)
+                state.clients[ticket.connection] = client
+                if blocksAll {
+                    state.waitBlocked = reason
+                    break trying
+                }
+                continue
             case .failure:
-                client.pendingHead += 1
-                state.pendingBytes -= client.removePending(id)
+                state.pendingBytes -= client.removePending(head.id)
                 if client.droppedIDs < limits.maxSeriesPerClient {
-                    client.indexByID[id] = ClientState.droppedID
+                    client.indexByID[head.id] = ClientState.droppedID
                     client.droppedIDs += 1
                 } else {
-                    client.indexByID[id] = nil
+                    client.indexByID[head.id] = nil
                 }
             }
+            state.waitQueue.pop()
+            if let next = client.waitingHead() {
+                state.waitQueue.push(stamp: next.stamp, connection: ticket.connection)
+            } else {
+                client.waiting = .idle
+            }
+            state.clients[ticket.connection] = client
+        }
+        // Admitting may have evicted clients held for their grace period: what that freed was tried, or
+        // is queued to be.
+        Self.queueRequeued(&state)
+        state.waitCheckedAt = state.seriesFreed
+    }
+
+    /// Puts the connections whose limit freed since they were set aside back in the order, under the
+    /// stamp of their oldest waiting declaration.
+    private static func queueRequeued(_ state: inout State) {
+        guard !state.requeue.isEmpty else { return }
+        for connection in state.requeue {
+            guard let slot = state.clients.index(forKey: connection) else { continue }
+            let waiting = state.clients.values[slot].waiting
+            guard waiting == .requeued || waiting == .parkedOnUID else { continue }
+            state.clients.values[slot].waiting = .queued
+            if let head = state.clients.values[slot].waitingHead() {
+                state.waitQueue.push(stamp: head.stamp, connection: connection)
+            }
+        }
+        state.requeue.removeAll(keepingCapacity: state.requeue.count <= 64)
+    }
+
+    /// Forgets a waiting declaration of `id` that goes without being admitted (retired). The next one of
+    /// its connection takes its place in the order; a try is due, as it may have been what held the
+    /// others back.
+    private static func forgetPending(_ id: UInt32, of client: inout ClientState, in state: inout State) {
+        let wasHead = client.waitingHead()?.id == id
+        state.pendingBytes -= client.removePending(id)
+        state.waitRetryForced = true
+        if client.pending.isEmpty {
+            unpark(&client, in: &state)
+        } else if wasHead, client.waiting == .queued, let next = client.waitingHead() {
+            state.waitQueue.push(stamp: next.stamp, connection: client.connection)
         }
     }
 
-    /// Forgets the waiting declarations of a connection that closed: it can report nothing more.
+    /// Takes a connection out of the waiting ones' order: its tickets go stale, and it leaves its uid's
+    /// connections set aside.
+    private static func unpark(_ client: inout ClientState, in state: inout State) {
+        if client.waiting == .parkedOnUID {
+            let uid = client.peer.uid
+            state.parkedByUID[uid]?.remove(client.connection)
+            if state.parkedByUID[uid]?.isEmpty == true { state.parkedByUID[uid] = nil }
+        }
+        client.waiting = .idle
+    }
+
+    /// Forgets the waiting declarations of a connection that closed (or was taken over): it can report
+    /// nothing more.
     private static func dropPending(of client: inout ClientState, in state: inout State) {
+        guard !client.pending.isEmpty || client.waiting != .idle else { return }
         state.pendingBytes -= client.pendingBytes
         client.pending = [:]
         client.pendingOrder = []
         client.pendingHead = 0
         client.pendingBytes = 0
-        client.pendingCheckedAt = nil
+        unpark(&client, in: &state)
+        state.waitRetryForced = true
+    }
+
+    /// A series of `uid` went: its connections set aside at the uid's cap are tried again.
+    private static func uidFreed(_ uid: UInt32, in state: inout State) {
+        guard let parked = state.parkedByUID.removeValue(forKey: uid) else { return }
+        state.requeue.append(contentsOf: parked)
     }
 
     /// Counts an entry of a values, histograms or peaks frame for an id not shown: when its declaration
@@ -672,7 +860,7 @@ public final class Registry: IngestSink, Sendable {
         in client: inout ClientState,
         state: inout State
     ) -> Result<Void, SeriesRejection> {
-        // An id admitted before; one retired, dropped or waiting (tried again by `retryPending`) may
+        // An id admitted before; one retired, dropped or waiting (tried again by `admitWaiting`) may
         // be declared anew.
         if let existing = client.indexByID[declaration.id], existing >= 0 {
             if client.declarationHashes[Int(existing)] == SeriesIdentity.hash(declaration) { return .success(()) }
@@ -754,7 +942,7 @@ public final class Registry: IngestSink, Sendable {
             client.declaredPeaks.remove(index)
             client.refusedPeaks[index] = nil
         } else if index == ClientState.pendingID {
-            state.pendingBytes -= client.removePending(id)
+            Self.forgetPending(id, of: &client, in: &state)
         } else {
             client.droppedIDs -= 1
         }
@@ -796,6 +984,11 @@ public final class Registry: IngestSink, Sendable {
         state.seriesTotal -= 1
         state.seriesFreed &+= 1
         state.usageByUID[client.peer.uid, default: UIDUsage()].series -= 1
+        Self.uidFreed(client.peer.uid, in: &state)
+        if client.waiting == .parkedOnOwn {
+            client.waiting = .requeued
+            state.requeue.append(client.connection)
+        }
     }
 
     /// What a series counts against the byte budget: about what it adds to `/metrics`. Each line it is
@@ -975,6 +1168,11 @@ public final class Registry: IngestSink, Sendable {
         let result: Result<Int, SeriesRejection>
         if client.identities[identity] != nil {
             result = .failure(.duplicateSeries)
+        } else if let blocked = state.waitBlocked {
+            // Room freed is kept for the declarations that wait for it, as from a new declaration.
+            result = .failure(blocked)
+        } else if limits.maxSeriesPerUID > 0, state.parkedByUID[client.peer.uid] != nil {
+            result = .failure(.uidLimit)
         } else if client.liveCount >= limits.maxSeriesPerClient {
             result = .failure(.clientLimit)
         } else if state.seriesTotal >= limits.maxSeries {
@@ -1131,6 +1329,7 @@ public final class Registry: IngestSink, Sendable {
         if client.liveCount > 0 || client.connectionBytes > 0 { state.seriesFreed &+= 1 }
         state.labelBytes -= client.labelBytes + client.connectionBytes
         state.usageByUID[client.peer.uid, default: UIDUsage()].series -= client.liveCount
+        if client.liveCount > 0 { Self.uidFreed(client.peer.uid, in: &state) }
         Self.forgetIfUnused(client.peer.uid, in: &state)
     }
 
