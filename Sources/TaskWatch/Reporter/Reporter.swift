@@ -37,8 +37,8 @@ import TaskWatchWire
 /// Its cost is bounded in a busy process too: the work grows with the number of monitors (every sample
 /// and report reads each one's counters), so a report may take at most a twentieth of the report
 /// period in CPU and a sample a fiftieth of the sample period; past that the periods stretch
-/// (`reportDutyDivisor`, `sampleDutyDivisor`). 1,400 monitors all spawning took 29 % of a core before,
-/// 8 % after (`ClientMeasure busy-monitors 1400 5`).
+/// (`reportDutyDivisor`, `sampleDutyDivisor`). 1,400 monitors all spawning took 31 % of a core before,
+/// 8 % after (`ClientMeasure busy-monitors 1400 4`).
 ///
 /// A report that cannot go out (no daemon, or one that does not read) is not activity: an idle process
 /// keeps backing off to one report a second while its daemon is gone, so after a daemon restart it
@@ -189,8 +189,9 @@ final class Reporter: @unchecked Sendable {
 
     /// A sample may take at most this fraction of the time to the next (1/50: 2 % of a core). A sample
     /// reads every monitor's counters, 16 cache lines each that the spawning threads keep writing: with
-    /// 1,400 monitors all spawning, sampling every 2.5 ms took 29 % of a core (`ClientMeasure
-    /// busy-monitors 1400 5`). Past the bound the samples thin out; the reports' own readings remain.
+    /// 1,400 monitors all spawning, the reporter took 31 % of a core, 16 % with the report bound alone
+    /// (`ClientMeasure busy-monitors 1400 4`). Past the bound the samples thin out; the reports' own
+    /// readings remain.
     static let sampleDutyDivisor: UInt64 = 50
 
     /// A report may take at most this fraction of the report period (1/20: 5 % of a core); past it the
