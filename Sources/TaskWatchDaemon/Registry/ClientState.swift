@@ -218,7 +218,8 @@ enum WaitingState {
     case queued
     /// Refused at `client_limit` or the connection's byte budget: only its own retire makes room.
     case parkedOnOwn
-    /// Refused at `uid_limit`: in `Registry.State.parkedByUID` until a series of its uid goes.
+    /// Refused at `uid_limit`: in `Registry.State.parkedByUID` until a series of its uid goes and it is
+    /// among the oldest there.
     case parkedOnUID
     /// Parked until its connection retired a series: in `Registry.State.requeue`.
     case requeued

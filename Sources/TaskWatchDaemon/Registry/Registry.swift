@@ -85,8 +85,14 @@ public final class Registry: IngestSink, Sendable {
         var waitStamps: UInt64 = 0
         /// Connections whose oldest waiting declaration may fit once room frees, by its stamp.
         var waitQueue = WaitQueue()
-        /// Connections set aside because their oldest waiting declaration met the uid's cap, by uid.
-        var parkedByUID: [UInt32: Set<ConnectionID>] = [:]
+        /// Connections set aside because their oldest waiting declaration met the uid's cap, by uid, in
+        /// the order of that declaration: an entry while one of the uid is set aside.
+        var parkedByUID: [UInt32: ParkedUID] = [:]
+        /// Uids a series of which went while connections of theirs were set aside (`ParkedUID.freed`):
+        /// their oldest are queued again at the next try, as many as the uid has room for.
+        var freedUIDs: [UInt32] = []
+        /// Declarations `admitWaiting` tried: for tests that a try costs what it admits, not what waits.
+        var waitTries: UInt64 = 0
         /// Parked connections whose limit a series going has freed: queued again at the next try.
         var requeue: [ConnectionID] = []
         /// `seriesFreed` when waiting declarations were last tried (`admitWaiting`).
@@ -364,6 +370,7 @@ public final class Registry: IngestSink, Sendable {
     /// aside at their cap: for tests that both stay bounded and nothing is left behind.
     var waitQueueTickets: Int { state.withLock { $0.waitQueue.count } }
     var parkedUIDCount: Int { state.withLock { $0.parkedByUID.count } }
+    var waitTries: UInt64 { state.withLock { $0.waitTries } }
 
     public func tick(nowNanoseconds: UInt64) {
         let now = clock.monotonicNanoseconds()
@@ -637,7 +644,7 @@ public final class Registry: IngestSink, Sendable {
             client.waiting = .parkedOnOwn
         case .uidLimit:
             client.waiting = .parkedOnUID
-            state.parkedByUID[client.peer.uid, default: []].insert(client.connection)
+            state.parkedByUID[client.peer.uid, default: ParkedUID()].park(stamp: stamp, connection: client.connection)
         case .byteLimit where exceedsOwnBytes(declaration, of: client):
             client.waiting = .parkedOnOwn
         default:
@@ -694,7 +701,7 @@ public final class Registry: IngestSink, Sendable {
     private func admitWaiting(_ state: inout State) {
         state.waitRetryForced = false
         state.waitBlocked = nil
-        Self.queueRequeued(&state)
+        queueRequeued(&state)
         // Stale tickets (their declaration admitted, retired or closed) are dropped at the top, or all
         // at once when they outnumber the connections, so a client retiring its oldest waiting
         // declaration in a loop leaves no trail.
@@ -708,8 +715,8 @@ public final class Registry: IngestSink, Sendable {
         }
         var admitted = 0
         // Admitting may evict a client held for its grace period, freeing room under its uid's cap.
-        trying: while !state.requeue.isEmpty || !state.waitQueue.isEmpty {
-            Self.queueRequeued(&state)
+        trying: while !state.requeue.isEmpty || !state.freedUIDs.isEmpty || !state.waitQueue.isEmpty {
+            queueRequeued(&state)
             guard let ticket = state.waitQueue.top else { break }
             guard let slot = state.clients.index(forKey: ticket.connection),
                 state.clients.values[slot].waiting == .queued,
@@ -725,6 +732,7 @@ public final class Registry: IngestSink, Sendable {
             // Out of the dictionary while it changes, so that its tables are not copied.
             var client = state.clients.remove(at: slot).value
             let declaration = client.pending[head.id]!.declaration
+            state.waitTries &+= 1
             switch admit(declaration, in: &client, state: &state) {
             case .success:
                 admitted += 1
@@ -734,6 +742,9 @@ public final class Registry: IngestSink, Sendable {
                 state.waitQueue.pop()
                 let blocksAll = queueOrPark(
                     &client, after: reason, declaration: declaration, stamp: head.stamp, state: &state)
+                // Set aside at its own limit: the place under its uid's cap it may have been queued
+                // again for (`queueRequeued`) goes to the next of the uid set aside.
+                if client.waiting == .parkedOnOwn { Self.uidFreed(client.peer.uid, in: &state) }
                 state.clients[ticket.connection] = client
                 if blocksAll {
                     state.waitBlocked = reason
@@ -742,6 +753,7 @@ public final class Registry: IngestSink, Sendable {
                 continue
             case .failure:
                 state.pendingBytes -= client.removePending(head.id)
+                Self.uidFreed(client.peer.uid, in: &state)
                 if client.droppedIDs < limits.maxSeriesPerClient {
                     client.indexByID[head.id] = ClientState.droppedID
                     client.droppedIDs += 1
@@ -759,18 +771,50 @@ public final class Registry: IngestSink, Sendable {
         }
         // Admitting may have evicted clients held for their grace period: what that freed was tried, or
         // is queued to be.
-        Self.queueRequeued(&state)
+        queueRequeued(&state)
         state.waitCheckedAt = state.seriesFreed
     }
 
     /// Puts the connections whose limit freed since they were set aside back in the order, under the
-    /// stamp of their oldest waiting declaration.
-    private static func queueRequeued(_ state: inout State) {
+    /// stamp of their oldest waiting declaration. Of those set aside at a uid's cap, only the oldest, as
+    /// many as the uid has room for (one at least, as room may be held by clients in their grace
+    /// period): queueing all of them, each time a series of the uid went, cost a try of every one (all
+    /// but the first refused at the cap again), 4,000 of them for each retire of a client of the uid.
+    private func queueRequeued(_ state: inout State) {
+        for uid in state.freedUIDs {
+            guard var parked = state.parkedByUID.removeValue(forKey: uid) else { continue }
+            parked.freed = false
+            let used = state.usageByUID[uid]?.series ?? 0
+            var room = max(1, limits.maxSeriesPerUID - used)
+            while room > 0, let ticket = parked.queue.top {
+                parked.queue.pop()
+                guard let slot = state.clients.index(forKey: ticket.connection),
+                    state.clients.values[slot].waiting == .parkedOnUID,
+                    state.clients.values[slot].waitingHead()?.stamp == ticket.stamp
+                else { continue }
+                state.clients.values[slot].waiting = .queued
+                state.waitQueue.push(stamp: ticket.stamp, connection: ticket.connection)
+                parked.count -= 1
+                room -= 1
+            }
+            if parked.count > 0 {
+                // Tickets of connections no longer set aside (closed, retired) are dropped here, if not
+                // at the top, so a uid's queue stays within twice the connections set aside.
+                if parked.queue.count > 2 * parked.count + 64 {
+                    parked.queue.compact { ticket in
+                        guard let slot = state.clients.index(forKey: ticket.connection) else { return false }
+                        return state.clients.values[slot].waiting == .parkedOnUID
+                            && state.clients.values[slot].waitingHead()?.stamp == ticket.stamp
+                    }
+                }
+                state.parkedByUID[uid] = parked
+            }
+        }
+        state.freedUIDs.removeAll(keepingCapacity: state.freedUIDs.count <= 64)
         guard !state.requeue.isEmpty else { return }
         for connection in state.requeue {
             guard let slot = state.clients.index(forKey: connection) else { continue }
-            let waiting = state.clients.values[slot].waiting
-            guard waiting == .requeued || waiting == .parkedOnUID else { continue }
+            guard state.clients.values[slot].waiting == .requeued else { continue }
             state.clients.values[slot].waiting = .queued
             if let head = state.clients.values[slot].waitingHead() {
                 state.waitQueue.push(stamp: head.stamp, connection: connection)
@@ -796,10 +840,14 @@ public final class Registry: IngestSink, Sendable {
     /// Takes a connection out of the waiting ones' order: its tickets go stale, and it leaves its uid's
     /// connections set aside.
     private static func unpark(_ client: inout ClientState, in state: inout State) {
+        let uid = client.peer.uid
         if client.waiting == .parkedOnUID {
-            let uid = client.peer.uid
-            state.parkedByUID[uid]?.remove(client.connection)
-            if state.parkedByUID[uid]?.isEmpty == true { state.parkedByUID[uid] = nil }
+            // Its ticket goes stale in the uid's queue, dropped when met or compacted.
+            state.parkedByUID[uid]?.count -= 1
+            if state.parkedByUID[uid]?.count == 0 { state.parkedByUID[uid] = nil }
+        } else if client.waiting == .queued {
+            // It may have been queued again for a place under its uid's cap that it now leaves free.
+            uidFreed(uid, in: &state)
         }
         client.waiting = .idle
     }
@@ -817,10 +865,13 @@ public final class Registry: IngestSink, Sendable {
         state.waitRetryForced = true
     }
 
-    /// A series of `uid` went: its connections set aside at the uid's cap are tried again.
+    /// A series of `uid` went: its oldest connections set aside at the uid's cap are tried again
+    /// (`queueRequeued`). Only marked here, once: the uid's entry stays until they are queued, so that
+    /// a new declaration of the uid meanwhile still waits behind them.
     private static func uidFreed(_ uid: UInt32, in state: inout State) {
-        guard let parked = state.parkedByUID.removeValue(forKey: uid) else { return }
-        state.requeue.append(contentsOf: parked)
+        guard state.parkedByUID[uid]?.freed == false else { return }
+        state.parkedByUID[uid]?.freed = true
+        state.freedUIDs.append(uid)
     }
 
     /// Counts an entry of a values, histograms or peaks frame for an id not shown: when its declaration

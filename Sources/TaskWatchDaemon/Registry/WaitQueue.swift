@@ -55,3 +55,19 @@ struct WaitQueue {
         }
     }
 }
+
+/// A uid's connections set aside at its cap (`Registry.State.parkedByUID`), oldest declaration first,
+/// so that room freed under the cap goes back to as many of them as it fits, not to all.
+struct ParkedUID {
+    /// Their tickets; those of connections no longer set aside go stale, as in the daemon's order.
+    var queue = WaitQueue()
+    /// Connections of the uid set aside now: the entry goes when none is.
+    var count = 0
+    /// Whether the uid is listed in `Registry.State.freedUIDs`, to be queued again at the next try.
+    var freed = false
+
+    mutating func park(stamp: UInt64, connection: ConnectionID) {
+        queue.push(stamp: stamp, connection: connection)
+        count += 1
+    }
+}
