@@ -215,4 +215,23 @@ import Testing
         #expect(h.registry.parkedUIDCount == 0)
         #expect(h.registry.pendingBytes == 0)
     }
+
+    /// Connections of a uid that connect, wait at its cap and close, in a loop, while another of the uid
+    /// stays set aside (so no place of the uid frees): the tickets they leave are dropped, not piled up.
+    @Test func connectionsSetAsideAtAUIDsCapAndClosingLeaveNoTrail() {
+        var limits = RegistryLimits()
+        limits.maxSeriesPerUID = 1
+        let h = Harness(limits: limits)
+        h.connect(1, uid: 7, process: "hold", declaring: [Self.gauge(1, "held")])
+        h.connect(2, uid: 7, process: "wait", declaring: [Self.gauge(1, "waits")])
+        for connection in UInt64(3)..<5_003 {
+            h.connect(connection, uid: 7, process: "c\(connection)", declaring: [Self.gauge(1, "g\(connection)")])
+            h.registry.connectionClosed(ConnectionID(connection))
+            h.registry.tick(nowNanoseconds: 0)
+        }
+        #expect(h.registry.parkedUIDTickets <= 2 * 2 + 64 + 1, "\(h.registry.parkedUIDTickets) tickets")
+        h.send(1, .retire([1]))
+        h.send(2, .values([ValueUpdate(id: 1, value: 4)]))
+        #expect(h.value("waits{process=\"wait\",pid=\"2\"}") == "4")
+    }
 }

@@ -371,6 +371,7 @@ public final class Registry: IngestSink, Sendable {
     var waitQueueTickets: Int { state.withLock { $0.waitQueue.count } }
     var parkedUIDCount: Int { state.withLock { $0.parkedByUID.count } }
     var waitTries: UInt64 { state.withLock { $0.waitTries } }
+    var parkedUIDTickets: Int { state.withLock { $0.parkedByUID.values.reduce(0) { $0 + $1.queue.count } } }
 
     public func tick(nowNanoseconds: UInt64) {
         let now = clock.monotonicNanoseconds()
@@ -644,7 +645,13 @@ public final class Registry: IngestSink, Sendable {
             client.waiting = .parkedOnOwn
         case .uidLimit:
             client.waiting = .parkedOnUID
-            state.parkedByUID[client.peer.uid, default: ParkedUID()].park(stamp: stamp, connection: client.connection)
+            let uid = client.peer.uid
+            state.parkedByUID[uid, default: ParkedUID()].park(stamp: stamp, connection: client.connection)
+            // Connections of the uid that park and close while one stays parked (so the uid is never
+            // freed) would otherwise leave a stale ticket each, for good.
+            if let parked = state.parkedByUID[uid], parked.queue.count > 2 * parked.count + 64 {
+                Self.compactParked(uid, keeping: client.connection, in: &state)
+            }
         case .byteLimit where exceedsOwnBytes(declaration, of: client):
             client.waiting = .parkedOnOwn
         default:
@@ -800,14 +807,8 @@ public final class Registry: IngestSink, Sendable {
             if parked.count > 0 {
                 // Tickets of connections no longer set aside (closed, retired) are dropped here, if not
                 // at the top, so a uid's queue stays within twice the connections set aside.
-                if parked.queue.count > 2 * parked.count + 64 {
-                    parked.queue.compact { ticket in
-                        guard let slot = state.clients.index(forKey: ticket.connection) else { return false }
-                        return state.clients.values[slot].waiting == .parkedOnUID
-                            && state.clients.values[slot].waitingHead()?.stamp == ticket.stamp
-                    }
-                }
                 state.parkedByUID[uid] = parked
+                if parked.queue.count > 2 * parked.count + 64 { Self.compactParked(uid, keeping: nil, in: &state) }
             }
         }
         state.freedUIDs.removeAll(keepingCapacity: state.freedUIDs.count <= 64)
@@ -863,6 +864,19 @@ public final class Registry: IngestSink, Sendable {
         client.pendingBytes = 0
         unpark(&client, in: &state)
         state.waitRetryForced = true
+    }
+
+    /// Drops the stale tickets of a uid's connections set aside: those of connections no longer set
+    /// aside at its cap, or under another stamp. `keeping` is one just set aside, out of `State.clients`.
+    private static func compactParked(_ uid: UInt32, keeping current: ConnectionID?, in state: inout State) {
+        guard var parked = state.parkedByUID.removeValue(forKey: uid) else { return }
+        parked.queue.compact { ticket in
+            if ticket.connection == current { return true }
+            guard let slot = state.clients.index(forKey: ticket.connection) else { return false }
+            return state.clients.values[slot].waiting == .parkedOnUID
+                && state.clients.values[slot].waitingHead()?.stamp == ticket.stamp
+        }
+        state.parkedByUID[uid] = parked
     }
 
     /// A series of `uid` went: its oldest connections set aside at the uid's cap are tried again
