@@ -340,6 +340,31 @@ import Testing
         #expect(h.rejected(.unknownSeries) == "0")
     }
 
+    /// A connection set aside at its own byte budget waits for one of its series to go; its oldest
+    /// waiting declaration retired is as good: a smaller one behind it may fit now. It stayed set
+    /// aside, and the small gauge waited, with room free, until some series of the connection went.
+    @Test func retiringTheWaitingDeclarationThatSetItsConnectionAsideLetsTheNextIn() {
+        func gauge(_ id: UInt32, width: Int) -> SeriesDeclaration {
+            let label = Label("i", String(repeating: "x", count: width))
+            return SeriesDeclaration(id: id, type: .gauge, name: "vic_g", help: "", labels: [label])
+        }
+        let held = gauge(100, width: 700)
+        let wide = gauge(101, width: 1_000)
+        let small = SeriesDeclaration(id: 102, type: .gauge, name: "vic_s", help: "", labels: [])
+        var limits = RegistryLimits()
+        limits.maxLabelBytesPerClient = 1_750
+        let waitingCost = PendingDeclaration.cost(of: wide) + PendingDeclaration.cost(of: small)
+        #expect(waitingCost <= limits.maxLabelBytesPerClient)
+        let h = Harness(limits: limits)
+        h.connect(2, process: "vic", declaring: [held, wide, small])
+        #expect(h.dropped(.byteLimit) == "2", "the wide one at the connection's budget, the small one behind it")
+        h.send(2, .retire([101]))
+        h.send(2, .values([ValueUpdate(id: 102, value: 4)]))
+        #expect(h.value("vic_s{process=\"vic\",pid=\"2\"}") == "4")
+        #expect(droppedValues(h, .byteLimit) == "0")
+        #expect(h.registry.pendingBytes == 0)
+    }
+
     /// A review had the hog go without a goodbye: its series, held for the grace period, give way to
     /// any live client's declaration, but the waiting one was not tried until the grace period ended
     /// (30.1 s against the real daemon), while a client that declared after the hog went was admitted

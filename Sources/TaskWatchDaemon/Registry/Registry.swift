@@ -835,6 +835,11 @@ public final class Registry: IngestSink, Sendable {
             unpark(&client, in: &state)
         } else if wasHead, client.waiting == .queued, let next = client.waitingHead() {
             state.waitQueue.push(stamp: next.stamp, connection: client.connection)
+        } else if wasHead, client.waiting == .parkedOnOwn {
+            // Set aside by what the retired one needed of the connection's own bytes: the next may
+            // need less. (At the connection's series cap it is only set aside again at its try.)
+            client.waiting = .requeued
+            state.requeue.append(client.connection)
         }
     }
 
