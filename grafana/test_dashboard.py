@@ -72,6 +72,8 @@ CONTRACT_METRICS = CONTRACT_HISTOGRAMS | {
     "taskwatch_messages_rejected_total",
     "taskwatch_series_dropped_total",
     "taskwatch_clients_rejected_total",
+    # An addition to the contract's list: values reported for series that wait for room under a limit.
+    "taskwatch_values_dropped_total",
     # An addition to the contract's list: every HTTP answer, by handler and code, as Prometheus counts its own.
     "taskwatch_http_requests_total",
     # Also an addition: connections accepted and closed, as Prometheus counts its own listener's.
