@@ -14,6 +14,8 @@
   too, and no without (...) clause over per-client series drops instance but keeps pid. On the
   dashboard, every target that filters by $pid filters by $instance, and every legend that shows
   {{pid}} shows {{instance}}.
+- The alert list's label filter, which Grafana interpolates without a data source (a multi-value
+  variable becomes a glob, {a,b}), writes a variable inside a regex matcher as ${name:regex}.
 - The panels the dashboard promises exist (alert list, growth with its threshold line, ...), and the
   thresholds drawn there match prometheus/alerts.yml.
 - The provisioning YAMLs parse, and the Grafana-managed alerts mirror prometheus/alerts.yml (same
@@ -295,6 +297,20 @@ def check_dashboard():
                           f"panel {p['id']} target {t.get('refId')}: selector filtering $pid also filters $instance: {selector}")
             if "{{pid}}" in legend:
                 check("{{instance}}" in legend, f"panel {p['id']} target {t.get('refId')}: legend with {{{{pid}}}} shows {{{{instance}}}}: {legend}")
+
+    # Outside a Prometheus query (the alert list's label filter), Grafana formats a multi-value
+    # variable as a glob, {a,b}, not as a regex: two hosts selected would match no alert. A variable
+    # inside a regex matcher there must ask for the regex format, ${name:regex}.
+    for p in panels:
+        if p.get("type") != "alertlist":
+            continue
+        label_filter = p.get("options", {}).get("alertInstanceLabelFilter") or ""
+        for value in re.findall(r'=~\s*"([^"]*)"', label_filter):
+            for ref in re.findall(r"\$\{[^}]*\}|\$\w+|\[\[[^\]]*\]\]", value):
+                check(re.fullmatch(r"\$\{\w+:regex\}", ref) is not None,
+                      f"panel {p['id']} alert list label filter: {ref} in a regex matcher is written ${{name:regex}}: {label_filter}")
+        for name in re.findall(r"\$\{?(\w+)", label_filter):
+            check(name in variables, f"panel {p['id']} alert list label filter: variable {name} exists")
 
     # What the dashboard promises.
     def exprs_of(p):
