@@ -347,6 +347,8 @@ def check_dashboard():
         ("taskwatch_messages_received_total", "messages received"),
         ("taskwatch_messages_rejected_total", "messages rejected"),
         ("taskwatch_series_dropped_total", "series dropped"),
+        # TaskWatchSeriesLimit fires on it too: series refused at a limit stay missing while it rises.
+        ("taskwatch_values_dropped_total", "values dropped for series waiting at a limit"),
     ]:
         check(any(needle in exprs_of(p) for p in panels), f"a panel shows {what} ({needle})")
     check(any("outcome" in exprs_of(p) and "swift_tasks_finished_total" in exprs_of(p) for p in panels), "finished rates split by outcome")
