@@ -79,6 +79,22 @@ import Testing
         let ok = try? HTTPClient.parse(Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi".utf8), from: "h:1")
         #expect(ok?.status == 200 && ok?.text == "hi")
     }
+
+    /// Whatever answers on the address is read, daemon or not: a negative Content-Length or chunk size,
+    /// or one so large that adding it overflowed, trapped `top` and `check` instead of failing the read.
+    @Test(arguments: [
+        ("Content-Length: -1\r\n\r\nabc", "sent a bad Content-Length: -1"),
+        ("Content-Length: 1x\r\n\r\nabc", "sent a bad Content-Length: 1x"),
+        ("Transfer-Encoding: chunked\r\n\r\n-5\r\nabc\r\n0\r\n\r\n", "sent a bad chunk size"),
+        ("Transfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nabc\r\n0\r\n\r\n", "cut a chunk short"),
+    ])
+    func aBadLengthFromTheServerIsAnErrorNotATrap(headersAndBody: String, message: String) {
+        let answer = Array(("HTTP/1.1 200 OK\r\n" + headersAndBody).utf8)
+        let error = #expect(throws: HTTPError.self) { try HTTPClient.parse(answer, from: "h:1") }
+        #expect(error?.description == "h:1 \(message)")
+        let padded = try? HTTPClient.parse(Array("HTTP/1.1 200 OK\r\nContent-Length: 2 \r\n\r\nhi!".utf8), from: "h:1")
+        #expect(padded?.text == "hi")
+    }
 }
 
 /// `top` and `check` against a daemon with a custom telemetry path or basic auth.

@@ -200,8 +200,12 @@ struct HTTPClient: Sendable {
         var body = Array(bytes[end.upperBound...])
         if headers["transfer-encoding"]?.lowercased().contains("chunked") == true {
             body = try dechunk(body, from: address)
-        } else if let length = headers["content-length"].flatMap({ Int($0) }), length <= body.count {
-            body = Array(body[..<length])
+        } else if let lengthText = headers["content-length"]?.trimmingCharacters(in: " ") {
+            // Digits only: `Int` takes a sign, and a negative length trapped on the slice below.
+            guard !lengthText.isEmpty, lengthText.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+                throw HTTPError(description: "\(address) sent a bad Content-Length: \(lengthText.prefix(40))")
+            }
+            if let length = Int(lengthText), length < body.count { body = Array(body[..<length]) }
         }
         return HTTPResponse(status: status, headers: headers, body: body)
     }
@@ -213,12 +217,14 @@ struct HTTPClient: Sendable {
             guard let lineEnd = bytes[index...].firstRange(of: [13, 10]) else { break }
             let sizeText = String(decoding: bytes[index..<lineEnd.lowerBound], as: UTF8.self)
             let hex = sizeText.split(separator: ";").first.map(String.init) ?? ""
-            guard let size = Int(hex.trimmingCharacters(in: " "), radix: 16) else {
+            // Not negative (`Int` takes a sign, and a negative size trapped on the slice below), and
+            // compared with what is left rather than added to `start`, which overflowed for a huge size.
+            guard let size = Int(hex.trimmingCharacters(in: " "), radix: 16), size >= 0 else {
                 throw HTTPError(description: "\(address) sent a bad chunk size")
             }
             if size == 0 { break }
             let start = lineEnd.upperBound
-            guard start + size <= bytes.count else { throw HTTPError(description: "\(address) cut a chunk short") }
+            guard size <= bytes.count - start else { throw HTTPError(description: "\(address) cut a chunk short") }
             output += bytes[start..<start + size]
             index = start + size + 2
         }
