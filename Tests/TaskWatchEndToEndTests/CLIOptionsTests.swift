@@ -219,6 +219,10 @@ import Testing
         (["top", "--interval", "0"], "--interval must be above 0"),
         (["top", "--limit", "-1"], "--limit must not be negative"),
         (["check", "--path", "metrics"], "--path must begin with /: metrics"),
+        // Port 99999 was taken modulo 65536: top read whatever listened on 34463, under 99999's name.
+        (["top", "--address", "127.0.0.1:99999"], "--address must end in a port from 1 to 65535: 127.0.0.1:99999"),
+        (["check", "--address", "localhost:0"], "--address must end in a port from 1 to 65535: localhost:0"),
+        (["top", "--address", "localhost:-1"], "--address must end in a port from 1 to 65535: localhost:-1"),
         (["check", "--timeout", "0"], "--timeout must be at least 1 (milliseconds)"),
     ])
     func usageErrorsExit64WithTheSubcommandsUsage(arguments: [String], message: String) throws {

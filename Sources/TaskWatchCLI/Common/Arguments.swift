@@ -56,6 +56,10 @@ struct EndpointOptions: ParsableArguments {
 
     func validate() throws {
         if !path.hasPrefix("/") { throw ValidationError("--path must begin with /: \(path)") }
+        // getaddrinfo takes a numeric port modulo 65536: `:99999` read whatever listened on 34463.
+        let port = HTTPClient.split(address).port
+        guard port.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let number = Int(port), (1...65_535).contains(number)
+        else { throw ValidationError("--address must end in a port from 1 to 65535: \(address)") }
         if let basicAuthUser {
             if basicAuthUser.contains(":") { throw ValidationError("--basic-auth-user must not contain ':'") }
             if Environment.variables()[basicAuthPasswordVariable] == nil {

@@ -53,7 +53,12 @@ struct HTTPClient: Sendable {
     /// Splits `address` into host and port.
     static func split(_ address: String) -> (host: String, port: String) {
         var text = Substring(address)
-        if text.hasPrefix("http://") { text = text.dropFirst(7) }
+        // https:// too, so that its port is checked like any other; get() then says TLS is not spoken.
+        if text.hasPrefix("http://") {
+            text = text.dropFirst(7)
+        } else if text.hasPrefix("https://") {
+            text = text.dropFirst(8)
+        }
         if let slash = text.firstIndex(of: "/") { text = text[..<slash] }
         if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
             let host = String(text[text.index(after: text.startIndex)..<close])
