@@ -217,6 +217,63 @@ final class SlowServer: Sendable {
         #expect(daemon.waitForExit() == 0)
     }
 
+    /// Runs `taskwatch ARGUMENTS` on a pseudo-terminal of `columns` by `rows` until it has drawn two
+    /// frames, then sends SIGINT; returns the last frame (after the last clear-screen) and the status.
+    static func onTerminal(columns: Int, rows: Int, _ arguments: [String]) throws -> (frame: String, status: Int32) {
+        let script = """
+            import fcntl, os, pty, select, signal, struct, sys, termios, time
+            columns, rows = int(sys.argv[1]), int(sys.argv[2])
+            pid, fd = pty.fork()
+            if pid == 0:
+                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack('HHHH', rows, columns, 0, 0))
+                os.execv(sys.argv[3], sys.argv[3:])
+            out, clear, deadline = b'', b'\\x1b[H\\x1b[2J', time.time() + 60
+            while out.count(clear) < 2 and time.time() < deadline:
+                if select.select([fd], [], [], 0.1)[0]:
+                    try: out += os.read(fd, 65536)
+                    except OSError: break
+            os.kill(pid, signal.SIGINT)
+            while True:
+                try: data = os.read(fd, 65536)
+                except OSError: break
+                if not data: break
+                out += data
+            status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            sys.stdout.buffer.write(out.split(clear)[-1] + b'\\nstatus ' + str(status).encode())
+            """
+        let result = try runProcess(
+            "/usr/bin/python3", ["-c", script, String(columns), String(rows), taskwatchBinary] + arguments)
+        let text = result.outputText.replacingOccurrences(of: "\r\n", with: "\n")
+        guard let end = text.range(of: "\nstatus ", options: .backwards) else { return (text, -1) }
+        return (String(text[..<end.lowerBound]), Int32(text[end.upperBound...]) ?? -1)
+    }
+
+    /// On a terminal `top` fits its view to the screen: its rows, some 100 columns wide, wrapped on an
+    /// 80-column terminal and doubled the table's height, and a table taller than the screen scrolled
+    /// its header away at every redraw.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")))
+    func topFitsItsViewToTheTerminal() throws {
+        let daemon = try DaemonProcess()
+        let tasks = (1...6).flatMap { ["--task", "monitor\($0)=\($0)"] }
+        let sender = try SenderProcess(socket: daemon.socketPath, arguments: tasks + ["--hold", "120s"])
+        #expect(try eventually { try daemon.value("taskwatch_clients") == 1 })
+        let top = ["top", "--address", "127.0.0.1:\(daemon.port)", "--interval", "100ms"]
+        let small = try Self.onTerminal(columns: 50, rows: 6, top)
+        #expect(small.status == 0)
+        let lines = small.frame.split(separator: "\n", omittingEmptySubsequences: false)
+        // Five lines and the newline after them: the header, the table's, two rows and the rest counted.
+        #expect(lines.count == 6 && lines.last == "", "\(lines)")
+        #expect(lines.allSatisfy { $0.count <= 50 }, "\(lines)")
+        #expect(lines[0].hasPrefix("taskwatchd 127.0.0.1:\(daemon.port): 1 clients, 6 rows"), "\(lines)")
+        #expect(lines[1].hasPrefix("PROCESS") && lines[2].contains(" monitor6 "), "\(lines)")
+        #expect(lines[4] == "… 4 more rows (--limit, or a taller terminal)", "\(lines)")
+        // A terminal that gives no size (0 by 0) gets the whole table.
+        let unsized = try Self.onTerminal(columns: 0, rows: 0, top)
+        #expect(unsized.frame.split(separator: "\n").count == 8, "\(unsized.frame)")
+        #expect(unsized.frame.contains("  AGE\n") && unsized.frame.contains(" monitor1 "), "\(unsized.frame)")
+        _ = sender
+    }
+
     /// With TASKWATCH_DISABLED, `leak` and `stress` say nothing is counted instead of reporting zeros as
     /// measured to a socket they do not use.
     @Test func leakAndStressSayWhenInstrumentationIsDisabled() throws {

@@ -11,7 +11,8 @@ struct TopCommand: AsyncParsableCommand {
         discussion: """
             Rates come from two scrapes --interval apart. AGE is the time since the daemon accepted the \
             process's last report, against this host's clock. On a terminal the view redraws in place \
-            until interrupted; otherwise a plain table is printed every interval. A scrape that fails is \
+            until interrupted, cut to the terminal's width and height (the rows left out are counted); \
+            otherwise a plain table is printed every interval. A scrape that fails is \
             reported (in the view, or on stderr) and tried again at the next interval; a process first \
             seen in the latest scrape has no rates yet. --once prints one table (after one interval, for \
             the rates) and exits. Exit status: 0 done; 1 the metrics could not be read (--once); 64 bad \
@@ -81,7 +82,13 @@ struct TopCommand: AsyncParsableCommand {
             header(clients) + ", \(rows.count) rows, sorted by \(sort.rawValue), every \(interval.text)\n"
             + ClientTable.render(rows)
         if terminal {
-            Terminal.write(Terminal.clearScreen + frame + "\n")
+            // Fitted to the screen as it is now (so a resize shows at the next redraw), one line short
+            // of its height for the newline after the frame: wrapped rows doubled the table's height on
+            // an 80-column terminal, and a table taller than the screen scrolled its header away.
+            let fitted = Terminal.fit(
+                frame, columns: Terminal.columns(STDOUT_FILENO),
+                rows: Terminal.rows(STDOUT_FILENO).map { max(1, $0 - 1) })
+            Terminal.write(Terminal.clearScreen + fitted + "\n")
         } else {
             Terminal.line(frame + (once ? "" : "\n"))
         }

@@ -26,6 +26,27 @@ enum Terminal {
         return Int(size.ws_col)
     }
 
+    /// The height of the terminal on `fd` in lines, or nil when it is not one (or says 0).
+    static func rows(_ fd: Int32) -> Int? {
+        var size = winsize()
+        guard ioctl(fd, UInt(TIOCGWINSZ), &size) == 0, size.ws_row > 0 else { return nil }
+        return Int(size.ws_row)
+    }
+
+    /// `text` cut to a screen of `columns` by `rows` (either nil: no limit): each line to the width,
+    /// and, past the height, the last line that fits replaced by how many were left out. A line that
+    /// wraps pushes the ones below it down, and a text taller than the screen scrolls its top away.
+    static func fit(_ text: String, columns: Int?, rows: Int?) -> String {
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if let rows, lines.count > rows {
+            let kept = max(0, rows - 1)
+            let left = lines.count - kept
+            lines = Array(lines.prefix(kept)) + ["… \(left) more rows (--limit, or a taller terminal)"]
+        }
+        guard let columns else { return lines.joined(separator: "\n") }
+        return lines.map { String($0.prefix(columns)) }.joined(separator: "\n")
+    }
+
     /// Clears the screen and moves the cursor home.
     static let clearScreen = "\u{1B}[H\u{1B}[2J"
     /// Returns to the start of the line and clears it.
