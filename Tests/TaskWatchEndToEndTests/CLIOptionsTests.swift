@@ -233,6 +233,29 @@ import Testing
         #expect(result.output.isEmpty)
     }
 
+    /// A directory or a file given as the socket (a mistake, such as the socket's directory) was said to
+    /// be one nobody listens on, or to refuse connections.
+    @Test func aSocketPathThatIsADirectoryOrAFileIsNamedAsSuch() throws {
+        let directory = ScratchDirectory()
+        let file = directory.file("file")
+        #expect(FileManager.default.createFile(atPath: file, contents: Data()))
+        for (path, kind) in [(directory.path, "a directory"), (file, "a regular file")] {
+            let send = try runProcess(taskwatchBinary, ["send", "--socket", path])
+            #expect(send.status == 1)
+            #expect(send.errorOutput == "taskwatch send: cannot connect to \(path): it is \(kind), not a socket\n")
+            let warning = "taskwatch: cannot connect to \(path): it is \(kind), not a socket; reports are dropped\n"
+            let stress = try runProcess(
+                taskwatchBinary, ["stress", "--tasks", "1", "--hold", "0", "--quiet", "--socket", path])
+            #expect(stress.status == 0 && stress.errorOutput == warning, "\(stress.errorOutput)")
+            let leak = try runProcess(taskwatchBinary, ["leak", "stream", "--duration", "10ms", "--socket", path])
+            #expect(leak.status == 0 && leak.errorOutput == warning, "\(leak.errorOutput)")
+            let check = try runProcess(
+                taskwatchBinary, ["check", "--socket", path, "--address", "127.0.0.1:\(try freePort())"])
+            #expect(check.status == 1)
+            #expect(check.outputText.hasPrefix("FAIL  ingest socket \(path) is \(kind), not a socket\n"))
+        }
+    }
+
     @Test func leakAndStressWarnOnceWhenNothingListens() throws {
         let directory = ScratchDirectory()
         let path = directory.file("absent.sock")

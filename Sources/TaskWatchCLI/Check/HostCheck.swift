@@ -59,8 +59,8 @@ struct HostCheck {
                     + "--socket or TASKWATCH_SOCKET)", Self.socketFailure)
             return
         }
-        guard info.st_mode & S_IFMT == S_IFSOCK else {
-            fail("ingest socket \(socketPath) exists but is not a socket", Self.socketFailure)
+        if let kind = IngestSocket.nonSocketKind(socketPath) {
+            fail("ingest socket \(socketPath) is \(kind), not a socket", Self.socketFailure)
             return
         }
         let probe = IngestSocket.probe(socketPath)

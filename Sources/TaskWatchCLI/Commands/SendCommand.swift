@@ -163,8 +163,8 @@ struct RawConnection {
     private(set) var closedByDaemon = 0
     /// The errno of the last failed connect, for the error message when none succeeded.
     private(set) var lastError: Int32 = 0
-    /// `lastError` in words.
-    var lastErrorText: String { String(cString: strerror(lastError)) }
+    /// `lastError` in words, or what the path is when it is no socket.
+    var lastErrorText: String { IngestSocket.connectFailure(path, lastError) }
 
     init(path: String) { self.path = path }
 

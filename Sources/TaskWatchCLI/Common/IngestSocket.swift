@@ -64,6 +64,27 @@ enum IngestSocket {
             + "group \(group), or point --socket or TASKWATCH_SOCKET at a socket this user may use"
     }
 
+    /// What `path` is when it exists and is not a socket (`a directory`, `a regular file`, …), or nil.
+    /// Connecting to one fails with ECONNREFUSED, as to a socket nobody listens on, which said
+    /// "nothing listens" of a directory given by mistake.
+    static func nonSocketKind(_ path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        switch info.st_mode & S_IFMT {
+        case S_IFSOCK: return nil
+        case S_IFDIR: return "a directory"
+        case S_IFREG: return "a regular file"
+        case S_IFIFO: return "a FIFO"
+        case S_IFCHR, S_IFBLK: return "a device"
+        default: return "a special file"
+        }
+    }
+
+    /// Why connecting to `path` failed with `error`, in words: its kind when it is no socket at all.
+    static func connectFailure(_ path: String, _ error: Int32) -> String {
+        nonSocketKind(path).map { "it is \($0), not a socket" } ?? String(cString: strerror(error))
+    }
+
     /// The warning `leak` and `stress` print when their reports would go nowhere, or nil. The client
     /// library drops reports silently by design (it must never block the process it watches), so the
     /// tool says it once at start instead.
@@ -73,6 +94,9 @@ enum IngestSocket {
         case .accepted: return nil
         case .closedByDaemon: return "taskwatch: \(refusalAdvice(path)); reports are dropped"
         case .failed(let errno): error = errno
+        }
+        if let kind = nonSocketKind(path) {
+            return "taskwatch: cannot connect to \(path): it is \(kind), not a socket; reports are dropped"
         }
         if error == ENOENT || error == ECONNREFUSED {
             return "taskwatch: nothing listens on \(path); reports are dropped until a daemon starts"
