@@ -157,8 +157,15 @@ import Testing
             + "password in $TASKWATCH_BASIC_AUTH_PASSWORD)\n"
         let anonymous = try run([], check)
         #expect(anonymous.status == 2 && anonymous.outputText.contains(refused), "\(anonymous.outputText)")
+        // Credentials sent and refused are wrong, not missing: the hint said to give --basic-auth-user.
         let wrong = try run(["TASKWATCH_BASIC_AUTH_PASSWORD=s3creT"], check + alice)
-        #expect(wrong.status == 2 && wrong.outputText.contains(refused), "\(wrong.outputText)")
+        let wrongPassword =
+            "FAIL  daemon at \(address) is not ready: /-/ready answered 401 (the daemon refused the user and "
+            + "password: check --basic-auth-user and $TASKWATCH_BASIC_AUTH_PASSWORD)\n"
+        #expect(wrong.status == 2 && wrong.outputText.contains(wrongPassword), "\(wrong.outputText)")
+        let topOnce = ["top", "--address", address, "--once", "--interval", "10ms"]
+        let wrongTop = try run(["TASKWATCH_BASIC_AUTH_PASSWORD=s3creT"], topOnce + alice)
+        #expect(wrongTop.status == 1 && wrongTop.errorOutput.contains("401 (the daemon refused the user and password"))
         let unset = try run([], check + alice)
         #expect(unset.status == 64)
         #expect(

@@ -89,7 +89,7 @@ struct HostCheck {
             guard ready.status == 200 else {
                 fail(
                     "daemon at \(client.address) is not ready: /-/ready answered \(ready.status)"
-                        + HTTPClient.hint(status: ready.status), Self.httpFailure)
+                        + client.hint(status: ready.status), Self.httpFailure)
                 return
             }
             pass("daemon at \(client.address) is ready")
@@ -110,7 +110,7 @@ struct HostCheck {
         guard metrics.status == 200 else {
             fail(
                 "GET \(metricsPath) on \(client.address) answered \(metrics.status)"
-                    + HTTPClient.hint(status: metrics.status), Self.metricsFailure)
+                    + client.hint(status: metrics.status), Self.metricsFailure)
             return
         }
         let samples = PrometheusText.parse(metrics.text)

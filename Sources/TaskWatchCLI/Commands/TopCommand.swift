@@ -109,7 +109,7 @@ struct TopCommand: AsyncParsableCommand {
         guard response.status == 200 else {
             throw HTTPError(
                 description: "GET \(path) on \(client.address) answered \(response.status)"
-                    + HTTPClient.hint(status: response.status))
+                    + client.hint(status: response.status))
         }
         // Ages are measured against this host's clock, read when the answer arrived: no series the
         // daemon exposes carries its current time (its HTTP Date header has whole seconds only). On

@@ -167,9 +167,12 @@ struct HTTPClient: Sendable {
         "the endpoint speaks TLS; the taskwatch CLI needs a plain-HTTP listener "
         + "(read a TLS one with e.g. curl --cacert CA.crt https://HOST:PORT/metrics)"
 
-    /// A hint for a status that usually means a flag is missing or wrong; empty for the others.
-    static func hint(status: Int) -> String {
+    /// A hint for a status that usually means a flag is missing or wrong; empty for the others. A 401
+    /// to a request that sent credentials means they were wrong, not missing.
+    func hint(status: Int) -> String {
         switch status {
+        case 401 where authorization != nil:
+            " (the daemon refused the user and password: check --basic-auth-user and $\(basicAuthPasswordVariable))"
         case 401: " (give --basic-auth-user, with the password in $\(basicAuthPasswordVariable))"
         case 404: " (is --path the daemon's --web.telemetry-path?)"
         default: ""
