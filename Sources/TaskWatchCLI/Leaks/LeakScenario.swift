@@ -208,16 +208,18 @@ struct LeakRunner {
         while !StopSignal.isRequested {
             let now = monotonicNanoseconds()
             if let durationNanoseconds, now - started >= durationNanoseconds { break }
+            // Before the requests: a rate the machine cannot keep up with keeps this loop starting them,
+            // and the line a second stopped until the run ended.
+            if now - lastPrint >= 1_000_000_000 {
+                lastPrint = now
+                Terminal.line(statusLine(state: state, requests: requests, elapsed: now - started))
+            }
             if now >= next {
                 let id = requests
                 requests += 1
                 next += interval
                 Task { await LeakWorkload.handle(scenario, request: id, state: state) }
                 continue
-            }
-            if now - lastPrint >= 1_000_000_000 {
-                lastPrint = now
-                Terminal.line(statusLine(state: state, requests: requests, elapsed: now - started))
             }
             try? await Task.sleep(nanoseconds: min(next - now, 50_000_000))
         }
