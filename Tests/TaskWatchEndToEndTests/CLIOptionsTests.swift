@@ -210,6 +210,10 @@ import Testing
         (["stress", "--rate", "-5"], "--rate must be from 0 to 10000000 jobs a second"),
         (["stress", "--concurrency", "-2"], "--concurrency must be at least 1"),
         (["stress", "--hold", "1x"], "The value '1x' is invalid for '--hold <hold>'"),
+        // A negative duration or pid read as an option: "Missing value for '--hold <hold>'".
+        (["stress", "--hold", "-1s"], "The value '-1s' is invalid for '--hold <hold>'"),
+        (["top", "--interval", "-2s"], "The value '-2s' is invalid for '--interval <interval>'"),
+        (["send", "--claim-pid", "-1"], "The value '-1' is invalid for '--claim-pid <claim-pid>'"),
         (["leak", "stream", "--rate", "-1"], "--rate must be from 0.001 to 100000"),
         // It crashed: 1e9 / rate nanoseconds did not fit a UInt64.
         (["leak", "stream", "--rate", "1e-11"], "--rate must be from 0.001 to 100000"),

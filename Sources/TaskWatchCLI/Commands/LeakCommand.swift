@@ -26,7 +26,7 @@ struct LeakCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Requests (or sessions) per second.")
     var rate: Double = 10
 
-    @Option(help: "Stop after this long, e.g. 30s (default: run until stopped).")
+    @Option(parsing: .unconditional, help: "Stop after this long, e.g. 30s (default: run until stopped).")
     var duration: DurationArgument?
 
     @Option(help: "The process label (default: $TASKWATCH_PROCESS, else taskwatch-leak).")

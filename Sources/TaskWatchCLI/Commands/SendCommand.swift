@@ -17,7 +17,7 @@ struct SendCommand: ParsableCommand {
     @Option(help: "The process label.")
     var process = "taskwatch-send"
 
-    @Option(help: "The pid to claim in the hello; the daemon must ignore it.")
+    @Option(parsing: .unconditional, help: "The pid to claim in the hello; the daemon must ignore it.")
     var claimPid: UInt32 = 0
 
     @Option(name: .customLong("task"), help: "A task monitor and its live count, as NAME=LIVE. Repeatable.")
@@ -31,12 +31,13 @@ struct SendCommand: ParsableCommand {
     var grow: Double = 0
 
     @Option(
+        parsing: .unconditional,
         help:
             "How long to keep reporting before saying goodbye, e.g. 10s (0 sends once, without a goodbye, so the values stay for the daemon's --client.grace)."
     )
     var hold = DurationArgument.literal("0s")
 
-    @Option(help: "Report interval, e.g. 100ms.")
+    @Option(parsing: .unconditional, help: "Report interval, e.g. 100ms.")
     var interval = DurationArgument.literal("100ms")
 
     func validate() throws {

@@ -36,10 +36,12 @@ struct StressCommand: AsyncParsableCommand {
     @Option(help: "How jobs run: a task each (spawn), on a worker pool (pool) or in a task group (group).")
     var mode: StressMode = .spawn
 
-    @Option(help: "How long each job stays suspended, e.g. 1s.")
+    @Option(parsing: .unconditional, help: "How long each job stays suspended, e.g. 1s.")
     var hold = DurationArgument.literal("1s")
 
-    @Option(help: "Stop submitting after this long, e.g. 10s (default: when --tasks jobs are submitted).")
+    @Option(
+        parsing: .unconditional,
+        help: "Stop submitting after this long, e.g. 10s (default: when --tasks jobs are submitted).")
     var duration: DurationArgument?
 
     @Option(
@@ -50,7 +52,7 @@ struct StressCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Keep live tasks near this number with a feedback loop (default: no limit).")
     var limit: UInt64?
 
-    @Option(help: "The feedback loop's step, e.g. 1ms (at least 100us).")
+    @Option(parsing: .unconditional, help: "The feedback loop's step, e.g. 1ms (at least 100us).")
     var step = DurationArgument.literal("1ms")
 
     @Flag(help: "Run spawn, then pool, each in a fresh process, and print them side by side.")

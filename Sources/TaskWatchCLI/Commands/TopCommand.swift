@@ -22,7 +22,7 @@ struct TopCommand: AsyncParsableCommand {
 
     @OptionGroup var endpoint: EndpointOptions
 
-    @Option(help: "Refresh interval, e.g. 500ms or 2s.")
+    @Option(parsing: .unconditional, help: "Refresh interval, e.g. 500ms or 2s.")
     var interval = DurationArgument.literal("2s")
 
     @Option(help: "The column to sort by; age puts the longest-silent processes first.")
