@@ -110,6 +110,20 @@ final class SlowServer: Sendable {
         #expect(rows[0].createdPerSecond == nil && rows[1].createdPerSecond == 5)
     }
 
+    /// A NaN value (any local client may report one) made the comparison inconsistent: with it among
+    /// them, rows came out of order, 5 before 7.
+    @Test func aNaNValueSortsLastWithoutDisorderingTheRest() {
+        let text = [("a", "5"), ("b", "NaN"), ("c", "7"), ("d", "3")].map { process, live in
+            "swift_tasks{process=\"\(process)\",pid=\"1\",task=\"t\"} \(live)"
+        }.joined(separator: "\n")
+        let rows = ClientTable.rows(
+            previous: nil, current: MetricsSnapshot(nanoseconds: 0, samples: PrometheusText.parse(text)))
+        for start in rows.indices {
+            let rotated = Array(rows[start...] + rows[..<start])
+            #expect(ClientTable.sorted(rotated, by: .live).map(\.process) == ["c", "a", "d", "b"])
+        }
+    }
+
     /// A lag count that did not move in the interval is a blocked executor (`SwiftExecutorStalled`):
     /// `top` showed the lifetime mean, a healthy figure, instead. An interval under a second proves
     /// nothing (a probe is due every 100 ms), and a process that left is not stalled.

@@ -144,7 +144,10 @@ enum ClientTable {
                 case .pid: Double(row.pid)
                 case .process, .task: nil
                 }
-            return value ?? -.infinity
+            // NaN (any local client may report it) compares neither above nor below anything, which
+            // broke the order of the other rows too: it sorts with the unknown values, last.
+            guard let value, !value.isNaN else { return -.infinity }
+            return value
         }
         return rows.sorted { a, b in
             let tie = (a.process, Int(a.pid) ?? 0, a.task) < (b.process, Int(b.pid) ?? 0, b.task)
