@@ -13,9 +13,10 @@
 #                          and busy: the reporter thread's share with 10, 100 and 1,400 monitors spawning
 #   never blocks           ClientMeasure never-blocks: one process owns a taskwatchd (and a bystander
 #                          one) and runs CYCLES cycles of SPAWNLOAD_TASKS-task rounds, each round with
-#                          the daemon stopped, absent or killed mid-round paired with a matched healthy
-#                          round next to it, checking after every return that the series came back
-#                          complete; a bootstrap interval for each median
+#                          the daemon stopped, stopped with its socket filled first, absent or killed
+#                          mid-round paired with a matched healthy round next to it, checking after
+#                          every return that the series came back complete; a bootstrap interval for
+#                          each median, and the reports each kind of round dropped
 #   fidelity               a burst's latency to /metrics, and swift_tasks_peak against its true height
 #
 # Environment: IDLE_SECONDS (60), CYCLES (300), SPAWNLOAD_TASKS (30000), SKIP_ORDO=1 to skip the ordo-one
@@ -129,7 +130,7 @@ for monitors in 10 100 1400; do
 done
 
 # 3. Never blocks: one process, its own daemon, the four daemon states interleaved.
-log "never blocks: $CYCLES cycles of $SPAWNLOAD_TASKS-task rounds, daemon stopped / absent / killed, each paired with a matched healthy round"
+log "never blocks: $CYCLES cycles of $SPAWNLOAD_TASKS-task rounds, daemon stopped / stopped with a full socket / absent / killed, each paired with a matched healthy round"
 "$MEASURE" never-blocks "$DAEMON" "$CYCLES" "$SPAWNLOAD_TASKS" >"$WORK/never-blocks.json"
 
 # 4. Fidelity: a 200 ms burst of 10,000 tasks, at 10 ms and with Stress at 1 ms.

@@ -7,8 +7,10 @@ import TaskWatch
 #endif
 
 /// "The client never blocks its host": the same spawn-heavy round with the daemon healthy, stopped
-/// (SIGSTOP for the whole round), absent, and killed half-way through the round, interleaved in one
-/// process that owns the daemon.
+/// (SIGSTOP for the whole round; and stopped with its socket filled first, since a round-long stop
+/// never fills it), absent, and killed half-way through the round, interleaved in one process that owns
+/// the daemon. Each turn's dropped reports are counted, so a troubled turn that never met a full or
+/// missing socket shows.
 ///
 /// Why one process, and why pairs: separate processes per mode compare start-up luck and the
 /// machine's drift as much as the modes (runs of the same binary differ by 10 % here), and even within
@@ -45,6 +47,13 @@ enum NeverBlocks {
         case healthyBystanderKilled
         /// Our daemon SIGSTOPped for the whole round.
         case stopped
+        /// Our daemon SIGSTOPped, then reports sent (`TaskWatch.flush`) until one is refused, so the
+        /// round starts against a full socket: a round-long stop alone never fills it (about 30 ms of
+        /// reports fit in the socket's buffer many times over, and such rounds dropped no report).
+        case stoppedFull
+        /// Healthy, after as many flushed reports as the last `stoppedFull` turn needed to fill the
+        /// socket: its partner, with the same reporter work before the round.
+        case healthyFlushed
         /// Our daemon killed and reaped before the round.
         case absent
         /// Our daemon killed mid-round.
@@ -64,6 +73,7 @@ enum NeverBlocks {
         Pair(name: "absent", baseline: .healthyAfterBystanderReaped, candidate: .absent),
         Pair(name: "killed", baseline: .healthyBystanderKilled, candidate: .killed),
         Pair(name: "bystander", baseline: .healthy, candidate: .healthyBystanderKilled),
+        Pair(name: "stoppedFull", baseline: .healthyFlushed, candidate: .stoppedFull),
     ]
 
     /// Starts the daemons, points this process's reporter at ours, runs `cycles` rotations of the
@@ -99,6 +109,14 @@ enum NeverBlocks {
         // How long the series took to come back complete, each time our daemon returned.
         var recoveries: [UInt64] = [firstSync]
         var resumed = false
+        // Reports the client dropped during each turn, from the daemon's view of the client's counter at
+        // the sync before the turn and at the one after it.
+        var droppedByTurn: [Turn: Int] = [:]
+        var lastDropped = daemon.reportsDropped() ?? 0
+        var previousTurn: Turn? = nil
+        // Flushed reports it took to fill the socket of a stopped daemon, per `stoppedFull` turn; the
+        // last one is what its partner flushes.
+        var fills: [Int] = []
         // One warm-up round, not counted.
         _ = await spawnRound(tasks, midway: nil)
         for cycle in 0..<cycles {
@@ -117,10 +135,22 @@ enum NeverBlocks {
                         return "{\"error\":\"series did not come back complete after a restart\"}"
                     }
                     if returned { recoveries.append(waited) }
+                    let droppedNow = daemon.reportsDropped() ?? lastDropped
+                    if let previousTurn { droppedByTurn[previousTurn, default: 0] += droppedNow - lastDropped }
+                    lastDropped = droppedNow
+                    previousTurn = turn
                     switch turn {
                     case .healthy, .healthyBystanderKilled, .killed: break
                     case .healthyAfterBystanderReaped: bystander.kill()
                     case .stopped: daemon.signal(SIGSTOP)
+                    case .stoppedFull:
+                        daemon.signal(SIGSTOP)
+                        guard let count = fillSocket(limit: 10_000) else {
+                            return "{\"error\":\"the socket of a stopped daemon never filled\"}"
+                        }
+                        fills.append(count)
+                    case .healthyFlushed:
+                        for _ in 0..<(fills.last ?? 64) { TaskWatch.flush(timeout: .seconds(1)) }
                     case .absent: daemon.kill()
                     }
                     // Killed mid-round: the signal only. Reaping waits for the kernel to tear the daemon
@@ -134,7 +164,7 @@ enum NeverBlocks {
                     let cpuBefore = Measure.threadCPUNanoseconds(reporterThread) ?? 0
                     let time = await spawnRound(tasks, midway: victim.map { victim in { victim.signal(SIGKILL) } })
                     reporterCPU[turn, default: 0] += (Measure.threadCPUNanoseconds(reporterThread) ?? 0) &- cpuBefore
-                    if turn == .stopped {
+                    if turn == .stopped || turn == .stoppedFull {
                         daemon.signal(SIGCONT)
                         resumed = true
                     }
@@ -154,6 +184,7 @@ enum NeverBlocks {
         }
         recoveries.append(finalSync)
         let dropped = daemon.reportsDropped() ?? -1
+        if let previousTurn, dropped >= 0 { droppedByTurn[previousTurn, default: 0] += dropped - lastDropped }
 
         func median(_ values: [UInt64]) -> Double {
             let sorted = values.sorted()
@@ -167,6 +198,7 @@ enum NeverBlocks {
         fields.append("\"live\":\(monitor.snapshot().live)")
         fields.append("\"reports_dropped\":\(dropped)")
         fields.append("\"restarts\":\(daemon.starts - 1)")
+        fields.append("\"flushes_to_fill\":{\"median\":\(median(fills.map { UInt64($0) })),\"max\":\(fills.max() ?? 0)}")
         fields.append("\"recovery_ns\":{\"median\":\(median(recoveries)),\"max\":\(recoveries.max() ?? 0)}")
         var turnFields: [String] = []
         for turn in Turn.allCases {
@@ -175,6 +207,7 @@ enum NeverBlocks {
             turnFields.append(
                 "\"\(turn.rawValue)\":{\"median_ns\":\(median(values)),"
                     + "\"reporter_cpu_ns\":\(reporterCPU[turn] ?? 0),\"reporter_cpu_share\":\(cpuShare),"
+                    + "\"reports_dropped\":\(droppedByTurn[turn] ?? 0),"
                     + "\"elapsed_ns\":[\(values.map(String.init).joined(separator: ","))]}")
         }
         fields.append("\"turns\":{" + turnFields.joined(separator: ",") + "}")
@@ -188,6 +221,13 @@ enum NeverBlocks {
         }
         fields.append("\"pairs\":{" + pairFields.joined(separator: ",") + "}")
         return "{" + fields.joined(separator: ",") + "}"
+    }
+
+    /// Sends reports at once (`TaskWatch.flush`) until one is refused, as it is once the socket of a
+    /// daemon that does not read is full; how many that took, or nil if none was refused in `limit`.
+    static func fillSocket(limit: Int) -> Int? {
+        for count in 1...limit where !TaskWatch.flush(timeout: .seconds(1)) { return count }
+        return nil
     }
 
     /// `count` tasks through the monitor in batches of 1,000, each batch awaited; `midway` runs once
