@@ -6,8 +6,8 @@
 #                          interleaved rounds, plus controls (SpawnPairs): ordo-one/benchmark
 #                          `spawnRatio` and the same pairs in a plain process (ClientMeasure spawn-ab); the
 #                          separate spawn* benchmarks give absolute times and exact malloc counts
-#   counter increment,     ordo-one/benchmark: our swift-metrics backend vs swift-prometheus 2.x
-#   gauge set
+#   counter increment,     ordo-one/benchmark: our swift-metrics backend vs swift-prometheus 2.x in
+#   gauge set              interleaved rounds (metricsRatio); the separate benchmarks give absolute times
 #   reporter CPU           idle process, /proc/self/stat utime+stime over IDLE_SECONDS, reporter at the
 #                          default 10 ms and with the Stress trait (1 ms), minus a process without it;
 #                          and busy: the reporter thread's share with 10, 100 and 1,400 monitors spawning
