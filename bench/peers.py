@@ -178,9 +178,17 @@ def report(directory):
         cpu = get("ingest_taskwatchd_%d" % k, "cpu_seconds_per_million_updates")
         rows.append(("ingest %d sender%s: taskwatchd updates/s (4 per frame)" % (k, "" if k == 1 else "s"),
                      num(ours), "frames/s %s; CPU s per M updates %s" % (num(frames), num(cpu, 3))))
-        rows.append(("  raw C sink messages/s, same senders", num(sink),
-                     "taskwatchd frames/s ÷ sink = %s" % ratio(frames, sink)))
-        if frames and sink:
+        # The goal is the median over rounds in which the sink and taskwatchd took turns (bench.sh); the
+        # last round's pair of figures is shown beside it.
+        rounds = get("ingest_vs_sink_%d" % k, "ratios")
+        shown = "taskwatchd frames/s ÷ sink = %s (last round)" % ratio(frames, sink)
+        if rounds:
+            shown += "; median of %d alternating rounds %.2f (%s)" % (
+                len(rounds), get("ingest_vs_sink_%d" % k, "median_ratio"), ", ".join("%.2f" % r for r in rounds))
+        rows.append(("  raw C sink messages/s, same senders", num(sink), shown))
+        if rounds:
+            goals["ingest_%d_vs_raw_ceiling_ge_0.5" % k] = round(get("ingest_vs_sink_%d" % k, "median_ratio"), 3)
+        elif frames and sink:
             goals["ingest_%d_vs_raw_ceiling_ge_0.5" % k] = round(frames / sink, 3)
     collectd = results.get("ingest_collectd")
     if collectd:

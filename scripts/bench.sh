@@ -53,9 +53,9 @@ mkdir -p "$OUT"
 find "$OUT" -maxdepth 1 -name "*.json" ! -name client.json -delete
 
 if [ "$QUICK" = 1 ]; then
-    INGEST_SECONDS=3; SIZES=(10000 100000); REPS_SCALE=2; PEER_SIZES=(10000 100000); FRESH_REPS=30
+    INGEST_SECONDS=3; INGEST_ROUNDS=2; SIZES=(10000 100000); REPS_SCALE=2; PEER_SIZES=(10000 100000); FRESH_REPS=30
 else
-    INGEST_SECONDS=8; SIZES=(10000 100000 1000000); REPS_SCALE=1; PEER_SIZES=(10000 100000 1000000)
+    INGEST_SECONDS=8; INGEST_ROUNDS=4; SIZES=(10000 100000 1000000); REPS_SCALE=1; PEER_SIZES=(10000 100000 1000000)
     FRESH_REPS=100
 fi
 TW_PORT=19301 PG_PORT=19302 CD_PORT=19303 STATSD_PORT=19304
@@ -140,9 +140,10 @@ reps_for() { # series -> repetitions
 }
 label() { case $1 in 10000) echo 10k ;; 100000) echo 100k ;; 1000000) echo 1m ;; esac; }
 
-# --- 1. The raw ceiling: the minimal C receiver ---------------------------------------------------------
-for k in 1 64; do
-    log "ingest: C sink, $k sender(s), ${INGEST_SECONDS}s"
+# --- 1. Ingest against the raw ceiling (the minimal C receiver), in alternating rounds ------------------
+# ingest_sink SENDERS: the C sink blasted for INGEST_SECONDS, into $OUT/ingest_sink_SENDERS.json.
+ingest_sink() {
+    local k="$1" sink
     rm -f "$WORK/sink.sock"
     "$WORK/sink" "$WORK/sink.sock" "$INGEST_SECONDS" >"$OUT/ingest_sink_$k.json" &
     sink=$!
@@ -151,9 +152,8 @@ for k in 1 64; do
     "$WORK/blast" --path "$WORK/sink.sock" --senders "$k" --series 64 --per-frame 4 \
         --duration "$INGEST_SECONDS" | grep -v '^ready' >"$WORK/blast_sink_$k.json"
     wait "$sink" || true
-done
+}
 
-# --- 2. Ingest into taskwatchd --------------------------------------------------------------------------
 # ingest_taskwatchd NAME SENDERS SERIES PER_FRAME: a fresh daemon, blasted for INGEST_SECONDS; its CPU
 # and frame count go with the blaster's figures into $OUT/ingest_taskwatchd_NAME.json.
 ingest_taskwatchd() {
@@ -178,9 +178,24 @@ EOF
     stop_pid "$DAEMON"
 }
 
+# The sink and taskwatchd take turns, the order alternating, INGEST_ROUNDS rounds per sender count, and
+# the goal is the median of the per-round ratios (frames/s ÷ sink messages/s): one after the other, a slow
+# phase of this shared VM could fall on either side. The files ingest_sink_K and ingest_taskwatchd_K
+# keep the last round's absolute figures.
 for k in 1 64; do
-    log "ingest: taskwatchd, $k sender(s), ${INGEST_SECONDS}s"
-    ingest_taskwatchd "$k" "$k" 64 4
+    ratios=()
+    for round in $(seq "$INGEST_ROUNDS"); do
+        log "ingest: $k sender(s), round $round of $INGEST_ROUNDS: C sink and taskwatchd, ${INGEST_SECONDS}s each"
+        if [ $((round % 2)) = 1 ]; then
+            ingest_sink "$k"; ingest_taskwatchd "$k" "$k" 64 4
+        else
+            ingest_taskwatchd "$k" "$k" 64 4; ingest_sink "$k"
+        fi
+        ratios+=("$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["frames_per_s"] / json.load(open(sys.argv[2]))["messages_per_s"], 4))' \
+            "$OUT/ingest_taskwatchd_$k.json" "$OUT/ingest_sink_$k.json")")
+    done
+    python3 -c 'import json, statistics, sys; r = [float(x) for x in sys.argv[1:]]; print(json.dumps({"ratios": r, "median_ratio": statistics.median(r)}))' \
+        "${ratios[@]}" >"$OUT/ingest_vs_sink_$k.json"
 done
 
 # --- 2b. The same, batched like collectd's datagrams: 100 updates per frame -----------------------------
