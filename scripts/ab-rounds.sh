@@ -1,7 +1,7 @@
 # Shared by the side-by-side benchmarks (scripts/bench-*-ab.sh); source it, do not run it.
 
-# median: the median of the numbers on stdin, one a line.
-median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+# median: the median of the numbers on stdin, one a line (the mean of the middle two for an even count).
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
 
 # ab_pair ROUND MEASURE A_ARG B_ARG [ARGS...]: runs `MEASURE A_ARG ARGS...` and `MEASURE B_ARG ARGS...`,
 # A first in odd rounds and B first in even ones, so both sides share the machine's slow phases; prints

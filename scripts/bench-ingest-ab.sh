@@ -50,7 +50,7 @@ scrape_ms_under_ingest() {
     sleep 0.3
     : >"$WORK/curl.cfg"
     for _ in $(seq 100); do printf 'url = "http://127.0.0.1:19440/metrics"\noutput = "/dev/null"\n' >>"$WORK/curl.cfg"; done
-    curl -s -K "$WORK/curl.cfg" -w '%{time_total}\n' | sort -n | awk '{v[NR] = $1 * 1000} END {printf "%.3f", v[int((NR + 1) / 2)]}'
+    curl -s -K "$WORK/curl.cfg" -w '%{time_total}\n' | awk '{printf "%.6f\n", $1 * 1000}' | median | awk '{printf "%.3f", $1}'
     kill "$blast" "$hold" "$pid"
     wait "$blast" "$hold" "$pid" 2>/dev/null || true
 }
