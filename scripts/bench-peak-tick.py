@@ -86,16 +86,20 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     runs = {"candidate": [], "baseline": []}
-    for _ in range(args.rounds):
-        for name, binary in (("baseline", args.baseline), ("candidate", args.binary)):
+    sides = (("baseline", args.baseline), ("candidate", args.binary))
+    for round_index in range(args.rounds):
+        # The order alternates, so neither binary always gets the machine's later (or earlier) moment.
+        for name, binary in sides if round_index % 2 == 0 else sides[::-1]:
             if binary:
                 runs[name].append(idle_cpu_percent(binary, args.clients, args.gauges, args.seconds))
     result = {"clients": args.clients, "gauges_per_client": args.gauges, "seconds": args.seconds,
               "candidate_percent_of_a_core": [round(r, 2) for r in runs["candidate"]]}
     if args.baseline:
         result["baseline_percent_of_a_core"] = [round(r, 2) for r in runs["baseline"]]
-        base = statistics.median(runs["baseline"])
-        result["median_ratio"] = round(statistics.median(runs["candidate"]) / base, 3) if base else None
+        # The median of the per-round ratios: each round's two sides ran next to each other.
+        ratios = [c / b for c, b in zip(runs["candidate"], runs["baseline"]) if b]
+        result["round_ratios"] = [round(r, 3) for r in ratios]
+        result["median_ratio"] = round(statistics.median(ratios), 3) if ratios else None
     print(json.dumps(result))
 
 
