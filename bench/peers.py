@@ -244,7 +244,17 @@ def report(directory):
         goals["scrape_100k_plain_ms_le_10"] = plain100
     gzip100 = get("scrape_taskwatchd_100k", "gzip", "median_ms")
     push100 = get("scrape_pushgateway_100k", "gzip", "median_ms")
-    if gzip100 and push100:
+    # The goal is judged by the alternating blocks with both servers up (bench.sh, alternating_ratio);
+    # the ratio of the two separate series of scrapes, minutes apart, is shown in the scrape rows.
+    side_by_side = get("scrape_vs_pushgateway_100k", "gzip")
+    if side_by_side:
+        for encoding in ("plain", "gzip"):
+            blocks = get("scrape_vs_pushgateway_100k", encoding)
+            rows.append(("scrape 100k %s, taskwatchd ÷ pushgateway, alternating blocks" % encoding,
+                         "%.3f" % blocks["median_ratio"],
+                         "blocks: %s" % ", ".join("%.3f" % r for r in blocks["ratios"])))
+        goals["scrape_100k_gzip_vs_pushgateway_le_0.25"] = round(side_by_side["median_ratio"], 3)
+    elif gzip100 and push100:
         goals["scrape_100k_gzip_vs_pushgateway_le_0.25"] = round(gzip100 / push100, 3)
     # Memory.
     for n in ("100k", "1m"):

@@ -133,6 +133,25 @@ interleaved_ratios() {
         "$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{v[NR] = $1} END {print (v[NR / 2] + v[NR / 2 + 1]) / 2}')"
 }
 
+# alternating_ratio URL_A URL_B COUNT plain|gzip -> {"ratios": [...], "median_ratio": R}
+# A's median scrape time ÷ B's, in 8 pairs of blocks of COUNT/8 scrapes (at least 4) with both servers
+# up, the order alternating: the two servers' scrapes share the machine's phase, where measuring one
+# and then, minutes later, the other compared two moments of this shared VM.
+alternating_ratio() {
+    local a=$1 b=$2 count=$(($3 / 8 > 4 ? $3 / 8 : 4)) encoding=$4 block time_a time_b ratios=()
+    median_of() { scrape_stats "$1" "$count" "$encoding" | sed 's/.*"median_ms": \([0-9.]*\).*/\1/'; }
+    for block in 1 2 3 4 5 6 7 8; do
+        if [ $((block % 2)) = 1 ]; then
+            time_a=$(median_of "$a"); time_b=$(median_of "$b")
+        else
+            time_b=$(median_of "$b"); time_a=$(median_of "$a")
+        fi
+        ratios+=("$(awk -v a="$time_a" -v b="$time_b" 'BEGIN {printf "%.4f", a / b}')")
+    done
+    printf '{"ratios": [%s], "median_ratio": %s}' "$(IFS=,; echo "${ratios[*]}")" \
+        "$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{v[NR] = $1} END {print (v[NR / 2] + v[NR / 2 + 1]) / 2}')"
+}
+
 reps_for() { # series -> repetitions
     local n=$1 r
     if [ "$n" -le 10000 ]; then r=200; elif [ "$n" -le 100000 ]; then r=60; else r=10; fi
@@ -334,6 +353,22 @@ for n in "${PEER_SIZES[@]}"; do
 {"series": $n, "plain": $plain, "gzip": $gzip, "rss_kb_empty": $rss0, "rss_kb_populated": $rss1,
  "rss_kb_after_scrapes": $rss2, "rss_bytes_per_series": $(((rss1 - rss0) * 1024 / n))}
 EOF
+    if [ "$n" = 100000 ]; then
+        # The gzip goal compares the two servers: a taskwatchd holding the same 100 k series beside the
+        # Pushgateway, scraped in alternating blocks.
+        log "scrape: taskwatchd ÷ pushgateway, 100k series, alternating blocks"
+        start_daemon
+        start_blast "$WORK/populate.out" --path "$SOCK" --senders 10 --series 10000 --duration 0 --hold 900
+        populate=$BLAST
+        sleep 0.3
+        vs_plain=$(alternating_ratio "http://127.0.0.1:$TW_PORT/metrics" "http://127.0.0.1:$PG_PORT/metrics" \
+            "$reps" plain)
+        vs_gzip=$(alternating_ratio "http://127.0.0.1:$TW_PORT/metrics" "http://127.0.0.1:$PG_PORT/metrics" \
+            "$reps" gzip)
+        printf '{"plain": %s, "gzip": %s}\n' "$vs_plain" "$vs_gzip" >"$OUT/scrape_vs_pushgateway_100k.json"
+        stop_pid "$populate"
+        stop_pid "$DAEMON"
+    fi
     stop_pid "$pg"
 
     [ "$n" -gt 100000 ] && continue # collectd already drops most of 100 k gauges
