@@ -999,4 +999,71 @@ let threeGauges = (0..<3).map {
         #expect(h.dropped(.byteLimit) == "0")
         #expect(h.value("taskwatch_series") == "3")
     }
+
+    /// A release that adds a dimension to a metric (a swift-metrics counter `app_jobs`), started while
+    /// the previous release's process still holds the name: running, or in its grace period after a
+    /// crash. The new declaration was refused as a `conflict`, rightly, but for good: the client library
+    /// declares once per connection, so the metric stayed missing after the old series went, until the
+    /// new process reconnected. It is admitted once the family goes, and counted once.
+    @Test func aDeclarationRefusedAsAConflictIsAdmittedOnceTheFamilyGoes() {
+        let h = Harness()
+        let old = SeriesDeclaration(id: 1, type: .counter, name: "app_jobs", help: "", labels: [Label("queue", "a")])
+        let new = SeriesDeclaration(
+            id: 7, type: .counter, name: "app_jobs", help: "", labels: [Label("priority", "high"), Label("queue", "a")])
+        // A gauge of the counter's OpenMetrics family name clashes on a derived name.
+        let gauge = SeriesDeclaration(id: 8, type: .gauge, name: "app_jobs", help: "", labels: [])
+        let kept = SeriesDeclaration(id: 9, type: .gauge, name: "swift_tasks", help: "", labels: [])
+        h.connect(1, process: "old", declaring: [old])
+        h.send(1, .values([ValueUpdate(id: 1, value: 5)]))
+        h.connect(2, process: "new", declaring: [new, gauge, kept])
+        h.send(2, .values([ValueUpdate(id: 7, value: 3), ValueUpdate(id: 8, value: 1)]))
+        #expect(h.dropped(.conflict) == "3")
+        let shown = "app_jobs_total{process=\"new\",pid=\"2\",priority=\"high\",queue=\"a\"}"
+        #expect(h.value(shown) == nil)
+
+        // The old process crashes: its series stay through the grace period, then go.
+        h.registry.connectionClosed(ConnectionID(1))
+        h.send(2, .values([ValueUpdate(id: 7, value: 4)]))
+        #expect(h.value(shown) == nil)
+        h.clock.advance(seconds: 31)
+        h.registry.tick(nowNanoseconds: 0)
+        h.send(2, .values([ValueUpdate(id: 7, value: 5)]))
+        #expect(h.value(shown) == "5")
+        #expect(h.value("app_jobs_total{process=\"old\",pid=\"1\",queue=\"a\"}") == nil)
+        // First come, first served among the waiting ones: the gauge now clashes with the new counter.
+        #expect(h.value("app_jobs{process=\"new\",pid=\"2\"}") == nil)
+        #expect(h.dropped(.conflict) == "3", "counted once, when first refused")
+        #expect(h.rejected(.unknownSeries) == "0")
+
+        // Retired while it is kept, a declaration is forgotten: the name freed later admits nothing.
+        h.send(2, .retire([8]))
+        h.send(2, .retire([7]))
+        h.send(2, .values([ValueUpdate(id: 8, value: 2)]))
+        #expect(h.value("app_jobs{process=\"new\",pid=\"2\"}") == nil)
+        #expect(h.value("swift_tasks{process=\"new\",pid=\"2\"}") == nil, "the library's names never free")
+        #expect(h.value("taskwatch_series") == "0")
+    }
+
+    /// The same when the old process retires its series (a swift-metrics `destroy`) or says goodbye, and
+    /// a connection that closes forgets what it kept.
+    @Test func aDeclarationRefusedAsAConflictIsAdmittedOnceTheOtherRetiresIt() {
+        let h = Harness()
+        let counter = SeriesDeclaration(id: 1, type: .counter, name: "app_jobs", help: "", labels: [])
+        let histogram = SeriesDeclaration(id: 2, type: .histogram, name: "app_jobs", help: "", labels: [], bounds: [1])
+        h.connect(1, process: "one", declaring: [counter])
+        h.connect(2, process: "two", declaring: [histogram])
+        h.connect(3, process: "three", declaring: [histogram])
+        #expect(h.dropped(.conflict) == "2")
+        h.registry.connectionClosed(ConnectionID(3))
+        h.send(1, .retire([1]))
+        h.send(2, .histograms([HistogramUpdate(id: 2, buckets: [1, 0], sum: 0.5)]))
+        #expect(h.value("app_jobs_count{process=\"two\",pid=\"2\"}") == "1")
+        #expect(h.value("taskwatch_series") == "1")
+        h.send(2, .goodbye)
+        h.registry.connectionClosed(ConnectionID(2))
+        h.send(1, .declare([counter]))
+        h.send(1, .values([ValueUpdate(id: 1, value: 2)]))
+        #expect(h.value("app_jobs_total{process=\"one\",pid=\"1\"}") == "2")
+        #expect(h.dropped(.conflict) == "2")
+    }
 }

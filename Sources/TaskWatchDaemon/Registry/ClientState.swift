@@ -69,6 +69,13 @@ struct ClientState {
     var pendingBytes = 0
     /// Where the connection's oldest waiting declaration stands in the daemon's order (`WaitingState`).
     var waiting = WaitingState.idle
+    /// Declarations refused as a `conflict` with a family that may go (another connection's, or one of
+    /// this connection's own), by id, their ids marked `droppedID`: tried again once a family whose
+    /// names they clash with has gone (`Registry.retryConflicted`). Bounded by the dropped ids, and by
+    /// `maxLabelBytesPerClient` bytes as `PendingDeclaration.cost` counts them.
+    var conflicted: [UInt32: SeriesDeclaration] = [:]
+    /// What `conflicted` holds, as `PendingDeclaration.cost` counts it.
+    var conflictedBytes = 0
 
     static let droppedID: Int32 = -1
     static let retiredID: Int32 = -2

@@ -80,19 +80,21 @@ struct FamilyTable {
         families[index]?.seriesCount += count
     }
 
-    /// Drops `count` series from a family and forgets the family when none are left.
-    mutating func release(_ index: Int, count: Int) {
-        guard var family = families[index] else { return }
+    /// Drops `count` series from a family and forgets the family when none are left; returns it then.
+    @discardableResult
+    mutating func release(_ index: Int, count: Int) -> Family? {
+        guard var family = families[index] else { return nil }
         family.seriesCount -= count
         if family.seriesCount > 0 {
             families[index] = family
-            return
+            return nil
         }
         families[index] = nil
         helpBytes -= family.help.utf8.count
         freeIndices.append(index)
         indexByName[family.name] = nil
         for derivedName in family.type.derivedNames(of: family.name) { derivedNames[derivedName] = nil }
+        return family
     }
 }
 

@@ -105,6 +105,15 @@ public final class Registry: IngestSink, Sendable {
         /// frees, a new declaration waits behind it rather than take room freed for it.
         var waitBlocked: SeriesRejection?
 
+        /// Connections with declarations refused as a `conflict` (`ClientState.conflicted`), by each name
+        /// such a declaration clashes on (its name as shown and the names its family would write besides),
+        /// with how many of the connection's: a family of one of these names going may let them in.
+        var conflictWaiters: [String: [ConnectionID: Int]] = [:]
+        /// Names in `conflictWaiters` whose family went since the declarations were last tried.
+        var freedFamilyNames: Set<String> = []
+        /// What every connection's `conflicted` holds, as `PendingDeclaration.cost` counts it.
+        var conflictedBytes = 0
+
         /// Whether waiting declarations are to be tried before the next frame is applied.
         var waitRetryDue: Bool { waitRetryForced || waitCheckedAt != seriesFreed }
         /// Open connections and series held, by the sender's uid; a uid with neither has no entry.
@@ -328,6 +337,7 @@ public final class Registry: IngestSink, Sendable {
             client.connected = false
             client.disconnectedAt = now
             Self.dropPending(of: &client, in: &state)
+            Self.dropConflicted(of: &client, in: &state)
             state.connectedCount -= 1
             state.usageByUID[client.peer.uid, default: UIDUsage()].connections -= 1
             Self.forgetIfUnused(client.peer.uid, in: &state)
@@ -489,6 +499,7 @@ public final class Registry: IngestSink, Sendable {
             removeSeries(of: earlier, from: &state)
             var gone = earlier
             Self.dropPending(of: &gone, in: &state)
+            Self.dropConflicted(of: &gone, in: &state)
             if earlier.connected {
                 var retired = ClientState(
                     connection: other, peer: earlier.peer, processStartTicks: earlier.processStartTicks)
@@ -530,6 +541,8 @@ public final class Registry: IngestSink, Sendable {
         _ declaration: SeriesDeclaration, in client: inout ClientState, state: inout State,
         warnings: inout [RefusalLine]
     ) {
+        // Declared again: the new declaration takes the place of one kept after a conflict.
+        if client.conflicted[declaration.id] != nil { Self.forgetConflicted(declaration.id, of: &client, in: &state) }
         let existing = client.indexByID[declaration.id]
         if existing == ClientState.pendingID, let waiting = client.pending[declaration.id] {
             // Declared again while it waits: the same declaration changes nothing, as for an admitted
@@ -562,6 +575,109 @@ public final class Registry: IngestSink, Sendable {
         if client.indexByID[declaration.id] == nil, client.droppedIDs < limits.maxSeriesPerClient {
             client.indexByID[declaration.id] = ClientState.droppedID
             client.droppedIDs += 1
+        }
+        if reason == .conflict { keepConflicted(declaration, of: &client, in: &state) }
+    }
+
+    /// The names on which a declaration can clash with a family: its name as shown, and the names its
+    /// family would write besides (`FamilyTable.admit` refuses a clash on any of them).
+    private static func conflictNames(of declaration: SeriesDeclaration) -> [String] {
+        let shown = declaration.type.exposedName(declaration.name)
+        return [shown] + declaration.type.derivedNames(of: shown)
+    }
+
+    /// Keeps a declaration refused as a `conflict` with a family that can go, to be tried again once it
+    /// has (`retryConflicted`). The client library declares each series once per connection: without
+    /// this, a release that changed a metric's labels or type, started while the previous release's
+    /// process still held the name (running, or in its grace period after a crash), never showed that
+    /// metric until its process reconnected, long after the old series were gone. Not kept: a clash with
+    /// the client library's own names (`ContractSeries`), which never go, an id not marked dropped (past
+    /// the bound on those), or past the bytes waiting declarations may hold, counted apart.
+    private func keepConflicted(
+        _ declaration: SeriesDeclaration, of client: inout ClientState, in state: inout State
+    ) {
+        let shown = declaration.type.exposedName(declaration.name)
+        let labelNames = declaration.labels.map(\.name).sorted()
+        let cost = PendingDeclaration.cost(of: declaration)
+        guard client.indexByID[declaration.id] == ClientState.droppedID,
+            ContractSeries.admits(name: shown, type: declaration.type, labelNames: labelNames),
+            client.conflictedBytes + cost <= limits.maxLabelBytesPerClient,
+            state.conflictedBytes + cost <= limits.maxLabelBytes
+        else { return }
+        client.conflicted[declaration.id] = declaration
+        client.conflictedBytes += cost
+        state.conflictedBytes += cost
+        for name in Self.conflictNames(of: declaration) {
+            state.conflictWaiters[name, default: [:]][client.connection, default: 0] += 1
+        }
+    }
+
+    /// Forgets a declaration kept after a conflict (its id stays marked dropped).
+    private static func forgetConflicted(_ id: UInt32, of client: inout ClientState, in state: inout State) {
+        guard let declaration = client.conflicted.removeValue(forKey: id) else { return }
+        let cost = PendingDeclaration.cost(of: declaration)
+        client.conflictedBytes -= cost
+        state.conflictedBytes -= cost
+        for name in conflictNames(of: declaration) {
+            guard var waiters = state.conflictWaiters[name] else { continue }
+            waiters[client.connection, default: 1] -= 1
+            if waiters[client.connection]! <= 0 { waiters[client.connection] = nil }
+            state.conflictWaiters[name] = waiters.isEmpty ? nil : waiters
+        }
+    }
+
+    /// Forgets every declaration a connection that closed (or was taken over) kept after a conflict.
+    private static func dropConflicted(of client: inout ClientState, in state: inout State) {
+        for id in Array(client.conflicted.keys) { forgetConflicted(id, of: &client, in: &state) }
+    }
+
+    /// Takes series from a family, and notes the names it frees for the declarations kept after a
+    /// conflict on them when it goes.
+    private static func releaseFamily(_ index: Int, count: Int, in state: inout State) {
+        guard let gone = state.families.release(index, count: count), !state.conflictWaiters.isEmpty else { return }
+        for name in [gone.name] + gone.type.derivedNames(of: gone.name) where state.conflictWaiters[name] != nil {
+            state.freedFamilyNames.insert(name)
+            state.waitRetryForced = true
+        }
+    }
+
+    /// Tries again, as new declarations of their connections, the declarations kept after a conflict on
+    /// a name whose family has gone since. Admitted, one is shown from its next value, counted no more;
+    /// refused at a limit, it waits as any declaration does; in conflict again (another family took the
+    /// name first), it is kept again. Costs nothing while no such family went.
+    ///
+    /// Runs only with every connection in `State.clients`.
+    private func retryConflicted(_ state: inout State) {
+        guard !state.freedFamilyNames.isEmpty else { return }
+        let freed = state.freedFamilyNames
+        state.freedFamilyNames = []
+        var connections: Set<ConnectionID> = []
+        for name in freed {
+            if let waiters = state.conflictWaiters[name] { connections.formUnion(waiters.keys) }
+        }
+        for connection in connections.sorted(by: { $0.rawValue < $1.rawValue }) {
+            guard var client = state.clients.removeValue(forKey: connection) else { continue }
+            let ids = client.conflicted.filter { Self.conflictNames(of: $0.value).contains(where: freed.contains) }
+                .keys.sorted()
+            for id in ids {
+                let declaration = client.conflicted[id]!
+                Self.forgetConflicted(id, of: &client, in: &state)
+                let result: Result<Void, SeriesRejection>
+                if let ahead = waitingAhead(of: &client, state: state) {
+                    result = .failure(ahead)
+                } else {
+                    result = admit(declaration, in: &client, state: &state)
+                }
+                switch result {
+                case .success:
+                    client.droppedIDs -= 1
+                case .failure(.conflict):
+                    keepConflicted(declaration, of: &client, in: &state)
+                case .failure(let reason):
+                    if wait(declaration, refusedFor: reason, in: &client, state: &state) { client.droppedIDs -= 1 }
+                }
+            }
+            state.clients[connection] = client
         }
     }
 
@@ -701,13 +817,16 @@ public final class Registry: IngestSink, Sendable {
     /// refused at its own connection's limit or its uid's sets its connection aside (`queueOrPark`) and
     /// the try goes on; the try of a connection set aside resumes once a series of that connection or
     /// uid goes. So a try costs one failed check, the connections whose limit freed, and what it admits.
-    /// One refused now for what other series hold (its name and labels under a second id of the
-    /// connection, a conflict with another client's family) is dropped for good, and not counted again.
+    /// One refused now for what other series hold is not counted again: dropped for good when its name
+    /// and labels are under a second id of the connection, kept until that family goes when it is in
+    /// conflict with one (`keepConflicted`). Declarations kept after a conflict on a name whose family
+    /// went are tried first (`retryConflicted`).
     ///
     /// Runs only with every connection in `State.clients`.
     private func admitWaiting(_ state: inout State) {
         state.waitRetryForced = false
         state.waitBlocked = nil
+        retryConflicted(&state)
         queueRequeued(&state)
         // Stale tickets (their declaration admitted, retired or closed) are dropped at the top, or all
         // at once when they outnumber the connections, so a client retiring its oldest waiting
@@ -758,7 +877,7 @@ public final class Registry: IngestSink, Sendable {
                     break trying
                 }
                 continue
-            case .failure:
+            case .failure(let reason):
                 state.pendingBytes -= client.removePending(head.id)
                 Self.uidFreed(client.peer.uid, in: &state)
                 if client.droppedIDs < limits.maxSeriesPerClient {
@@ -767,6 +886,7 @@ public final class Registry: IngestSink, Sendable {
                 } else {
                     client.indexByID[head.id] = nil
                 }
+                if reason == .conflict { keepConflicted(declaration, of: &client, in: &state) }
             }
             state.waitQueue.pop()
             if let next = client.waitingHead() {
@@ -1015,6 +1135,7 @@ public final class Registry: IngestSink, Sendable {
             Self.forgetPending(id, of: &client, in: &state)
         } else {
             client.droppedIDs -= 1
+            Self.forgetConflicted(id, of: &client, in: &state)
         }
         // The id stays known, marked, for the next `maxSeriesPerClient` retirements: values the client
         // collected before it retired the series may still be on their way, and an unknown id would
@@ -1045,7 +1166,7 @@ public final class Registry: IngestSink, Sendable {
         let bytes = Self.chargedBytes(
             name: name, labelText: labelText.count, connectionLabels: client.labelText.count, bounds: bounds)
         client.table.values[index] = SeriesTable.unset
-        state.families.release(family, count: 1)
+        Self.releaseFamily(family, count: 1, in: &state)
         client.familyCounts[family, default: 1] -= 1
         if client.familyCounts[family] == 0 { client.familyCounts[family] = nil }
         client.labelBytes -= bytes
@@ -1393,7 +1514,7 @@ public final class Registry: IngestSink, Sendable {
     }
 
     private func removeSeries(of client: ClientState, from state: inout State) {
-        for (family, count) in client.familyCounts { state.families.release(family, count: count) }
+        for (family, count) in client.familyCounts { Self.releaseFamily(family, count: count, in: &state) }
         state.seriesTotal -= client.liveCount
         // A connection's own lines free room in the byte budget too.
         if client.liveCount > 0 || client.connectionBytes > 0 { state.seriesFreed &+= 1 }
