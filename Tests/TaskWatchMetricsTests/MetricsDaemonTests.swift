@@ -1,3 +1,4 @@
+import CTaskWatchSocket
 import CoreMetrics
 import Foundation
 import TaskWatchTestSupport
@@ -197,5 +198,42 @@ final class ReportingToADaemon {
         }
         #expect(arrived, "a monitor's series or its peak was refused")
         #expect(setup.dropped("client_limit") == 0)
+    }
+
+    /// A release that adds a dimension to a metric, started while the previous release's process still
+    /// holds the name (here it crashed, and its series stay for the daemon's grace period of 2 s): the
+    /// daemon refused the new series as a `conflict` for the new process's whole connection, so the
+    /// metric stayed missing long after the old series had gone. It shows once they have.
+    @Test func aMetricWhoseLabelsChangedShowsOnceTheOldProcessIsGone() throws {
+        let setup = try ReportingToADaemon()
+        defer { setup.stop() }
+        let name = unique("jobs")
+        // The previous release, as a raw connection of this process under another process name.
+        let old = tw_seqpacket_socket()
+        #expect(old >= 0 && tw_unix_connect(old, setup.daemon.socketPath) == 0)
+        let frames: [Frame] = [
+            .hello(
+                Hello(
+                    claimedPID: UInt32(getpid()), intervalNanoseconds: 10_000_000, process: "old-release",
+                    clientVersion: "test", labels: [])),
+            .declare([SeriesDeclaration(id: 1, type: .counter, name: name, help: "", labels: [Label("queue", "a")])]),
+            .values([ValueUpdate(id: 1, value: 5)]),
+        ]
+        for frame in frames {
+            for bytes in FrameEncoder.encode(frame) {
+                #expect(bytes.withUnsafeBytes { tw_send_message(old, $0.baseAddress, $0.count) } == bytes.count)
+            }
+        }
+        #expect(eventually { setup.daemon.value(name + "_total", ["process": "old-release"]) == 5 })
+
+        let counter = setup.factory.makeCounter(label: name, dimensions: [("queue", "a"), ("priority", "high")])
+        counter.increment(by: 3)
+        #expect(eventually { setup.dropped("conflict") == 1 })
+        close(old)  // a crash: no goodbye
+        let labels = ["process": "metrics-test", "priority": "high", "queue": "a"]
+        #expect(eventually(timeout: .seconds(15)) { setup.daemon.value(name + "_total", labels) == 3 })
+        #expect(setup.daemon.value(name + "_total", ["process": "old-release"]) == nil)
+        #expect(setup.dropped("conflict") == 1)
+        setup.factory.destroyCounter(counter)
     }
 }
