@@ -1065,5 +1065,31 @@ let threeGauges = (0..<3).map {
         h.send(1, .values([ValueUpdate(id: 1, value: 2)]))
         #expect(h.value("app_jobs_total{process=\"one\",pid=\"1\"}") == "2")
         #expect(h.dropped(.conflict) == "2")
+        #expect(h.registry.conflicted == (0, 0))
+    }
+
+    /// Kept declarations are bounded by the connection's byte limit, and nothing of them is left once
+    /// their connection closed or they were admitted.
+    @Test func declarationsKeptAfterAConflictAreBoundedAndLeaveNothingBehind() {
+        var limits = RegistryLimits()
+        let one = SeriesDeclaration(id: 0, type: .gauge, name: "app_g", help: "", labels: [Label("i", "0")])
+        limits.maxLabelBytesPerClient = 1_000 * PendingDeclaration.cost(of: one)
+        let h = Harness(limits: limits)
+        h.connect(1, process: "one", declaring: [SeriesDeclaration(id: 1, type: .counter, name: "app_g", help: "")])
+        let many = (0..<2_000).map {
+            SeriesDeclaration(id: UInt32(10 + $0), type: .gauge, name: "app_g", help: "", labels: [Label("i", "\($0)")])
+        }
+        h.connect(2, process: "two", declaring: many)
+        #expect(h.dropped(.conflict) == "2000")
+        let kept = h.registry.conflicted
+        #expect(kept.bytes > 0 && kept.bytes <= limits.maxLabelBytesPerClient)
+        h.connect(3, process: "three", declaring: Array(many.prefix(10)))
+        h.registry.connectionClosed(ConnectionID(3))
+        #expect(h.registry.conflicted == kept, "a connection that closed forgets what it kept")
+        h.send(1, .retire([1]))
+        h.send(2, .values([ValueUpdate(id: 10, value: 1)]))
+        #expect(h.value("app_g{process=\"two\",pid=\"2\",i=\"0\"}") == "1")
+        #expect(h.registry.conflicted == (0, 0))
+        #expect(h.value("taskwatch_series") == "1000", "those kept, within the bound, are admitted")
     }
 }

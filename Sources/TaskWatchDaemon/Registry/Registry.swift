@@ -372,6 +372,10 @@ public final class Registry: IngestSink, Sendable {
     /// What waiting declarations hold, all connections together: for tests that nothing is left behind.
     var pendingBytes: Int { state.withLock { $0.pendingBytes } }
 
+    /// What declarations kept after a conflict hold, all connections together, and the names they are
+    /// indexed under: for tests that nothing is left behind.
+    var conflicted: (bytes: Int, names: Int) { state.withLock { ($0.conflictedBytes, $0.conflictWaiters.count) } }
+
     /// Entries in every connection's queue of waiting declarations, stale ones included: for tests that
     /// the queue stays bounded.
     var pendingQueueEntries: Int { state.withLock { $0.clients.values.reduce(0) { $0 + $1.pendingOrder.count } } }
