@@ -1056,6 +1056,8 @@ let threeGauges = (0..<3).map {
         #expect(h.dropped(.conflict) == "2")
         h.registry.connectionClosed(ConnectionID(3))
         h.send(1, .retire([1]))
+        // Tried again at the tick.
+        h.registry.tick(nowNanoseconds: 0)
         h.send(2, .histograms([HistogramUpdate(id: 2, buckets: [1, 0], sum: 0.5)]))
         #expect(h.value("app_jobs_count{process=\"two\",pid=\"2\"}") == "1")
         #expect(h.value("taskwatch_series") == "1")
@@ -1087,9 +1089,48 @@ let threeGauges = (0..<3).map {
         h.registry.connectionClosed(ConnectionID(3))
         #expect(h.registry.conflicted == kept, "a connection that closed forgets what it kept")
         h.send(1, .retire([1]))
+        h.registry.tick(nowNanoseconds: 0)
         h.send(2, .values([ValueUpdate(id: 10, value: 1)]))
         #expect(h.value("app_g{process=\"two\",pid=\"2\",i=\"0\"}") == "1")
         #expect(h.registry.conflicted == (0, 0))
         #expect(h.value("taskwatch_series") == "1000", "those kept, within the bound, are admitted")
+    }
+
+    /// Declarations kept after a conflict are tried again at the tick, `conflictRetryBatch` at most, not
+    /// at each frame after their name's family went: one process keeping 10,000 refused on one name
+    /// and freeing the name frame after frame had every small frame try them all (21 ms each in the
+    /// release build). Freeing the name again while they are due queues nothing more, and each is
+    /// tried in turn, oldest first.
+    @Test func declarationsKeptAfterAConflictAreTriedAtTheTickABatchAtATime() {
+        var limits = RegistryLimits()
+        limits.maxLabelBytesPerClient = 16 << 20
+        let h = Harness(limits: limits)
+        let holder = SeriesDeclaration(id: 1, type: .counter, name: "app_g", help: "")
+        let count = 2 * Registry.conflictRetryBatch
+        // Each with labels of its own name: one family each, all on the one name.
+        let kept = (0..<count).map { index in
+            let label = Label("l\(index)", "v")
+            return SeriesDeclaration(id: UInt32(10 + index), type: .gauge, name: "app_g", help: "", labels: [label])
+        }
+        h.connect(1, process: "one", declaring: [holder])
+        h.connect(2, process: "two", declaring: kept)
+        #expect(h.dropped(.conflict) == "\(count)")
+        for _ in 0..<50 {
+            h.send(1, .retire([1]))
+            h.send(1, .declare([holder]))
+        }
+        #expect(h.registry.conflictRetries == (0, count), "none tried between ticks, each queued once")
+        h.registry.tick(nowNanoseconds: 0)
+        #expect(h.registry.conflictRetries == (Registry.conflictRetryBatch, count - Registry.conflictRetryBatch))
+        // The holder declared the name again before the tick: those tried are in conflict again, kept.
+        h.send(1, .values([ValueUpdate(id: 1, value: 3)]))
+        #expect(h.value("app_g_total{process=\"one\",pid=\"1\"}") == "3")
+        #expect(h.value("taskwatch_series") == "1")
+        h.registry.tick(nowNanoseconds: 0)
+        #expect(h.registry.conflictRetries == (count, 0), "the rest at the next tick")
+        h.registry.tick(nowNanoseconds: 0)
+        #expect(h.registry.conflictRetries.tries == count, "nothing due, nothing tried")
+        h.registry.connectionClosed(ConnectionID(2))
+        #expect(h.registry.conflicted == (0, 0))
     }
 }

@@ -232,6 +232,12 @@ enum WaitingState {
     case requeued
 }
 
+/// A declaration kept after a conflict (`ClientState.conflicted`): its connection and id.
+struct ConflictKey: Hashable {
+    let connection: ConnectionID
+    let id: UInt32
+}
+
 /// A declaration refused at a limit that can free up, waiting for room (`Registry.admitWaiting`).
 struct PendingDeclaration {
     let declaration: SeriesDeclaration
