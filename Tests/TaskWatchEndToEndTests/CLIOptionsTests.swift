@@ -209,6 +209,8 @@ import Testing
         (["stress", "--tasks=-1"], "--tasks must not be negative"),
         (["stress", "--rate", "-5"], "--rate must be from 0 to 10000000 jobs a second"),
         (["stress", "--concurrency", "-2"], "--concurrency must be at least 1"),
+        // Ignored without a word: the comparison runs spawn and pool.
+        (["stress", "--compare", "--mode", "group"], "--mode group cannot go with --compare (it runs spawn and pool)"),
         (["stress", "--hold", "1x"], "The value '1x' is invalid for '--hold <hold>'"),
         // A negative duration or pid read as an option: "Missing value for '--hold <hold>'".
         (["stress", "--hold", "-1s"], "The value '-1s' is invalid for '--hold <hold>'"),

@@ -33,8 +33,9 @@ struct StressCommand: AsyncParsableCommand {
                 + "Spawn and group: the most jobs in flight (default: no cap)."))
     var concurrency: Int?
 
-    @Option(help: "How jobs run: a task each (spawn), on a worker pool (pool) or in a task group (group).")
-    var mode: StressMode = .spawn
+    @Option(
+        help: "How jobs run: a task each (spawn, the default), on a worker pool (pool) or in a task group (group).")
+    var mode: StressMode?
 
     @Option(parsing: .unconditional, help: "How long each job stays suspended, e.g. 1s.")
     var hold = DurationArgument.literal("1s")
@@ -82,6 +83,10 @@ struct StressCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let tasks, tasks < 0 { throw ValidationError("--tasks must not be negative") }
+        // The comparison runs spawn and pool itself: a mode given with it was ignored without a word.
+        if compare, let mode {
+            throw ValidationError("--mode \(mode.rawValue) cannot go with --compare (it runs spawn and pool)")
+        }
         try validateSocketOption(socket)
         try validateProcessOption(process)
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
@@ -95,7 +100,7 @@ struct StressCommand: AsyncParsableCommand {
 
     func options() -> StressOptions {
         var options = StressOptions()
-        options.mode = mode
+        options.mode = mode ?? .spawn
         options.holdNanoseconds = hold.nanoseconds
         options.durationNanoseconds = duration?.nanoseconds
         options.tasks = tasks ?? (options.durationNanoseconds == nil ? 10_000 : nil)
