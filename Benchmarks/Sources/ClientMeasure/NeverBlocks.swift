@@ -198,7 +198,8 @@ enum NeverBlocks {
         fields.append("\"live\":\(monitor.snapshot().live)")
         fields.append("\"reports_dropped\":\(dropped)")
         fields.append("\"restarts\":\(daemon.starts - 1)")
-        fields.append("\"flushes_to_fill\":{\"median\":\(median(fills.map { UInt64($0) })),\"max\":\(fills.max() ?? 0)}")
+        let fillMedian = median(fills.map { UInt64($0) })
+        fields.append("\"flushes_to_fill\":{\"median\":\(fillMedian),\"max\":\(fills.max() ?? 0)}")
         fields.append("\"recovery_ns\":{\"median\":\(median(recoveries)),\"max\":\(recoveries.max() ?? 0)}")
         var turnFields: [String] = []
         for turn in Turn.allCases {
