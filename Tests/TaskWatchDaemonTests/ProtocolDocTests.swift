@@ -56,7 +56,8 @@ import Testing
     }
 
     @Test func droppedValuesTableListsEveryLimitADeclarationWaitsOn() throws {
-        try Self.check("taskwatch_values_dropped_total", documents: SeriesRejection.waitingReasons.map(\.rawValue))
+        try Self.check(
+            "taskwatch_values_dropped_total", documents: SeriesRejection.valueDroppingReasons.map(\.rawValue))
     }
 
     @Test func refusedClientsTableListsEveryClientRejection() throws {

@@ -1133,4 +1133,27 @@ let threeGauges = (0..<3).map {
         h.registry.connectionClosed(ConnectionID(2))
         #expect(h.registry.conflicted == (0, 0))
     }
+
+    /// The values a client reports for a declaration kept after a conflict are counted as dropped, as
+    /// `conflict`, for as long as the other family holds the name: counted once as a dropped series, a
+    /// lasting clash looked resolved five minutes after it began. Not for one dropped for good.
+    @Test func valuesOfADeclarationKeptAfterAConflictAreCountedAsDropped() {
+        let h = Harness()
+        let old = SeriesDeclaration(id: 1, type: .counter, name: "app_jobs", help: "", labels: [])
+        let new = SeriesDeclaration(id: 2, type: .gauge, name: "app_jobs", help: "", labels: [])
+        let library = SeriesDeclaration(id: 3, type: .counter, name: "swift_tasks", help: "", labels: [])
+        h.connect(1, process: "old", declaring: [old])
+        h.connect(2, process: "new", declaring: [new, library])
+        #expect(h.dropped(.conflict) == "2")
+        for value in 1...3 {
+            h.send(2, .values([ValueUpdate(id: 2, value: Double(value)), ValueUpdate(id: 3, value: 1)]))
+        }
+        let droppedValues = "taskwatch_values_dropped_total{reason=\"conflict\"}"
+        #expect(h.value(droppedValues) == "3", "the kept one's, not those of the one dropped for good")
+        h.send(1, .retire([1]))
+        h.registry.tick(nowNanoseconds: 0)
+        h.send(2, .values([ValueUpdate(id: 2, value: 4)]))
+        #expect(h.value("app_jobs{process=\"new\",pid=\"2\"}") == "4")
+        #expect(h.value(droppedValues) == "3")
+    }
 }

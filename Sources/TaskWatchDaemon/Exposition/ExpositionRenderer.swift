@@ -388,8 +388,10 @@ enum ExpositionRenderer {
             SeriesRejection.allCases.map { ($0.rawValue, snapshot.stats.droppedSeries[$0] ?? 0) }, into: &writer)
         writeReasons(
             "taskwatch_values_dropped_total",
-            help: "Reported values dropped while their series waits for room under a limit, by that limit.",
-            SeriesRejection.waitingReasons.map { ($0.rawValue, snapshot.stats.droppedValues[$0] ?? 0) },
+            help:
+                "Reported values dropped while their series waits for room under a limit, or for its name "
+                + "held by another family, by reason.",
+            SeriesRejection.valueDroppingReasons.map { ($0.rawValue, snapshot.stats.droppedValues[$0] ?? 0) },
             into: &writer)
         writeReasons(
             "taskwatch_clients_rejected_total", help: "Connections refused or closed by the daemon, by reason.",

@@ -81,6 +81,10 @@ public enum SeriesRejection: String, Error, Sendable, CaseIterable {
     /// series itself; the others also when other connections retire series or go.
     public static let waitingReasons = allCases.filter(\.canWait)
 
+    /// The reasons of `taskwatch_values_dropped_total`: the limits a declaration waits on, and
+    /// `conflict` for one kept until the family holding its name goes (`Registry.keepConflicted`).
+    public static let valueDroppingReasons = waitingReasons + [.conflict]
+
     public var canWait: Bool {
         switch self {
         case .clientLimit, .globalLimit, .uidLimit, .byteLimit: true

@@ -1067,13 +1067,18 @@ public final class Registry: IngestSink, Sendable {
     }
 
     /// Counts an entry of a values, histograms or peaks frame for an id not shown: when its declaration
-    /// waits, by the limit it waits on. (Entries for ids dropped for good or retired are not counted.)
+    /// waits, by the limit it waits on; when it is kept after a conflict, as `conflict`, so that a name
+    /// held by another family shows as values lost for as long as it lasts, not only once. (Entries for
+    /// ids dropped for good or retired are not counted.)
     @inline(__always)
     private static func countSkipped(
         _ id: UInt32, marker: Int32, in client: borrowing ClientState, stats: inout Stats
     ) {
-        guard marker == ClientState.pendingID, let reason = client.pending[id]?.reason else { return }
-        stats.droppedValues[reason, default: 0] += 1
+        if marker == ClientState.pendingID, let reason = client.pending[id]?.reason {
+            stats.droppedValues[reason, default: 0] += 1
+        } else if marker == ClientState.droppedID, !client.conflicted.isEmpty, client.conflicted[id] != nil {
+            stats.droppedValues[.conflict, default: 0] += 1
+        }
     }
 
     /// Checks what a declaration's own name and labels must meet, whatever else the daemon holds, and
