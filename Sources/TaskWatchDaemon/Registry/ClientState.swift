@@ -207,6 +207,13 @@ struct SeriesIndex {
 }
 
 extension SeriesIndex {
+    /// How many ids are marked `marker`: for tests that a connection's counts of markers hold.
+    func count(of marker: Int32) -> Int {
+        dense.reduce(0) { $0 + ($1 == marker ? 1 : 0) } + sparse.values.reduce(0) { $0 + ($1 == marker ? 1 : 0) }
+    }
+}
+
+extension SeriesIndex {
     /// Replaces every series index held (the entries that are not markers) with `transform` of it.
     mutating func remap(_ transform: (Int32) -> Int32) {
         for position in dense.indices where dense[position] >= 0 { dense[position] = transform(dense[position]) }

@@ -402,6 +402,77 @@ public final class Registry: IngestSink, Sendable {
     var waitTries: UInt64 { state.withLock { $0.waitTries } }
     var parkedUIDTickets: Int { state.withLock { $0.parkedByUID.values.reduce(0) { $0 + $1.queue.count } } }
 
+    /// What does not hold among the counts and indexes of declarations kept after a conflict and of
+    /// waiting ones: for tests, empty when all is well.
+    var conflictInvariantViolations: [String] {
+        state.withLock { state in
+            var problems: [String] = []
+            var count = 0
+            var bytes = 0
+            var pendingBytes = 0
+            for (connection, client) in state.clients {
+                let marked = client.indexByID.count(of: ClientState.droppedID)
+                if marked != client.droppedIDs {
+                    problems.append("\(connection): droppedIDs \(client.droppedIDs), marked \(marked)")
+                }
+                if client.droppedIDs < 0 || client.droppedIDs > limits.maxSeriesPerClient {
+                    problems.append("\(connection): droppedIDs \(client.droppedIDs) out of bounds")
+                }
+                var own = 0
+                for (id, declaration) in client.conflicted {
+                    own += PendingDeclaration.cost(of: declaration)
+                    if client.indexByID[id] != ClientState.droppedID {
+                        problems.append("\(connection): kept \(id) not marked dropped")
+                    }
+                    let key = ConflictKey(connection: connection, id: id)
+                    let names = Self.conflictNames(of: declaration)
+                    let listed = names.filter { state.conflictWaiters[$0]?[connection]?.contains(id) == true }
+                    let due =
+                        state.conflictDue.contains(key)
+                        && state.conflictQueue[state.conflictQueueHead...].contains(key)
+                    if !due && listed.count != names.count {
+                        problems.append("\(connection): kept \(id) neither due nor a waiter of all its names")
+                    }
+                    // A lost wake-up: nothing holds any of its names and it is not due.
+                    if !due && !names.contains(where: { state.families.holds($0) }) {
+                        problems.append("\(connection): kept \(id) not due though none of its names is held")
+                    }
+                }
+                if own != client.conflictedBytes { problems.append("\(connection): conflictedBytes") }
+                count += client.conflicted.count
+                bytes += own
+                pendingBytes += client.pending.values.reduce(0) { $0 + $1.cost }
+                if client.pending.values.reduce(0, { $0 + $1.cost }) != client.pendingBytes {
+                    problems.append("\(connection): pendingBytes")
+                }
+                for id in client.pending.keys where client.indexByID[id] != ClientState.pendingID {
+                    problems.append("\(connection): waiting \(id) not marked waiting")
+                }
+                for id in client.pending.keys where client.conflicted[id] != nil {
+                    problems.append("\(connection): \(id) both waiting and kept")
+                }
+            }
+            if count != state.conflictedCount {
+                problems.append("conflictedCount \(state.conflictedCount), held \(count)")
+            }
+            if bytes != state.conflictedBytes {
+                problems.append("conflictedBytes \(state.conflictedBytes), held \(bytes)")
+            }
+            if pendingBytes != state.pendingBytes {
+                problems.append("pendingBytes \(state.pendingBytes), held \(pendingBytes)")
+            }
+            for (name, waiters) in state.conflictWaiters {
+                for (connection, ids) in waiters {
+                    if ids.isEmpty { problems.append("\(name): empty waiters of \(connection)") }
+                    for id in ids where state.clients[connection]?.conflicted[id] == nil {
+                        problems.append("\(name): waiter \(connection)/\(id) not kept")
+                    }
+                }
+            }
+            return problems
+        }
+    }
+
     public func tick(nowNanoseconds: UInt64) {
         let now = clock.monotonicNanoseconds()
         state.withLock { state in

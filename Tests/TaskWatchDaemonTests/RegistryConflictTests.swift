@@ -1,0 +1,111 @@
+import TaskWatchWire
+import Testing
+
+@testable import TaskWatchDaemon
+
+/// Declarations refused as a `conflict` are kept and tried again once the family holding their name
+/// goes: these check what a sender can make of that machinery, and that its counts and indexes hold.
+@Suite struct RegistryConflictTests {
+    func droppedValues(_ h: Harness) -> String? {
+        h.value("taskwatch_values_dropped_total{reason=\"conflict\"}")
+    }
+
+    /// A seeded random walk over declares, retires, values, closes, takeovers and ticks, with names that
+    /// clash in every way (a counter's name without `_total`, a histogram's derived names, other label
+    /// names), checking after every step that the counts of kept and waiting declarations match what is
+    /// held, that each kept one is either due or listed under all its names, that none is left waiting
+    /// on names nobody holds, and that `/metrics` never shows a family or a series twice.
+    @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8] as [UInt64])
+    func aRandomWalkKeepsTheConflictCountsAndIndexes(_ seed: UInt64) {
+        var limits = RegistryLimits()
+        limits.maxSeriesPerClient = 5
+        limits.maxSeries = 12
+        limits.graceNanoseconds = 2_000_000_000
+        let h = Harness(limits: limits)
+        var random = SplitMix(seed: seed)
+        let names = ["a", "a_total", "a_count", "a_sum", "a_created", "b", "b_peak"]
+        let types: [SeriesType] = [.counter, .gauge, .histogram]
+        let labelSets: [[Label]] = [[], [Label("x", "1")], [Label("y", "1")], [Label("x", "2")]]
+        func declaration(id: UInt32) -> SeriesDeclaration {
+            let type = types[random.below(types.count)]
+            return SeriesDeclaration(
+                id: id, type: type, name: names[random.below(names.count)], help: "",
+                labels: labelSets[random.below(labelSets.count)], bounds: type == .histogram ? [1] : [])
+        }
+        // Slot s is pid s, process `p<s>`; each connection is a new ConnectionID.
+        var current: [Int: UInt64] = [:]
+        var open: Set<UInt64> = []
+        var next: UInt64 = 1
+        func connect(_ slot: Int) {
+            let connection = next
+            next += 1
+            h.open(connection, pid: Int32(slot))
+            h.hello(connection, process: "p\(slot)")
+            current[slot] = connection
+            open.insert(connection)
+        }
+        for slot in 1...3 { connect(slot) }
+        for step in 0..<600 {
+            let slot = 1 + random.below(3)
+            guard let connection = current[slot] else { continue }
+            let id = UInt32(random.below(8))
+            let what = random.below(100)
+            switch what {
+            case 0..<40:
+                let count = 1 + random.below(3)
+                h.send(connection, .declare((0..<count).map { _ in declaration(id: UInt32(random.below(8))) }))
+            case 40..<60:
+                h.send(connection, .retire([id]))
+            case 60..<70:
+                h.send(connection, .values([ValueUpdate(id: id, value: 1)]))
+            case 70..<76:
+                if random.below(2) == 0 { h.send(connection, .goodbye) }
+                h.registry.connectionClosed(ConnectionID(connection))
+                open.remove(connection)
+                connect(slot)
+            case 76..<80:
+                // A new connection of the same process takes over, the old one still open.
+                connect(slot)
+            case 80..<92:
+                h.registry.tick(nowNanoseconds: 0)
+            default:
+                h.clock.advance(seconds: 1)
+                h.registry.tick(nowNanoseconds: 0)
+            }
+            let problems = h.registry.conflictInvariantViolations
+            #expect(problems == [], "seed \(seed), step \(step)")
+            if !problems.isEmpty { return }
+            if step % 20 == 0 {
+                let lines = h.text().split(separator: "\n")
+                let types = lines.filter { $0.hasPrefix("# TYPE ") }
+                #expect(Set(types).count == types.count, "seed \(seed), step \(step): a family twice")
+                let series = lines.filter { !$0.hasPrefix("#") }.map { $0.split(separator: " ")[0] }
+                #expect(Set(series).count == series.count, "seed \(seed), step \(step): a series twice")
+            }
+        }
+        for connection in open { h.registry.connectionClosed(ConnectionID(connection)) }
+        h.clock.advance(seconds: 10)
+        for _ in 0..<4 { h.registry.tick(nowNanoseconds: 0) }
+        #expect(h.registry.conflicted == (0, 0))
+        #expect(h.registry.conflictRetries.queued == 0)
+        #expect(h.registry.pendingBytes == 0)
+        #expect(h.registry.conflictInvariantViolations == [])
+    }
+}
+
+/// A small seeded generator, so that a failing walk can be replayed.
+struct SplitMix {
+    var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+}
