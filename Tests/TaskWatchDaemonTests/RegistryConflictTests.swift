@@ -10,6 +10,28 @@ import Testing
         h.value("taskwatch_values_dropped_total{reason=\"conflict\"}")
     }
 
+    /// An id retired and declared again is kept after a conflict as a new id is: a retire gives the id
+    /// back to be declared anew, so a release that renames under ids it reuses must not lose the metric
+    /// for the connection's life.
+    @Test func anIdRetiredAndDeclaredAgainInConflictIsKept() {
+        let h = Harness()
+        let old = SeriesDeclaration(id: 1, type: .counter, name: "app_jobs", help: "")
+        let mine = SeriesDeclaration(id: 5, type: .gauge, name: "app_other", help: "")
+        let new = SeriesDeclaration(id: 5, type: .gauge, name: "app_jobs", help: "")
+        h.connect(1, process: "old", declaring: [old])
+        h.connect(2, process: "new", declaring: [mine])
+        h.send(2, .retire([5]))
+        h.send(2, .declare([new]))
+        #expect(h.dropped(.conflict) == "1")
+        h.send(2, .values([ValueUpdate(id: 5, value: 1)]))
+        #expect(droppedValues(h) == "1", "its values are counted while it is kept")
+        h.send(1, .retire([1]))
+        h.registry.tick(nowNanoseconds: 0)
+        h.send(2, .values([ValueUpdate(id: 5, value: 2)]))
+        #expect(h.value("app_jobs{process=\"new\",pid=\"2\"}") == "2")
+        #expect(h.registry.conflictInvariantViolations == [])
+    }
+
     /// A seeded random walk over declares, retires, values, closes, takeovers and ticks, with names that
     /// clash in every way (a counter's name without `_total`, a histogram's derived names, other label
     /// names), checking after every step that the counts of kept and waiting declarations match what is

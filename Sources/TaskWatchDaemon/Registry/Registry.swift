@@ -664,7 +664,10 @@ public final class Registry: IngestSink, Sendable {
             return
         }
         // Remember refused ids (boundedly) so their updates are ignored rather than refused as unknown.
-        if client.indexByID[declaration.id] == nil, client.droppedIDs < limits.maxSeriesPerClient {
+        // An id retired and declared anew is marked dropped too: left marked retired, a declaration of
+        // it in conflict was not kept (`keepConflicted` keeps only ids marked dropped), and never shown.
+        let marker = client.indexByID[declaration.id]
+        if marker == nil || marker == ClientState.retiredID, client.droppedIDs < limits.maxSeriesPerClient {
             client.indexByID[declaration.id] = ClientState.droppedID
             client.droppedIDs += 1
         }
