@@ -1,3 +1,4 @@
+import CTaskWatchRuntime
 import TaskWatchWire
 import Testing
 
@@ -30,6 +31,44 @@ import Testing
         h.send(2, .values([ValueUpdate(id: 5, value: 2)]))
         #expect(h.value("app_jobs{process=\"new\",pid=\"2\"}") == "2")
         #expect(h.registry.conflictInvariantViolations == [])
+    }
+
+    /// What kept declarations are counted as covers what they take on the heap, as for waiting ones:
+    /// the index of the names each is kept under included. A histogram is kept under five names (its
+    /// own, `_bucket`, `_sum`, `_count`, `_created`), each a string as long as its name, with a table
+    /// of connections and a set of ids for each: a review counted a fifth of the heap they took, so
+    /// the byte bounds let kept declarations take five times what the budget says.
+    @Test func theCostOfAKeptDeclarationCoversItsHeap() {
+        let h = Harness()
+        let stem = String(repeating: "n", count: 240)
+        let count = 2_000
+        // Each histogram `<stem>_<i>` clashes with the gauge `<stem>_<i>_sum` of another connection.
+        let holders = (0..<count).map {
+            SeriesDeclaration(id: UInt32($0), type: .gauge, name: "\(stem)_\($0)_sum", help: "")
+        }
+        for start in stride(from: 0, to: count, by: 200) {
+            if start == 0 {
+                h.connect(1, process: "old", declaring: Array(holders[0..<200]))
+            } else {
+                h.send(1, .declare(Array(holders[start..<(start + 200)])))
+            }
+        }
+        h.open(2, pid: 2)
+        h.hello(2, process: "new")
+        let kept = (0..<count).map {
+            SeriesDeclaration(id: UInt32($0), type: .histogram, name: "\(stem)_\($0)", help: "", bounds: [1])
+        }
+        let encoded = stride(from: 0, to: count, by: 200).flatMap {
+            FrameEncoder.encode(.declare(Array(kept[$0..<($0 + 200)])))
+        }
+        let before = tw_heap_stats_read().in_use_bytes
+        for bytes in encoded { h.send(2, bytes) }
+        let grown = Int(tw_heap_stats_read().in_use_bytes) - Int(before)
+        #expect(h.dropped(.conflict) == "\(count)")
+        #expect(grown > 0)
+        #expect(
+            h.registry.conflicted.bytes >= grown,
+            "counted \(h.registry.conflicted.bytes) bytes for \(grown) allocated")
     }
 
     /// A seeded random walk over declares, retires, values, closes, takeovers and ticks, with names that

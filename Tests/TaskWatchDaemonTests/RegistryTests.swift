@@ -1075,7 +1075,7 @@ let threeGauges = (0..<3).map {
     @Test func declarationsKeptAfterAConflictAreBoundedAndLeaveNothingBehind() {
         var limits = RegistryLimits()
         let one = SeriesDeclaration(id: 0, type: .gauge, name: "app_g", help: "", labels: [Label("i", "0")])
-        limits.maxLabelBytesPerClient = 1_000 * PendingDeclaration.cost(of: one)
+        limits.maxLabelBytesPerClient = 1_000 * PendingDeclaration.keptCost(of: one, names: ["app_g"])
         let h = Harness(limits: limits)
         h.connect(1, process: "one", declaring: [SeriesDeclaration(id: 1, type: .counter, name: "app_g", help: "")])
         let many = (0..<2_000).map {

@@ -72,9 +72,9 @@ struct ClientState {
     /// Declarations refused as a `conflict` with a family that may go (another connection's, or one of
     /// this connection's own), by id, their ids marked `droppedID`: tried again once a family whose
     /// names they clash with has gone (`Registry.retryConflicted`). Bounded by the dropped ids, and by
-    /// `maxLabelBytesPerClient` bytes as `PendingDeclaration.cost` counts them.
+    /// `maxLabelBytesPerClient` bytes as `PendingDeclaration.keptCost` counts them.
     var conflicted: [UInt32: SeriesDeclaration] = [:]
-    /// What `conflicted` holds, as `PendingDeclaration.cost` counts it.
+    /// What `conflicted` holds, as `PendingDeclaration.keptCost` counts it.
     var conflictedBytes = 0
 
     static let droppedID: Int32 = -1
@@ -264,15 +264,29 @@ struct PendingDeclaration {
     /// earlier estimate at half what the daemon's resident memory grew by.
     static func cost(of declaration: SeriesDeclaration) -> Int {
         func allocation(_ size: Int) -> Int { max(32, (size + 8 + 15) & ~15) }
-        // Swift rounds a string's storage up to 16 bytes before asking malloc for it.
-        func string(_ text: String) -> Int {
-            text.utf8.count <= 15 ? 0 : allocation((32 + text.utf8.count + 1 + 15) & ~15)
-        }
+        let string = heapBytes(of:)
         var bytes = 256 + string(declaration.name) + string(declaration.help)
         if !declaration.labels.isEmpty { bytes += allocation(32 + 32 * declaration.labels.count) }
         if !declaration.bounds.isEmpty { bytes += allocation(32 + 8 * declaration.bounds.count) }
         for label in declaration.labels { bytes += string(label.name) + string(label.value) }
         return bytes
+    }
+
+    /// What a string holds on the heap: nothing up to 15 UTF-8 bytes (kept inline); else an allocation
+    /// of a 32-byte header, its bytes and a NUL, rounded up to 16 by Swift, and as glibc rounds it.
+    static func heapBytes(of text: String) -> Int {
+        guard text.utf8.count > 15 else { return 0 }
+        return max(32, (((32 + text.utf8.count + 1 + 15) & ~15) + 8 + 15) & ~15)
+    }
+
+    /// What a declaration kept after a conflict is counted as (`Registry.keepConflicted`): what it holds
+    /// as a waiting one does, and for each name it is kept under (`Registry.State.conflictWaiters`: its
+    /// own and those its family writes besides, five for a histogram) that name's string and 256 bytes
+    /// for its entry, table of connections and set of ids. Counted for each kept declaration though
+    /// those of one name share them. Without the names, 2,000 kept histograms of long names took 4.8
+    /// times what they were counted as (glibc's bytes in use), so the byte limits bounded a fifth.
+    static func keptCost(of declaration: SeriesDeclaration, names: [String]) -> Int {
+        names.reduce(cost(of: declaration)) { $0 + heapBytes(of: $1) + 256 }
     }
 }
 

@@ -117,7 +117,7 @@ public final class Registry: IngestSink, Sendable {
         var conflictQueueHead = 0
         var conflictDue: Set<ConflictKey> = []
         /// How many declarations every connection's `conflicted` holds, and their bytes as
-        /// `PendingDeclaration.cost` counts them.
+        /// `PendingDeclaration.keptCost` counts them.
         var conflictedCount = 0
         var conflictedBytes = 0
         /// Kept declarations tried again so far: for tests that the work stays bounded.
@@ -420,7 +420,7 @@ public final class Registry: IngestSink, Sendable {
                 }
                 var own = 0
                 for (id, declaration) in client.conflicted {
-                    own += PendingDeclaration.cost(of: declaration)
+                    own += PendingDeclaration.keptCost(of: declaration, names: Self.conflictNames(of: declaration))
                     if client.indexByID[id] != ClientState.droppedID {
                         problems.append("\(connection): kept \(id) not marked dropped")
                     }
@@ -693,7 +693,8 @@ public final class Registry: IngestSink, Sendable {
     ) {
         let shown = declaration.type.exposedName(declaration.name)
         let labelNames = declaration.labels.map(\.name).sorted()
-        let cost = PendingDeclaration.cost(of: declaration)
+        let names = Self.conflictNames(of: declaration)
+        let cost = PendingDeclaration.keptCost(of: declaration, names: names)
         guard client.indexByID[declaration.id] == ClientState.droppedID,
             ContractSeries.admits(name: shown, type: declaration.type, labelNames: labelNames),
             client.conflictedBytes + cost <= limits.maxLabelBytesPerClient,
@@ -703,7 +704,7 @@ public final class Registry: IngestSink, Sendable {
         client.conflictedBytes += cost
         state.conflictedBytes += cost
         state.conflictedCount += 1
-        for name in Self.conflictNames(of: declaration) {
+        for name in names {
             state.conflictWaiters[name, default: [:]][client.connection, default: []].insert(declaration.id)
         }
     }
@@ -711,12 +712,13 @@ public final class Registry: IngestSink, Sendable {
     /// Forgets a declaration kept after a conflict (its id stays marked dropped).
     private static func forgetConflicted(_ id: UInt32, of client: inout ClientState, in state: inout State) {
         guard let declaration = client.conflicted.removeValue(forKey: id) else { return }
-        let cost = PendingDeclaration.cost(of: declaration)
+        let names = conflictNames(of: declaration)
+        let cost = PendingDeclaration.keptCost(of: declaration, names: names)
         client.conflictedBytes -= cost
         state.conflictedBytes -= cost
         state.conflictedCount -= 1
         // Its entry in `conflictQueue`, if due, is skipped when met.
-        for name in conflictNames(of: declaration) {
+        for name in names {
             guard var waiters = state.conflictWaiters.removeValue(forKey: name) else { continue }
             waiters[client.connection]?.remove(id)
             if waiters[client.connection]?.isEmpty == true { waiters[client.connection] = nil }
