@@ -33,6 +33,37 @@ import Testing
         #expect(h.registry.conflictInvariantViolations == [])
     }
 
+    /// A kept declaration tried again at the tick is a new declaration of its connection: it does not
+    /// take room that frees under `--ingest.max-series` from a declaration of another connection that
+    /// waited for it since before. The tick tried the kept ones before the waiting ones, so a holder that
+    /// said goodbye and closed (freeing the room and the name at once, with no frame after) gave its
+    /// place to the kept declaration, and the one refused earlier went on waiting.
+    @Test func aKeptDeclarationDoesNotTakeRoomFromOneWaitingSinceBefore() {
+        var limits = RegistryLimits()
+        limits.maxSeries = 3
+        let h = Harness(limits: limits)
+        h.connect(1, process: "one", declaring: [SeriesDeclaration(id: 1, type: .gauge, name: "app_one", help: "")])
+        h.connect(2, process: "old", declaring: [SeriesDeclaration(id: 1, type: .counter, name: "app_x", help: "")])
+        h.connect(3, process: "new", declaring: [SeriesDeclaration(id: 1, type: .gauge, name: "app_x", help: "")])
+        #expect(h.dropped(.conflict) == "1")
+        h.connect(
+            4, process: "vic",
+            declaring: [
+                SeriesDeclaration(id: 1, type: .gauge, name: "app_c", help: "", labels: [Label("i", "1")]),
+                SeriesDeclaration(id: 2, type: .gauge, name: "app_c", help: "", labels: [Label("i", "2")]),
+            ])
+        #expect(h.dropped(.globalLimit) == "1", "the second waits")
+        h.send(2, .goodbye)
+        h.registry.connectionClosed(ConnectionID(2))
+        h.registry.tick(nowNanoseconds: 0)
+        h.send(4, .values([ValueUpdate(id: 2, value: 2)]))
+        h.send(3, .values([ValueUpdate(id: 1, value: 3)]))
+        #expect(h.value("app_c{process=\"vic\",pid=\"4\",i=\"2\"}") == "2", "refused first, admitted first")
+        #expect(h.value("app_x{process=\"new\",pid=\"3\"}") == nil, "it waits at the cap in turn")
+        #expect(h.value("taskwatch_series") == "3")
+        #expect(h.registry.conflictInvariantViolations == [])
+    }
+
     /// What kept declarations are counted as covers what they take on the heap, as for waiting ones:
     /// the index of the names each is kept under included. A histogram is kept under five names (its
     /// own, `_bucket`, `_sum`, `_count`, `_created`), each a string as long as its name, with a table

@@ -482,9 +482,14 @@ public final class Registry: IngestSink, Sendable {
                 removeSeries(of: client, from: &state)
                 state.clients[id] = nil
             }
-            // Declarations in conflict with a family gone since the last tick are tried first; then
-            // room freed by grace periods ending, or by a connection that closed, goes to the waiting
-            // declarations within a tick even while their connections send nothing.
+            // Room freed by grace periods ending, or by a connection that closed, goes to the waiting
+            // declarations within a tick even while their connections send nothing; then declarations in
+            // conflict with a family gone since the last tick are tried, as new declarations, behind
+            // them. Tried first, a kept one took room freed under a cap (the holder of its name closing
+            // freed both at once) from one of another connection refused before it. Waiting ones are
+            // tried again after, for room the kept ones' tries freed (a client held for its grace
+            // period evicted) or a try the kept ones' waiting made due.
+            if state.waitRetryDue { admitWaiting(&state) }
             retryConflicted(&state)
             if state.waitRetryDue { admitWaiting(&state) }
             for id in Array(state.clients.keys) where state.clients[id]?.peaks.isEmpty == false {
