@@ -107,12 +107,15 @@ import Testing
     /// names), checking after every step that the counts of kept and waiting declarations match what is
     /// held, that each kept one is either due or listed under all its names, that none is left waiting
     /// on names nobody holds, and that `/metrics` never shows a family or a series twice.
-    @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8] as [UInt64])
+    @Test(arguments: 1...24 as ClosedRange<UInt64>)
     func aRandomWalkKeepsTheConflictCountsAndIndexes(_ seed: UInt64) {
         var limits = RegistryLimits()
         limits.maxSeriesPerClient = 5
         limits.maxSeries = 12
         limits.graceNanoseconds = 2_000_000_000
+        // Every third walk with a cap per uid, every third with a small byte budget per connection.
+        if seed % 3 == 1 { limits.maxSeriesPerUID = 6 }
+        if seed % 3 == 2 { limits.maxLabelBytesPerClient = 1_200 }
         let h = Harness(limits: limits)
         var random = SplitMix(seed: seed)
         let names = ["a", "a_total", "a_count", "a_sum", "a_created", "b", "b_peak"]
@@ -131,14 +134,14 @@ import Testing
         func connect(_ slot: Int) {
             let connection = next
             next += 1
-            h.open(connection, pid: Int32(slot))
+            h.open(connection, pid: Int32(slot), uid: UInt32(1000 + slot % 2))
             h.hello(connection, process: "p\(slot)")
             current[slot] = connection
             open.insert(connection)
         }
-        for slot in 1...3 { connect(slot) }
-        for step in 0..<600 {
-            let slot = 1 + random.below(3)
+        for slot in 1...4 { connect(slot) }
+        for step in 0..<1_000 {
+            let slot = 1 + random.below(4)
             guard let connection = current[slot] else { continue }
             let id = UInt32(random.below(8))
             let what = random.below(100)
@@ -148,8 +151,10 @@ import Testing
                 h.send(connection, .declare((0..<count).map { _ in declaration(id: UInt32(random.below(8))) }))
             case 40..<60:
                 h.send(connection, .retire([id]))
-            case 60..<70:
+            case 60..<66:
                 h.send(connection, .values([ValueUpdate(id: id, value: 1)]))
+            case 66..<70:
+                h.send(connection, .peaks([PeakSample(id: id, value: 1)]))
             case 70..<76:
                 if random.below(2) == 0 { h.send(connection, .goodbye) }
                 h.registry.connectionClosed(ConnectionID(connection))
@@ -167,7 +172,7 @@ import Testing
             let problems = h.registry.conflictInvariantViolations
             #expect(problems == [], "seed \(seed), step \(step)")
             if !problems.isEmpty { return }
-            if step % 20 == 0 {
+            if step % 5 == 0 {
                 let lines = h.text().split(separator: "\n")
                 let types = lines.filter { $0.hasPrefix("# TYPE ") }
                 #expect(Set(types).count == types.count, "seed \(seed), step \(step): a family twice")

@@ -76,9 +76,6 @@ struct FamilyTable {
     /// Whether a family of this name exists.
     func contains(_ name: String) -> Bool { indexByName[name] != nil }
 
-    /// Whether a family has this name, or writes it besides its own: for tests.
-    func holds(_ name: String) -> Bool { indexByName[name] != nil || derivedNames[name] != nil }
-
     mutating func retain(_ index: Int, count: Int = 1) {
         families[index]?.seriesCount += count
     }

@@ -433,9 +433,15 @@ public final class Registry: IngestSink, Sendable {
                     if !due && listed.count != names.count {
                         problems.append("\(connection): kept \(id) neither due nor a waiter of all its names")
                     }
-                    // A lost wake-up: nothing holds any of its names and it is not due.
-                    if !due && !names.contains(where: { state.families.holds($0) }) {
-                        problems.append("\(connection): kept \(id) not due though none of its names is held")
+                    // A lost wake-up: not due, though no family it clashes with is left.
+                    var families = state.families
+                    let labelNames = declaration.labels.map(\.name).sorted()
+                    let shown = declaration.type.exposedName(declaration.name)
+                    if !due,
+                        case .success = families.admit(
+                            name: shown, type: declaration.type, labelNames: labelNames, help: "")
+                    {
+                        problems.append("\(connection): kept \(id) not due though it no longer clashes")
                     }
                 }
                 if own != client.conflictedBytes { problems.append("\(connection): conflictedBytes") }
