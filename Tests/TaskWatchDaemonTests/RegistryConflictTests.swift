@@ -64,6 +64,41 @@ import Testing
         #expect(h.registry.conflictInvariantViolations == [])
     }
 
+    /// Kept declarations that clash with each other as well (one name, other label names) are tried
+    /// oldest first, as the protocol says: the one refused first gets the name once it frees, whatever
+    /// its id or its connection's. They were tried by connection and id, so a connection accepted
+    /// earlier, or a lower id, took the name from a declaration refused before it.
+    @Test func keptDeclarationsAreTriedInTheOrderTheyWereRefused() {
+        let h = Harness()
+        h.connect(1, process: "old", declaring: [SeriesDeclaration(id: 1, type: .counter, name: "app_x", help: "")])
+        h.open(2, pid: 2)
+        h.hello(2, process: "early")
+        h.connect(
+            3, process: "late",
+            declaring: [
+                SeriesDeclaration(id: 9, type: .gauge, name: "app_x", help: "", labels: [Label("a", "1")])
+            ])
+        h.send(
+            2, .declare([SeriesDeclaration(id: 1, type: .gauge, name: "app_x", help: "", labels: [Label("b", "1")])]))
+        h.send(
+            3, .declare([SeriesDeclaration(id: 2, type: .gauge, name: "app_x", help: "", labels: [Label("c", "1")])]))
+        #expect(h.dropped(.conflict) == "3")
+        h.send(1, .retire([1]))
+        h.registry.tick(nowNanoseconds: 0)
+        h.send(2, .values([ValueUpdate(id: 1, value: 2)]))
+        h.send(3, .values([ValueUpdate(id: 9, value: 9), ValueUpdate(id: 2, value: 3)]))
+        #expect(h.value("app_x{process=\"late\",pid=\"3\",a=\"1\"}") == "9", "refused first, admitted")
+        #expect(h.value("taskwatch_series") == "1")
+        // The one admitted goes: the next oldest gets the name.
+        h.send(3, .retire([9]))
+        h.registry.tick(nowNanoseconds: 0)
+        h.send(2, .values([ValueUpdate(id: 1, value: 2)]))
+        h.send(3, .values([ValueUpdate(id: 2, value: 3)]))
+        #expect(h.value("app_x{process=\"early\",pid=\"2\",b=\"1\"}") == "2")
+        #expect(h.value("taskwatch_series") == "1")
+        #expect(h.registry.conflictInvariantViolations == [])
+    }
+
     /// What kept declarations are counted as covers what they take on the heap, as for waiting ones:
     /// the index of the names each is kept under included. A histogram is kept under five names (its
     /// own, `_bucket`, `_sum`, `_count`, `_created`), each a string as long as its name, with a table

@@ -73,7 +73,7 @@ struct ClientState {
     /// this connection's own), by id, their ids marked `droppedID`: tried again once a family whose
     /// names they clash with has gone (`Registry.retryConflicted`). Bounded by the dropped ids, and by
     /// `maxLabelBytesPerClient` bytes as `PendingDeclaration.keptCost` counts them.
-    var conflicted: [UInt32: SeriesDeclaration] = [:]
+    var conflicted: [UInt32: KeptDeclaration] = [:]
     /// What `conflicted` holds, as `PendingDeclaration.keptCost` counts it.
     var conflictedBytes = 0
 
@@ -237,6 +237,14 @@ enum WaitingState {
     case parkedOnUID
     /// Parked until its connection retired a series: in `Registry.State.requeue`.
     case requeued
+}
+
+/// A declaration kept after a conflict (`ClientState.conflicted`), with the stamp of when it was first
+/// refused (`Registry.State.waitStamps`, the one order of waiting declarations): kept ones freed at once
+/// are tried in that order, the oldest first.
+struct KeptDeclaration {
+    let declaration: SeriesDeclaration
+    let stamp: UInt64
 }
 
 /// A declaration kept after a conflict (`ClientState.conflicted`): its connection and id.

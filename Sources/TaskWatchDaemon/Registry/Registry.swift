@@ -108,8 +108,9 @@ public final class Registry: IngestSink, Sendable {
         /// Declarations refused as a `conflict` and kept (`ClientState.conflicted`), by each name such a
         /// declaration clashes on (its name as shown and the names its family would write besides), by
         /// connection: a family of one of these names going makes them due for a try. Taken out of here
-        /// when due, so a family of the name going again costs nothing until they are kept again.
-        var conflictWaiters: [String: [ConnectionID: Set<UInt32>]] = [:]
+        /// when due, so a family of the name going again costs nothing until they are kept again. Each
+        /// id with its stamp (`KeptDeclaration.stamp`), to queue those freed at once oldest first.
+        var conflictWaiters: [String: [ConnectionID: [UInt32: UInt64]]] = [:]
         /// Kept declarations due for a try, oldest first from `conflictQueueHead`, tried at the tick
         /// (`retryConflicted`); `conflictDue` holds the same keys, so each is queued once at a time.
         /// Entries of declarations forgotten meanwhile are skipped, or compacted away.
@@ -419,14 +420,15 @@ public final class Registry: IngestSink, Sendable {
                     problems.append("\(connection): droppedIDs \(client.droppedIDs) out of bounds")
                 }
                 var own = 0
-                for (id, declaration) in client.conflicted {
+                for (id, kept) in client.conflicted {
+                    let declaration = kept.declaration
                     own += PendingDeclaration.keptCost(of: declaration, names: Self.conflictNames(of: declaration))
                     if client.indexByID[id] != ClientState.droppedID {
                         problems.append("\(connection): kept \(id) not marked dropped")
                     }
                     let key = ConflictKey(connection: connection, id: id)
                     let names = Self.conflictNames(of: declaration)
-                    let listed = names.filter { state.conflictWaiters[$0]?[connection]?.contains(id) == true }
+                    let listed = names.filter { state.conflictWaiters[$0]?[connection]?[id] == kept.stamp }
                     let due =
                         state.conflictDue.contains(key)
                         && state.conflictQueue[state.conflictQueueHead...].contains(key)
@@ -470,7 +472,7 @@ public final class Registry: IngestSink, Sendable {
             for (name, waiters) in state.conflictWaiters {
                 for (connection, ids) in waiters {
                     if ids.isEmpty { problems.append("\(name): empty waiters of \(connection)") }
-                    for id in ids where state.clients[connection]?.conflicted[id] == nil {
+                    for (id, stamp) in ids where state.clients[connection]?.conflicted[id]?.stamp != stamp {
                         problems.append("\(name): waiter \(connection)/\(id) not kept")
                     }
                 }
@@ -699,8 +701,11 @@ public final class Registry: IngestSink, Sendable {
     /// metric until its process reconnected, long after the old series were gone. Not kept: a clash with
     /// the client library's own names (`ContractSeries`), which never go, an id not marked dropped (past
     /// the bound on those), or past the bytes waiting declarations may hold, counted apart.
+    ///
+    /// - Parameter stamp: when it was first refused, to keep its place among the kept ones tried again;
+    ///   a new stamp when nil.
     private func keepConflicted(
-        _ declaration: SeriesDeclaration, of client: inout ClientState, in state: inout State
+        _ declaration: SeriesDeclaration, stamp: UInt64? = nil, of client: inout ClientState, in state: inout State
     ) {
         let shown = declaration.type.exposedName(declaration.name)
         let labelNames = declaration.labels.map(\.name).sorted()
@@ -711,18 +716,20 @@ public final class Registry: IngestSink, Sendable {
             client.conflictedBytes + cost <= limits.maxLabelBytesPerClient,
             state.conflictedBytes + cost <= limits.maxLabelBytes
         else { return }
-        client.conflicted[declaration.id] = declaration
+        if stamp == nil { state.waitStamps &+= 1 }
+        let stamp = stamp ?? state.waitStamps
+        client.conflicted[declaration.id] = KeptDeclaration(declaration: declaration, stamp: stamp)
         client.conflictedBytes += cost
         state.conflictedBytes += cost
         state.conflictedCount += 1
         for name in names {
-            state.conflictWaiters[name, default: [:]][client.connection, default: []].insert(declaration.id)
+            state.conflictWaiters[name, default: [:]][client.connection, default: [:]][declaration.id] = stamp
         }
     }
 
     /// Forgets a declaration kept after a conflict (its id stays marked dropped).
     private static func forgetConflicted(_ id: UInt32, of client: inout ClientState, in state: inout State) {
-        guard let declaration = client.conflicted.removeValue(forKey: id) else { return }
+        guard let declaration = client.conflicted.removeValue(forKey: id)?.declaration else { return }
         let names = conflictNames(of: declaration)
         let cost = PendingDeclaration.keptCost(of: declaration, names: names)
         client.conflictedBytes -= cost
@@ -731,7 +738,7 @@ public final class Registry: IngestSink, Sendable {
         // Its entry in `conflictQueue`, if due, is skipped when met.
         for name in names {
             guard var waiters = state.conflictWaiters.removeValue(forKey: name) else { continue }
-            waiters[client.connection]?.remove(id)
+            waiters[client.connection]?[id] = nil
             if waiters[client.connection]?.isEmpty == true { waiters[client.connection] = nil }
             if !waiters.isEmpty { state.conflictWaiters[name] = waiters }
         }
@@ -743,19 +750,22 @@ public final class Registry: IngestSink, Sendable {
     }
 
     /// Takes series from a family and, when it goes, makes the declarations kept after a conflict on
-    /// one of its names due for a try at the next tick. Each is queued once, and leaves the name's
-    /// waiters until kept again: a client that frees a name in a loop queues nothing more meanwhile.
+    /// one of its names due for a try at the next tick, in the order they were refused. Each is queued
+    /// once, and leaves the name's waiters until kept again: a client that frees a name in a loop
+    /// queues nothing more meanwhile.
     private static func releaseFamily(_ index: Int, count: Int, in state: inout State) {
         guard let gone = state.families.release(index, count: count), !state.conflictWaiters.isEmpty else { return }
+        var freed: [(stamp: UInt64, key: ConflictKey)] = []
         for name in [gone.name] + gone.type.derivedNames(of: gone.name) {
             guard let waiters = state.conflictWaiters.removeValue(forKey: name) else { continue }
-            for (connection, ids) in waiters.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
-                for id in ids.sorted() {
-                    let key = ConflictKey(connection: connection, id: id)
-                    if state.conflictDue.insert(key).inserted { state.conflictQueue.append(key) }
-                }
+            for (connection, ids) in waiters {
+                for (id, stamp) in ids { freed.append((stamp, ConflictKey(connection: connection, id: id))) }
             }
         }
+        // Oldest first: by connection and id, a connection accepted earlier, or a lower id, took the
+        // name from a declaration that clashes with it too and was refused before it.
+        freed.sort { $0.stamp < $1.stamp }
+        for (_, key) in freed where state.conflictDue.insert(key).inserted { state.conflictQueue.append(key) }
     }
 
     /// Kept declarations tried again at a tick at most. A try costs about what admitting a declaration
@@ -791,8 +801,9 @@ public final class Registry: IngestSink, Sendable {
             state.conflictQueueHead += 1
             state.conflictDue.remove(key)
             guard let slot = state.clients.index(forKey: key.connection),
-                let declaration = state.clients.values[slot].conflicted[key.id]
+                let kept = state.clients.values[slot].conflicted[key.id]
             else { continue }
+            let declaration = kept.declaration
             tried += 1
             state.conflictTries += 1
             // Out of the dictionary while it changes, so that its tables are not copied.
@@ -808,7 +819,7 @@ public final class Registry: IngestSink, Sendable {
             case .success:
                 client.droppedIDs -= 1
             case .failure(.conflict):
-                keepConflicted(declaration, of: &client, in: &state)
+                keepConflicted(declaration, stamp: kept.stamp, of: &client, in: &state)
             case .failure(let reason):
                 if wait(declaration, refusedFor: reason, in: &client, state: &state) { client.droppedIDs -= 1 }
             }
@@ -1026,7 +1037,7 @@ public final class Registry: IngestSink, Sendable {
                 } else {
                     client.indexByID[head.id] = nil
                 }
-                if reason == .conflict { keepConflicted(declaration, of: &client, in: &state) }
+                if reason == .conflict { keepConflicted(declaration, stamp: head.stamp, of: &client, in: &state) }
             }
             state.waitQueue.pop()
             if let next = client.waitingHead() {
