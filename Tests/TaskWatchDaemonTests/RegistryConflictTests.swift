@@ -99,6 +99,24 @@ import Testing
         #expect(h.registry.conflictInvariantViolations == [])
     }
 
+    /// A tick gives freed room to one batch of waiting declarations, kept ones tried or not: trying the
+    /// waiting ones again after the kept ones, whenever a try was still due, made a tick with a long
+    /// backlog admit two batches.
+    @Test func aTickAdmitsOneBatchOfWaitingDeclarations() {
+        let batch = Registry.pendingRetryBatch
+        var limits = RegistryLimits()
+        limits.maxSeries = 3 * batch
+        let h = Harness(limits: limits)
+        h.connect(1, process: "hog", declaring: RegistryPendingTests.hogGauges(3 * batch))
+        h.connect(2, process: "vic", declaring: RegistryPendingTests.victimGauges(3 * batch))
+        h.send(1, .goodbye)
+        h.registry.connectionClosed(ConnectionID(1))
+        h.registry.tick(nowNanoseconds: 0)
+        #expect(h.value("taskwatch_series") == "\(batch)")
+        h.registry.tick(nowNanoseconds: 0)
+        #expect(h.value("taskwatch_series") == "\(2 * batch)")
+    }
+
     /// What kept declarations are counted as covers what they take on the heap, as for waiting ones:
     /// the index of the names each is kept under included. A histogram is kept under five names (its
     /// own, `_bucket`, `_sum`, `_count`, `_created`), each a string as long as its name, with a table

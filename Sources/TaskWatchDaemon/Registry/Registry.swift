@@ -495,11 +495,11 @@ public final class Registry: IngestSink, Sendable {
             // conflict with a family gone since the last tick are tried, as new declarations, behind
             // them. Tried first, a kept one took room freed under a cap (the holder of its name closing
             // freed both at once) from one of another connection refused before it. Waiting ones are
-            // tried again after, for room the kept ones' tries freed (a client held for its grace
-            // period evicted) or a try the kept ones' waiting made due.
+            // tried again after only for room the kept ones' tries freed (a client held for its grace
+            // period evicted), not for a try that stopped at its batch: one batch a tick, as before.
             if state.waitRetryDue { admitWaiting(&state) }
             retryConflicted(&state)
-            if state.waitRetryDue { admitWaiting(&state) }
+            if state.waitCheckedAt != state.seriesFreed { admitWaiting(&state) }
             for id in Array(state.clients.keys) where state.clients[id]?.peaks.isEmpty == false {
                 refreshPeaks(of: &state.clients[id]!, now: now)
             }
