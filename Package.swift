@@ -119,7 +119,9 @@ let package = Package(
 
         // Helpers the test targets share: child processes, scratch directories, polling, a real daemon,
         // HTTP through curl, exposition parsing and validation. Not a product.
-        .target(name: "TaskWatchTestSupport", path: "Tests/TaskWatchTestSupport"),
+        .target(
+            name: "TaskWatchTestSupport", dependencies: ["TaskWatchWire", "CTaskWatchSocket"],
+            path: "Tests/TaskWatchTestSupport"),
 
         .testTarget(name: "TaskWatchWireTests", dependencies: ["TaskWatchWire"]),
         .testTarget(
@@ -144,7 +146,9 @@ let package = Package(
         ),
         .testTarget(
             name: "TaskWatchTests",
-            dependencies: ["TaskWatch", "TaskWatchWire", "CTaskWatchSocket", "CTaskWatchRuntime"],
+            dependencies: [
+                "TaskWatch", "TaskWatchWire", "CTaskWatchSocket", "CTaskWatchRuntime", "TaskWatchTestSupport",
+            ],
             swiftSettings: [
                 .define("TASKWATCH_STRESS", .when(traits: ["Stress"])),
                 .define("TASKWATCH_SILENT", .when(traits: ["Silent"])),

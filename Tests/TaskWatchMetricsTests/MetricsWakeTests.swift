@@ -1,65 +1,12 @@
-import CTaskWatchSocket
 import CoreMetrics
 import Foundation
 import Metrics
+import TaskWatchTestSupport
 import TaskWatchWire
 import Testing
 
 @testable import TaskWatch
 @testable import TaskWatchMetrics
-
-/// A listener on a real `SOCK_SEQPACKET` socket that keeps each values frame with the time it was read.
-/// Read by polling from the test's own thread, so that waiting enqueues no job on the executor (which
-/// would wake the reporter itself).
-private final class TimedListener {
-    let directory = NSTemporaryDirectory() + "taskwatch-wake-\(UUID().uuidString.prefix(8))"
-    let path: String
-    private let listener: Int32
-    private var client: Int32 = -1
-    private(set) var declarations: [SeriesDeclaration] = []
-    private(set) var values: [(at: ContinuousClock.Instant, updates: [ValueUpdate])] = []
-
-    init() throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        path = directory + "/ingest.sock"
-        listener = tw_seqpacket_socket()
-        precondition(listener >= 0 && tw_unix_bind(listener, path) == 0 && listen(listener, 4) == 0)
-    }
-
-    deinit {
-        if client >= 0 { close(client) }
-        close(listener)
-        try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    /// Reads every frame queued now.
-    func pump() throws {
-        if client < 0 { client = accept(listener, nil, nil) }  // the listener does not block
-        guard client >= 0 else { return }
-        var buffer = [UInt8](repeating: 0, count: Wire.maxFrameSize)
-        while true {
-            var truncated: Int32 = 0
-            let count = buffer.withUnsafeMutableBytes { tw_recv_message(client, $0.baseAddress, $0.count, &truncated) }
-            if count <= 0 { return }
-            switch try FrameDecoder.decode(Array(buffer[0..<count])) {
-            case .declare(let list): declarations += list
-            case .values(let list): values.append((ContinuousClock.now, list))
-            default: break
-            }
-        }
-    }
-
-    /// Pumps every millisecond until `condition` holds or `timeout` passes.
-    func wait(timeout: Duration = .seconds(10), _ condition: () -> Bool) throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            try pump()
-            if condition() { return true }
-            usleep(1_000)
-        }
-        return false
-    }
-}
 
 /// The ids of this process's threads named as a reporter's.
 private func reporterThreads() -> Set<String> {
@@ -82,7 +29,7 @@ private func sleeps(ofThread tid: String) -> Int? {
 /// backed off (two reports half a second apart) before the test goes on.
 private struct BackedOffReporter {
     let factory = TaskWatchMetricsFactory()
-    let listener: TimedListener
+    let listener: FakeDaemon
     let reporter: Reporter
     let gauge: Gauge
     let id: UInt32
@@ -91,7 +38,8 @@ private struct BackedOffReporter {
 
     init() throws {
         TaskWatch.register(source: factory)
-        listener = try TimedListener()
+        listener = FakeDaemon()
+        listener.listen()
         var configuration = Configuration(environment: [:])
         configuration.socketPath = listener.path
         configuration.interval = .milliseconds(20)
@@ -104,10 +52,10 @@ private struct BackedOffReporter {
         gauge.record(1)
         var id: UInt32?
         let listener = listener
-        let reported = try listener.wait {
+        let reported = try listener.poll {
             id = listener.declarations.last { $0.name == name }?.id
             guard let id else { return false }
-            return listener.values.contains { $0.updates.contains { $0.id == id && $0.value == 1 } }
+            return listener.timedValues.contains { $0.updates.contains { $0.id == id && $0.value == 1 } }
         }
         #expect(reported, "the gauge never arrived")
         self.id = id ?? 0
@@ -117,11 +65,11 @@ private struct BackedOffReporter {
 
         // Nothing changes: the report period doubles from 20 ms towards a second. Once two reports are
         // half a second apart, the next one is due more than half a second after the last.
-        var seen = listener.values.count
-        let backedOff = try listener.wait { () -> Bool in
-            defer { seen = listener.values.count }
-            guard listener.values.count > seen, seen > 0 else { return false }
-            return listener.values[seen].at - listener.values[seen - 1].at >= .milliseconds(500)
+        var seen = listener.timedValues.count
+        let backedOff = try listener.poll { () -> Bool in
+            defer { seen = listener.timedValues.count }
+            guard listener.timedValues.count > seen, seen > 0 else { return false }
+            return listener.timedValues[seen].at - listener.timedValues[seen - 1].at >= .milliseconds(500)
         }
         #expect(backedOff, "the reporter never backed off")
     }
@@ -144,8 +92,8 @@ private struct BackedOffReporter {
         let updated = ContinuousClock.now
         gauge.record(2)
         var arrived: ContinuousClock.Instant?
-        _ = try listener.wait(timeout: .seconds(5)) {
-            let frame = listener.values.first { frame in
+        _ = try listener.poll(timeout: .seconds(5)) {
+            let frame = listener.timedValues.first { frame in
                 frame.at >= updated && frame.updates.contains { $0.id == id && $0.value == 2 }
             }
             arrived = frame?.at
@@ -167,14 +115,14 @@ private struct BackedOffReporter {
         let setUp = try BackedOffReporter()
         defer { setUp.stop() }
         let (listener, gauge) = (setUp.listener, setUp.gauge)
-        let before = listener.values.count
+        let before = listener.timedValues.count
         let deadline = ContinuousClock.now + .milliseconds(1_500)
         while ContinuousClock.now < deadline {
             gauge.record(1)
-            try listener.pump()
+            try listener.drain()
             usleep(5_000)
         }
-        let reports = listener.values.count - before
+        let reports = listener.timedValues.count - before
         print("reports in 1.5 s of a gauge set to its own value every 5 ms: \(reports)")
         // Backed off to 640 ms–1 s periods: two or three reports; woken by every set, about 75.
         #expect(reports <= 5)
@@ -189,7 +137,7 @@ private struct BackedOffReporter {
         defer { setUp.stop() }
         let listener = setUp.listener
         let inFlight = Meter(label: unique("in_flight"), factory: setUp.factory)
-        let before = listener.values.count
+        let before = listener.timedValues.count
         let sleptBefore = setUp.thread.flatMap(sleeps(ofThread:))
         let deadline = ContinuousClock.now + .milliseconds(1_500)
         while ContinuousClock.now < deadline {
@@ -199,10 +147,10 @@ private struct BackedOffReporter {
             // reporter however short it is.
             inFlight.increment()
             inFlight.decrement()
-            try listener.pump()
+            try listener.drain()
             usleep(2_000)
         }
-        let reports = listener.values.count - before
+        let reports = listener.timedValues.count - before
         let sleptAfter = setUp.thread.flatMap(sleeps(ofThread:))
         let wakeUps = sleptBefore.flatMap { before in sleptAfter.map { $0 - before } }
         print(
@@ -229,7 +177,7 @@ private struct BackedOffReporter {
         let increments = 30
         for _ in 0..<increments {
             counter.increment()
-            try setUp.listener.pump()
+            try setUp.listener.drain()
             usleep(50_000)
         }
         let wakeUps = try #require(sleeps(ofThread: thread)) - sleptBefore

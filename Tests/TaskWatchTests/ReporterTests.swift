@@ -1,6 +1,7 @@
 import CTaskWatchRuntime
 import Foundation
 import Synchronization
+import TaskWatchTestSupport
 import TaskWatchWire
 import Testing
 
