@@ -32,10 +32,10 @@ import TaskWatchWire
 /// `x_count`): as in the daemon, the first one made keeps the name while it lives; or with a name of the
 /// library's own series (`swift_tasks`, `swift_executor_lag_seconds`, … `ContractSeries`), or one they
 /// write besides (`swift_tasks_created`, `swift_executor_lag_seconds_count`), which would take the name
-/// from the task series of every process on the host. Names starting with
-/// `process_` or `taskwatch_`, and the six `swift_process_*` series the daemon reads from `/proc`, are
-/// the daemon's own: it refuses them, as it refuses a name another process uses for another type or
-/// label set (counted in its `taskwatch_series_dropped_total`).
+/// from the task series of every process on the host; or with a name the daemon writes itself
+/// (`DaemonSeries`: starting with `process_` or `taskwatch_`, or one of the six `swift_process_*`
+/// series it reads from `/proc`). The daemon refuses a name another process uses for another type or
+/// label set (counted in its `taskwatch_series_dropped_total`): the factory cannot see those.
 public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
     /// Bucket bounds for recorders created with `aggregate: true`: the ones given, finite, sorted and
     /// without repeats (at most 256), or the Prometheus default when none of them is usable.
@@ -219,7 +219,8 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
             let descriptor = SeriesDescriptor(
                 name: name, help: kind.help, type: type, labels: key.labels, bounds: bounds)
             let admitted =
-                !ContractSeries.touches(name: key.name, type: type) && state.families.admits(key.name, type, key.labels)
+                !ContractSeries.touches(name: key.name, type: type) && !DaemonSeries.reserves(key.name, type: type)
+                && state.families.admits(key.name, type, key.labels)
             guard admitted, let id = declare([descriptor])?.first else {
                 if refusedAt == nil {
                     dropped.add(1, ordering: .relaxed)

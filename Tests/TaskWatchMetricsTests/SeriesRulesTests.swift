@@ -79,6 +79,29 @@ func declaration(_ handler: AnyObject, in table: SeriesTable) -> SeriesDeclarati
         #expect(seriesID(factory.makeCounter(label: "swift_executor_custom", dimensions: [])) != nil)
     }
 
+    /// Names the daemon writes itself were declared, refused there as `reserved_name` and counted only
+    /// in the daemon's `taskwatch_series_dropped_total`, while the app's handler reported into nothing
+    /// and nothing in the process said so. Refused and counted in the process, as the library's names are.
+    @Test func theDaemonsOwnSeriesNamesAreRefusedAndCounted() {
+        let (factory, table) = isolatedFactory()
+        let taken: [(String, AnyObject)] = [
+            ("taskwatch_ prefix", factory.makeMeter(label: "taskwatch_clients", dimensions: [])),
+            ("process_ prefix", factory.makeCounter(label: "process_cpu_seconds", dimensions: [])),
+            ("from /proc", factory.makeMeter(label: "swift_process_threads", dimensions: [])),
+            // A counter's OpenMetrics family name is the daemon's gauge.
+            ("family name", factory.makeCounter(label: "swift_process_open_fds", dimensions: [])),
+            ("created", factory.makeMeter(label: "swift_process_cpu_seconds_created", dimensions: [])),
+            ("dotted", factory.makeTimer(label: "taskwatch.request", dimensions: [("k", "v")])),
+        ]
+        for (what, handler) in taken { #expect(seriesID(handler) == nil, "\(what)") }
+        #expect(factory.seriesDropped == UInt64(taken.count))
+        #expect(table.liveCount == 0)
+        #expect(table.dropped == UInt64(taken.count))
+        // Names that only look alike are the app's.
+        #expect(seriesID(factory.makeMeter(label: "app_taskwatch_clients", dimensions: [])) != nil)
+        #expect(seriesID(factory.makeMeter(label: "swift_process_queue_depth", dimensions: [])) != nil)
+    }
+
     /// A dimension named like one of the reporter's constant labels (`Configuration.labels`, on every
     /// series of the connection) was refused by the daemon as `reserved_label`, and nothing in the
     /// process counted it. It takes the `exported_` prefix, as `process` and `pid` do.

@@ -25,19 +25,6 @@ struct FamilyTable {
     /// Bytes of the help texts of every family, which the overall byte budget counts.
     private(set) var helpBytes = 0
 
-    /// Names the daemon itself exposes, which clients may not declare. A counter is checked under its
-    /// OpenMetrics family name too (`swift_process_threads_total` would be family
-    /// `swift_process_threads` there, beside the daemon's gauge of that name).
-    static func isReserved(_ name: String, type: SeriesType) -> Bool {
-        if isReserved(name) { return true }
-        return type == .counter && name.hasSuffix("_total") && isReserved(String(name.dropLast(6)))
-    }
-
-    private static func isReserved(_ name: String) -> Bool {
-        name.hasPrefix("taskwatch_") || name.hasPrefix("process_") || KernelSeries.names.contains(name)
-            || KernelSeries.openMetricsFamilyNames.contains(name)
-    }
-
     /// Finds or creates the family for a declaration, or says why it cannot be admitted.
     mutating func admit(
         name: String,
@@ -96,16 +83,4 @@ struct FamilyTable {
         for derivedName in family.type.derivedNames(of: family.name) { derivedNames[derivedName] = nil }
         return family
     }
-}
-
-/// The names of the series the daemon reads from `/proc/<pid>` for each client.
-enum KernelSeries {
-    static let names: Set<String> = [
-        "swift_process_resident_memory_bytes", "swift_process_virtual_memory_bytes",
-        "swift_process_cpu_seconds_total", "swift_process_threads", "swift_process_open_fds",
-        "swift_process_start_time_seconds",
-    ]
-    /// The counters' family names in OpenMetrics, which drops `_total` from them, and the `_created`
-    /// sample names OpenMetrics keeps for them.
-    static let openMetricsFamilyNames: Set<String> = ["swift_process_cpu_seconds", "swift_process_cpu_seconds_created"]
 }

@@ -1185,7 +1185,7 @@ public final class Registry: IngestSink, Sendable {
         _ declaration: SeriesDeclaration, shownName: String, hello: Hello?
     ) -> Result<[String], SeriesRejection> {
         guard Names.isValidMetricName(shownName) else { return .failure(.invalidName) }
-        if FamilyTable.isReserved(shownName, type: declaration.type) { return .failure(.reservedName) }
+        if DaemonSeries.reserves(shownName, type: declaration.type) { return .failure(.reservedName) }
         var labelNames: [String] = []
         for label in declaration.labels {
             guard Names.isValidLabelName(label.name) else { return .failure(.invalidName) }
