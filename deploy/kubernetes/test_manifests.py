@@ -7,6 +7,9 @@ with PyYAML; promtool, when installed, checks the generated rules.
   /-/ready and /-/healthy through the port named http-metrics (10101), resources, a non-root,
   read-only, capability-free container; the socket group it runs with is the example app's
   supplemental group.
+- The DaemonSet's priorityClassName is our PriorityClass (priorityclass.yaml): cluster-scoped, not the
+  default, above application pods and below the system-* classes; deploy/README.md applies it before
+  the DaemonSet, and applies every manifest but the example app.
 - Service and PodMonitor select the DaemonSet's pods and use port http-metrics; the PodMonitor's
   jobLabel makes job="taskwatch".
 - The PodMonitor's target labels, worked out by running its relabelings after the ones the Prometheus
@@ -200,6 +203,41 @@ def exec_form(stage, keyword):
         return None
 
 
+# The system-* classes: user-defined ones may not reach them (at most 1,000,000,000).
+SYSTEM_CLUSTER_CRITICAL = 2000000000
+USER_PRIORITY_MAX = 1000000000
+
+
+def check_priority(daemonset, priority_class, manifests):
+    """The DaemonSet runs at our own PriorityClass: above application pods (which default to 0), so a
+    full node preempts one for the daemon instead of leaving it Pending, and below the system-*
+    classes, which are for what a node or the cluster cannot run without; the class is cluster-scoped,
+    never the cluster's default, and deploy/README.md applies it before the DaemonSet (a pod naming a
+    class that does not exist is refused). Every manifest but the example app is applied there."""
+    spec = daemonset["spec"]["template"]["spec"]
+    name = priority_class["metadata"]["name"]
+    check(priority_class.get("apiVersion") == "scheduling.k8s.io/v1", "PriorityClass is scheduling.k8s.io/v1")
+    check("namespace" not in priority_class["metadata"], "PriorityClass has no namespace (it is cluster-scoped)")
+    check(spec.get("priorityClassName") == name, f"DaemonSet priorityClassName is {name}: {spec.get('priorityClassName')}")
+    check(not spec.get("priorityClassName", "").startswith("system-"),
+          "DaemonSet is not system-node-critical or system-cluster-critical (a monitoring agent is neither)")
+    value = priority_class.get("value")
+    check(isinstance(value, int) and 0 < value <= USER_PRIORITY_MAX < SYSTEM_CLUSTER_CRITICAL,
+          f"PriorityClass value {value} is above the default 0 and at most {USER_PRIORITY_MAX}, below the system-* classes")
+    check(priority_class.get("globalDefault", False) is False, "PriorityClass is not the cluster's globalDefault")
+    check(priority_class.get("preemptionPolicy", "PreemptLowerPriority") == "PreemptLowerPriority",
+          "PriorityClass may preempt lower priorities (a daemon pod cannot go to another node)")
+    check(bool(priority_class.get("description")), "PriorityClass has a description")
+    file_of = {doc.get("kind"): name for name, doc in manifests.items()}
+    readme = read("deploy/README.md")
+    applied = [m.group(1) for m in re.finditer(r"-f deploy/kubernetes/([\w.-]+\.yaml)", readme)]
+    for manifest in sorted(set(manifests) - {"example-app.yaml"}):
+        check(manifest in applied, f"deploy/README.md applies {manifest}")
+    pc_file, ds_file = file_of.get("PriorityClass"), file_of.get("DaemonSet")
+    check(pc_file in applied and ds_file in applied and applied.index(pc_file) < applied.index(ds_file),
+          f"deploy/README.md applies {pc_file} before {ds_file}")
+
+
 def check_image(daemonset, app):
     """The Dockerfile builds what the manifests run, the way they run it; read, never built."""
     rel = "deploy/container/Dockerfile"
@@ -283,7 +321,7 @@ def main():
     services = {doc["metadata"]["name"]: doc for doc in manifests.values() if doc.get("kind") == "Service"}
     if "taskwatchd" in services:
         kinds["Service"] = services["taskwatchd"]
-    for kind in ("Namespace", "DaemonSet", "Service", "PodMonitor", "Pod"):
+    for kind in ("Namespace", "PriorityClass", "DaemonSet", "Service", "PodMonitor", "Pod"):
         check(kind in kinds, f"a {kind} manifest")
     if failed:
         print(f"{passed} passed, {failed} failed")
@@ -409,6 +447,8 @@ def main():
                 print("SKIP: this promtool has no Kubernetes service discovery; the plain job not checked by promtool")
             else:
                 check(result.returncode == 0, f"promtool accepts the plain Prometheus job: {result.stdout}{result.stderr}")
+    check_priority(ds, kinds["PriorityClass"], manifests)
+
     strategy = ds["spec"].get("updateStrategy", {})
     check(strategy.get("type", "RollingUpdate") == "RollingUpdate"
           and str(strategy.get("rollingUpdate", {}).get("maxSurge", 0)) in ("0", "0%"),
