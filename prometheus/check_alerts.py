@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Checks the alert definitions against the conventions promtool cannot see.
 
-Every alert in alerts.yml has a severity label (critical, warning or info), a summary, a description
+Every alert in alerts.yml and alerts-kubernetes.yml has a severity label (critical, warning or info), a summary, a description
 and a runbook_url pointing at docs/runbooks.md#<lowercase alert name>, and that section exists; and
 prometheus/tests/ holds, for every alert, at least one case where it fires and one where it must not.
+alerts.yml, which serves systemd hosts too, reads no kube-state-metrics series (kube_*): those alerts
+belong in alerts-kubernetes.yml, in groups named *.kubernetes.
 Prints "N passed, N failed" and exits non-zero on any failure.
 """
 import glob
@@ -15,6 +17,8 @@ import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+# alerts.yml for every platform; alerts-kubernetes.yml for the DaemonSet, from kube-state-metrics.
+ALERT_FILES = ("alerts.yml", "alerts-kubernetes.yml")
 RUNBOOK_BASE = "https://github.com/taskwatch/taskwatch/blob/main/docs/runbooks.md#"
 
 passed = 0
@@ -31,8 +35,17 @@ def check(ok, what):
 
 
 def main():
-    with open(os.path.join(HERE, "alerts.yml")) as f:
-        alerts = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"] if "alert" in r]
+    alerts = []
+    for name in ALERT_FILES:
+        with open(os.path.join(HERE, name)) as f:
+            groups = yaml.safe_load(f)["groups"]
+        alerts.extend(r for g in groups for r in g["rules"] if "alert" in r)
+        for group in groups:
+            reads_kube = any(re.search(r"\bkube_\w+", r["expr"]) for r in group["rules"])
+            if name == "alerts.yml":
+                check(not reads_kube, f"alerts.yml group {group['name']}: no kube-state-metrics series (alerts-kubernetes.yml)")
+            else:
+                check(group["name"].endswith(".kubernetes"), f"{name} group {group['name']}: named *.kubernetes")
     runbook_path = os.path.join(ROOT, "docs", "runbooks.md")
     anchors = set()
     if os.path.exists(runbook_path):

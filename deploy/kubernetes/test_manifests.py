@@ -19,8 +19,10 @@ with PyYAML; promtool, when installed, checks the generated rules.
 - The example app mounts the same hostPath, read-only, and sets TASKWATCH_SOCKET to the daemon's
   socket; the comments say that a hostPath keeps the app's namespace out of Pod Security's baseline
   and restricted levels, and no longer claim the privileged level is needed only for the daemon.
-- generate-prometheusrule.py produces a PrometheusRule whose groups equal prometheus/rules.yml and
-  prometheus/alerts.yml, which promtool accepts, and the generated file is not committed.
+- generate-prometheusrule.py produces a PrometheusRule whose groups equal prometheus/rules.yml,
+  prometheus/alerts.yml and prometheus/alerts-kubernetes.yml, which promtool accepts, and the generated
+  file is not committed. The Kubernetes-only alerts name the DaemonSet of daemonset.yaml; alerts.yml
+  reads no kube-state-metrics series.
 - The image (read, never built: no docker needed): deploy/container/Dockerfile builds in release the
   products the DaemonSet and the example app run, on a swift builder and a slim runtime of the same
   Debian release with libmicrohttpd; its entrypoint, user, exposed port, socket path and mode and
@@ -44,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SOCKET_DIR = "/run/taskwatch"
 SOCKET = SOCKET_DIR + "/ingest.sock"
+RULE_FILES = ("prometheus/rules.yml", "prometheus/alerts.yml", "prometheus/alerts-kubernetes.yml")
 
 passed = 0
 failed = 0
@@ -236,6 +239,28 @@ def check_priority(daemonset, priority_class, manifests):
     pc_file, ds_file = file_of.get("PriorityClass"), file_of.get("DaemonSet")
     check(pc_file in applied and ds_file in applied and applied.index(pc_file) < applied.index(ds_file),
           f"deploy/README.md applies {pc_file} before {ds_file}")
+
+
+def check_kubernetes_alerts(daemonset, groups):
+    """The Kubernetes-only alerts (prometheus/alerts-kubernetes.yml) are in the PrometheusRule and name
+    the DaemonSet of daemonset.yaml in every kube-state-metrics selector; alerts.yml stays
+    platform-neutral (no kube-state-metrics series)."""
+    name = daemonset["metadata"]["name"]
+    with open(os.path.join(ROOT, "prometheus", "alerts-kubernetes.yml")) as f:
+        kube_groups = yaml.safe_load(f)["groups"]
+    kube_alerts = [r for g in kube_groups for r in g["rules"] if "alert" in r]
+    check(any(r["alert"] == "TaskWatchNodesWithoutDaemon" for r in kube_alerts),
+          "alerts-kubernetes.yml has TaskWatchNodesWithoutDaemon (a node that should run the daemon does not)")
+    generated_names = {g["name"] for g in groups}
+    check(all(g["name"] in generated_names for g in kube_groups), "the PrometheusRule holds the Kubernetes-only groups")
+    check(all(g["name"].endswith(".kubernetes") for g in kube_groups), "the Kubernetes-only groups are named *.kubernetes")
+    for rule in kube_alerts:
+        selectors = re.findall(r"kube_daemonset_\w+\{([^}]*)\}", rule["expr"])
+        check(bool(selectors) and all(f'daemonset="{name}"' in s for s in selectors),
+              f"{rule['alert']}: every kube_daemonset_* selector names daemonset=\"{name}\" (daemonset.yaml)")
+    with open(os.path.join(ROOT, "prometheus", "alerts.yml")) as f:
+        check("kube_" not in "".join(r["expr"] for g in yaml.safe_load(f)["groups"] for r in g["rules"]),
+              "alerts.yml reads no kube-state-metrics series (it is for systemd hosts too)")
 
 
 def check_image(daemonset, app):
@@ -497,11 +522,12 @@ def main():
     check(generated.get("apiVersion") == "monitoring.coreos.com/v1" and generated.get("kind") == "PrometheusRule", "generates a PrometheusRule")
     check(generated.get("metadata", {}).get("labels", {}).get("release") == "prometheus", "--label reaches metadata.labels")
     expected = []
-    for rel in ("prometheus/rules.yml", "prometheus/alerts.yml"):
+    for rel in RULE_FILES:
         with open(os.path.join(ROOT, rel)) as f:
             expected.extend(yaml.safe_load(f)["groups"])
-    check(generated.get("spec", {}).get("groups") == expected, "its groups equal prometheus/rules.yml + prometheus/alerts.yml exactly")
+    check(generated.get("spec", {}).get("groups") == expected, f"its groups equal {' + '.join(RULE_FILES)} exactly")
     check(module.build()["spec"]["groups"] == expected, "build() returns the same groups")
+    check_kubernetes_alerts(ds, generated.get("spec", {}).get("groups", []))
     promtool = shutil.which("promtool")
     if promtool and generated:
         with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
