@@ -175,6 +175,35 @@ func childPIDs(of parent: Int32) -> [Int32] {
         #expect(reports.map(\.mode) == ["spawn"] && reports[0].interrupted && reports[0].jobs == 1000)
     }
 
+    /// `send --hold` ends at SIGINT or SIGTERM with its goodbye, so the daemon drops its series at once,
+    /// as it does when the hold runs out: killed without one, they stayed for the whole --client.grace.
+    @Test(arguments: [SIGINT, SIGTERM])
+    func aStoppedSendSaysGoodbye(signal: Int32) throws {
+        let daemon = try DaemonProcess(arguments: ["--client.grace", "60s"])
+        let directory = ScratchDirectory()
+        let send = try ChildProcess(
+            taskwatchBinary,
+            [
+                "send", "--socket", daemon.socketPath, "--process", "stopped-send", "--task", "default=3", "--hold",
+                "120s",
+            ], errors: directory.file("err"))
+        let client = ["process": "stopped-send", "pid": String(send.pid)]
+        #expect(try eventually { samples(try daemon.metrics(), "swift_tasks", client) == [3] }, "\(send.log)")
+        #expect(try daemon.value("taskwatch_clients") == 1)
+        send.signal(signal)
+        let status = send.waitForExit(timeout: .seconds(5))
+        #expect(status == 0, "exit status \(String(describing: status)) \(send.log)")
+        if status == nil { send.signal(SIGKILL) }
+        // Within seconds, not the 60 s grace period.
+        #expect(
+            eventually(timeout: .seconds(3)) {
+                let text = (try? daemon.metrics()) ?? ""
+                return samples(text, "taskwatch_clients", [:]) == [0]
+                    && samples(text, "taskwatch_client_up", client).isEmpty
+                    && samples(text, "swift_tasks", client).isEmpty
+            })
+    }
+
     /// With a report interval longer than the run, the daemon used to get no report at all (the tool
     /// waited 30 ms before exiting): now it gets the final counts.
     @Test func stressAndLeakLeaveTheirFinalCountsWithALongInterval() throws {

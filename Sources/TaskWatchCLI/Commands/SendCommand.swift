@@ -8,7 +8,12 @@ import TaskWatchWire
 struct SendCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "send",
-        abstract: "Send task series to taskwatchd over the raw wire protocol."
+        abstract: "Send task series to taskwatchd over the raw wire protocol.",
+        discussion: """
+            SIGINT or SIGTERM ends a --hold early: the goodbye is sent, so the daemon drops the series at \
+            once, and the exit status is 0; a second signal kills. Exit status: 0 sent; 1 the socket could \
+            not be reached, or the daemon refused the connection; 64 bad arguments.
+            """
     )
 
     @Option(help: socketHelp)
@@ -78,6 +83,9 @@ struct SendCommand: ParsableCommand {
     }
 
     mutating func run() throws {
+        // SIGINT or SIGTERM ends a --hold early, with the goodbye: killed without one, the series stayed
+        // on the daemon for its --client.grace. A second signal kills.
+        StopSignal.install()
         let holdNanos = hold.nanoseconds
         let intervalNanos = interval.nanoseconds
         var monitors = tasks.compactMap(Self.monitor)
@@ -112,7 +120,7 @@ struct SendCommand: ParsableCommand {
             }
             let frames = [FrameEncoder.hello(hello)] + FrameEncoder.declare(declarations)
             connection.send(greeting: frames, report: FrameEncoder.values(updates))
-            if monotonicNanoseconds() >= schedule.end { break }
+            if monotonicNanoseconds() >= schedule.end || StopSignal.isRequested { break }
             if !connection.everConnected && !warned {
                 // Say so now rather than only when --hold runs out: a long hold would otherwise look
                 // like a working send.
@@ -123,7 +131,7 @@ struct SendCommand: ParsableCommand {
             }
             let next = schedule.next(after: due)
             SendSchedule.sleep(until: next.at)
-            guard next.reports else { break }
+            guard next.reports, !StopSignal.isRequested else { break }
             due = next.at
             created += grow
             for index in monitors.indices { monitors[index].live += grow }

@@ -14,13 +14,14 @@ struct SendSchedule: Sendable, Equatable {
         return next <= end ? (next, true) : (end, false)
     }
 
-    /// Sleeps until `monotonicNanoseconds()` reaches `deadline`, a second at most at a time: usleep takes
-    /// 32 bits of microseconds, so one call could not sleep an interval of an hour and more.
+    /// Sleeps until `monotonicNanoseconds()` reaches `deadline` or a stop is requested, 100 ms at most at
+    /// a time: usleep takes 32 bits of microseconds, so one call could not sleep an interval of an hour
+    /// and more, and a signal that comes just before a call is seen within a slice.
     static func sleep(until deadline: UInt64) {
-        while true {
+        while !StopSignal.isRequested {
             let now = monotonicNanoseconds()
             guard now < deadline else { return }
-            usleep(useconds_t(min(deadline - now, 1_000_000_000) / 1_000 + 1))
+            usleep(useconds_t(min(deadline - now, 100_000_000) / 1_000 + 1))
         }
     }
 }
