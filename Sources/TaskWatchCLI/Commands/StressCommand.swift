@@ -17,7 +17,8 @@ struct StressCommand: AsyncParsableCommand {
             while above L the admitted rate drops 20 % per step, below L it recovers 20 % per step up \
             to --rate (default 20000/s with --limit). The series are swift_tasks{task="stress-MODE"}. \
             SIGINT or SIGTERM cancels the jobs in flight, drops the queued ones and prints the report so \
-            far (marked interrupted); a second signal kills.
+            far (marked interrupted); a second signal kills. --compare stopped before any run ended exits \
+            130 (SIGINT) or 143 (SIGTERM).
             """
     )
 
@@ -228,7 +229,7 @@ struct StressCommand: AsyncParsableCommand {
                 throw CLIError("the \(mode.rawValue) run printed no report: \(output)", status: 1)
             }
         }
-        if reports.isEmpty { throw CLIError("stopped before a run ended", status: 128 + SIGINT) }
+        if reports.isEmpty { throw CLIError("stopped before a run ended", status: StopSignal.stoppedStatus) }
         if json {
             Terminal.line(try Self.encode(reports))
         } else {

@@ -8,11 +8,20 @@ import Synchronization
 /// reaches only this process.
 enum StopSignal {
     static let requested = Atomic<Bool>(false)
+    /// The signal that asked first, or 0 before one came.
+    static let number = Atomic<Int32>(0)
     /// The child every signal is passed on to: its pid; 0 none; -1 none, and a signal came that no
     /// child got (`adopt` passes it on).
     static let child = Atomic<Int32>(0)
 
     static var isRequested: Bool { requested.load(ordering: .relaxed) }
+
+    /// The conventional exit status of a command ended by the signal that asked to stop, 128 plus its
+    /// number: 130 for SIGINT, 143 for SIGTERM (130 before any came).
+    static var stoppedStatus: Int32 {
+        let signal = number.load(ordering: .sequentiallyConsistent)
+        return 128 + (signal == 0 ? SIGINT : signal)
+    }
 
     /// Sleeps `nanoseconds` in slices of at most 100 ms, and returns early once a stop is requested: a
     /// long `--step` held a Ctrl-C up for as long.
@@ -29,9 +38,11 @@ enum StopSignal {
         // Touched here first: a global's lazy initialisation is not async-signal-safe.
         _ = requested.load(ordering: .relaxed)
         _ = child.load(ordering: .relaxed)
+        _ = number.load(ordering: .relaxed)
         for number in [SIGINT, SIGTERM] {
             signal(number) { number in
                 StopSignal.forward(number)
+                _ = StopSignal.number.compareExchange(expected: 0, desired: number, ordering: .sequentiallyConsistent)
                 if StopSignal.requested.exchange(true, ordering: .sequentiallyConsistent) {
                     // The second signal: die of it. It is blocked while its handler runs, so the raised
                     // one is delivered, with the default disposition, as soon as this returns.
