@@ -44,8 +44,72 @@ enum Terminal {
             lines = Array(lines.prefix(kept)) + ["… \(left) more rows (--limit, or a taller terminal)"]
         }
         guard let columns else { return lines.joined(separator: "\n") }
-        return lines.map { String($0.prefix(columns)) }.joined(separator: "\n")
+        return lines.map { prefix($0, columns: columns) }.joined(separator: "\n")
     }
+
+    /// The longest start of `text` that takes at most `columns` columns (`width`): a wide character that
+    /// would straddle the edge is left out whole. Cut by characters, a line of CJK or emoji names took
+    /// up to twice the width and wrapped.
+    static func prefix(_ text: String, columns: Int) -> String {
+        var used = 0
+        var end = text.startIndex
+        for index in text.indices {
+            used += width(text[index])
+            if used > columns { break }
+            end = text.index(after: index)
+        }
+        return String(text[..<end])
+    }
+
+    /// The columns `text` takes on a terminal: the sum of `width` over its characters.
+    static func width(_ text: some StringProtocol) -> Int {
+        text.reduce(0) { $0 + width($1) }
+    }
+
+    /// The columns one character (a grapheme cluster) takes on a terminal. An approximation of what
+    /// terminals do (wcwidth(3), Unicode's East Asian Width of UAX #11, and emoji presentation of
+    /// UTS #51), from the properties the standard library has and a table of the wide blocks:
+    /// - an emoji drawn as one (Emoji_Presentation, like 😀 and flags, or an emoji followed by U+FE0F,
+    ///   like ❤️ and keycaps), with whatever modifiers and ZWJ sequence follow it: 2;
+    /// - otherwise the sum over its scalars: East Asian Wide and Fullwidth (`wideRanges`) 2; combining
+    ///   marks (Mn, Me), format characters (Cf: ZWJ, zero-width space), controls and the Hangul vowel and
+    ///   final jamo that join a syllable: 0; any other 1.
+    /// Left out: Ambiguous characters (Greek, Cyrillic, box drawing) count 1, as outside a CJK locale;
+    /// Indic spacing marks count 1 each, as some terminals draw them and others not; the wide blocks
+    /// are the main ones, not every scattered Wide code point (most of those are emoji, caught above);
+    /// and a terminal whose Unicode tables are older than the emoji draws it one column wide.
+    static func width(_ character: Character) -> Int {
+        let scalars = character.unicodeScalars
+        guard let first = scalars.first else { return 0 }
+        if !scalars.contains("\u{FE0E}")
+            && (first.properties.isEmojiPresentation || (first.properties.isEmoji && scalars.contains("\u{FE0F}")))
+        {
+            return 2
+        }
+        return scalars.reduce(0) { $0 + width($1) }
+    }
+
+    private static func width(_ scalar: Unicode.Scalar) -> Int {
+        switch scalar.properties.generalCategory {
+        case .nonspacingMark, .enclosingMark, .format, .control: return 0
+        default: break
+        }
+        let value = scalar.value
+        if value < 0x1100 { return 1 }
+        if (0x1160...0x11FF).contains(value) || (0xD7B0...0xD7FF).contains(value) { return 0 }
+        return wideRanges.contains { $0.contains(value) } ? 2 : 1
+    }
+
+    /// The blocks whose characters are East Asian Wide or Fullwidth: Hangul leading jamo, CJK radicals
+    /// and punctuation, kana, Bopomofo, CJK ideographs and their extensions, Yi, Hangul syllables,
+    /// CJK compatibility, vertical and small forms, fullwidth forms, Tangut, kana supplements, the
+    /// enclosed ideographic supplement, and the supplementary and tertiary ideographic planes.
+    static let wideRanges: [ClosedRange<UInt32>] = [
+        0x1100...0x115F, 0x2329...0x232A, 0x2E80...0x303E, 0x3041...0x33FF, 0x3400...0x4DBF, 0x4E00...0x9FFF,
+        0xA000...0xA4CF, 0xA960...0xA97F, 0xAC00...0xD7A3, 0xF900...0xFAFF, 0xFE10...0xFE19, 0xFE30...0xFE6F,
+        0xFF00...0xFF60, 0xFFE0...0xFFE6, 0x16FE0...0x16FE4, 0x17000...0x18CFF, 0x1AFF0...0x1B2FF,
+        0x1F200...0x1F2FF, 0x20000...0x2FFFD, 0x30000...0x3FFFD,
+    ]
 
     /// Clears the screen and moves the cursor home.
     static let clearScreen = "\u{1B}[H\u{1B}[2J"
