@@ -28,8 +28,8 @@ import Testing
         #expect(Terminal.fit(text, columns: 1, rows: nil) == "\na\np")
     }
 
-    /// The table of a process and a task named in CJK and emoji fits a terminal's width on every line.
-    @Test func topsViewOfWideNamesFitsTheTerminal() {
+    /// `top`'s table of a process and a task named in CJK and emoji, and one named in ASCII.
+    static func wideTable() -> String {
         let text = """
             swift_tasks{process="数据处理服务",pid="7",task="🚀启动任务"} 3
             taskwatch_client_up{process="数据处理服务",pid="7"} 1
@@ -38,12 +38,29 @@ import Testing
             """
         let rows = ClientTable.rows(
             previous: nil, current: MetricsSnapshot(nanoseconds: 1, samples: PrometheusText.parse(text)))
-        let table = ClientTable.render(ClientTable.sorted(rows, by: .process))
+        return ClientTable.render(ClientTable.sorted(rows, by: .process))
+    }
+
+    /// Every line of the table fits a terminal's width.
+    @Test func topsViewOfWideNamesFitsTheTerminal() {
+        let table = Self.wideTable()
         for columns in [20, 31, 40, 60] {
             let lines = Terminal.fit(table, columns: columns, rows: nil).split(separator: "\n")
             #expect(lines.count == 3)
             #expect(lines.allSatisfy { Terminal.width($0) <= columns }, "\(columns): \(lines)")
             #expect(lines.contains { Terminal.width($0) >= columns - 1 }, "\(columns): \(lines)")
         }
+    }
+
+    /// Padded by display width, every row is as wide as the header and each column starts where its
+    /// header does: padded by characters, the wide name pushed the rest of its row six columns right.
+    @Test func topsColumnsStayAlignedAfterAWideName() {
+        let lines = Self.wideTable().split(separator: "\n").map(String.init)
+        #expect(Set(lines.map { Terminal.width($0) }).count == 1, "\(lines)")
+        let pidColumn = Terminal.width(lines[0].prefix { $0 != "I" }) - 1
+        let pids = lines.map { line in
+            line.dropFirst(Terminal.prefix(line, columns: pidColumn).count).prefix(5)
+        }
+        #expect(pids == ["PID  ", "8    ", "7    "], "\(lines)")
     }
 }

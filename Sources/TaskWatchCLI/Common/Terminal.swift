@@ -201,10 +201,12 @@ enum Format {
         return "\(Int(seconds))s"
     }
 
+    /// `text` filled with spaces to `width` columns (`Terminal.width`, so a wide name keeps the columns
+    /// after it aligned), on the left when `right`.
     static func pad(_ text: String, _ width: Int, right: Bool = false) -> String {
-        let count = text.count
-        guard count < width else { return text }
-        let fill = String(repeating: " ", count: width - count)
+        let columns = Terminal.width(text)
+        guard columns < width else { return text }
+        let fill = String(repeating: " ", count: width - columns)
         return right ? fill + text : text + fill
     }
 }

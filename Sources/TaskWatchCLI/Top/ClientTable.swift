@@ -199,8 +199,11 @@ enum ClientTable {
 
     static func render(_ rows: [ClientRow]) -> String {
         let cells = rows.map { row in columns.map { $0.cell(row) } }
-        var widths = headers.map(\.count)
-        for line in cells { for (index, cell) in line.enumerated() { widths[index] = max(widths[index], cell.count) } }
+        // In display columns: a CJK or emoji name counted by characters pushed the rest of its row out of line.
+        var widths = headers.map { Terminal.width($0) }
+        for line in cells {
+            for (index, cell) in line.enumerated() { widths[index] = max(widths[index], Terminal.width(cell)) }
+        }
         func format(_ line: [String]) -> String {
             line.enumerated().map { index, cell in Format.pad(cell, widths[index], right: columns[index].alignsRight) }
                 .joined(separator: "  ")
