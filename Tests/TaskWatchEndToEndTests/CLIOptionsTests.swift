@@ -269,6 +269,30 @@ import Testing
         }
     }
 
+    /// A write to standard output that fails (here ENOSPC, into /dev/full) ends the command with a
+    /// message and EX_IOERR: `stress` printed its report into nothing and exited 0, `leak` ran on with
+    /// every line lost, and `check` gave the status of its findings, none of which was shown.
+    @Test func aFailedWriteToStandardOutputEndsTheCommand() throws {
+        let directory = ScratchDirectory()
+        let socket = directory.file("absent.sock")
+        let port = try freePort()
+        let message = "taskwatch: cannot write to standard output: No space left on device\n"
+        for arguments in [
+            ["stress", "--tasks", "10", "--hold", "1ms", "--quiet", "--socket", socket],
+            ["stress", "--compare", "--tasks", "10", "--hold", "1ms", "--quiet", "--socket", socket],
+            ["leak", "stream", "--duration", "20s", "--socket", socket],
+            ["check", "--socket", socket, "--address", "127.0.0.1:\(port)"],
+        ] {
+            let run = try ChildProcess(
+                taskwatchBinary, arguments, output: "/dev/full",
+                errors: directory.file("err-\(UInt32.random(in: 0...UInt32.max))"))
+            let status = run.waitForExit(timeout: .seconds(10))
+            if status == nil { run.signal(SIGKILL) }
+            #expect(status == 74, "\(arguments): \(String(describing: status)) \(run.log)")
+            #expect(run.log.hasSuffix(message), "\(arguments): \(run.log)")
+        }
+    }
+
     @Test func leakAndStressWarnOnceWhenNothingListens() throws {
         let directory = ScratchDirectory()
         let path = directory.file("absent.sock")

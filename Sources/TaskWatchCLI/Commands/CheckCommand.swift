@@ -10,8 +10,8 @@ struct CheckCommand: ParsableCommand {
         discussion: """
             Exit status: 0 all checks passed; 1 the ingest socket is missing, not a socket or refuses \
             connections; 2 the HTTP endpoint does not answer or is not ready; 3 the metrics path \
-            (--path) is unusable; 64 bad arguments. When several checks fail, the lowest status is \
-            returned.
+            (--path) is unusable; 64 bad arguments; 74 standard output could not be written. When \
+            several checks fail, the lowest status is returned.
             """
     )
 

@@ -16,7 +16,7 @@ struct TopCommand: AsyncParsableCommand {
             reported (in the view, or on stderr) and tried again at the next interval; a process first \
             seen in the latest scrape has no rates yet. --once prints one table (after one interval, for \
             the rates) and exits. Exit status: 0 done; 1 the metrics could not be read (--once); 64 bad \
-            arguments.
+            arguments; 74 standard output could not be written.
             """
     )
 

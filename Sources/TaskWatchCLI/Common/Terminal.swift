@@ -1,20 +1,50 @@
 import Glibc
+import Synchronization
 
 /// Output helpers that need no Foundation: unbuffered writes and TTY detection.
 enum Terminal {
     static func isTerminal(_ fd: Int32) -> Bool { isatty(fd) == 1 }
 
+    /// Writes all of `text` to `fd`. A failed write to standard output ends the process (`outputFailed`);
+    /// one to standard error is let go, as there is nowhere left to say it.
     static func write(_ text: String, to fd: Int32 = STDOUT_FILENO) {
         var bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
             let written = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
             if written < 0 {
-                if errno == EINTR { continue }
-                return
+                let error = errno
+                if error == EINTR { continue }
+                if error == EAGAIN || error == EWOULDBLOCK {
+                    // A descriptor left non-blocking by whoever shares it: wait until it takes more.
+                    var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                    _ = poll(&descriptor, 1, -1)
+                    continue
+                }
+                guard fd == STDOUT_FILENO else { return }
+                outputFailed(error)
             }
             offset += written
         }
+    }
+
+    /// The exit status of a failed write to standard output: EX_IOERR of sysexits.h, as bad arguments
+    /// exit with EX_USAGE (64), so that it is not taken for a status a command gives a meaning (check's
+    /// 1 to 3).
+    static let outputFailureStatus: Int32 = 74
+
+    private static let failing = Atomic<Bool>(false)
+
+    /// Says on stderr that standard output failed with `error` (ENOSPC on a full disk, EIO, EPIPE when
+    /// SIGPIPE is ignored) and exits with `outputFailureStatus`. A command that went on after a failed
+    /// write printed nothing and exited 0, and a script took the missing report for a success. Only
+    /// the first failing thread exits; any other waits for the exit to end it.
+    static func outputFailed(_ error: Int32) -> Never {
+        if failing.exchange(true, ordering: .sequentiallyConsistent) {
+            while true { pause() }
+        }
+        write("taskwatch: cannot write to standard output: \(String(cString: strerror(error)))\n", to: STDERR_FILENO)
+        exit(outputFailureStatus)
     }
 
     static func line(_ text: String, to fd: Int32 = STDOUT_FILENO) { write(text + "\n", to: fd) }
