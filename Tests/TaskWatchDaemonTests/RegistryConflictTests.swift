@@ -33,6 +33,30 @@ import Testing
         #expect(h.registry.conflictInvariantViolations == [])
     }
 
+    /// A kept declaration declared again unchanged keeps its place, as a waiting one does: it was
+    /// forgotten and refused anew, counted as a second conflict, and queued behind the declarations kept
+    /// on its name after it, so another connection got the name once it was free.
+    @Test func aKeptDeclarationDeclaredAgainUnchangedKeepsItsPlace() {
+        let h = Harness()
+        let first = SeriesDeclaration(id: 1, type: .gauge, name: "app_x", help: "", labels: [Label("v", "1")])
+        let second = SeriesDeclaration(id: 1, type: .gauge, name: "app_x", help: "", labels: [Label("w", "2")])
+        h.connect(1, process: "old", declaring: [SeriesDeclaration(id: 1, type: .counter, name: "app_x", help: "")])
+        h.connect(2, process: "first", declaring: [first])
+        h.connect(3, process: "second", declaring: [second])
+        #expect(h.dropped(.conflict) == "2")
+        h.send(2, .declare([first]))
+        #expect(h.dropped(.conflict) == "2", "the same declaration again is not another conflict")
+        // Once the counter goes, the kept ones are tried in the order they were refused: the first takes
+        // the name with its label set, and the second, with another, clashes with it.
+        h.send(1, .retire([1]))
+        h.registry.tick(nowNanoseconds: 0)
+        h.send(2, .values([ValueUpdate(id: 1, value: 1)]))
+        h.send(3, .values([ValueUpdate(id: 1, value: 2)]))
+        #expect(h.value("app_x{process=\"first\",pid=\"2\",v=\"1\"}") == "1")
+        #expect(h.value("app_x{process=\"second\",pid=\"3\",w=\"2\"}") == nil)
+        #expect(h.registry.conflictInvariantViolations == [])
+    }
+
     /// A kept declaration tried again at the tick is a new declaration of its connection: it does not
     /// take room that frees under `--ingest.max-series` from a declaration of another connection that
     /// waited for it since before. The tick tried the kept ones before the waiting ones, so a holder that

@@ -646,8 +646,13 @@ public final class Registry: IngestSink, Sendable {
         _ declaration: SeriesDeclaration, in client: inout ClientState, state: inout State,
         warnings: inout [RefusalLine]
     ) {
-        // Declared again: the new declaration takes the place of one kept after a conflict.
-        if client.conflicted[declaration.id] != nil { Self.forgetConflicted(declaration.id, of: &client, in: &state) }
+        // Declared again: the same declaration changes nothing, as for a waiting one (counted again as a
+        // conflict, it lost its place among the declarations kept on its name); another one takes the
+        // place of the kept one.
+        if let kept = client.conflicted[declaration.id] {
+            if kept.declaration == declaration { return }
+            Self.forgetConflicted(declaration.id, of: &client, in: &state)
+        }
         let existing = client.indexByID[declaration.id]
         if existing == ClientState.pendingID, let waiting = client.pending[declaration.id] {
             // Declared again while it waits: the same declaration changes nothing, as for an admitted
