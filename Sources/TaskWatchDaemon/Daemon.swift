@@ -82,7 +82,7 @@ public final class Daemon: Sendable {
         do {
             if let inherited = passed.first(where: { $0.role == .ingest }) {
                 ingestSocket = try IngestSocket.adopt(fd: inherited.fd)
-                logger.info("Using ingest socket from systemd", metadata: ["fd": "\(inherited.fd)"])
+                logger.info("Using ingest socket from systemd", metadata: ["fd": .stringConvertible(inherited.fd)])
                 if configuration.ingestSocketPath != nil || configuration.ingestSocketMode != IngestSocket.defaultMode {
                     logger.warning(
                         "--ingest.socket and --ingest.socket-mode have no effect on a socket systemd passes; set ListenSequentialPacket= and SocketMode= in taskwatchd.socket instead"

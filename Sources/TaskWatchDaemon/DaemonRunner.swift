@@ -29,7 +29,7 @@ public enum DaemonRunner {
             logger.warning(
                 "Connection caps lowered to fit the open-file limit; raise LimitNOFILE (ulimit -n) to keep them",
                 metadata: [
-                    "nofile": "\(limit)",
+                    "nofile": .stringConvertible(limit),
                     "ingest_max_clients": "\(configuration.limits.maxClients) of \(requested.limits.maxClients)",
                     "web_max_connections": "\(configuration.httpMaxConnections) of \(requested.httpMaxConnections)",
                 ])

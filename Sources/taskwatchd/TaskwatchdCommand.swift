@@ -233,7 +233,7 @@ struct TaskwatchdCommand: ParsableCommand {
                 "Web config loaded",
                 metadata: [
                     "file": "\(webConfig.path)", "tls": "\(webConfig.config.tls != nil)",
-                    "users": "\(webConfig.config.basicAuthUsers.count)",
+                    "users": .stringConvertible(webConfig.config.basicAuthUsers.count),
                 ])
         }
         let status = DaemonRunner.run(configuration: configuration, logger: logger) { daemon, trigger in

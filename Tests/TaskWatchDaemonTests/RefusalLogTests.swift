@@ -33,6 +33,28 @@ import Testing
         let parsed = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String]
         #expect(parsed?["process"] == value)
     }
+
+    /// Integers logged as `.stringConvertible` (pids, uids, limits) are JSON numbers, as in the other
+    /// exporters' JSON logs, so a query can compare them; logfmt is unchanged. Every value was a string.
+    @Test func integersAreJSONNumbers() throws {
+        let event = LogEvent(
+            level: .warning, message: "Ingest client rejected",
+            metadata: [
+                "pid": .stringConvertible(Int32(4242)), "limit": .stringConvertible(-1),
+                "reason": "max_clients", "process": "12", "ratio": .stringConvertible(0.5),
+            ],
+            source: "", file: #fileID, function: #function, line: #line)
+        let captured = StderrLogHandler(label: "test", format: .json, level: .info).render(event)
+        let logfmt = StderrLogHandler(label: "test", format: .logfmt, level: .info).render(event)
+        #expect(logfmt.hasSuffix(" limit=-1 pid=4242 process=12 ratio=0.5 reason=max_clients\n"))
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(captured.utf8)) as? [String: Any])
+        #expect(object["pid"] as? Int == 4242)
+        #expect(object["limit"] as? Int == -1)
+        #expect(object["reason"] as? String == "max_clients")
+        #expect(object["process"] as? String == "12", "a string that reads as a number stays a string")
+        #expect(object["ratio"] as? String == "0.5", "only integers")
+        #expect(captured.contains(#""pid":4242"#))
+    }
 }
 
 /// The rate limit of `RefusalLog` on a clock the test moves by hand.

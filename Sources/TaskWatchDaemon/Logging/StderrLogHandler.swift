@@ -40,15 +40,28 @@ public struct StderrLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
+        var line = render(event)
+        line.withUTF8 { bytes in _ = Glibc.write(2, bytes.baseAddress, bytes.count) }
+    }
+
+    /// The line `log(event:)` writes, with its newline.
+    func render(_ event: LogEvent) -> String {
         var fields: [(String, String)] = [
             ("ts", Self.timestamp()), ("level", Self.levelName(event.level)), ("caller", label),
             ("msg", event.message.description),
         ]
         let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-        for key in merged.keys.sorted() { fields.append((key, merged[key]!.description)) }
-        var line = format == .json ? Self.json(fields) : Self.logfmt(fields)
+        var numbers: Set<String> = []
+        for key in merged.keys.sorted() {
+            let value = merged[key]!
+            if case .stringConvertible(let convertible) = value, convertible is any BinaryInteger {
+                numbers.insert(key)
+            }
+            fields.append((key, value.description))
+        }
+        var line = format == .json ? Self.json(fields, numbers: numbers) : Self.logfmt(fields)
         line.append("\n")
-        line.withUTF8 { bytes in _ = Glibc.write(2, bytes.baseAddress, bytes.count) }
+        return line
     }
 
     public func log(
@@ -105,8 +118,15 @@ public struct StderrLogHandler: LogHandler {
         return out
     }
 
-    static func json(_ fields: [(String, String)]) -> String {
-        "{" + fields.map { "\(jsonString($0.0)):\(jsonString($0.1))" }.joined(separator: ",") + "}"
+    /// A JSON object of `fields`, in order; the values of the keys in `numbers` (integers given as
+    /// `.stringConvertible`: pids, uids, limits) as JSON numbers, the rest as strings, so that a log
+    /// query can compare `pid` or `limit` as numbers, as with the other exporters' JSON logs.
+    static func json(_ fields: [(String, String)], numbers: Set<String> = []) -> String {
+        let members = fields.map { key, value in
+            let isNumber = numbers.contains(key) && !value.isEmpty && Int64(value) != nil
+            return "\(jsonString(key)):\(isNumber ? value : jsonString(value))"
+        }
+        return "{" + members.joined(separator: ",") + "}"
     }
 
     static func jsonString(_ value: String) -> String {

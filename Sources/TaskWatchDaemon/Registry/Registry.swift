@@ -205,9 +205,9 @@ public final class Registry: IngestSink, Sendable {
     /// What a refused client's log line adds: the limit it ran into, or what to do.
     private func refusalDetails(_ reason: ClientRejection) -> Logger.Metadata {
         switch reason {
-        case .maxClients: ["limit": "\(limits.maxClients)"]
-        case .uidLimit: ["limit": "\(limits.maxClientsPerUID)"]
-        case .byteLimit: ["limit": "\(limits.maxLabelBytes)"]
+        case .maxClients: ["limit": .stringConvertible(limits.maxClients)]
+        case .uidLimit: ["limit": .stringConvertible(limits.maxClientsPerUID)]
+        case .byteLimit: ["limit": .stringConvertible(limits.maxLabelBytes)]
         case .unknownPID: ["hint": "\(Self.unknownPIDHint)"]
         default: [:]
         }
@@ -321,7 +321,7 @@ public final class Registry: IngestSink, Sendable {
         _ client: ClientState, lastReason: FrameRejection, log: RefusalLog, warnings: inout [RefusalLine]
     ) {
         var details: Logger.Metadata = [
-            "frame_reason": "\(lastReason.rawValue)", "frames": "\(client.consecutiveRejections)",
+            "frame_reason": "\(lastReason.rawValue)", "frames": .stringConvertible(client.consecutiveRejections),
         ]
         if client.hello != nil { details["process"] = "\(client.processName)" }
         if let line = log.clientRejected(.badFrames, peer: client.peer, details: details) { warnings.append(line) }

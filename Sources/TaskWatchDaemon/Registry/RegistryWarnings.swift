@@ -24,7 +24,8 @@ extension RefusalLog {
             return nil
         }
         var metadata: Logger.Metadata = [
-            "reason": "\(reason.rawValue)", "pid": "\(peer.pid)", "uid": "\(peer.uid)", "gid": "\(peer.gid)",
+            "reason": "\(reason.rawValue)", "pid": .stringConvertible(peer.pid), "uid": .stringConvertible(peer.uid),
+            "gid": .stringConvertible(peer.gid),
         ]
         metadata.merge(details()) { $1 }
         return RefusalLine(
@@ -59,9 +60,9 @@ extension RefusalLog {
         var metadata: Logger.Metadata = [
             "reason": "\(reason.rawValue)", "metric": "\(name())", "type": "\(type.exposedName)",
             "labels": "\(labelNames().joined(separator: ","))", "process": "\(client.processName)",
-            "pid": "\(client.peer.pid)",
+            "pid": .stringConvertible(client.peer.pid),
         ]
-        if let limit { metadata["limit"] = "\(limit)" }
+        if let limit { metadata["limit"] = .stringConvertible(limit) }
         if waiting { metadata["waiting"] = "true" }
         return RefusalLine(message: "Series dropped", suppressed: suppressed, metadata: metadata)
     }

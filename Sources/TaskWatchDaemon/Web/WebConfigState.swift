@@ -114,7 +114,7 @@ public final class WebConfigState: Sendable {
         logger.info(
             "Web config reloaded",
             metadata: [
-                "file": "\(path)", "users": "\(config.basicAuthUsers.count)",
+                "file": "\(path)", "users": .stringConvertible(config.basicAuthUsers.count),
                 "tls": "\(tlsChanged ? "replaced" : "unchanged")",
                 "trigger": "\(trigger == .signal ? "SIGHUP" : "file changed")",
             ])
