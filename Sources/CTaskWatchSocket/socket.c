@@ -253,17 +253,29 @@ void tw_thread_set_name(const char *name) {
     pthread_setname_np(pthread_self(), truncated);
 }
 
-// Descriptors closed in a forked child, stored as fd + 1 so that 0 (a zeroed static) is a free place.
-// Atomics, not a lock: the child handler runs after fork() in a copy of the process where another
-// thread may have held any lock.
+// Descriptors closed in a forked child, stored as fd + 1 so that 0 (a zeroed static) is a free place,
+// with the device and inode `fstat` gave when they were added. Atomics, not a lock: the child handler
+// runs after fork() in a copy of the process where another thread may have held any lock. The child
+// closes a number only when it still names that file: an app that closed the descriptor (a `close`
+// done twice) may have the number for a file of its own by then, which its child must keep.
 #define TW_CLOSE_ON_FORK_PLACES 16
+#define TW_CLOSE_ON_FORK_RESERVED (-1)
 static _Atomic int tw_close_on_fork[TW_CLOSE_ON_FORK_PLACES];
+static _Atomic uint64_t tw_close_on_fork_device[TW_CLOSE_ON_FORK_PLACES];
+static _Atomic uint64_t tw_close_on_fork_inode[TW_CLOSE_ON_FORK_PLACES];
 static pthread_once_t tw_close_on_fork_once = PTHREAD_ONCE_INIT;
 
 static void tw_close_on_fork_child(void) {
     for (int i = 0; i < TW_CLOSE_ON_FORK_PLACES; i++) {
-        int stored = atomic_exchange(&tw_close_on_fork[i], 0);
-        if (stored > 0) close(stored - 1);
+        int stored = atomic_load(&tw_close_on_fork[i]);
+        if (stored <= 0) continue;
+        atomic_store(&tw_close_on_fork[i], 0);
+        struct stat status;
+        // fstat and close are async-signal-safe.
+        if (fstat(stored - 1, &status) == 0 && (uint64_t)status.st_dev == atomic_load(&tw_close_on_fork_device[i]) &&
+            (uint64_t)status.st_ino == atomic_load(&tw_close_on_fork_inode[i])) {
+            close(stored - 1);
+        }
     }
 }
 
@@ -271,10 +283,18 @@ static void tw_close_on_fork_install(void) { pthread_atfork(NULL, NULL, tw_close
 
 int tw_close_on_fork_add(int fd) {
     if (fd < 0) return -1;
+    struct stat status;
+    if (fstat(fd, &status) != 0) return -1;
     pthread_once(&tw_close_on_fork_once, tw_close_on_fork_install);
     for (int i = 0; i < TW_CLOSE_ON_FORK_PLACES; i++) {
         int expected = 0;
-        if (atomic_compare_exchange_strong(&tw_close_on_fork[i], &expected, fd + 1)) return 0;
+        // Reserved while its identity is written: the child handler skips a place that is not > 0.
+        if (atomic_compare_exchange_strong(&tw_close_on_fork[i], &expected, TW_CLOSE_ON_FORK_RESERVED)) {
+            atomic_store(&tw_close_on_fork_device[i], (uint64_t)status.st_dev);
+            atomic_store(&tw_close_on_fork_inode[i], (uint64_t)status.st_ino);
+            atomic_store(&tw_close_on_fork[i], fd + 1);
+            return 0;
+        }
     }
     return -1;
 }

@@ -107,8 +107,10 @@ void tw_eventfd_drain(int fd);
 int tw_accept(int listen_fd);
 
 /// Closes `fd` in a child created by `fork()` (a `pthread_atfork` child handler), for a connection the
-/// child must not hold open: close-on-exec covers only a child that executes another program. Up to 16
-/// descriptors at once; returns 0, or -1 when all places are taken (`fd` then stays open in a child).
+/// child must not hold open: close-on-exec covers only a child that executes another program. The child
+/// closes it only if it still names the file it named when added (same device and inode): a number the
+/// app closed and reused is the app's. Up to 16 descriptors at once; returns 0, or -1 when all places
+/// are taken or `fd` is not open (`fd` then stays open in a child).
 int tw_close_on_fork_add(int fd);
 
 /// Stops closing `fd` in a forked child; call before closing `fd`, whose number may then be reused.

@@ -112,6 +112,8 @@ final class Reporter: @unchecked Sendable {
     let reportsSent = Atomic<UInt64>(0)
     /// Successful connections, the first included.
     let connections = Atomic<UInt64>(0)
+    /// Connections dropped because their descriptor came to name something else (`Connection.SendResult.lost`).
+    let descriptorsLost = Atomic<UInt64>(0)
     private let stopRequested = Atomic<Bool>(false)
     /// Set by the thread when it has said goodbye (or had no one to say it to) and is about to end.
     private let threadFinished = Atomic<Bool>(false)
@@ -766,7 +768,10 @@ final class Reporter: @unchecked Sendable {
             return true
         case .wouldBlock:
             return false
-        case .broken:
+        case .broken, .lost:
+            // Lost: the app closed the descriptor (a `close` done twice) and the number may be its own
+            // now; `Connection` neither wrote there nor closes it. A new connection takes a new number.
+            if case .lost = result { descriptorsLost.add(1, ordering: .relaxed) }
             if reportsOnConnection >= Self.stableReports {
                 // A connection that carried reports: the daemon went away (a restart). Back at once.
                 backoff = Self.minimumBackoff
