@@ -240,6 +240,19 @@ import Testing
             ], "\(probe.errorOutput)")
     }
 
+    /// A `TASKWATCH_SOCKET` longer than a Unix socket address holds: the process runs its work and exits
+    /// normally, and says once why nothing is reported (it said nothing).
+    @Test func aSocketPathTooLongIsSaidAtStartAndTheProcessRunsOn() throws {
+        let path = "/tmp/" + String(repeating: "s", count: 150) + ".sock"
+        let probe = try ProbeProcess(socket: path, arguments: ["exact", "5"])
+        #expect(try probe.json(with: "created")["created"] == 25)
+        #expect(probe.finish() == 0)
+        let lines = probe.errorOutput.split(separator: "\n")
+        #expect(
+            lines.count == 1 && lines.allSatisfy { $0.hasSuffix("a Unix socket address holds; no report can be sent") },
+            "\(probe.errorOutput)")
+    }
+
     @Test func eightConcurrentSpawnersOfAMillionTasksLoseNoCount() throws {
         let daemon = try DaemonProcess.forProbe()
         let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["spawners", "8", "125000"])

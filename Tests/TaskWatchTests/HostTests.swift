@@ -82,6 +82,27 @@ import Testing
         waitpid(child, &status, 0)
         #expect(status == 0, "the child closed the app's descriptor")
     }
+
+    /// A `TASKWATCH_SOCKET` no connection can use: longer than a Unix socket address holds, or not UTF-8
+    /// (Swift replaces the bad bytes, so the path tried is another). Every connection failed, and every
+    /// report was dropped, without a word; `start` now says so, as for the other variables.
+    @Test func aSocketPathNoConnectionCanUseIsSaidAtStart() throws {
+        let long = "/tmp/" + String(repeating: "s", count: 200) + ".sock"
+        let lines = Configuration(environment: ["TASKWATCH_SOCKET": long]).noticeLines
+        #expect(lines.count == 1)
+        let line = try #require(lines.first)
+        #expect(line.hasPrefix("TaskWatch: TASKWATCH_SOCKET=\"/tmp/sss"))
+        #expect(line.hasSuffix(" is 210 bytes, longer than the 107 a Unix socket address holds; no report can be sent"))
+        // 107 bytes fit.
+        #expect(
+            Configuration(environment: ["TASKWATCH_SOCKET": "/" + String(repeating: "s", count: 106)]).noticeLines == []
+        )
+        let bad = Array("/tmp/".utf8) + [0xff] + Array(".sock".utf8)
+        let notUTF8 = Environment.socketNotice(String(decoding: bad, as: UTF8.self), bytes: bad)
+        #expect(notUTF8?.problem == "is not valid UTF-8")
+        #expect(Environment.socketNotice("/tmp/ok.sock", bytes: Array("/tmp/ok.sock".utf8)) == nil)
+        #expect(Environment.socketNotice("relative.sock") == nil)
+    }
 }
 
 /// The descriptor of this process connected to the Unix socket at `path`.

@@ -14,7 +14,9 @@ import TaskWatchWire
 /// or `on` to disable, `0`, `false`, `no` or `off` not to (any case). Surrounding whitespace is
 /// ignored and an empty value counts as unset. A value that is not one of these is ignored, and
 /// `TaskWatch.start()` says so once on standard error, one line starting `TaskWatch:`, with what it
-/// uses instead.
+/// uses instead. So does a `TASKWATCH_SOCKET` that no connection can use: longer than the 107 bytes a
+/// Unix socket address holds, or not UTF-8. A relative one is taken relative to the working directory
+/// at each connection.
 public struct Configuration: Sendable {
     /// The daemon's ingest socket.
     public var socketPath: String
@@ -44,6 +46,7 @@ public struct Configuration: Sendable {
 
     /// A configuration from the given environment, by default the process's own.
     public init(environment: [String: String]? = nil) {
+        let socketBytes = environment == nil ? Environment.rawValue("TASKWATCH_SOCKET") : nil
         var environment = environment ?? Environment.current()
         // Read as every variable is (`Environment`): surrounding whitespace ignored, empty as unset.
         for variable in ["TASKWATCH_SOCKET", "TASKWATCH_PROCESS"] {
@@ -58,7 +61,10 @@ public struct Configuration: Sendable {
         labels = [:]
         let (disabled, disabledNotice) = Environment.disabledSetting(environment)
         isDisabled = disabled
-        environmentNotices = [intervalNotice, disabledNotice].compactMap { $0 }
+        let socketNotice =
+            environment["TASKWATCH_SOCKET"] == nil
+            ? nil : Environment.socketNotice(environment["TASKWATCH_SOCKET"], bytes: socketBytes)
+        environmentNotices = [intervalNotice, disabledNotice, socketNotice].compactMap { $0 }
     }
 
     /// Values of the environment that were not taken as written.
@@ -70,9 +76,11 @@ public struct Configuration: Sendable {
     /// A line for each of `environmentNotices`, ending with what is used instead.
     var noticeLines: [String] {
         environmentNotices.map { notice in
-            notice.variable == "TASKWATCH_INTERVAL"
-                ? notice.line(instead: "using \(Environment.format(interval))")
-                : notice.line(instead: "instrumentation stays on")
+            switch notice.variable {
+            case "TASKWATCH_INTERVAL": notice.line(instead: "using \(Environment.format(interval))")
+            case "TASKWATCH_SOCKET": notice.line(instead: "no report can be sent")
+            default: notice.line(instead: "instrumentation stays on")
+            }
         }
     }
 

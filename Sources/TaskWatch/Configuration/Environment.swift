@@ -128,6 +128,33 @@ enum Environment {
         }
     }
 
+    /// The most bytes of a path a Unix socket address holds (`sun_path`, less its terminating NUL).
+    static let longestSocketPath = 107
+
+    /// `TASKWATCH_SOCKET`: a notice when no connection to that path can ever be made, so that no report
+    /// would ever go out without a word. `bytes` are the value as the environment holds it, when known:
+    /// a value that is not UTF-8 reaches Swift with its bad bytes replaced (U+FFFD), a different path.
+    static func socketNotice(_ value: String?, bytes: [UInt8]? = nil) -> EnvironmentNotice? {
+        let variable = "TASKWATCH_SOCKET"
+        guard let value else { return nil }
+        if let bytes, String(validating: bytes, as: UTF8.self) == nil {
+            return EnvironmentNotice(variable, value, "is not valid UTF-8")
+        }
+        let path = value.trimmingASCIIWhitespace()
+        if path.utf8.count > longestSocketPath {
+            return EnvironmentNotice(
+                variable, value,
+                "is \(path.utf8.count) bytes, longer than the \(longestSocketPath) a Unix socket address holds")
+        }
+        return nil
+    }
+
+    /// The bytes of the process's environment variable `name`, or nil when it is unset.
+    static func rawValue(_ name: String) -> [UInt8]? {
+        guard let value = getenv(name) else { return nil }
+        return Array(UnsafeBufferPointer(start: value, count: strlen(value))).map { UInt8(bitPattern: $0) }
+    }
+
     /// `duration` in the largest unit that writes it exactly: `10ms`, `2m`, `1500us`.
     static func format(_ duration: Duration) -> String {
         let nanoseconds = duration.nanoseconds
