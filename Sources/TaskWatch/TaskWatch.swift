@@ -30,10 +30,6 @@ public enum TaskWatch {
     /// sure when two threads call `exit` at once (glibc lets the second end the process while the
     /// first waits), when another thread holds the reporter's slot at that moment, or when `exit` is
     /// called on the reporter thread itself.
-    ///
-    /// A child forked without exec inherits neither the reporter thread nor its connection (closed in
-    /// the child): there `isRunning` is false, `flush` and `shutdown` return false at once, and `start`
-    /// starts the child's own reporter, which reports as the child on a connection of its own.
     @discardableResult
     public static func start(_ configuration: Configuration = .init()) -> Bool {
         #if TASKWATCH_SILENT

@@ -151,25 +151,6 @@ import Testing
         #expect(took < 5)
     }
 
-    /// A child forked without exec that calls `TaskWatch.start()` itself (a pre-forking server): the
-    /// parent's reporter, inherited without its thread, sat in the slot, so the child's `start` did
-    /// nothing, `isRunning` said true, and `flush` waited out its timeout for a thread that is not there;
-    /// the child never reported. It now starts its own reporter, on its own connection, as itself, and
-    /// the parent goes on reporting.
-    @Test func aForkedChildThatStartsReportsAsItselfOnItsOwnConnection() throws {
-        let daemon = try DaemonProcess.forProbe()
-        let probe = try ProbeProcess(socket: daemon.socketPath, arguments: ["forkstart", "1"])
-        let child = try probe.json(with: "child_pid")
-        #expect(child["child_saw_running"] == 0, "the parent's reporter looked running in the child")
-        #expect(child["child_started"] == 1)
-        #expect(child["child_flushed"] == 1)
-        let childLabels = ["process": "probe", "pid": "\(Int(child["child_pid"] ?? 0))"]
-        #expect(child["child_pid"] != Double(probe.pid))
-        #expect(eventually { daemon.value("taskwatch_client_up", childLabels) == 1 }, "\(daemon.log)")
-        #expect(eventually { daemon.value("taskwatch_client_up", probe.processLabels) == 1 }, "\(daemon.log)")
-        #expect(probe.finish() == 0)
-    }
-
     /// `exact` counts through the drop-in spawns, `tickets` through `TaskTicket`.
     @Test(arguments: ["exact", "tickets"])
     func everyKindOfTaskIsCountedExactlyInProcessAndOnMetrics(workload: String) throws {

@@ -50,26 +50,8 @@ final class Reporter: @unchecked Sendable {
 
     private static let sharedReporter = Mutex<Reporter?>(nil)
 
-    /// The reporter started by `TaskWatch.start` in this process, if any: not one a child forked
-    /// without exec inherited from its parent, whose thread it does not have.
-    static var shared: Reporter? { sharedReporter.withLock { $0?.isInherited == false ? $0 : nil } }
-
-    /// The process that made this reporter. A child forked from it inherits the object, in the slot,
-    /// but not the thread, and its connection is closed there (`tw_close_on_fork_add`).
-    private let processID = getpid()
-
-    /// Whether this reporter is a forked child's copy of its parent's.
-    var isInherited: Bool { processID != getpid() }
-
-    /// Empties `slot` of a reporter inherited from a parent: a forked child must be able to start its
-    /// own. The object is kept, never released: it is a copy whose thread never ran here, and nothing of
-    /// it may run (the connection it holds was closed at the fork; its number may be the child's now).
-    private static func dropInherited(_ current: inout Reporter?) {
-        guard let inherited = current, inherited.isInherited else { return }
-        current = nil
-        SeriesTable.shared.forget(ObjectIdentifier(inherited))
-        _ = Unmanaged.passRetained(inherited)
-    }
+    /// The reporter started by `TaskWatch.start`, if any.
+    static var shared: Reporter? { sharedReporter.withLock { $0 } }
 
     static func startShared(_ configuration: Configuration) -> Bool {
         start(into: sharedReporter) { Reporter(configuration: configuration) }
@@ -79,7 +61,6 @@ final class Reporter: @unchecked Sendable {
     /// new one.
     static func takeShared() -> Reporter? {
         sharedReporter.withLock { current in
-            dropInherited(&current)
             defer { current = nil }
             return current
         }
@@ -108,7 +89,6 @@ final class Reporter: @unchecked Sendable {
     /// call tries again.
     static func start(into slot: borrowing Mutex<Reporter?>, _ make: () -> Reporter) -> Bool {
         slot.withLock { current in
-            dropInherited(&current)
             guard current == nil else { return false }
             let reporter = make()
             guard reporter.start() else { return false }

@@ -169,27 +169,6 @@ enum Probe {
         return "{\"child_status\":\(status),\"child_exit_ns\":\(elapsed)}"
     }
 
-    /// Forks one child that, inheriting the parent's started reporter, starts its own: what the child
-    /// saw (`TaskWatch.isRunning` before its `start`, whether `start` and a `flush` succeeded) and its
-    /// pid, printed by the child, which then lives on, reporting, until its parent is gone. Only the
-    /// reporter runs in the child, no task: the child of a process with threads has none of them.
-    static func forkAndStart() -> String {
-        let parent = getpid()
-        let child = fork()
-        guard child >= 0 else { fail("TaskWatchProbe: fork failed") }
-        if child == 0 {
-            let inherited = TaskWatch.isRunning
-            let started = TaskWatch.start()
-            let flushed = TaskWatch.flush(timeout: .seconds(20))
-            emit(
-                "{\"child_pid\":\(getpid()),\"child_saw_running\":\(inherited ? 1 : 0),"
-                    + "\"child_started\":\(started ? 1 : 0),\"child_flushed\":\(flushed ? 1 : 0)}")
-            while getppid() == parent { usleep(50_000) }
-            _exit(0)
-        }
-        return "{\"forked\":\(child)}"
-    }
-
     /// A spawn-heavy workload: `count` tasks spawned and completed in batches of 1,000.
     static func spawnload(_ count: Int) async -> String {
         let before = monitor.snapshot()

@@ -23,8 +23,6 @@ import TaskWatch
 //   fork N                forks N children one after another, each of which exits at once with exit(0)
 //                         (running the exit handlers); prints the last one's status and how long its
 //                         exit took
-//   forkstart 1           forks a child that calls TaskWatch.start() and flush() itself, prints what it
-//                         saw, and reports until the parent is gone
 //
 // With --no-goodbye, a normal exit does not send the goodbye (`Configuration.saysGoodbyeAtExit`).
 //
@@ -33,7 +31,7 @@ import TaskWatch
 let arguments = Array(CommandLine.arguments.dropFirst())
 guard let command = arguments.first, let count = arguments.dropFirst().first.flatMap({ Int($0) }), count > 0 else {
     Probe.fail(
-        "usage: TaskWatchProbe exact N | tickets N | spawners S M | burst N HOLD_MS | spawnload N [--trigger] | monitors N | retire N | names N | fork N | forkstart 1"
+        "usage: TaskWatchProbe exact N | tickets N | spawners S M | burst N HOLD_MS | spawnload N [--trigger] | monitors N | retire N | names N | fork N"
     )
 }
 let extra = arguments.dropFirst(2).first.flatMap { Int($0) }
@@ -66,8 +64,6 @@ case "names":
     report = await Task.detached { await Probe.names(count) }.value
 case "fork":
     report = Probe.forkAndExit(count)
-case "forkstart":
-    report = Probe.forkAndStart()
 case "retire":
     let items = ProbeItems(count)
     _ = readLine()
