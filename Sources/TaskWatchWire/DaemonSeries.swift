@@ -5,11 +5,21 @@
 /// process, where the refusal is counted per process (`swift_taskwatch_series_dropped_total`), instead
 /// of a handler reporting values that the daemon drops.
 public enum DaemonSeries {
+    /// The series the daemon reads from `/proc/<pid>` for each client, by name: the daemon writes them
+    /// under these names and the rule below reserves them, so the two cannot drift apart.
+    public enum Kernel {
+        public static let cpuSeconds = "swift_process_cpu_seconds_total"
+        public static let openFDs = "swift_process_open_fds"
+        public static let residentMemoryBytes = "swift_process_resident_memory_bytes"
+        public static let startTimeSeconds = "swift_process_start_time_seconds"
+        public static let threads = "swift_process_threads"
+        public static let virtualMemoryBytes = "swift_process_virtual_memory_bytes"
+    }
+
     /// The series the daemon reads from `/proc/<pid>` for each client.
     public static let kernelNames: Set<String> = [
-        "swift_process_resident_memory_bytes", "swift_process_virtual_memory_bytes",
-        "swift_process_cpu_seconds_total", "swift_process_threads", "swift_process_open_fds",
-        "swift_process_start_time_seconds",
+        Kernel.cpuSeconds, Kernel.openFDs, Kernel.residentMemoryBytes, Kernel.startTimeSeconds,
+        Kernel.threads, Kernel.virtualMemoryBytes,
     ]
     /// The kernel counters' family names in OpenMetrics, which drops `_total` from them, and the
     /// `_created` sample names OpenMetrics keeps for them.

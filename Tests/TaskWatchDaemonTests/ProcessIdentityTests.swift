@@ -222,6 +222,28 @@ import Testing
 @Suite struct ProcessReadCostTests {
     /// A review opened thousands of connections from one process and stretched every scrape to
     /// seconds, since each connection read the process's `/proc` files (its whole `fd` directory).
+    /// The names the daemon writes from `/proc` are the ones the wire module reserves, so that no client
+    /// declares one of them (the swift-metrics backend refuses them in the process by that list).
+    @Test func theKernelSeriesWrittenAreTheOnesReserved() {
+        let pid = getpid()
+        let registry = Registry(limits: RegistryLimits(), clock: SystemClock(), log: nil)
+        let exporter = Exporter(
+            registry: registry, build: BuildInfo(version: "test", revision: "abc", swiftVersion: "6.3"),
+            processStats: { ProcessReader.stats(pid: String($0)) })
+        #expect(registry.connectionOpened(ConnectionID(1), peer: PeerCredentials(pid: pid, uid: 0, gid: 0)))
+        for bytes in FrameEncoder.encode(
+            .hello(Hello(claimedPID: 0, intervalNanoseconds: 10_000_000, process: "p", clientVersion: "t")))
+        {
+            _ = bytes.withUnsafeBytes { registry.frameReceived(ConnectionID(1), bytes: $0, truncated: false) }
+        }
+        let text = String(decoding: exporter.render(.text), as: UTF8.self)
+        let written = Set(
+            text.split(separator: "\n").filter { $0.hasPrefix("swift_process_") }.map {
+                String($0.prefix { $0 != "{" && $0 != " " })
+            })
+        #expect(written == DaemonSeries.kernelNames)
+    }
+
     @Test func aProcessWithManyConnectionsIsReadOncePerScrape() {
         let times = FakeStartTimes()
         let pid = getpid()

@@ -328,24 +328,24 @@ enum ExpositionRenderer {
         guard !kernel.isEmpty else { return }
         let families: [(String, SeriesType, String, (ProcessStats) -> Double?)] = [
             (
-                "swift_process_cpu_seconds_total", .counter, "User and system CPU time of the process.",
+                DaemonSeries.Kernel.cpuSeconds, .counter, "User and system CPU time of the process.",
                 { $0.cpuSeconds }
             ),
             (
-                "swift_process_open_fds", .gauge, "Open file descriptors of the process.",
+                DaemonSeries.Kernel.openFDs, .gauge, "Open file descriptors of the process.",
                 { $0.openFDs.map(Double.init) }
             ),
             (
-                "swift_process_resident_memory_bytes", .gauge, "Resident memory of the process.",
+                DaemonSeries.Kernel.residentMemoryBytes, .gauge, "Resident memory of the process.",
                 { Double($0.residentBytes) }
             ),
             (
-                "swift_process_start_time_seconds", .gauge, "Start time of the process, in Unix seconds.",
+                DaemonSeries.Kernel.startTimeSeconds, .gauge, "Start time of the process, in Unix seconds.",
                 { $0.startTimeSeconds }
             ),
-            ("swift_process_threads", .gauge, "Threads of the process.", { Double($0.threads) }),
+            (DaemonSeries.Kernel.threads, .gauge, "Threads of the process.", { Double($0.threads) }),
             (
-                "swift_process_virtual_memory_bytes", .gauge, "Virtual memory of the process.",
+                DaemonSeries.Kernel.virtualMemoryBytes, .gauge, "Virtual memory of the process.",
                 { Double($0.virtualBytes) }
             ),
         ]
