@@ -146,11 +146,13 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
 
     // MARK: MetricsFactory
 
+    /// A counter, exposed as `<name>_total`; the handler of a refused series does nothing.
     public func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
         make(.counter, label, dimensions) { id, _ in CounterBox(id: id) } as? any CounterHandler
             ?? DroppedHandler.shared
     }
 
+    /// A counter of fractional increments, exposed as `<name>_total`.
     public func makeFloatingPointCounter(
         label: String, dimensions: [(String, String)]
     ) -> any FloatingPointCounterHandler {
@@ -158,10 +160,13 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
             as? any FloatingPointCounterHandler ?? DroppedHandler.shared
     }
 
+    /// A gauge that can be set, raised and lowered.
     public func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
         make(.meter, label, dimensions) { id, _ in GaugeBox(id: id) } as? any MeterHandler ?? DroppedHandler.shared
     }
 
+    /// A histogram over the recorder buckets when `aggregate` (the default), else a gauge of the last
+    /// value recorded.
     public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
         let handler =
             aggregate
@@ -172,11 +177,14 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
         return handler as? any RecorderHandler ?? DroppedHandler.shared
     }
 
+    /// A histogram in seconds over the timer buckets.
     public func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
         make(.timer, label, dimensions, bounds: timerBounds) { HistogramBox(id: $0, bounds: $1) }
             as? any TimerHandler ?? DroppedHandler.shared
     }
 
+    /// Retires the handler's series once every handler made for it is destroyed: the daemon drops it
+    /// from `/metrics`, and its name is free again.
     public func destroyCounter(_ handler: any CounterHandler) { destroy(handler) }
     public func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) { destroy(handler) }
     public func destroyMeter(_ handler: any MeterHandler) { destroy(handler) }
@@ -185,6 +193,7 @@ public final class TaskWatchMetricsFactory: MetricsFactory, ReportSource {
 
     // MARK: ReportSource
 
+    /// Adds every live handler's value to the report being built (the reporter thread calls it).
     public func collect(into report: inout ReportBuilder) {
         let handlers = state.withLock { $0.handlers }
         for handler in handlers { handler.report(into: &report) }
