@@ -90,4 +90,26 @@ static inline int tw_current_task_is_cancelled(void) {
     return task != 0 && swift_task_isCancelled(task);
 }
 
+/// A serial executor as the runtime passes it (`SerialExecutorRef`): the actor or executor object, and
+/// the executor's witness table with flag bits. The two words an `UnownedSerialExecutor` holds.
+typedef struct {
+    const void *identity;
+    uintptr_t implementation;
+} tw_serial_executor_ref;
+
+/// The runtime's entry point behind the check `Task.immediate` makes (exported by libswift_Concurrency and
+/// called by the standard library under this name), declared with the runtime's calling convention. A
+/// Swift `@_silgen_name` declaration of it clashes with the standard library's own.
+__attribute__((swiftcall)) extern _Bool swift_task_isCurrentExecutorWithFlags(tw_serial_executor_ref executor,
+                                                                              uint64_t flags);
+
+/// Whether the caller runs on the executor `identity`/`implementation` (an `UnownedSerialExecutor`'s two
+/// words): `Task.immediate`'s check before it starts a task on the calling thread, with its flags (0:
+/// answer, never trap). For the counted `addImmediateTask`, whose group's own starts a child there
+/// whatever its actor.
+static inline int tw_is_current_executor(const void *identity, uintptr_t implementation) {
+    tw_serial_executor_ref executor = {identity, implementation};
+    return swift_task_isCurrentExecutorWithFlags(executor, 0);
+}
+
 #endif

@@ -16,6 +16,17 @@ public final class TaskMonitor: Sendable {
     /// spawn paths' one check, a field of an object they already hold instead of a lazy global.
     @usableFromInline let spawnCounts: TaskCounts?
 
+    /// `spawnCounts`, and nil under the `Silent` trait too: what a helper that counts in one place for
+    /// every trait checks.
+    @inlinable
+    var childCounts: TaskCounts? {
+        #if TASKWATCH_SILENT
+            nil
+        #else
+            spawnCounts
+        #endif
+    }
+
     /// The monitor everything spawned through `TaskWatch.task` counts in; its name is `default`.
     public static let `default` = TaskMonitor("default")
 

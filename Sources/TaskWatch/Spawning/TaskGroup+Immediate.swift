@@ -2,10 +2,18 @@
 // in the caller's context when its operation's isolation allows it, so the wrapper keeps that isolation
 // as `TaskMonitor.immediate` does: `wrap` isolates it to the operation's own actor. A nonisolated
 // wrapper around an operation isolated to the caller's actor would start at once but must then hop to
-// the actor the caller still holds: the child would enqueue instead. The 6.3 group's
-// own `addImmediateTask` starts the child at once whatever its isolation: a standalone check on
-// 2026-11-30 saw a `@MainActor` child added from a nonisolated caller run while another job held the
-// main actor. The counted child waits for the main actor, as `Task.immediate` would.
+// the actor the caller still holds: the child would enqueue instead.
+//
+// The 6.3 group's own `addImmediateTask` starts the child on the calling thread whatever its
+// isolation: a child isolated to an actor the caller is not on runs on that actor's behalf without
+// holding it, concurrently with whatever the actor runs (a `@MainActor` child added from a
+// nonisolated caller ran while another job held the main actor). A wrapper of the same isolation
+// does the same, so the helpers decide as `Task.immediate` does (`_startsAtOnce`): a child isolated
+// to an actor the caller is not on is added as a plain child, enqueued on its actor. The same under
+// every trait and with `TASKWATCH_DISABLED`, counted or not.
+// `SpawningReviewTests.anImmediateGroupChildIsolatedToAnActorTheCallerIsNotOnWaitsForThatActor`.
+
+import CTaskWatchRuntime
 
 #if compiler(>=6.2)
     extension TaskGroup {
@@ -20,19 +28,11 @@
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async -> ChildTaskResult
         ) {
-            #if TASKWATCH_SILENT
-                addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
-            #else
-                guard let counts = monitor.spawnCounts else {
-                    addImmediateTask(
-                        name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
-                    return
-                }
-                let start = counts.created()
-                addImmediateTask(
-                    name: name, priority: priority, executorPreference: taskExecutor,
-                    operation: counts.wrap(start, operation))
-            #endif
+            let child = _counted(by: monitor, operation)
+            guard _startsAtOnce(_isolation(of: child)) else {
+                return addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: child)
+            }
+            addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor, operation: child)
         }
 
         /// Like `addImmediateTaskUnlessCancelled`, with the child counted by `monitor` when it is added.
@@ -71,19 +71,11 @@
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async throws -> ChildTaskResult
         ) {
-            #if TASKWATCH_SILENT
-                addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
-            #else
-                guard let counts = monitor.spawnCounts else {
-                    addImmediateTask(
-                        name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
-                    return
-                }
-                let start = counts.created()
-                addImmediateTask(
-                    name: name, priority: priority, executorPreference: taskExecutor,
-                    operation: counts.wrap(start, operation))
-            #endif
+            let child = _counted(by: monitor, operation)
+            guard _startsAtOnce(_isolation(of: child)) else {
+                return addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: child)
+            }
+            addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor, operation: child)
         }
 
         /// Like `addImmediateTaskUnlessCancelled`, with the child counted by `monitor` when it is added.
@@ -122,19 +114,11 @@
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async -> Void
         ) {
-            #if TASKWATCH_SILENT
-                addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
-            #else
-                guard let counts = monitor.spawnCounts else {
-                    addImmediateTask(
-                        name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
-                    return
-                }
-                let start = counts.created()
-                addImmediateTask(
-                    name: name, priority: priority, executorPreference: taskExecutor,
-                    operation: counts.wrap(start, operation))
-            #endif
+            let child = _counted(by: monitor, operation)
+            guard _startsAtOnce(_isolation(of: child)) else {
+                return addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: child)
+            }
+            addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor, operation: child)
         }
 
         /// Like `addImmediateTaskUnlessCancelled`, with the child counted by `monitor` when it is added.
@@ -173,19 +157,11 @@
             @_inheritActorContext @_implicitSelfCapture operation:
                 sending @escaping @isolated(any) () async throws -> Void
         ) {
-            #if TASKWATCH_SILENT
-                addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
-            #else
-                guard let counts = monitor.spawnCounts else {
-                    addImmediateTask(
-                        name: name, priority: priority, executorPreference: taskExecutor, operation: operation)
-                    return
-                }
-                let start = counts.created()
-                addImmediateTask(
-                    name: name, priority: priority, executorPreference: taskExecutor,
-                    operation: counts.wrap(start, operation))
-            #endif
+            let child = _counted(by: monitor, operation)
+            guard _startsAtOnce(_isolation(of: child)) else {
+                return addTask(name: name, executorPreference: taskExecutor, priority: priority, operation: child)
+            }
+            addImmediateTask(name: name, priority: priority, executorPreference: taskExecutor, operation: child)
         }
 
         /// Like `addImmediateTaskUnlessCancelled`, with the child counted by `monitor` when it is added.
@@ -210,5 +186,46 @@
                 operation: operation)
             return true
         }
+    }
+
+    /// `operation` counted by `monitor` as a child created now, or `operation` itself when nothing
+    /// counts (the `Silent` trait, `TASKWATCH_DISABLED`).
+    @inlinable
+    func _counted<Success: Sendable>(
+        by monitor: TaskMonitor, _ operation: sending @escaping @isolated(any) () async -> Success
+    ) -> sending @isolated(any) () async -> Success {
+        guard let counts = monitor.childCounts else { return _passed(operation) }
+        return counts.wrap(counts.created(), operation)
+    }
+
+    @inlinable
+    func _counted<Success: Sendable>(
+        by monitor: TaskMonitor, _ operation: sending @escaping @isolated(any) () async throws -> Success
+    ) -> sending @isolated(any) () async throws -> Success {
+        guard let counts = monitor.childCounts else { return _passed(operation) }
+        return counts.wrap(counts.created(), operation)
+    }
+
+    /// `operation` itself, for `_counted`'s path that does not count: returning the parameter there,
+    /// where the other path sends it to `wrap`, fails the 6.3 compiler's region check (it merges the
+    /// two paths' results with the parameter).
+    @inlinable
+    func _passed<Success>(
+        _ operation: sending @escaping @isolated(any) () async -> Success
+    ) -> sending @isolated(any) () async -> Success { operation }
+
+    @inlinable
+    func _passed<Success>(
+        _ operation: sending @escaping @isolated(any) () async throws -> Success
+    ) -> sending @isolated(any) () async throws -> Success { operation }
+
+    /// Whether an immediate child of this isolation may start on the calling thread: when it has none,
+    /// or when the caller already runs on its actor's executor. The runtime check `Task.immediate`
+    /// makes, with the same flags (`tw_is_current_executor`).
+    @inlinable
+    func _startsAtOnce(_ isolation: (any Actor)?) -> Bool {
+        guard let isolation else { return true }
+        let executor = unsafeBitCast(isolation.unownedExecutor, to: (UInt, UInt).self)
+        return tw_is_current_executor(UnsafeRawPointer(bitPattern: executor.0), executor.1) != 0
     }
 #endif
