@@ -1,4 +1,6 @@
+import Foundation
 import Synchronization
+import TaskWatchWire
 import Testing
 
 @testable import TaskWatch
@@ -151,5 +153,21 @@ extension Flag {
             #expect(snapshot.created == 2)
             #expect(snapshot.finished(.success) == 2)
         #endif
+    }
+
+    /// Swift compares canonically equivalent strings as equal, so `café` written with a precomposed é
+    /// and with e and a combining acute accent name one monitor, whose series carry the first spelling
+    /// as their `task` label. A handle made with the second spelling kept that spelling as its `name`,
+    /// documented as the label's value: a query built from it (Prometheus compares bytes) matched none
+    /// of the series it counts in.
+    @Test func aMonitorsNameIsTheTaskLabelItsSeriesCarry() throws {
+        let suffix = UUID().uuidString.prefix(8)
+        let composed = TaskMonitor("caf\u{E9}_\(suffix)")
+        let decomposed = TaskMonitor("cafe\u{301}_\(suffix)")
+        let label = try #require(
+            SeriesTable.shared.liveDeclarations.lazy.filter { $0.name == "swift_tasks" }.flatMap(\.labels)
+                .first { $0.name == "task" && $0.value == composed.name })
+        #expect(Array(composed.name.utf8) == Array(label.value.utf8))
+        #expect(Array(decomposed.name.utf8) == Array(label.value.utf8), "the name is the label's value, byte for byte")
     }
 }

@@ -41,17 +41,22 @@ final class MonitorRegistry: Sendable {
         self.table = table
     }
 
-    func counters(for name: String) -> CounterShards {
+    func counters(for name: String) -> CounterShards { entry(for: name).counters }
+
+    /// The monitor named `name`, made if it is new. Its `name` is the spelling it was made with: the
+    /// lookup compares names as `String` does, canonically, so `café` with a precomposed é finds the
+    /// monitor made as e and a combining accent, whose series carry that spelling.
+    func entry(for name: String) -> Entry {
         let retirements = table.retirements
         return state.withLock { state in
-            if let index = state.byName[name] { return state.entries[index].counters }
-            let counters = CounterShards()
-            let series = declareSeries(for: name, countingDrops: true)
-            if series == nil { state.triedAt = retirements }
+            if let index = state.byName[name] { return state.entries[index] }
+            let entry = Entry(
+                name: name, counters: CounterShards(), series: declareSeries(for: name, countingDrops: true))
+            if entry.series == nil { state.triedAt = retirements }
             state.byName[name] = state.entries.count
-            state.entries.append(Entry(name: name, counters: counters, series: series))
+            state.entries.append(entry)
             made.add(1, ordering: .releasing)
-            return counters
+            return entry
         }
     }
 

@@ -38,10 +38,14 @@ public final class TaskMonitor: Sendable {
     /// daemon refuses a longer label value, and with it every series of the monitor. `name` is then
     /// `unnamed` or the cut name, and monitors whose names become the same share their counters
     /// (`TaskMonitor("")` with `TaskMonitor("unnamed")`).
+    ///
+    /// Names are compared as `String` compares them, canonically: `café` with a precomposed é and with
+    /// e and a combining accent name one monitor, and `name` is the spelling it was first made with,
+    /// the one its series carry.
     public init(_ name: String) {
-        let name = Self.label(for: name)
-        self.name = name
-        counters = MonitorRegistry.shared.counters(for: name)
+        let entry = MonitorRegistry.shared.entry(for: Self.label(for: name))
+        self.name = entry.name
+        counters = entry.counters
         counts = TaskCounts(counters)
         spawnCounts = instrumentationDisabled ? nil : counts
     }
