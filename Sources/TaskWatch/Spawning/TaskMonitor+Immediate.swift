@@ -60,9 +60,9 @@
         /// shares the caller's isolation, and runs it as a new top-level task that inherits neither
         /// priority nor task-locals, counted by this monitor.
         ///
-        /// `isolation` is not the task's: a detached operation inherits the caller's isolation all the
-        /// same (`@_inheritActorContext(always)`), and the wrapper needs the caller's actor to share it,
-        /// or on an actor the task would enqueue instead of starting at once.
+        /// As with the plain one, the operation inherits the caller's isolation all the same
+        /// (`@_inheritActorContext(always)`); the wrapper takes the operation's isolation, so on the
+        /// caller's actor the task still starts at once.
         @inlinable
         @discardableResult
         public func immediateDetached<Success: Sendable>(
